@@ -1,0 +1,271 @@
+//! The application: shared state, the router with the contract's middleware, and the server
+//! with its background maintenance and graceful shutdown.
+
+use std::any::Any as PanicPayload;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::{openapi, request_id, ApiError, ErrorCode};
+use crate::secrets::{self, MasterKey};
+use crate::tokens::TokenKeys;
+use crate::usage::UsageRecorder;
+use crate::{health, keys, public_keys, tenants, time, tokens};
+
+/// How often pending usage is written.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppState>);
+
+pub struct AppState {
+    pub db: Db,
+    pub config: Config,
+    /// Hex SHA-256 of the platform admin key.
+    pub admin_key_hash: String,
+    pub token_keys: TokenKeys,
+    pub usage: UsageRecorder,
+    pub started_at: Instant,
+    pub openapi_json: axum::body::Bytes,
+}
+
+impl Deref for App {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    MasterKey(#[from] crate::secrets::MasterKeyError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("PLINTH_ADMIN_KEY must be at least {} characters", crate::limits::ADMIN_KEY_MIN_CHARS)]
+    AdminKeyTooShort,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Every route, with its OpenAPI description.
+fn api_routes() -> OpenApiRouter<App> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(tenants::routes())
+        .merge(keys::routes())
+        .merge(public_keys::routes())
+        .merge(tokens::routes())
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, doc) = api_routes().split_for_parts();
+    openapi::finish(doc)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "this route does not accept that method")
+}
+
+fn panic_response(_payload: Box<dyn PanicPayload + Send + 'static>) -> Response {
+    ApiError::internal("a handler panicked").into_response()
+}
+
+/// Refuses a declared body over the limit before reading it, naming the limit.
+async fn limit_body(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return ApiError::new(ErrorCode::PayloadTooLarge, format!("request body exceeds the limit of {max} bytes"))
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Serves seed 001's names (`/v1/workspaces`, `/v1/api-keys`) by the canonical routes.
+fn rewrite_aliases(mut request: Request) -> Request {
+    if let Some(path) = openapi::canonical_path(request.uri().path()) {
+        let target = match request.uri().query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        if let Ok(uri) = target.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+/// The router with the contract's middleware, ready to serve.
+pub fn router(app: App) -> Router {
+    let max_body = app.config.max_body_bytes;
+    let (routes, _) = api_routes().split_for_parts();
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(max_body, limit_body))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(request_id::assign))
+        .with_state(app)
+}
+
+/// Resolves the platform admin credential: the configured one, the stored hash, or a new one
+/// (returned so that it can be shown once).
+async fn admin_key(db: &Db, configured: Option<&str>) -> Result<(String, Option<String>), StartupError> {
+    if let Some(key) = configured.filter(|k| !k.is_empty()) {
+        if key.chars().count() < crate::limits::ADMIN_KEY_MIN_CHARS {
+            return Err(StartupError::AdminKeyTooShort);
+        }
+        return Ok((secrets::sha256_hex(key), None));
+    }
+    let stored = |db: Db| async move {
+        sqlx::query_as::<_, (String,)>("SELECT value FROM platform_settings WHERE name = 'admin_key_hash'")
+            .fetch_optional(db.pool())
+            .await
+    };
+    if let Some((hash,)) = stored(db.clone()).await? {
+        return Ok((hash, None));
+    }
+    let key = format!("plk_admin_{}", secrets::random_alphanumeric(43));
+    let hash = secrets::sha256_hex(&key);
+    sqlx::query(
+        "INSERT INTO platform_settings (name, value, updated_at) VALUES ('admin_key_hash', $1, $2) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&hash)
+    .bind(time::to_db(&time::now()))
+    .execute(db.pool())
+    .await?;
+    // Another node may have won the race: only the stored key is valid.
+    let (winner,) = stored(db.clone()).await?.unwrap_or((hash.clone(),));
+    Ok(if winner == hash { (hash, Some(key)) } else { (winner, None) })
+}
+
+/// Connects to the database and applies migrations.
+pub async fn open_database(config: &crate::config::StorageArgs) -> Result<Db, StartupError> {
+    if config.database_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let db = Db::connect(&config.database_url(), config.db_max_connections).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// A started server: migrated, listening, not yet serving.
+pub struct Server {
+    app: App,
+    listener: TcpListener,
+    /// The platform admin key, when this start generated it. Show it once.
+    pub generated_admin_key: Option<String>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, StartupError> {
+        let master = MasterKey::load(config.master_key.as_deref(), &config.storage.data_dir)?;
+        let db = open_database(&config.storage).await?;
+        let (admin_key_hash, generated_admin_key) = admin_key(&db, config.admin_key.as_deref()).await?;
+        let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let app = App(Arc::new(AppState {
+            db,
+            token_keys: TokenKeys::new(&master, config.token_ttl_secs),
+            config,
+            admin_key_hash,
+            usage: UsageRecorder::default(),
+            started_at: Instant::now(),
+            openapi_json: openapi_json.into(),
+        }));
+        Ok(Server { app, listener, generated_admin_key })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn app(&self) -> App {
+        self.app.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests,
+    /// writes pending usage and closes the database.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = self.app.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let maintenance = tokio::spawn(maintain(app.clone(), stop_rx));
+
+        let router = router(app.clone());
+        let service = tower::util::MapRequestLayer::new(rewrite_aliases).layer(router);
+        let served = axum::serve(
+            self.listener,
+            axum::ServiceExt::<Request<Body>>::into_make_service_with_connect_info::<SocketAddr>(service),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+        let _ = stop_tx.send(true);
+        if let Err(error) = maintenance.await {
+            tracing::error!(%error, "maintenance task failed");
+        }
+        if let Err(error) = app.usage.flush(&app.db).await {
+            tracing::error!(%error, "writing usage at shutdown failed");
+        }
+        app.db.close().await;
+        served
+    }
+}
+
+/// Background upkeep: writes pending usage and purges long-expired token records.
+async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        ticks += 1;
+        if let Err(error) = app.usage.flush(&app.db).await {
+            tracing::warn!(%error, "writing usage failed; will retry");
+        }
+        if ticks % 60 == 0 {
+            let cutoff = time::to_db(&(time::now() - chrono::Duration::hours(1)));
+            if let Err(error) =
+                sqlx::query("DELETE FROM issued_tokens WHERE expires_at < $1").bind(cutoff).execute(app.db.pool()).await
+            {
+                tracing::warn!(%error, "purging expired tokens failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Turning a bearer credential into an `Auth`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+
+use super::{Actor, Auth, TenantId};
+use crate::app::App;
+use crate::http::{ApiError, ApiResult};
+use crate::time::{self, Timestamp};
+use crate::{keys, public_keys, secrets, tokens};
+
+/// What authenticating with an API key (directly or through a token) needs of the key.
+#[derive(Debug, Clone)]
+pub struct KeyCredential {
+    pub key_id: String,
+    pub tenant_id: String,
+    pub scopes: Vec<String>,
+    pub ip_allowlist: Vec<IpNet>,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl KeyCredential {
+    /// Refuses an expired key and a client outside the key's IP allowlist.
+    pub fn check(&self, ip: IpAddr) -> ApiResult<()> {
+        if self.expires_at.is_some_and(|at| at <= time::now()) {
+            return Err(ApiError::unauthorized("this API key has expired"));
+        }
+        if !self.ip_allowlist.is_empty() && !self.ip_allowlist.iter().any(|net| net.contains(&ip)) {
+            return Err(ApiError::unauthorized("this API key does not accept requests from your address"));
+        }
+        Ok(())
+    }
+}
+
+/// Identifies the caller behind `credential`, arriving from `ip`.
+pub async fn authenticate(app: &App, credential: &str, ip: IpAddr) -> ApiResult<Auth> {
+    let hash = secrets::sha256_hex(credential);
+    if secrets::constant_time_eq(hash.as_bytes(), app.admin_key_hash.as_bytes()) {
+        return Ok(Auth::new(Actor::Admin, None, Arc::from(vec!["*".to_string()]), ip));
+    }
+    if keys::is_key_format(credential) {
+        let key = keys::store::find_credential(app.db.pool(), &hash)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+        key.check(ip)?;
+        let actor = Actor::ApiKey { key_id: key.key_id };
+        return Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id)), key.scopes.into(), ip));
+    }
+    if credential.bytes().filter(|&b| b == b'.').count() == 2 {
+        let header =
+            jsonwebtoken::decode_header(credential).map_err(|_| ApiError::unauthorized("malformed bearer token"))?;
+        return match header.alg {
+            Algorithm::HS256 => tokens::authenticate(app, credential, ip).await,
+            Algorithm::RS256 | Algorithm::ES256 => {
+                public_keys::authenticate(app, credential, header.alg, header.kid.as_deref(), ip).await
+            }
+            _ => Err(ApiError::unauthorized("unsupported token algorithm: use HS256 tokens, RS256 or ES256")),
+        };
+    }
+    Err(ApiError::unauthorized("unrecognised credential"))
+}

@@ -1,0 +1,207 @@
+//! One error type at the edge: `ApiError` renders the contract's error envelope.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::request_id;
+
+/// The stable, machine-readable error codes and the status each answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    InsufficientScope,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    Internal,
+    UpstreamUnavailable,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::InsufficientScope | ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::InsufficientScope => "INSUFFICIENT_SCOPE",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::ValidationFailed => "VALIDATION_FAILED",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+        }
+    }
+}
+
+/// An error answered in the contract's envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Per-field messages, for `VALIDATION_FAILED`.
+    pub details: Option<Map<String, Value>>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), details: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// A validation failure of one field.
+    pub fn invalid(field: &str, problem: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::default();
+        errors.add(field, problem);
+        errors.into_error()
+    }
+
+    /// An internal failure: logged with the request id, answered without its text.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(request_id = %request_id::current(), error = %error, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+/// Collects per-field validation problems; turns into one `VALIDATION_FAILED`.
+#[derive(Debug, Default)]
+pub struct FieldErrors {
+    fields: Map<String, Value>,
+    first: Option<String>,
+}
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &str, problem: impl Into<String>) {
+        let problem = problem.into();
+        if self.first.is_none() {
+            self.first = Some(format!("{field}: {problem}"));
+        }
+        let entry = self.fields.entry(field.to_string()).or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = entry {
+            list.push(Value::String(problem));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    pub fn into_error(self) -> ApiError {
+        ApiError {
+            code: ErrorCode::ValidationFailed,
+            message: self.first.unwrap_or_else(|| "validation failed".into()),
+            details: Some(self.fields),
+        }
+    }
+
+    /// `Ok(())` when nothing was added, else the validation error.
+    pub fn finish(self) -> ApiResult<()> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_error())
+        }
+    }
+}
+
+/// The error body, as documented in the OpenAPI document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    pub error: ErrorDetail,
+    /// Equals the `X-Request-Id` header.
+    pub request_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable UPPER_SNAKE code, such as `VALIDATION_FAILED`.
+    pub code: String,
+    pub message: String,
+    /// Per-field messages, for `VALIDATION_FAILED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Map<String, Value>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ErrorBody {
+            success: false,
+            error: ErrorDetail { code: self.code.as_str().to_string(), message: self.message, details: self.details },
+            request_id: request_id::current(),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if self.code == ErrorCode::Unauthorized {
+            response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<chrono::ParseError> for ApiError {
+    fn from(error: chrono::ParseError) -> Self {
+        ApiError::internal(format!("stored timestamp: {error}"))
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(error: serde_json::Error) -> Self {
+        ApiError::internal(format!("stored json: {error}"))
+    }
+}

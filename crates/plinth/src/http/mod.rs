@@ -1,0 +1,13 @@
+//! The HTTP contract: the envelope, errors, request ids, extractors, lists and the OpenAPI document.
+
+pub mod error;
+pub mod extract;
+pub mod list;
+pub mod openapi;
+pub mod request_id;
+pub mod response;
+
+pub use error::{ApiError, ApiResult, ErrorCode};
+pub use extract::{Json, OptionalJson, Path, Query};
+pub use list::{ListParams, Page};
+pub use response::{Created, Data, Deleted};

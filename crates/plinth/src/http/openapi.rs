@@ -1,0 +1,161 @@
+//! Assembly of the OpenAPI 3.1 document from the routes' own annotations.
+
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use super::error::ErrorBody;
+
+/// Paths served again under a second name: (canonical prefix, alias prefix, what is excluded).
+pub const ALIASES: &[(&str, &str, &str)] =
+    &[("/v1/tenants", "/v1/workspaces", ""), ("/v1/keys", "/v1/api-keys", "/v1/keys/public")];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Plinth API",
+        description = "A self-hosted, multi-tenant API platform.\n\n\
+Every route under `/v1` takes `Authorization: Bearer <credential>`: an API key (`plk_live_...`), \
+an access token from `POST /v1/token`, a JWT signed with an uploaded public key, or the platform \
+admin key (which may act on one tenant with `X-Tenant-ID`).\n\n\
+Every response is an envelope: `{\"success\": true, \"data\": ..., \"request_id\": ...}` or \
+`{\"success\": false, \"error\": {\"code\", \"message\", \"details\"}, \"request_id\": ...}`. \
+`X-Request-Id` equals `request_id`.\n\n\
+Error codes: `BAD_REQUEST` 400, `UNAUTHORIZED` 401, `INSUFFICIENT_SCOPE` and `FORBIDDEN` 403, \
+`NOT_FOUND` 404 (also for another tenant's resources), `METHOD_NOT_ALLOWED` 405, `CONFLICT` 409, \
+`PAYLOAD_TOO_LARGE` 413, `UNSUPPORTED_MEDIA_TYPE` 415, `VALIDATION_FAILED` 422, `INTERNAL` 500, \
+`UPSTREAM_UNAVAILABLE` 503.\n\n\
+Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_cursor, total}`.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&Contract),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "Public", description = "Probes, the landing page and this reference. No authentication."),
+        (name = "Tenants", description = "Tenants (workspaces), managed by the platform admin; `/v1/workspaces` is an alias."),
+        (name = "API keys", description = "Scoped API keys with expiry, IP allowlists and rotation; `/v1/api-keys` is an alias."),
+        (name = "Tokens", description = "Short-lived access tokens exchanged for an API key."),
+        (name = "Public keys", description = "Tenant public keys: JWTs signed with the private half are accepted as credentials."),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds what every route shares: the bearer scheme and the error answers of the envelope.
+struct Contract;
+
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn add_missing(operation: &mut Operation, status: &str, description: &str) {
+    operation.responses.responses.entry(status.to_string()).or_insert_with(|| error_response(description));
+}
+
+impl Modify for Contract {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key, access token, tenant-signed JWT or the platform admin key"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Completes every operation with the error answers the contract gives on every route.
+fn complete_operations(openapi: &mut OpenApiDoc) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for operation in operations.into_iter().flatten() {
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            if secured {
+                add_missing(operation, "401", "Missing, invalid, expired or revoked credential (`UNAUTHORIZED`)");
+                add_missing(operation, "403", "The credential lacks the scope (`INSUFFICIENT_SCOPE`)");
+            }
+            if operation.request_body.is_some() {
+                add_missing(operation, "400", "Malformed JSON (`BAD_REQUEST`)");
+                add_missing(operation, "413", "Body over the limit (`PAYLOAD_TOO_LARGE`)");
+                add_missing(operation, "415", "Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`)");
+                add_missing(operation, "422", "A field is invalid (`VALIDATION_FAILED`)");
+            }
+            add_missing(operation, "500", "Internal error (`INTERNAL`), without internals");
+        }
+    }
+}
+
+/// Serves each aliased path under its second name too, with its own operation ids.
+fn add_aliases(openapi: &mut OpenApiDoc) {
+    let mut extra = Vec::new();
+    for (path, item) in &openapi.paths.paths {
+        for (canonical, alias, excluded) in ALIASES {
+            let under = path == canonical || path.starts_with(&format!("{canonical}/"));
+            if !under || (!excluded.is_empty() && path.starts_with(excluded)) {
+                continue;
+            }
+            let mut item = item.clone();
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                operation.operation_id = operation.operation_id.as_ref().map(|id| format!("{id}_via_{}", &alias[4..]));
+                let note = format!("Alias of `{canonical}`.");
+                operation.description = Some(match operation.description.take() {
+                    Some(text) => format!("{text}\n\n{note}"),
+                    None => note,
+                });
+            }
+            extra.push((format!("{alias}{}", &path[canonical.len()..]), item));
+        }
+    }
+    openapi.paths.paths.extend(extra);
+}
+
+/// The finished document.
+pub fn finish(mut openapi: OpenApiDoc) -> OpenApiDoc {
+    complete_operations(&mut openapi);
+    add_aliases(&mut openapi);
+    openapi
+}
+
+/// The canonical path for an aliased one, if `path` is an alias.
+pub fn canonical_path(path: &str) -> Option<String> {
+    for (canonical, alias, excluded) in ALIASES {
+        if let Some(rest) = path.strip_prefix(alias) {
+            if rest.is_empty() || rest.starts_with('/') {
+                let target = format!("{canonical}{rest}");
+                if !excluded.is_empty() && target.starts_with(excluded) {
+                    return None;
+                }
+                return Some(target);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn aliases_map_to_canonical_paths() {
+        assert_eq!(canonical_path("/v1/workspaces").as_deref(), Some("/v1/tenants"));
+        assert_eq!(canonical_path("/v1/api-keys/key_1/rotate").as_deref(), Some("/v1/keys/key_1/rotate"));
+        assert_eq!(canonical_path("/v1/api-keys/public"), None);
+        assert_eq!(canonical_path("/v1/api-keysx"), None);
+        assert_eq!(canonical_path("/v1/keys"), None);
+    }
+}

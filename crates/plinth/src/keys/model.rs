@@ -1,0 +1,290 @@
+//! API key types and their validation.
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Auth;
+use crate::http::error::FieldErrors;
+use crate::http::ApiResult;
+use crate::limits::{IP_ALLOWLIST_MAX, ROTATION_GRACE_MAX_HOURS};
+use crate::scopes;
+use crate::tenants::model::{validate_name, Tier};
+use crate::time;
+
+/// `live` keys start `plk_live_`, `test` keys `plk_test_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyMode {
+    #[default]
+    Live,
+    Test,
+}
+
+impl KeyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyMode::Live => "live",
+            KeyMode::Test => "test",
+        }
+    }
+}
+
+/// Whether a key can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Active,
+    /// Rotated: works until `expires_at`, then stops.
+    Rotating,
+    Expired,
+}
+
+/// An API key. The secret is never part of it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiKey {
+    #[schema(example = "key_01jd8x3k4m5n6p7q8r9s0t1v2w")]
+    pub id: String,
+    pub tenant_id: String,
+    pub label: String,
+    /// The first characters of the secret, to recognise it.
+    #[schema(example = "plk_live_Ab3d")]
+    pub prefix: String,
+    pub mode: KeyMode,
+    pub scopes: Vec<String>,
+    /// CIDRs the key accepts requests from; empty means anywhere.
+    pub ip_allowlist: Vec<String>,
+    pub rate_limit_tier: Option<Tier>,
+    /// Requests per minute, overriding the tier.
+    pub rate_limit: Option<i64>,
+    pub status: KeyStatus,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// The key that replaced this one by rotation.
+    pub replaced_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A new key and its secret, shown only now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyCreated {
+    pub key: ApiKey,
+    /// The secret: send it as `Authorization: Bearer <token>`. It is not shown again.
+    pub token: String,
+}
+
+/// The outcome of a rotation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyRotated {
+    pub old_key: ApiKey,
+    pub new_key: ApiKey,
+    /// The new secret. It is not shown again.
+    pub token: String,
+    /// When the old key stops working.
+    pub grace_period_ends_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// A name for people (seed 001 calls it `name`). Default `API key`.
+    #[serde(alias = "name")]
+    pub label: Option<String>,
+    /// Default `["read", "write"]`. A key cannot grant what its creator lacks.
+    pub scopes: Option<Vec<String>>,
+    /// CIDRs or addresses; empty or absent means anywhere.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// When the key stops working; in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rate_limit_tier: Option<Tier>,
+    /// Requests per minute, overriding the tier.
+    pub rate_limit: Option<u32>,
+    /// Default `live`.
+    pub mode: Option<KeyMode>,
+}
+
+/// Changes to a key: absent fields keep their value; `null` clears an optional one.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKey {
+    #[serde(alias = "name")]
+    pub label: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub ip_allowlist: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Tier>)]
+    pub rate_limit_tier: Option<Option<Tier>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    pub rate_limit: Option<Option<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// Hours the old key keeps working, 0 to 720. Default 24.
+    pub grace_period_hours: Option<u32>,
+    /// A label for the new key; default the old key's.
+    #[serde(alias = "name")]
+    pub label: Option<String>,
+    /// Scopes for the new key; default the old key's.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// Distinguishes `"field": null` (Some(None)) from an absent field (None).
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A validated key to create.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub label: String,
+    pub scopes: Vec<String>,
+    pub ip_allowlist: Vec<IpNet>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rate_limit_tier: Option<Tier>,
+    pub rate_limit: Option<i64>,
+    pub mode: KeyMode,
+}
+
+impl NewKey {
+    /// The first key of a new tenant: every scope, no limits.
+    pub fn first(label: &str) -> NewKey {
+        NewKey {
+            label: label.to_string(),
+            scopes: vec!["*".to_string()],
+            ip_allowlist: Vec::new(),
+            expires_at: None,
+            rate_limit_tier: None,
+            rate_limit: None,
+            mode: KeyMode::Live,
+        }
+    }
+}
+
+pub fn parse_allowlist(field: &str, entries: &[String], errors: &mut FieldErrors) -> Vec<IpNet> {
+    if entries.len() > IP_ALLOWLIST_MAX {
+        errors.add(field, format!("at most {IP_ALLOWLIST_MAX} entries"));
+    }
+    let mut nets = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let entry = entry.trim();
+        let parsed = entry
+            .parse::<IpNet>()
+            .map(|net| net.trunc())
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) if !nets.contains(&net) => nets.push(net),
+            Ok(_) => {}
+            Err(_) => errors.add(field, format!("`{entry}` is not an IP address or CIDR")),
+        }
+    }
+    nets
+}
+
+/// Checks requested scopes: valid names, and none wider than the creator's own.
+pub fn validate_scopes(field: &str, requested: &[String], creator: &Auth, errors: &mut FieldErrors) -> Vec<String> {
+    let scopes = scopes::normalise(field, requested, errors);
+    if !creator.is_admin() {
+        for scope in &scopes {
+            if !scopes::covers(creator.scopes(), scope) {
+                errors.add(field, format!("`{scope}` is wider than the scopes of the credential creating it"));
+            }
+        }
+    }
+    scopes
+}
+
+fn validate_rate_limit(limit: u32, errors: &mut FieldErrors) -> i64 {
+    if !(1..=10_000_000).contains(&limit) {
+        errors.add("rate_limit", "must be between 1 and 10000000 requests per minute");
+    }
+    i64::from(limit)
+}
+
+impl CreateKey {
+    pub fn validate(self, creator: &Auth) -> ApiResult<NewKey> {
+        let mut errors = FieldErrors::default();
+        let label = validate_name("label", self.label.as_deref().unwrap_or("API key"), &mut errors);
+        let requested = self.scopes.unwrap_or_else(|| vec!["read".into(), "write".into()]);
+        let scopes = validate_scopes("scopes", &requested, creator, &mut errors);
+        let ip_allowlist = parse_allowlist("ip_allowlist", &self.ip_allowlist.unwrap_or_default(), &mut errors);
+        if self.expires_at.is_some_and(|at| at <= time::now()) {
+            errors.add("expires_at", "must be in the future");
+        }
+        let rate_limit = self.rate_limit.map(|l| validate_rate_limit(l, &mut errors));
+        errors.finish()?;
+        Ok(NewKey {
+            label,
+            scopes,
+            ip_allowlist,
+            expires_at: self.expires_at,
+            rate_limit_tier: self.rate_limit_tier,
+            rate_limit,
+            mode: self.mode.unwrap_or_default(),
+        })
+    }
+}
+
+/// A validated change to a key.
+#[derive(Debug, Default)]
+pub struct KeyChanges {
+    pub label: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub ip_allowlist: Option<Vec<IpNet>>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub rate_limit_tier: Option<Option<Tier>>,
+    pub rate_limit: Option<Option<i64>>,
+}
+
+impl UpdateKey {
+    pub fn validate(self, creator: &Auth) -> ApiResult<KeyChanges> {
+        let mut errors = FieldErrors::default();
+        let label = self.label.map(|l| validate_name("label", &l, &mut errors));
+        let scopes = self.scopes.map(|s| validate_scopes("scopes", &s, creator, &mut errors));
+        let ip_allowlist = self.ip_allowlist.map(|l| parse_allowlist("ip_allowlist", &l, &mut errors));
+        if let Some(Some(at)) = self.expires_at {
+            if at <= time::now() {
+                errors.add("expires_at", "must be in the future");
+            }
+        }
+        let rate_limit = self.rate_limit.map(|l| l.map(|l| validate_rate_limit(l, &mut errors)));
+        errors.finish()?;
+        Ok(KeyChanges {
+            label,
+            scopes,
+            ip_allowlist,
+            expires_at: self.expires_at,
+            rate_limit_tier: self.rate_limit_tier,
+            rate_limit,
+        })
+    }
+}
+
+/// A validated rotation.
+#[derive(Debug)]
+pub struct Rotation {
+    pub grace_hours: u32,
+    pub label: Option<String>,
+    pub scopes: Option<Vec<String>>,
+}
+
+impl RotateKey {
+    pub fn validate(self, creator: &Auth) -> ApiResult<Rotation> {
+        let mut errors = FieldErrors::default();
+        let grace_hours = self.grace_period_hours.unwrap_or(24);
+        if grace_hours > ROTATION_GRACE_MAX_HOURS {
+            errors.add("grace_period_hours", format!("must be between 0 and {ROTATION_GRACE_MAX_HOURS}"));
+        }
+        let label = self.label.map(|l| validate_name("label", &l, &mut errors));
+        let scopes = self.scopes.map(|s| validate_scopes("scopes", &s, creator, &mut errors));
+        errors.finish()?;
+        Ok(Rotation { grace_hours, label, scopes })
+    }
+}

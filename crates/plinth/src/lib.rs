@@ -1,0 +1,22 @@
+//! Plinth: a self-hosted, multi-tenant API platform in one binary.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod http;
+pub mod id;
+pub mod keys;
+pub mod limits;
+pub mod public_keys;
+pub mod scopes;
+pub mod secrets;
+pub mod tenants;
+pub mod time;
+pub mod tokens;
+pub mod usage;
+
+pub use app::{App, Server};
+pub use config::Config;

@@ -1,0 +1,30 @@
+//! The contract's limits, in one place.
+
+/// Default largest JSON body: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default page size of every list.
+pub const LIST_DEFAULT_LIMIT: u32 = 20;
+/// Largest page size of every list.
+pub const LIST_MAX_LIMIT: u32 = 100;
+/// Longest name or label.
+pub const NAME_MAX_CHARS: usize = 255;
+/// Longest slug.
+pub const SLUG_MAX_CHARS: usize = 63;
+/// Most scopes on one credential.
+pub const SCOPES_MAX: usize = 64;
+/// Most CIDRs in one IP allowlist.
+pub const IP_ALLOWLIST_MAX: usize = 100;
+/// Shortest platform admin key.
+pub const ADMIN_KEY_MIN_CHARS: usize = 32;
+/// Longest client-supplied `X-Request-Id`.
+pub const REQUEST_ID_MAX_CHARS: usize = 128;
+/// Longest grace period when rotating an API key (30 days).
+pub const ROTATION_GRACE_MAX_HOURS: u32 = 720;
+/// Most public keys one tenant may upload.
+pub const PUBLIC_KEYS_MAX: i64 = 10;
+/// Longest accepted PEM document.
+pub const PEM_MAX_BYTES: usize = 16 * 1024;
+/// Smallest accepted RSA modulus.
+pub const RSA_MIN_BITS: u64 = 2048;
+/// How far ahead a tenant-signed JWT may set `exp`.
+pub const TENANT_JWT_MAX_LIFETIME_SECS: i64 = 3600;

@@ -1,0 +1,182 @@
+//! Scopes: broad ones (`read`, `write`, `schema`, `files`, `auth`, `ai`, `admin`, `*`) and fine
+//! ones (`<resource>:<action>`). A route declares one fine scope it needs.
+
+use crate::http::error::FieldErrors;
+use crate::limits::SCOPES_MAX;
+
+/// The broad scopes.
+pub const BROAD: &[&str] = &["read", "write", "schema", "files", "auth", "ai", "admin", "*"];
+
+/// Resources that a resource-group broad scope covers with every action.
+const GROUPS: &[(&str, &[&str])] = &[
+    ("schema", &["object-types", "properties", "schema"]),
+    ("files", &["files"]),
+    ("auth", &["users", "auth", "sessions"]),
+    ("ai", &["ai", "chat", "models", "embeddings"]),
+    ("admin", &["api-keys", "public-keys", "tokens", "tenants", "usage", "audit-logs", "governance"]),
+];
+
+/// What a route needs: one fine scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Required {
+    pub resource: &'static str,
+    pub action: &'static str,
+}
+
+impl Required {
+    pub const fn new(resource: &'static str, action: &'static str) -> Self {
+        Required { resource, action }
+    }
+
+    /// True when the single granted scope `granted` satisfies this requirement.
+    pub fn satisfied_by(&self, granted: &str) -> bool {
+        grants(granted, self.resource, self.action)
+    }
+
+    /// True when any of `granted` satisfies this requirement.
+    pub fn satisfied_by_any<S: AsRef<str>>(&self, granted: &[S]) -> bool {
+        granted.iter().any(|g| self.satisfied_by(g.as_ref()))
+    }
+
+    /// `resource:action`, for messages.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.resource, self.action)
+    }
+}
+
+/// The scopes of the routes that exist so far.
+pub mod required {
+    use super::Required;
+
+    pub const TENANTS_READ: Required = Required::new("tenants", "read");
+    pub const KEYS_READ: Required = Required::new("api-keys", "read");
+    pub const KEYS_WRITE: Required = Required::new("api-keys", "write");
+    pub const KEYS_DELETE: Required = Required::new("api-keys", "delete");
+    pub const PUBLIC_KEYS_READ: Required = Required::new("public-keys", "read");
+    pub const PUBLIC_KEYS_WRITE: Required = Required::new("public-keys", "write");
+    pub const PUBLIC_KEYS_DELETE: Required = Required::new("public-keys", "delete");
+    pub const TOKENS_DELETE: Required = Required::new("tokens", "delete");
+    pub const USAGE_READ: Required = Required::new("usage", "read");
+}
+
+fn is_name(part: &str) -> bool {
+    let mut chars = part.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && part.len() <= 64
+}
+
+/// True when `scope` is a broad scope or a well-formed `<resource>:<action>`.
+pub fn is_valid(scope: &str) -> bool {
+    if BROAD.contains(&scope) {
+        return true;
+    }
+    match scope.split_once(':') {
+        Some((resource, action)) => is_name(resource) && (action == "*" || is_name(action)),
+        None => false,
+    }
+}
+
+/// Validates and de-duplicates a requested scope list, keeping its order.
+pub fn normalise(field: &str, scopes: &[String], errors: &mut FieldErrors) -> Vec<String> {
+    if scopes.is_empty() {
+        errors.add(field, "must name at least one scope");
+    }
+    if scopes.len() > SCOPES_MAX {
+        errors.add(field, format!("at most {SCOPES_MAX} scopes"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        let scope = scope.trim();
+        if !is_valid(scope) {
+            errors.add(
+                field,
+                format!("unknown scope `{scope}`: use one of {} or `<resource>:<action>`", BROAD.join(", ")),
+            );
+        } else if !out.iter().any(|s| s == scope) {
+            out.push(scope.to_string());
+        }
+    }
+    out
+}
+
+/// True when the single scope `granted` allows `action` on `resource`.
+fn grants(granted: &str, resource: &str, action: &str) -> bool {
+    match granted {
+        "*" => true,
+        "read" => action == "read",
+        "write" => matches!(action, "write" | "delete"),
+        _ => {
+            if let Some((_, resources)) = GROUPS.iter().find(|(name, _)| *name == granted) {
+                return resources.contains(&resource);
+            }
+            match granted.split_once(':') {
+                Some((r, a)) => r == resource && (a == "*" || a == action),
+                None => false,
+            }
+        }
+    }
+}
+
+/// True when a holder of `granted` may hand out `wanted` (no credential can mint a wider one).
+pub fn covers<S: AsRef<str>>(granted: &[S], wanted: &str) -> bool {
+    let has = |s: &str| granted.iter().any(|g| g.as_ref() == s);
+    if has("*") || has(wanted) {
+        return true;
+    }
+    if BROAD.contains(&wanted) {
+        return false;
+    }
+    match wanted.split_once(':') {
+        Some((resource, action)) => granted.iter().any(|g| grants(g.as_ref(), resource, action)),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS_READ: Required = Required::new("api-keys", "read");
+    const KEYS_DELETE: Required = Required::new("api-keys", "delete");
+
+    #[test]
+    fn fine_scope_rules_follow_the_contract() {
+        assert!(KEYS_READ.satisfied_by("api-keys:read"));
+        assert!(KEYS_READ.satisfied_by("api-keys:*"));
+        assert!(KEYS_READ.satisfied_by("read"));
+        assert!(KEYS_READ.satisfied_by("*"));
+        assert!(KEYS_READ.satisfied_by("admin"));
+        assert!(!KEYS_READ.satisfied_by("write"));
+        assert!(!KEYS_READ.satisfied_by("api-keys:write"));
+        assert!(!KEYS_READ.satisfied_by("webhooks:read"));
+        assert!(!KEYS_READ.satisfied_by("files"));
+        assert!(KEYS_DELETE.satisfied_by("write"));
+        assert!(!KEYS_DELETE.satisfied_by("read"));
+    }
+
+    #[test]
+    fn validates_scope_names() {
+        assert!(is_valid("read"));
+        assert!(is_valid("webhooks:read"));
+        assert!(is_valid("objects:*"));
+        assert!(!is_valid("Webhooks:read"));
+        assert!(!is_valid("superuser"));
+        assert!(!is_valid(":read"));
+        assert!(!is_valid("a:b:c"));
+    }
+
+    #[test]
+    fn no_credential_mints_a_wider_one() {
+        assert!(covers(&["*"], "admin"));
+        assert!(covers(&["read", "write"], "read"));
+        assert!(!covers(&["read"], "write"));
+        assert!(covers(&["read"], "webhooks:read"));
+        assert!(!covers(&["read"], "webhooks:write"));
+        assert!(covers(&["write"], "objects:delete"));
+        assert!(covers(&["webhooks:*"], "webhooks:read"));
+        assert!(covers(&["admin"], "api-keys:*"));
+        assert!(!covers(&["read", "write"], "api-keys:*"));
+        assert!(!covers(&["api-keys:read"], "*"));
+    }
+}

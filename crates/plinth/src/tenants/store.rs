@@ -1,0 +1,105 @@
+//! Tenant queries.
+
+use sqlx::{Any, AnyPool, Executor, FromRow};
+
+use super::model::{Tenant, TenantSettings, Tier};
+use crate::http::{ApiError, ApiResult, ListParams};
+use crate::time;
+
+#[derive(Debug, FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    slug: String,
+    tier: String,
+    settings: String,
+    created_at: String,
+    updated_at: String,
+}
+
+const COLUMNS: &str = "id, name, slug, tier, settings, created_at, updated_at";
+
+impl TryFrom<TenantRow> for Tenant {
+    type Error = ApiError;
+
+    fn try_from(row: TenantRow) -> ApiResult<Tenant> {
+        Ok(Tenant {
+            tier: Tier::parse(&row.tier).ok_or_else(|| ApiError::internal(format!("stored tier {}", row.tier)))?,
+            settings: serde_json::from_str::<TenantSettings>(&row.settings)?,
+            created_at: time::from_db(&row.created_at)?,
+            updated_at: time::from_db(&row.updated_at)?,
+            id: row.id,
+            name: row.name,
+            slug: row.slug,
+        })
+    }
+}
+
+pub async fn insert<'e, E: Executor<'e, Database = Any>>(db: E, tenant: &Tenant) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tenants (id, name, slug, tier, settings, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&tenant.id)
+    .bind(&tenant.name)
+    .bind(&tenant.slug)
+    .bind(tenant.tier.as_str())
+    .bind(serde_json::to_string(&tenant.settings).unwrap_or_default())
+    .bind(time::to_db(&tenant.created_at))
+    .bind(time::to_db(&tenant.updated_at))
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+pub async fn get<'e, E: Executor<'e, Database = Any>>(db: E, id: &str) -> ApiResult<Option<Tenant>> {
+    let row: Option<TenantRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1")).bind(id).fetch_optional(db).await?;
+    row.map(Tenant::try_from).transpose()
+}
+
+pub async fn exists(db: &AnyPool, id: &str) -> ApiResult<bool> {
+    let found: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM tenants WHERE id = $1").bind(id).fetch_optional(db).await?;
+    Ok(found.is_some())
+}
+
+pub async fn list(db: &AnyPool, params: &ListParams) -> ApiResult<(Vec<Tenant>, i64)> {
+    let rows: Vec<TenantRow> = match params.after() {
+        Some(after) => {
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id < $1 ORDER BY id DESC LIMIT $2"))
+                .bind(after)
+                .bind(params.fetch_limit())
+                .fetch_all(db)
+                .await?
+        }
+        None => {
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants ORDER BY id DESC LIMIT $1"))
+                .bind(params.fetch_limit())
+                .fetch_all(db)
+                .await?
+        }
+    };
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tenants").fetch_one(db).await?;
+    let tenants = rows.into_iter().map(Tenant::try_from).collect::<ApiResult<Vec<_>>>()?;
+    Ok((tenants, total))
+}
+
+pub async fn update<'e, E: Executor<'e, Database = Any>>(db: E, tenant: &Tenant) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET name = $1, slug = $2, tier = $3, settings = $4, updated_at = $5 WHERE id = $6")
+        .bind(&tenant.name)
+        .bind(&tenant.slug)
+        .bind(tenant.tier.as_str())
+        .bind(serde_json::to_string(&tenant.settings).unwrap_or_default())
+        .bind(time::to_db(&tenant.updated_at))
+        .bind(&tenant.id)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Deletes the tenant; its keys, tokens and counters go with it (foreign keys cascade).
+pub async fn delete<'e, E: Executor<'e, Database = Any>>(db: E, id: &str) -> ApiResult<bool> {
+    let done = sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id).execute(db).await?;
+    Ok(done.rows_affected() > 0)
+}

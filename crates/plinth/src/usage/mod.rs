@@ -1,0 +1,107 @@
+//! Usage counting without a database write per request: requests per tenant per day and each
+//! key's last use are gathered in memory and written in batches (and on shutdown).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sqlx::AnyPool;
+
+use crate::auth::TenantId;
+use crate::db::Db;
+use crate::http::ApiResult;
+use crate::keys;
+use crate::time::{self, Timestamp};
+
+const REQUESTS: &str = "requests";
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// (tenant, day) -> requests not yet written.
+    requests: HashMap<(String, String), i64>,
+    /// key -> latest use not yet written.
+    last_used: HashMap<String, Timestamp>,
+}
+
+#[derive(Debug, Default)]
+pub struct UsageRecorder {
+    pending: Mutex<Pending>,
+}
+
+impl UsageRecorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts one authenticated request of `tenant`, made with `key_id` if any.
+    pub fn record_request(&self, tenant: &str, key_id: Option<&str>) {
+        let now = time::now();
+        let day = now.format("%Y-%m-%d").to_string();
+        let mut pending = self.lock();
+        *pending.requests.entry((tenant.to_string(), day)).or_insert(0) += 1;
+        if let Some(key_id) = key_id {
+            pending.last_used.insert(key_id.to_string(), now);
+        }
+    }
+
+    /// The latest use of `key_id` not yet written.
+    pub fn pending_last_used(&self, key_id: &str) -> Option<Timestamp> {
+        self.lock().last_used.get(key_id).copied()
+    }
+
+    /// Requests of `tenant` on `day`: written plus pending.
+    pub async fn requests(&self, db: &AnyPool, tenant: &TenantId, day: &str) -> ApiResult<i64> {
+        let stored: Option<(i64,)> =
+            sqlx::query_as("SELECT count FROM usage_counters WHERE tenant_id = $1 AND metric = $2 AND period = $3")
+                .bind(tenant.as_str())
+                .bind(REQUESTS)
+                .bind(day)
+                .fetch_optional(db)
+                .await?;
+        let pending = self.lock().requests.get(&(tenant.as_str().to_string(), day.to_string())).copied();
+        Ok(stored.map_or(0, |(n,)| n) + pending.unwrap_or(0))
+    }
+
+    /// Writes what is pending in one transaction; on failure it is kept for the next flush.
+    pub async fn flush(&self, db: &Db) -> Result<(), sqlx::Error> {
+        let batch = std::mem::take(&mut *self.lock());
+        if batch.requests.is_empty() && batch.last_used.is_empty() {
+            return Ok(());
+        }
+        match write(db, &batch).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let mut pending = self.lock();
+                for (key, n) in batch.requests {
+                    *pending.requests.entry(key).or_insert(0) += n;
+                }
+                for (key, at) in batch.last_used {
+                    let slot = pending.last_used.entry(key).or_insert(at);
+                    *slot = (*slot).max(at);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+async fn write(db: &Db, batch: &Pending) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin_write().await?;
+    for ((tenant, day), n) in &batch.requests {
+        // A tenant deleted meanwhile has no row to count against: skip it.
+        sqlx::query(
+            "INSERT INTO usage_counters (tenant_id, metric, period, count) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
+             ON CONFLICT (tenant_id, metric, period) DO UPDATE SET count = usage_counters.count + excluded.count",
+        )
+        .bind(tenant)
+        .bind(REQUESTS)
+        .bind(day)
+        .bind(*n)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (key_id, at) in &batch.last_used {
+        keys::store::touch_last_used(&mut *tx, key_id, at).await?;
+    }
+    tx.commit().await
+}
