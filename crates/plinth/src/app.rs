@@ -126,10 +126,9 @@ fn rewrite_aliases(mut request: Request) -> Request {
     request
 }
 
-/// The router with the contract's middleware, ready to serve.
-pub fn router(app: App) -> Router {
-    let max_body = app.config.max_body_bytes;
-    let (routes, _) = api_routes().split_for_parts();
+/// The contract's answers for what no handler answers (unknown route, wrong method, body over
+/// the limit, a panic), and request ids on everything.
+fn with_contract<S: Clone + Send + Sync + 'static>(routes: Router<S>, max_body: usize) -> Router<S> {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -137,7 +136,13 @@ pub fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(max_body, limit_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(request_id::assign))
-        .with_state(app)
+}
+
+/// The router with the contract's middleware, ready to serve.
+pub fn router(app: App) -> Router {
+    let max_body = app.config.max_body_bytes;
+    let (routes, _) = api_routes().split_for_parts();
+    with_contract(routes, max_body).with_state(app)
 }
 
 /// Resolves the platform admin credential: the configured one, the stored hash, or a new one
@@ -267,5 +272,35 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(%error, "purging expired tokens failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_envelope_without_internals() {
+        async fn explode() -> &'static str {
+            panic!("secret detail: connection string postgres://user:pass@db");
+        }
+        let router = with_contract(Router::new().route("/explode", get(explode)), 1024);
+        let response = router
+            .oneshot(Request::get("/explode").header("x-request-id", "trace-1").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["x-request-id"], "trace-1");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["success"], false);
+        assert_eq!(body["error"]["code"], "INTERNAL");
+        assert_eq!(body["request_id"], "trace-1");
+        assert!(!String::from_utf8_lossy(&bytes).contains("secret"));
     }
 }

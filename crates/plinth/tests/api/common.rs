@@ -1,0 +1,296 @@
+//! The test harness: the real server on a random loopback port, over SQLite or PostgreSQL.
+
+use std::path::{Path, PathBuf};
+
+use plinth::config::Config;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_KEY: &str = "plk_admin_test_0123456789abcdefghijklmnopqrstuv";
+/// base64 of 32 bytes of 0x07: a fixed master key, so tests can sign tokens the server accepts.
+pub const MASTER_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one test body on each backend, as `<name>::sqlite` and `<name>::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $app = $crate::common::TestApp::spawn($crate::common::Backend::Sqlite).await;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let $app = $crate::common::TestApp::spawn($crate::common::Backend::Postgres).await;
+                    $body
+                }
+            }
+        )*
+    };
+}
+
+/// Where a test's data lives; kept across restarts.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+}
+
+fn random_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", nanos, rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    // Good enough to keep parallel tests apart.
+    let x = std::collections::hash_map::RandomState::new();
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = x.build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish() as u32
+}
+
+impl Storage {
+    /// Fresh storage: a new data folder, and for PostgreSQL a new database.
+    pub async fn fresh(backend: Backend) -> Storage {
+        let data_dir = std::env::temp_dir().join(format!("plinth-test-{}", random_suffix()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_postgres_database().await),
+        };
+        Storage { backend, data_dir, database_url }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut config = Config::for_data_dir(self.data_dir.clone());
+        config.storage.database_url = self.database_url.clone();
+        config.storage.db_max_connections = 5;
+        config.admin_key = Some(ADMIN_KEY.to_string());
+        config.master_key = Some(MASTER_KEY.to_string());
+        config
+    }
+
+    /// The flags that point the command line at this storage.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut args = vec!["--data-dir".to_string(), self.data_dir.display().to_string()];
+        if let Some(url) = &self.database_url {
+            args.push("--database-url".into());
+            args.push(url.clone());
+        }
+        args
+    }
+}
+
+async fn fresh_postgres_database() -> String {
+    let admin_url = std::env::var("PLINTH_TEST_DATABASE_URL")
+        .expect("PostgreSQL tests need PLINTH_TEST_DATABASE_URL (run `bash scripts/test.sh`, which starts a server)");
+    let name = format!("plinth_t_{}", random_suffix());
+    let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connecting to PLINTH_TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("creating a test database");
+    conn.close().await.ok();
+    let (base, _) = admin_url.rsplit_once('/').expect("PLINTH_TEST_DATABASE_URL has a database name");
+    format!("{base}/{name}")
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        self
+    }
+
+    /// Asserts an error in the contract's envelope.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> &Self {
+        self.expect(status);
+        assert_eq!(self.body["success"], false, "{}", self.text);
+        assert_eq!(self.error_code(), code, "{}", self.text);
+        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", self.text);
+        let request_id = self.body["request_id"].as_str().expect("request_id");
+        assert_eq!(self.header("x-request-id"), Some(request_id));
+        self
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub storage: Storage,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    /// False once a restarted server took the storage over.
+    owns_storage: bool,
+}
+
+/// A tenant made for a test, with its first (all-scopes) key.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let storage = Storage::fresh(backend).await;
+        let config = storage.config();
+        Self::start(storage, config).await
+    }
+
+    /// Starts a server on `storage` with `config`.
+    pub async fn start(storage: Storage, config: Config) -> TestApp {
+        let server = plinth::Server::start(config).await.expect("server starts");
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            storage,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            owns_storage: true,
+        }
+    }
+
+    /// Stops gracefully and waits until the server has closed.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task").expect("server ran");
+        }
+    }
+
+    /// Stops and starts again on the same storage.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        self.owns_storage = false;
+        let storage = self.storage.clone();
+        let config = storage.config();
+        Self::start(storage, config).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Resp {
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, headers, body, text }
+    }
+
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send(self.request(Method::GET, path, Some(token))).await
+    }
+
+    pub async fn get_public(&self, path: &str) -> Resp {
+        self.send(self.request(Method::GET, path, None)).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(self.request(Method::POST, path, Some(token)).json(&body)).await
+    }
+
+    pub async fn post_public(&self, path: &str, body: Value) -> Resp {
+        self.send(self.request(Method::POST, path, None).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(self.request(Method::PATCH, path, Some(token)).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.send(self.request(Method::DELETE, path, Some(token))).await
+    }
+
+    /// Creates a tenant through the API as the platform admin.
+    pub async fn tenant(&self, name: &str) -> TestTenant {
+        let resp = self.post("/v1/tenants", ADMIN_KEY, serde_json::json!({ "name": name })).await;
+        resp.expect(201);
+        TestTenant {
+            id: resp.data()["id"].as_str().unwrap().to_string(),
+            key: resp.data()["api_key"].as_str().unwrap().to_string(),
+            key_id: resp.data()["api_key_id"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// Creates a key of `tenant` with `body`, returning (id, secret).
+    pub async fn key(&self, tenant: &TestTenant, body: Value) -> (String, String) {
+        let resp = self.post("/v1/keys", &tenant.key, body).await;
+        resp.expect(201);
+        (resp.data()["key"]["id"].as_str().unwrap().to_string(), resp.data()["token"].as_str().unwrap().to_string())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if self.owns_storage && self.storage.backend == Backend::Sqlite {
+            let _ = std::fs::remove_dir_all(&self.storage.data_dir);
+        }
+    }
+}
+
+/// A fixture file's text.
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}

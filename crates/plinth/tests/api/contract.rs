@@ -1,0 +1,83 @@
+//! The contract on every failure path: envelope, request ids, status codes.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::common::ADMIN_KEY;
+
+both_backends! {
+    async fn unknown_route_is_404_in_the_envelope(app) {
+        app.get("/v1/nothing-here", ADMIN_KEY).await.expect_error(404, "NOT_FOUND");
+        app.get_public("/nope").await.expect_error(404, "NOT_FOUND");
+    }
+
+    async fn wrong_method_is_405_in_the_envelope(app) {
+        let resp = app.send(app.request(Method::PUT, "/health", None)).await;
+        resp.expect_error(405, "METHOD_NOT_ALLOWED");
+        let resp = app.send(app.request(Method::PUT, "/v1/keys", Some(ADMIN_KEY))).await;
+        resp.expect_error(405, "METHOD_NOT_ALLOWED");
+    }
+
+    async fn malformed_json_is_400(app) {
+        let request = app
+            .request(Method::POST, "/v1/tenants", Some(ADMIN_KEY))
+            .header("content-type", "application/json")
+            .body("{\"name\": ");
+        app.send(request).await.expect_error(400, "BAD_REQUEST");
+    }
+
+    async fn wrong_content_type_is_415(app) {
+        let request = app
+            .request(Method::POST, "/v1/tenants", Some(ADMIN_KEY))
+            .header("content-type", "text/plain")
+            .body("{\"name\": \"Acme\"}");
+        app.send(request).await.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    }
+
+    async fn body_over_the_limit_is_413_naming_the_limit(app) {
+        let big = "x".repeat(1024 * 1024 + 10);
+        let resp = app.post("/v1/tenants", ADMIN_KEY, json!({ "name": big })).await;
+        resp.expect_error(413, "PAYLOAD_TOO_LARGE");
+        assert!(resp.body["error"]["message"].as_str().unwrap().contains("1048576"));
+        // Nothing was created.
+        let list = app.get("/v1/tenants", ADMIN_KEY).await;
+        assert_eq!(list.data()["total"], 0);
+    }
+
+    async fn wrong_shape_and_unknown_fields_are_422(app) {
+        let resp = app.post("/v1/tenants", ADMIN_KEY, json!({ "name": 42 })).await;
+        resp.expect_error(422, "VALIDATION_FAILED");
+        let resp = app.post("/v1/tenants", ADMIN_KEY, json!({ "name": "Acme", "colour": "red" })).await;
+        resp.expect_error(422, "VALIDATION_FAILED");
+        assert!(resp.body["error"]["message"].as_str().unwrap().contains("colour"));
+    }
+
+    async fn request_ids_are_kept_or_made(app) {
+        let request = app.request(Method::GET, "/health", None).header("x-request-id", "client-trace-42");
+        let resp = app.send(request).await;
+        assert_eq!(resp.header("x-request-id"), Some("client-trace-42"));
+        assert_eq!(resp.body["request_id"], "client-trace-42");
+
+        let too_long = "a".repeat(129);
+        let request = app.request(Method::GET, "/health", None).header("x-request-id", too_long.as_str());
+        let resp = app.send(request).await;
+        let id = resp.header("x-request-id").unwrap();
+        assert!(id.starts_with("req_"), "an invalid client id is replaced, got {id}");
+        assert_eq!(resp.body["request_id"], id);
+
+        let resp = app.get_public("/nope").await;
+        assert!(resp.header("x-request-id").unwrap().starts_with("req_"));
+    }
+
+    async fn missing_or_bad_credentials_are_401(app) {
+        let resp = app.send(app.request(Method::GET, "/v1/keys", None)).await;
+        resp.expect_error(401, "UNAUTHORIZED");
+        assert_eq!(resp.header("www-authenticate"), Some("Bearer"));
+        app.get("/v1/keys", "plk_live_doesnotexist").await.expect_error(401, "UNAUTHORIZED");
+        app.get("/v1/keys", "garbage").await.expect_error(401, "UNAUTHORIZED");
+        app.get("/v1/keys", "a.b.c").await.expect_error(401, "UNAUTHORIZED");
+        let request = app.request(Method::GET, "/v1/keys", None).header("authorization", "Basic Zm9vOmJhcg==");
+        app.send(request).await.expect_error(401, "UNAUTHORIZED");
+    }
+}

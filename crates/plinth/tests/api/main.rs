@@ -1,0 +1,11 @@
+//! Black-box tests over real HTTP, each run against SQLite and PostgreSQL.
+
+mod common;
+
+mod cli;
+mod contract;
+mod keys;
+mod public;
+mod public_keys;
+mod tenants;
+mod tokens;

@@ -1,0 +1,116 @@
+//! Public routes: probes, landing page, API reference and the OpenAPI document.
+
+use crate::both_backends;
+
+/// Every route the server serves, as the OpenAPI document must list it.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/docs"),
+    ("get", "/docs/openapi.json"),
+    ("get", "/docs/assets/swagger-ui-bundle.js"),
+    ("get", "/docs/assets/swagger-ui.css"),
+    ("get", "/v1/tenants"),
+    ("post", "/v1/tenants"),
+    ("get", "/v1/tenants/{tenant_id}"),
+    ("patch", "/v1/tenants/{tenant_id}"),
+    ("delete", "/v1/tenants/{tenant_id}"),
+    ("get", "/v1/workspaces"),
+    ("post", "/v1/workspaces"),
+    ("get", "/v1/workspaces/{tenant_id}"),
+    ("patch", "/v1/workspaces/{tenant_id}"),
+    ("delete", "/v1/workspaces/{tenant_id}"),
+    ("get", "/v1/usage"),
+    ("get", "/v1/keys"),
+    ("post", "/v1/keys"),
+    ("get", "/v1/keys/{key_id}"),
+    ("patch", "/v1/keys/{key_id}"),
+    ("delete", "/v1/keys/{key_id}"),
+    ("post", "/v1/keys/{key_id}/rotate"),
+    ("get", "/v1/api-keys"),
+    ("post", "/v1/api-keys"),
+    ("get", "/v1/api-keys/{key_id}"),
+    ("patch", "/v1/api-keys/{key_id}"),
+    ("delete", "/v1/api-keys/{key_id}"),
+    ("post", "/v1/api-keys/{key_id}/rotate"),
+    ("get", "/v1/keys/public"),
+    ("post", "/v1/keys/public"),
+    ("get", "/v1/keys/public/{public_key_id}"),
+    ("delete", "/v1/keys/public/{public_key_id}"),
+    ("post", "/v1/token"),
+    ("patch", "/v1/token"),
+    ("delete", "/v1/token"),
+];
+
+both_backends! {
+    async fn health_reports_service_and_version(app) {
+        let resp = app.get_public("/health").await;
+        resp.expect(200);
+        assert_eq!(resp.body["success"], true);
+        let data = resp.data();
+        assert_eq!(data["status"], "ok");
+        assert_eq!(data["service"], "plinth");
+        assert_eq!(data["version"], env!("CARGO_PKG_VERSION"));
+        assert!(data["uptime"].is_string());
+        assert!(data["uptime_seconds"].is_u64());
+        assert!(data["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(resp.header("x-request-id"), resp.body["request_id"].as_str());
+    }
+
+    async fn ready_checks_the_database(app) {
+        let resp = app.get_public("/ready").await;
+        resp.expect(200);
+        assert_eq!(resp.data()["status"], "ready");
+        let expected = match app.storage.backend {
+            crate::common::Backend::Sqlite => "sqlite",
+            crate::common::Backend::Postgres => "postgres",
+        };
+        assert_eq!(resp.data()["database"], expected);
+    }
+
+    async fn landing_and_docs_pages_are_served_without_a_cdn(app) {
+        let landing = app.get_public("/").await;
+        landing.expect(200);
+        assert!(landing.header("content-type").unwrap().starts_with("text/html"));
+        assert!(landing.text.contains("/docs"));
+
+        let docs = app.get_public("/docs").await;
+        docs.expect(200);
+        assert!(docs.text.contains("/docs/assets/swagger-ui-bundle.js"));
+        assert!(!docs.text.contains("https://"), "the reference page must not load anything from elsewhere");
+
+        let script = app.get_public("/docs/assets/swagger-ui-bundle.js").await;
+        script.expect(200);
+        assert!(script.header("content-type").unwrap().starts_with("text/javascript"));
+        assert!(script.text.len() > 100_000);
+        let css = app.get_public("/docs/assets/swagger-ui.css").await;
+        css.expect(200);
+        assert!(css.header("content-type").unwrap().starts_with("text/css"));
+    }
+
+    async fn openapi_document_lists_every_route(app) {
+        let resp = app.get_public("/docs/openapi.json").await;
+        resp.expect(200);
+        let doc = &resp.body;
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for (method, path) in ROUTES {
+            assert!(doc["paths"][path][method].is_object(), "{method} {path} is missing from the OpenAPI document");
+        }
+        let mut operation_ids = std::collections::HashSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let listed = ROUTES.iter().any(|(m, p)| m == method && p == path);
+                assert!(listed, "{method} {path} is served but the test's route list lacks it");
+                let id = operation["operationId"].as_str().unwrap().to_string();
+                assert!(operation_ids.insert(id.clone()), "duplicate operationId {id}");
+                assert!(operation["responses"]["500"].is_object(), "{method} {path} lacks its 500 answer");
+                if path.starts_with("/v1/") {
+                    assert!(operation["responses"]["401"].is_object(), "{method} {path} lacks its 401 answer");
+                }
+            }
+        }
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    }
+}
