@@ -5,6 +5,7 @@ use sqlx::{Any, AnyPool, Executor, FromRow};
 
 use super::model::{ApiKey, KeyChanges, KeyMode, KeyStatus, NewKey};
 use crate::auth::{KeyCredential, TenantId};
+use crate::db::keyset_page;
 use crate::http::{ApiError, ApiResult, ListParams};
 use crate::tenants::model::Tier;
 use crate::time::{self, Timestamp};
@@ -115,24 +116,9 @@ pub async fn get<'e, E: Executor<'e, Database = Any>>(db: E, tenant: &TenantId, 
 
 /// The tenant's keys that have not been revoked, newest first.
 pub async fn list(db: &AnyPool, tenant: &TenantId, params: &ListParams) -> ApiResult<(Vec<ApiKey>, i64)> {
-    let base = format!("SELECT {COLUMNS} FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL");
-    let rows: Vec<KeyRow> = match params.after() {
-        Some(after) => {
-            sqlx::query_as(&format!("{base} AND id < $2 ORDER BY id DESC LIMIT $3"))
-                .bind(tenant.as_str())
-                .bind(after)
-                .bind(params.fetch_limit())
-                .fetch_all(db)
-                .await?
-        }
-        None => {
-            sqlx::query_as(&format!("{base} ORDER BY id DESC LIMIT $2"))
-                .bind(tenant.as_str())
-                .bind(params.fetch_limit())
-                .fetch_all(db)
-                .await?
-        }
-    };
+    let select = format!("SELECT {COLUMNS} FROM api_keys");
+    let filter = "tenant_id = $1 AND revoked_at IS NULL";
+    let rows: Vec<KeyRow> = keyset_page(db, &select, filter, &[tenant.as_str()], params).await?;
     let total = count(db, tenant).await?;
     let keys = rows.into_iter().map(ApiKey::try_from).collect::<ApiResult<Vec<_>>>()?;
     Ok((keys, total))

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::auth::{Actor, Auth, TenantId};
-use crate::db::is_unique_violation;
+use crate::db::{is_unique_violation, keyset_page};
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path};
 use crate::id::{self, prefix};
@@ -179,24 +179,9 @@ async fn upload_public_key(
 async fn list_public_keys(auth: Auth, State(app): State<App>, params: ListParams) -> ApiResult<Data<Page<PublicKey>>> {
     auth.require(PUBLIC_KEYS_READ)?;
     let tenant = auth.tenant()?;
-    let base = format!("SELECT {COLUMNS} FROM public_keys WHERE tenant_id = $1");
-    let rows: Vec<PublicKeyRow> = match params.after() {
-        Some(after) => {
-            sqlx::query_as(&format!("{base} AND id < $2 ORDER BY id DESC LIMIT $3"))
-                .bind(tenant.as_str())
-                .bind(after)
-                .bind(params.fetch_limit())
-                .fetch_all(app.db.pool())
-                .await?
-        }
-        None => {
-            sqlx::query_as(&format!("{base} ORDER BY id DESC LIMIT $2"))
-                .bind(tenant.as_str())
-                .bind(params.fetch_limit())
-                .fetch_all(app.db.pool())
-                .await?
-        }
-    };
+    let select = format!("SELECT {COLUMNS} FROM public_keys");
+    let rows: Vec<PublicKeyRow> =
+        keyset_page(app.db.pool(), &select, "tenant_id = $1", &[tenant.as_str()], &params).await?;
     let keys = rows.into_iter().map(PublicKey::try_from).collect::<ApiResult<Vec<_>>>()?;
     let total = count(&app, tenant).await?;
     Ok(Data(params.page(keys, total, |k| &k.id)))

@@ -3,6 +3,7 @@
 use sqlx::{Any, AnyPool, Executor, FromRow};
 
 use super::model::{Tenant, TenantSettings, Tier};
+use crate::db::keyset_page;
 use crate::http::{ApiError, ApiResult, ListParams};
 use crate::time;
 
@@ -65,21 +66,8 @@ pub async fn exists(db: &AnyPool, id: &str) -> ApiResult<bool> {
 }
 
 pub async fn list(db: &AnyPool, params: &ListParams) -> ApiResult<(Vec<Tenant>, i64)> {
-    let rows: Vec<TenantRow> = match params.after() {
-        Some(after) => {
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id < $1 ORDER BY id DESC LIMIT $2"))
-                .bind(after)
-                .bind(params.fetch_limit())
-                .fetch_all(db)
-                .await?
-        }
-        None => {
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants ORDER BY id DESC LIMIT $1"))
-                .bind(params.fetch_limit())
-                .fetch_all(db)
-                .await?
-        }
-    };
+    let select = format!("SELECT {COLUMNS} FROM tenants");
+    let rows: Vec<TenantRow> = keyset_page(db, &select, "1 = 1", &[], params).await?;
     let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tenants").fetch_one(db).await?;
     let tenants = rows.into_iter().map(Tenant::try_from).collect::<ApiResult<Vec<_>>>()?;
     Ok((tenants, total))

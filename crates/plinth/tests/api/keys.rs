@@ -241,3 +241,38 @@ both_backends! {
         app.delete(&format!("/v1/api-keys/{id}"), &tenant.key).await.expect(200);
     }
 }
+
+async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: crate::common::Backend) {
+    use crate::common::{Storage, TestApp};
+    let storage = Storage::fresh(backend).await;
+    let mut config = storage.config();
+    config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let app = TestApp::start(storage, config).await;
+    let tenant = app.tenant("Proxied").await;
+    let (_, key) = app.key(&tenant, json!({ "ip_allowlist": ["203.0.113.0/24"] })).await;
+    let via_proxy = |chain: &str| app.request(Method::GET, "/v1/keys", Some(&key)).header("x-forwarded-for", chain);
+    // The proxy's own address is not in the allowlist.
+    app.get("/v1/keys", &key).await.expect_error(401, "UNAUTHORIZED");
+    app.send(via_proxy("203.0.113.7")).await.expect(200);
+    // A client cannot spoof its way in: the hop the proxy saw is the one that counts.
+    app.send(via_proxy("203.0.113.7, 198.51.100.1")).await.expect_error(401, "UNAUTHORIZED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_believed_only_from_trusted_proxies_sqlite() {
+    forwarded_for_is_believed_only_from_trusted_proxies(crate::common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_believed_only_from_trusted_proxies_postgres() {
+    forwarded_for_is_believed_only_from_trusted_proxies(crate::common::Backend::Postgres).await;
+}
+
+both_backends! {
+    async fn forwarded_for_is_ignored_without_trusted_proxies(app) {
+        let tenant = app.tenant("Direct").await;
+        let (_, key) = app.key(&tenant, json!({ "ip_allowlist": ["203.0.113.0/24"] })).await;
+        let request = app.request(Method::GET, "/v1/keys", Some(&key)).header("x-forwarded-for", "203.0.113.7");
+        app.send(request).await.expect_error(401, "UNAUTHORIZED");
+    }
+}
