@@ -252,7 +252,7 @@ impl Server {
 
 /// Background upkeep: writes pending usage and purges long-expired token records.
 async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_EVERY, FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
     loop {

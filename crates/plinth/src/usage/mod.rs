@@ -25,6 +25,9 @@ struct Pending {
 #[derive(Debug, Default)]
 pub struct UsageRecorder {
     pending: Mutex<Pending>,
+    /// Held for a whole flush, and by readers, so that a reader never sees a batch that has
+    /// left memory but is not yet in the database.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl UsageRecorder {
@@ -50,6 +53,7 @@ impl UsageRecorder {
 
     /// Requests of `tenant` on `day`: written plus pending.
     pub async fn requests(&self, db: &AnyPool, tenant: &TenantId, day: &str) -> ApiResult<i64> {
+        let _consistent = self.flushing.lock().await;
         let stored: Option<(i64,)> =
             sqlx::query_as("SELECT count FROM usage_counters WHERE tenant_id = $1 AND metric = $2 AND period = $3")
                 .bind(tenant.as_str())
@@ -63,6 +67,7 @@ impl UsageRecorder {
 
     /// Writes what is pending in one transaction; on failure it is kept for the next flush.
     pub async fn flush(&self, db: &Db) -> Result<(), sqlx::Error> {
+        let _exclusive = self.flushing.lock().await;
         let batch = std::mem::take(&mut *self.lock());
         if batch.requests.is_empty() && batch.last_used.is_empty() {
             return Ok(());
