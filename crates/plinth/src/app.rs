@@ -21,6 +21,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::auth::cache::CredentialCache;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::{openapi, request_id, ApiError, ErrorCode};
@@ -43,8 +44,18 @@ pub struct AppState {
     pub admin_key_hash: String,
     pub token_keys: TokenKeys,
     pub usage: UsageRecorder,
+    /// Verified credentials, so that a request needs no database round trip to authenticate.
+    pub credentials: CredentialCache,
     pub started_at: Instant,
     pub openapi_json: axum::body::Bytes,
+}
+
+impl App {
+    /// Call after a change to keys, tokens or tenants has committed: cached credentials are
+    /// dropped, so the change holds from the next request on.
+    pub fn credentials_changed(&self) {
+        self.credentials.clear();
+    }
 }
 
 impl Deref for App {
@@ -199,6 +210,8 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartupError> {
         let master = MasterKey::load(config.master_key.as_deref(), &config.storage.data_dir)?;
         let db = open_database(&config.storage).await?;
+        // Only in the embedded mode does this process see every change to credentials.
+        let db_is_embedded = db.backend() == crate::db::Backend::Sqlite;
         let (admin_key_hash, generated_admin_key) = admin_key(&db, config.admin_key.as_deref()).await?;
         let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
@@ -208,6 +221,7 @@ impl Server {
             config,
             admin_key_hash,
             usage: UsageRecorder::default(),
+            credentials: CredentialCache::new(db_is_embedded),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),
         }));

@@ -17,7 +17,7 @@ use crate::{keys, public_keys, secrets, tokens};
 pub struct KeyCredential {
     pub key_id: String,
     pub tenant_id: String,
-    pub scopes: Vec<String>,
+    pub scopes: Arc<[String]>,
     pub ip_allowlist: Vec<IpNet>,
     pub expires_at: Option<Timestamp>,
 }
@@ -42,12 +42,10 @@ pub async fn authenticate(app: &App, credential: &str, ip: IpAddr) -> ApiResult<
         return Ok(Auth::new(Actor::Admin, None, Arc::from(vec!["*".to_string()]), ip));
     }
     if keys::is_key_format(credential) {
-        let key = keys::store::find_credential(app.db.pool(), &hash)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+        let key = api_key(app, hash).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
         key.check(ip)?;
-        let actor = Actor::ApiKey { key_id: key.key_id };
-        return Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id)), key.scopes.into(), ip));
+        let actor = Actor::ApiKey { key_id: key.key_id.clone() };
+        return Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id.clone())), key.scopes.clone(), ip));
     }
     if credential.bytes().filter(|&b| b == b'.').count() == 2 {
         let header =
@@ -61,4 +59,29 @@ pub async fn authenticate(app: &App, credential: &str, ip: IpAddr) -> ApiResult<
         };
     }
     Err(ApiError::unauthorized("unrecognised credential"))
+}
+
+/// The live key whose secret hashes to `hash`, from the cache or the database.
+pub async fn api_key(app: &App, hash: String) -> ApiResult<Option<Arc<KeyCredential>>> {
+    if let Some(key) = app.credentials.get(&hash) {
+        return Ok(Some(key));
+    }
+    let generation = app.credentials.generation();
+    let Some(key) = keys::store::find_credential(app.db.pool(), &hash).await? else { return Ok(None) };
+    let key = Arc::new(key);
+    app.credentials.insert(hash, key.clone(), generation);
+    Ok(Some(key))
+}
+
+/// The live key behind the live token `jti`, from the cache or the database.
+pub async fn token_key(app: &App, jti: &str) -> ApiResult<Option<Arc<KeyCredential>>> {
+    let cache_key = format!("jti:{jti}");
+    if let Some(key) = app.credentials.get(&cache_key) {
+        return Ok(Some(key));
+    }
+    let generation = app.credentials.generation();
+    let Some(key) = keys::store::find_token_credential(app.db.pool(), jti).await? else { return Ok(None) };
+    let key = Arc::new(key);
+    app.credentials.insert(cache_key, key.clone(), generation);
+    Ok(Some(key))
 }

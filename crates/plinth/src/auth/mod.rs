@@ -1,6 +1,7 @@
 //! Who is calling: the `Auth` extractor turns a bearer credential (platform admin key, API key,
 //! access token or tenant-signed JWT) into an actor, a tenant and scopes.
 
+pub mod cache;
 mod client_ip;
 mod credential;
 
@@ -11,7 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 pub use client_ip::client_ip;
-pub use credential::{authenticate, KeyCredential};
+pub use credential::{api_key, authenticate, token_key, KeyCredential};
 
 use crate::app::App;
 use crate::http::{ApiError, ApiResult, ErrorCode};

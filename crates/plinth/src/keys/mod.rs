@@ -139,6 +139,7 @@ async fn update_key(
     if !store::update(app.db.pool(), tenant, &key_id, &changes).await? {
         return Err(ApiError::not_found("API key"));
     }
+    app.credentials_changed();
     let key = store::get(app.db.pool(), tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Data(with_recent_use(&app, key)))
 }
@@ -155,6 +156,7 @@ async fn revoke_key(auth: Auth, State(app): State<App>, Path(key_id): Path<Strin
     if !store::revoke(app.db.pool(), auth.tenant()?, &key_id).await? {
         return Err(ApiError::not_found("API key"));
     }
+    app.credentials_changed();
     Ok(Deleted::new(key_id))
 }
 
@@ -206,6 +208,7 @@ async fn rotate_key(
         return Err(ApiError::conflict("this key was rotated or revoked meanwhile"));
     }
     tx.commit().await?;
+    app.credentials_changed();
 
     let old_key = ApiKey {
         status: if revoke_now { model::KeyStatus::Expired } else { model::KeyStatus::Rotating },

@@ -222,7 +222,7 @@ impl TryFrom<CredentialRow> for KeyCredential {
         Ok(KeyCredential {
             key_id: row.id,
             tenant_id: row.tenant_id,
-            scopes: serde_json::from_str(&row.scopes)?,
+            scopes: serde_json::from_str::<Vec<String>>(&row.scopes)?.into(),
             ip_allowlist: allowlist.iter().filter_map(|n| n.parse().ok()).collect(),
             expires_at: time::from_db_opt(row.expires_at)?,
         })

@@ -191,6 +191,7 @@ async fn delete_tenant(auth: Auth, State(app): State<App>, Path(tenant_id): Path
         return Err(ApiError::not_found("tenant"));
     }
     tx.commit().await?;
+    app.credentials_changed();
     Ok(Deleted::new(tenant_id))
 }
 

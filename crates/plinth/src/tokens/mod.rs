@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
-use crate::auth::{Actor, Auth, ClientIp, KeyCredential, TenantId};
+use crate::auth::{self, Actor, Auth, ClientIp, KeyCredential, TenantId};
 use crate::http::{ApiError, ApiResult, Created, Data, Json, OptionalJson};
 use crate::id::{self, prefix};
 use crate::scopes::required::TOKENS_DELETE;
@@ -75,13 +75,13 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> ApiResult<Auth>
             _ => ApiError::unauthorized("invalid token"),
         })?
         .claims;
-    let key = keys::store::find_token_credential(app.db.pool(), &claims.jti)
+    let key = auth::token_key(app, &claims.jti)
         .await?
         .filter(|key| key.key_id == claims.sub && key.tenant_id == claims.tid)
         .ok_or_else(|| ApiError::unauthorized("this token or its API key has been revoked"))?;
     key.check(ip)?;
-    let actor = Actor::Token { key_id: key.key_id, jti: claims.jti };
-    Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id)), key.scopes.into(), ip))
+    let actor = Actor::Token { key_id: key.key_id.clone(), jti: claims.jti };
+    Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id.clone())), key.scopes.clone(), ip))
 }
 
 /// An issued access token.
@@ -107,7 +107,7 @@ async fn issue(app: &App, key: &KeyCredential) -> ApiResult<TokenIssued> {
         iss: ISSUER.into(),
         sub: key.key_id.clone(),
         tid: key.tenant_id.clone(),
-        scopes: key.scopes.clone(),
+        scopes: key.scopes.to_vec(),
         jti: id::new_id(prefix::TOKEN),
         iat: now.timestamp(),
         exp: expires_at.timestamp(),
@@ -137,6 +137,7 @@ async fn revoke(app: &App, tenant: &TenantId, jti: &str) -> ApiResult<bool> {
     .bind(tenant.as_str())
     .execute(app.db.pool())
     .await?;
+    app.credentials_changed();
     Ok(done.rows_affected() > 0)
 }
 
@@ -168,7 +169,7 @@ async fn create_token(
     if !keys::is_key_format(api_key) {
         return Err(ApiError::unauthorized("`api_key` is not an API key"));
     }
-    let key = keys::store::find_credential(app.db.pool(), &secrets::sha256_hex(api_key))
+    let key = auth::api_key(&app, secrets::sha256_hex(api_key))
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
     key.check(ip)?;
@@ -199,7 +200,7 @@ async fn rotate_token(auth: Auth, State(app): State<App>) -> ApiResult<Data<Toke
     let key = KeyCredential {
         key_id: key_id.to_string(),
         tenant_id: tenant.as_str().to_string(),
-        scopes: auth.scopes().to_vec(),
+        scopes: auth.scopes().into(),
         ip_allowlist: Vec::new(),
         expires_at: None,
     };

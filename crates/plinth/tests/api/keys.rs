@@ -94,10 +94,15 @@ both_backends! {
         assert!(refused.body["error"]["message"].as_str().unwrap().contains("api-keys:write"));
         app.get("/v1/usage", &reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
 
-        let (_, broad_reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        let (broad_id, broad_reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
         app.get("/v1/keys", &broad_reader).await.expect(200);
         app.get("/v1/usage", &broad_reader).await.expect(200);
         app.delete(&format!("/v1/keys/{}", tenant.key_id), &broad_reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
+
+        // Narrowing a key's scopes holds from the next request on.
+        app.patch(&format!("/v1/keys/{broad_id}"), &tenant.key, json!({ "scopes": ["usage:read"] })).await.expect(200);
+        app.get("/v1/keys", &broad_reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.get("/v1/usage", &broad_reader).await.expect(200);
 
         let (_, wildcard) = app.key(&tenant, json!({ "scopes": ["api-keys:*"] })).await;
         let (victim, _) = app.key(&tenant, json!({ "scopes": ["read"] })).await;

@@ -1,0 +1,101 @@
+//! A short-lived cache of verified API keys and access tokens, so that a request authenticates
+//! without a database round trip. Revocation is honoured exactly: every change to credentials
+//! clears the cache after it commits, and a lookup that raced with a clear is not stored.
+//!
+//! Enabled only where this process sees every change (the embedded SQLite mode). With
+//! PostgreSQL, several nodes may change credentials, so each request reads the database.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::KeyCredential;
+
+/// How long an entry is trusted at most, as a backstop.
+const TTL: Duration = Duration::from_secs(60);
+/// Most entries kept; past it the cache starts over.
+const CAPACITY: usize = 100_000;
+
+#[derive(Debug)]
+pub struct CredentialCache {
+    enabled: bool,
+    generation: AtomicU64,
+    entries: RwLock<HashMap<String, (Arc<KeyCredential>, Instant)>>,
+}
+
+impl CredentialCache {
+    pub fn new(enabled: bool) -> Self {
+        CredentialCache { enabled, generation: AtomicU64::new(0), entries: RwLock::new(HashMap::new()) }
+    }
+
+    /// Read before loading from the database; pass to `insert`.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<KeyCredential>> {
+        if !self.enabled {
+            return None;
+        }
+        let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries.get(key).filter(|(_, at)| at.elapsed() < TTL).map(|(credential, _)| credential.clone())
+    }
+
+    /// Stores what was loaded, unless the cache was cleared since `seen_generation`.
+    pub fn insert(&self, key: String, credential: Arc<KeyCredential>, seen_generation: u64) {
+        if !self.enabled {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.generation.load(Ordering::Acquire) != seen_generation {
+            return;
+        }
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(key, (credential, Instant::now()));
+    }
+
+    /// Forgets everything. Call after a change to keys, tokens or tenants has committed.
+    pub fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential() -> Arc<KeyCredential> {
+        Arc::new(KeyCredential {
+            key_id: "key_1".into(),
+            tenant_id: "tn_1".into(),
+            scopes: Arc::from(vec!["read".to_string()]),
+            ip_allowlist: Vec::new(),
+            expires_at: None,
+        })
+    }
+
+    #[test]
+    fn a_load_that_raced_with_a_clear_is_not_stored() {
+        let cache = CredentialCache::new(true);
+        let seen = cache.generation();
+        cache.clear();
+        cache.insert("k".into(), credential(), seen);
+        assert!(cache.get("k").is_none());
+        cache.insert("k".into(), credential(), cache.generation());
+        assert!(cache.get("k").is_some());
+        cache.clear();
+        assert!(cache.get("k").is_none());
+    }
+
+    #[test]
+    fn a_disabled_cache_holds_nothing() {
+        let cache = CredentialCache::new(false);
+        cache.insert("k".into(), credential(), cache.generation());
+        assert!(cache.get("k").is_none());
+    }
+}
