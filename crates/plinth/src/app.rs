@@ -22,7 +22,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::cache::CredentialCache;
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::db::Db;
 use crate::http::{openapi, request_id, ApiError, ErrorCode};
 use crate::secrets::{self, MasterKey};
@@ -208,11 +208,12 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Result<Server, StartupError> {
-        let master = MasterKey::load(config.master_key.as_deref(), &config.storage.data_dir)?;
+        let master = MasterKey::load(config.master_key.as_ref().map(Secret::expose), &config.storage.data_dir)?;
         let db = open_database(&config.storage).await?;
         // Only in the embedded mode does this process see every change to credentials.
         let db_is_embedded = db.backend() == crate::db::Backend::Sqlite;
-        let (admin_key_hash, generated_admin_key) = admin_key(&db, config.admin_key.as_deref()).await?;
+        let (admin_key_hash, generated_admin_key) =
+            admin_key(&db, config.admin_key.as_ref().map(Secret::expose)).await?;
         let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
         let app = App(Arc::new(AppState {

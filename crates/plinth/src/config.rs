@@ -8,6 +8,34 @@ use ipnet::IpNet;
 
 use crate::limits;
 
+/// A configured secret: never shown by `Debug`, so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 /// Where the data lives: the embedded SQLite default or a PostgreSQL URL.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
@@ -47,12 +75,12 @@ pub struct Config {
     /// The platform admin credential (at least 32 characters). When unset, one is
     /// generated on the first start, printed once and stored only as a hash.
     #[arg(long, env = "PLINTH_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
 
     /// The master key (base64 of 32 bytes). When unset, `<data-dir>/master.key` is used,
     /// created with mode 0600 on the first start.
     #[arg(long, env = "PLINTH_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    pub master_key: Option<Secret>,
 
     /// Lifetime of access tokens issued by `POST /v1/token`, in seconds.
     #[arg(long, env = "PLINTH_TOKEN_TTL_SECS", default_value_t = 3600,

@@ -136,6 +136,15 @@ async fn update_key(
     auth.require(KEYS_WRITE)?;
     let tenant = auth.tenant()?;
     let changes = body.validate(&auth)?;
+    if changes.expires_at.is_some() {
+        let current =
+            store::get(app.db.pool(), tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
+        if current.replaced_by.is_some() {
+            return Err(ApiError::conflict(
+                "a rotated key stops at the end of its grace period; its expiry cannot change",
+            ));
+        }
+    }
     if !store::update(app.db.pool(), tenant, &key_id, &changes).await? {
         return Err(ApiError::not_found("API key"));
     }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use plinth::config::Config;
+use plinth::config::{Config, Secret};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::Value;
@@ -83,8 +83,8 @@ impl Storage {
         let mut config = Config::for_data_dir(self.data_dir.clone());
         config.storage.database_url = self.database_url.clone();
         config.storage.db_max_connections = 5;
-        config.admin_key = Some(ADMIN_KEY.to_string());
-        config.master_key = Some(MASTER_KEY.to_string());
+        config.admin_key = Some(Secret::new(ADMIN_KEY));
+        config.master_key = Some(Secret::new(MASTER_KEY));
         config
     }
 

@@ -99,7 +99,7 @@ both_backends! {
 async fn a_short_admin_key_is_refused_at_start() {
     let storage = crate::common::Storage::fresh(crate::common::Backend::Sqlite).await;
     let mut config = storage.config();
-    config.admin_key = Some("too-short".into());
+    config.admin_key = Some(plinth::config::Secret::new("too-short"));
     let error = plinth::Server::start(config).await.err().expect("start refused");
     assert!(error.to_string().contains("at least 32"), "{error}");
 }

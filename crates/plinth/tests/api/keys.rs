@@ -209,7 +209,10 @@ both_backends! {
         // Both work during the grace period.
         app.get("/v1/keys", &old_secret).await.expect(200);
         app.get("/v1/keys", new_secret).await.expect(200);
-        // A rotated key is not rotated again.
+        // A rotated key's grace period cannot be stretched, and it is not rotated again.
+        app.patch(&format!("/v1/keys/{id}"), &tenant.key, json!({ "expires_at": null }))
+            .await
+            .expect_error(409, "CONFLICT");
         app.post(&format!("/v1/keys/{id}/rotate"), &tenant.key, json!({})).await.expect_error(409, "CONFLICT");
 
         // Without a grace period the old key stops at once.
