@@ -25,6 +25,7 @@ use crate::auth::cache::CredentialCache;
 use crate::config::{Config, Secret};
 use crate::db::Db;
 use crate::http::{openapi, request_id, ApiError, ErrorCode};
+use crate::ratelimit::Limiter;
 use crate::secrets::{self, MasterKey};
 use crate::tokens::TokenKeys;
 use crate::usage::UsageRecorder;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub usage: UsageRecorder,
     /// Verified credentials, so that a request needs no database round trip to authenticate.
     pub credentials: CredentialCache,
+    /// Rate-limit buckets: in memory, or shared through PostgreSQL.
+    pub limiter: Limiter,
     pub started_at: Instant,
     pub openapi_json: axum::body::Bytes,
 }
@@ -153,6 +156,10 @@ fn with_contract<S: Clone + Send + Sync + 'static>(routes: Router<S>, max_body: 
 pub fn router(app: App) -> Router {
     let max_body = app.config.max_body_bytes;
     let (routes, _) = api_routes().split_for_parts();
+    // Outermost last: identify the caller, then draw from its rate limit, then the handler.
+    let routes = routes
+        .layer(middleware::from_fn_with_state(app.clone(), crate::ratelimit::enforce))
+        .layer(middleware::from_fn_with_state(app.clone(), crate::auth::identify));
     with_contract(routes, max_body).with_state(app)
 }
 
@@ -212,6 +219,7 @@ impl Server {
         let db = open_database(&config.storage).await?;
         // Only in the embedded mode does this process see every change to credentials.
         let db_is_embedded = db.backend() == crate::db::Backend::Sqlite;
+        let limiter = Limiter::for_backend(&db);
         let (admin_key_hash, generated_admin_key) =
             admin_key(&db, config.admin_key.as_ref().map(Secret::expose)).await?;
         let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
@@ -223,6 +231,7 @@ impl Server {
             admin_key_hash,
             usage: UsageRecorder::default(),
             credentials: CredentialCache::new(db_is_embedded),
+            limiter,
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),
         }));

@@ -11,6 +11,7 @@ pub mod id;
 pub mod keys;
 pub mod limits;
 pub mod public_keys;
+pub mod ratelimit;
 pub mod scopes;
 pub mod secrets;
 pub mod tenants;

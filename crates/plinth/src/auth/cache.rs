@@ -76,6 +76,8 @@ mod tests {
             scopes: Arc::from(vec!["read".to_string()]),
             ip_allowlist: Vec::new(),
             expires_at: None,
+            tier: Default::default(),
+            rate_limit: None,
         })
     }
 

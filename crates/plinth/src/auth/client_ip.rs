@@ -4,12 +4,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::ConnectInfo;
-use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap};
 use ipnet::IpNet;
 
-pub fn client_ip(parts: &Parts, trusted_proxies: &[IpNet]) -> IpAddr {
-    let peer = parts
-        .extensions
+pub fn client_ip(headers: &HeaderMap, extensions: &Extensions, trusted_proxies: &[IpNet]) -> IpAddr {
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -17,7 +16,7 @@ pub fn client_ip(parts: &Parts, trusted_proxies: &[IpNet]) -> IpAddr {
     if !trusted(&peer) {
         return peer;
     }
-    let forwarded = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
     let hops: Vec<IpAddr> = forwarded.flat_map(|v| v.split(',')).filter_map(|hop| hop.trim().parse().ok()).collect();
     hops.into_iter().rev().find(|hop| !trusted(hop)).unwrap_or(peer)
 }

@@ -9,6 +9,8 @@ use jsonwebtoken::Algorithm;
 use super::{Actor, Auth, TenantId};
 use crate::app::App;
 use crate::http::{ApiError, ApiResult};
+use crate::ratelimit::RateLimit;
+use crate::tenants::model::Tier;
 use crate::time::{self, Timestamp};
 use crate::{keys, public_keys, secrets, tokens};
 
@@ -20,9 +22,18 @@ pub struct KeyCredential {
     pub scopes: Arc<[String]>,
     pub ip_allowlist: Vec<IpNet>,
     pub expires_at: Option<Timestamp>,
+    /// The key's tier, else its tenant's: it sets the rate limit.
+    pub tier: Tier,
+    /// Requests per minute overriding the tier.
+    pub rate_limit: Option<i64>,
 }
 
 impl KeyCredential {
+    /// The bucket requests made with this key, or tokens issued from it, draw from.
+    pub fn rate(&self) -> RateLimit {
+        RateLimit::for_credential(format!("key:{}", self.key_id), self.tier, self.rate_limit)
+    }
+
     /// Refuses an expired key and a client outside the key's IP allowlist.
     pub fn check(&self, ip: IpAddr) -> ApiResult<()> {
         if self.expires_at.is_some_and(|at| at <= time::now()) {
@@ -45,7 +56,8 @@ pub async fn authenticate(app: &App, credential: &str, ip: IpAddr) -> ApiResult<
         let key = api_key(app, hash).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
         key.check(ip)?;
         let actor = Actor::ApiKey { key_id: key.key_id.clone() };
-        return Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id.clone())), key.scopes.clone(), ip));
+        let tenant = Some(TenantId::trusted(key.tenant_id.clone()));
+        return Ok(Auth::new(actor, tenant, key.scopes.clone(), ip).with_rate(key.rate()));
     }
     if credential.bytes().filter(|&b| b == b'.').count() == 2 {
         let header =

@@ -8,14 +8,18 @@ mod credential;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
 
 pub use client_ip::client_ip;
 pub use credential::{api_key, authenticate, token_key, KeyCredential};
 
 use crate::app::App;
 use crate::http::{ApiError, ApiResult, ErrorCode};
+use crate::ratelimit::RateLimit;
 use crate::scopes::Required;
 use crate::tenants::store as tenant_store;
 
@@ -65,11 +69,18 @@ pub struct Auth {
     tenant: Option<TenantId>,
     scopes: Arc<[String]>,
     pub client_ip: IpAddr,
+    /// The bucket this credential's requests draw from; none for the platform admin.
+    pub rate: Option<RateLimit>,
 }
 
 impl Auth {
     pub(crate) fn new(actor: Actor, tenant: Option<TenantId>, scopes: Arc<[String]>, client_ip: IpAddr) -> Self {
-        Auth { actor, tenant, scopes, client_ip }
+        Auth { actor, tenant, scopes, client_ip, rate: None }
+    }
+
+    pub(crate) fn with_rate(mut self, rate: RateLimit) -> Self {
+        self.rate = Some(rate);
+        self
     }
 
     pub fn is_admin(&self) -> bool {
@@ -119,14 +130,13 @@ impl FromRequestParts<App> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(parts, &app.config.trusted_proxies)))
+        Ok(ClientIp(client_ip(&parts.headers, &parts.extensions, &app.config.trusted_proxies)))
     }
 }
 
-/// The bearer credential of a request, if any.
-pub fn bearer(parts: &Parts) -> ApiResult<&str> {
-    let header = parts
-        .headers
+/// The bearer credential of a request.
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <credential>` header"))?;
     let value = header.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
@@ -139,38 +149,68 @@ pub fn bearer(parts: &Parts) -> ApiResult<&str> {
     Ok(credential.trim())
 }
 
-fn tenant_header(parts: &Parts) -> Option<&str> {
+fn tenant_header(headers: &HeaderMap) -> Option<&str> {
     ["x-tenant-id", "x-workspace-id"]
         .iter()
-        .find_map(|name| parts.headers.get(*name))
+        .find_map(|name| headers.get(*name))
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
 }
 
+/// Why a request's credential was refused, kept for the handler that needs one.
+#[derive(Debug, Clone)]
+struct Refused(ApiError);
+
+async fn identify_request(app: &App, credential: &str, ip: IpAddr, tenant: Option<&str>) -> ApiResult<Auth> {
+    let mut auth = authenticate(app, credential, ip).await?;
+    if auth.is_admin() {
+        if let Some(tenant) = tenant {
+            if !tenant_store::exists(app.db.pool(), tenant).await? {
+                return Err(ApiError::not_found("tenant"));
+            }
+            auth.tenant = Some(TenantId::trusted(tenant));
+        }
+    }
+    if let Some(tenant) = &auth.tenant {
+        app.usage.record_request(tenant.as_str(), auth.actor.key_id());
+    }
+    Ok(auth)
+}
+
+/// Middleware: identifies the caller of every request that carries `Authorization`, before the
+/// shared machinery (rate limits) and the handler run. A refused credential is kept, and
+/// answered as 401 by any route that needs a caller.
+pub async fn identify(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    if request.headers().contains_key(axum::http::header::AUTHORIZATION) {
+        let ip = client_ip(request.headers(), request.extensions(), &app.config.trusted_proxies);
+        let tenant = tenant_header(request.headers()).map(str::to_owned);
+        let outcome = match bearer(request.headers()).map(str::to_owned) {
+            Ok(credential) => identify_request(&app, &credential, ip, tenant.as_deref()).await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(auth) => {
+                request.extensions_mut().insert(auth);
+            }
+            Err(error) => {
+                request.extensions_mut().insert(Refused(error));
+            }
+        }
+    }
+    next.run(request).await
+}
+
 impl FromRequestParts<App> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _app: &App) -> Result<Self, Self::Rejection> {
         if let Some(auth) = parts.extensions.get::<Auth>() {
             return Ok(auth.clone());
         }
-        let ip = client_ip(parts, &app.config.trusted_proxies);
-        let credential = bearer(parts)?;
-        let mut auth = authenticate(app, credential, ip).await?;
-        if auth.is_admin() {
-            if let Some(tenant) = tenant_header(parts) {
-                let exists = tenant_store::exists(app.db.pool(), tenant).await?;
-                if !exists {
-                    return Err(ApiError::not_found("tenant"));
-                }
-                auth.tenant = Some(TenantId::trusted(tenant));
-            }
+        if let Some(Refused(error)) = parts.extensions.get::<Refused>() {
+            return Err(error.clone());
         }
-        if let Some(tenant) = &auth.tenant {
-            app.usage.record_request(tenant.as_str(), auth.actor.key_id());
-        }
-        parts.extensions.insert(auth.clone());
-        Ok(auth)
+        Err(bearer(&parts.headers).err().unwrap_or_else(|| ApiError::unauthorized("missing credential")))
     }
 }

@@ -21,6 +21,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
+    RateLimited,
     Internal,
     UpstreamUnavailable,
 }
@@ -37,6 +38,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ErrorCode::ValidationFailed => "VALIDATION_FAILED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
         }
@@ -61,19 +64,21 @@ impl ErrorCode {
 }
 
 /// An error answered in the contract's envelope.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     /// Per-field messages, for `VALIDATION_FAILED`.
     pub details: Option<Map<String, Value>>,
+    /// Fields of the error object beyond code, message and details (`retry_after`, ...).
+    pub extra: Map<String, Value>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), details: None }
+        ApiError { code, message: message.into(), details: None, extra: Map::new() }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -138,6 +143,7 @@ impl FieldErrors {
             code: ErrorCode::ValidationFailed,
             message: self.first.unwrap_or_else(|| "validation failed".into()),
             details: Some(self.fields),
+            extra: Map::new(),
         }
     }
 
@@ -170,6 +176,11 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub details: Option<Map<String, Value>>,
+    /// Extra fields of some errors: `retry_after`, `limit`, `remaining` and `reset_at` with
+    /// `RATE_LIMITED`.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extra: Map<String, Value>,
 }
 
 impl IntoResponse for ApiError {
@@ -177,7 +188,12 @@ impl IntoResponse for ApiError {
         let status = self.code.status();
         let body = ErrorBody {
             success: false,
-            error: ErrorDetail { code: self.code.as_str().to_string(), message: self.message, details: self.details },
+            error: ErrorDetail {
+                code: self.code.as_str().to_string(),
+                message: self.message,
+                details: self.details,
+                extra: self.extra,
+            },
             request_id: request_id::current(),
         };
         let mut response = (status, axum::Json(body)).into_response();

@@ -24,8 +24,11 @@ Every response is an envelope: `{\"success\": true, \"data\": ..., \"request_id\
 `X-Request-Id` equals `request_id`.\n\n\
 Error codes: `BAD_REQUEST` 400, `UNAUTHORIZED` 401, `INSUFFICIENT_SCOPE` and `FORBIDDEN` 403, \
 `NOT_FOUND` 404 (also for another tenant's resources), `METHOD_NOT_ALLOWED` 405, `CONFLICT` 409, \
-`PAYLOAD_TOO_LARGE` 413, `UNSUPPORTED_MEDIA_TYPE` 415, `VALIDATION_FAILED` 422, `INTERNAL` 500, \
-`UPSTREAM_UNAVAILABLE` 503.\n\n\
+`PAYLOAD_TOO_LARGE` 413, `UNSUPPORTED_MEDIA_TYPE` 415, `VALIDATION_FAILED` 422, `RATE_LIMITED` 429, \
+`INTERNAL` 500, `UPSTREAM_UNAVAILABLE` 503.\n\n\
+Every answer to a credential (and to `POST /v1/token`, limited per client address) carries \
+`X-RateLimit-Limit` (requests per minute), `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix \
+seconds when the bucket is full again); a 429 adds `Retry-After`.\n\n\
 Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_cursor, total}`.",
         license(name = "Apache-2.0")
     ),
@@ -86,6 +89,9 @@ fn complete_operations(openapi: &mut OpenApiDoc) {
             if secured {
                 add_missing(operation, "401", "Missing, invalid, expired or revoked credential (`UNAUTHORIZED`)");
                 add_missing(operation, "403", "The credential lacks the scope (`INSUFFICIENT_SCOPE`)");
+            }
+            if secured || operation.operation_id.as_deref() == Some("create_token") {
+                add_missing(operation, "429", "Over the rate limit (`RATE_LIMITED`), with `Retry-After`");
             }
             if operation.request_body.is_some() {
                 add_missing(operation, "400", "Malformed JSON (`BAD_REQUEST`)");

@@ -212,6 +212,8 @@ struct CredentialRow {
     scopes: String,
     ip_allowlist: String,
     expires_at: Option<String>,
+    tier: String,
+    rate_limit: Option<i64>,
 }
 
 impl TryFrom<CredentialRow> for KeyCredential {
@@ -225,6 +227,8 @@ impl TryFrom<CredentialRow> for KeyCredential {
             scopes: serde_json::from_str::<Vec<String>>(&row.scopes)?.into(),
             ip_allowlist: allowlist.iter().filter_map(|n| n.parse().ok()).collect(),
             expires_at: time::from_db_opt(row.expires_at)?,
+            tier: Tier::parse(&row.tier).unwrap_or_default(),
+            rate_limit: row.rate_limit,
         })
     }
 }
@@ -232,8 +236,10 @@ impl TryFrom<CredentialRow> for KeyCredential {
 /// The live key whose secret hashes to `secret_hash`.
 pub async fn find_credential(db: &AnyPool, secret_hash: &str) -> ApiResult<Option<KeyCredential>> {
     let row: Option<CredentialRow> = sqlx::query_as(
-        "SELECT id, tenant_id, scopes, ip_allowlist, expires_at FROM api_keys \
-         WHERE secret_hash = $1 AND revoked_at IS NULL",
+        "SELECT k.id, k.tenant_id, k.scopes, k.ip_allowlist, k.expires_at, \
+         COALESCE(k.rate_limit_tier, t.tier) AS tier, k.rate_limit \
+         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
+         WHERE k.secret_hash = $1 AND k.revoked_at IS NULL",
     )
     .bind(secret_hash)
     .fetch_optional(db)
@@ -244,8 +250,9 @@ pub async fn find_credential(db: &AnyPool, secret_hash: &str) -> ApiResult<Optio
 /// The live key behind the live token `jti`: one round trip checks both revocations.
 pub async fn find_token_credential(db: &AnyPool, jti: &str) -> ApiResult<Option<KeyCredential>> {
     let row: Option<CredentialRow> = sqlx::query_as(
-        "SELECT k.id, k.tenant_id, k.scopes, k.ip_allowlist, k.expires_at \
-         FROM issued_tokens t JOIN api_keys k ON k.id = t.key_id \
+        "SELECT k.id, k.tenant_id, k.scopes, k.ip_allowlist, k.expires_at, \
+         COALESCE(k.rate_limit_tier, tn.tier) AS tier, k.rate_limit \
+         FROM issued_tokens t JOIN api_keys k ON k.id = t.key_id JOIN tenants tn ON tn.id = k.tenant_id \
          WHERE t.jti = $1 AND t.revoked_at IS NULL AND k.revoked_at IS NULL",
     )
     .bind(jti)

@@ -27,8 +27,9 @@ use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams,
 use crate::id::{self, prefix};
 use crate::keys::model::validate_scopes;
 use crate::limits::{PUBLIC_KEYS_MAX, TENANT_JWT_MAX_LIFETIME_SECS};
+use crate::ratelimit::RateLimit;
 use crate::scopes::required::{PUBLIC_KEYS_DELETE, PUBLIC_KEYS_READ, PUBLIC_KEYS_WRITE};
-use crate::tenants::model::validate_name;
+use crate::tenants::model::{validate_name, Tier};
 use crate::time;
 
 /// An uploaded public key.
@@ -242,17 +243,19 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
         Algorithm::ES256 => "ES256",
         _ => return Err(unauthorized()),
     };
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT id, pem, scopes FROM public_keys WHERE tenant_id = $1 AND algorithm = $2")
-            .bind(&tenant_id)
-            .bind(algorithm)
-            .fetch_all(app.db.pool())
-            .await?;
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT p.id, p.pem, p.scopes, t.tier FROM public_keys p JOIN tenants t ON t.id = p.tenant_id \
+         WHERE p.tenant_id = $1 AND p.algorithm = $2",
+    )
+    .bind(&tenant_id)
+    .bind(algorithm)
+    .fetch_all(app.db.pool())
+    .await?;
     let mut validation = Validation::new(alg);
     validation.set_required_spec_claims(&["exp", "sub"]);
     validation.sub = Some(tenant_id.clone());
     validation.leeway = 30;
-    for (key_id, pem, scopes) in rows.iter().filter(|(id, _, _)| kid.is_none_or(|kid| kid == id)) {
+    for (key_id, pem, scopes, tier) in rows.iter().filter(|(id, ..)| kid.is_none_or(|kid| kid == id)) {
         let decoding = match alg {
             Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
             _ => DecodingKey::from_ec_pem(pem.as_bytes()),
@@ -265,7 +268,9 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
                 }
                 let scopes: Vec<String> = serde_json::from_str(scopes)?;
                 let actor = Actor::TenantJwt { public_key_id: key_id.clone() };
-                return Ok(Auth::new(actor, Some(TenantId::trusted(tenant_id)), Arc::from(scopes), ip));
+                let tier = Tier::parse(tier).unwrap_or_default();
+                let rate = RateLimit::for_credential(format!("pubkey:{key_id}"), tier, None);
+                return Ok(Auth::new(actor, Some(TenantId::trusted(tenant_id)), Arc::from(scopes), ip).with_rate(rate));
             }
             Err(error) if matches!(error.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 return Err(ApiError::unauthorized("this token has expired"));

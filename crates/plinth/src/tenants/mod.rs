@@ -169,7 +169,11 @@ async fn update_tenant(
     errors.finish()?;
     tenant.updated_at = time::now();
     match store::update(app.db.pool(), &tenant).await {
-        Ok(()) => Ok(Data(tenant)),
+        Ok(()) => {
+            // The tier sets the rate limit of every credential of the tenant.
+            app.credentials_changed();
+            Ok(Data(tenant))
+        }
         Err(error) if is_unique_violation(&error) => {
             Err(ApiError::conflict(format!("the slug `{}` is taken", tenant.slug)))
         }

@@ -81,7 +81,7 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> ApiResult<Auth>
         .ok_or_else(|| ApiError::unauthorized("this token or its API key has been revoked"))?;
     key.check(ip)?;
     let actor = Actor::Token { key_id: key.key_id.clone(), jti: claims.jti };
-    Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id.clone())), key.scopes.clone(), ip))
+    Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id.clone())), key.scopes.clone(), ip).with_rate(key.rate()))
 }
 
 /// An issued access token.
@@ -203,6 +203,8 @@ async fn rotate_token(auth: Auth, State(app): State<App>) -> ApiResult<Data<Toke
         scopes: auth.scopes().into(),
         ip_allowlist: Vec::new(),
         expires_at: None,
+        tier: Default::default(),
+        rate_limit: None,
     };
     Ok(Data(tokens::issue(&app, &key).await?))
 }

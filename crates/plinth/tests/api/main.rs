@@ -7,5 +7,6 @@ mod contract;
 mod keys;
 mod public;
 mod public_keys;
+mod ratelimit;
 mod tenants;
 mod tokens;

@@ -1,0 +1,248 @@
+//! Rate limits (seed 001's tiers): a token bucket per credential, refilled at the tier's rate per
+//! minute and holding the tier's burst on top. In the embedded mode the buckets live in memory;
+//! with PostgreSQL they live in one table, so that every node shares the same counts.
+//!
+//! Credentialed requests are limited by their credential. Public routes listed in
+//! `PUBLIC_ROUTES` are limited by client address through the same buckets.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::{client_ip, Auth};
+use crate::db::{Backend, Db};
+use crate::http::{ApiError, ErrorCode};
+use crate::tenants::model::Tier;
+
+/// Public routes limited by client address: (method, route, requests per minute).
+pub const PUBLIC_ROUTES: &[(Method, &str, u64)] = &[(Method::POST, "/v1/token", 60)];
+
+/// Requests per minute and burst (percent on top) of a tier.
+pub fn tier_plan(tier: Tier) -> (u64, u64) {
+    match tier {
+        Tier::Free => (60, 0),
+        Tier::Starter => (1_000, 20),
+        Tier::Pro => (5_000, 30),
+        Tier::Agency => (20_000, 50),
+        Tier::Enterprise => (100_000, 100),
+    }
+}
+
+/// The bucket a request draws from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub bucket: String,
+    /// Requests per minute: the refill rate, and what `X-RateLimit-Limit` says.
+    pub per_minute: u64,
+    /// Most requests the bucket holds: the rate plus the burst.
+    pub capacity: u64,
+}
+
+impl RateLimit {
+    /// The limit of a credential: the tier's, or the credential's own per-minute override.
+    pub fn for_credential(bucket: String, tier: Tier, override_per_minute: Option<i64>) -> Self {
+        let (tier_rate, burst_pct) = tier_plan(tier);
+        let per_minute =
+            override_per_minute.and_then(|n| u64::try_from(n).ok()).filter(|&n| n > 0).unwrap_or(tier_rate);
+        RateLimit { bucket, per_minute, capacity: per_minute + per_minute * burst_pct / 100 }
+    }
+
+    /// The limit of a public route for one client address.
+    pub fn for_address(route: &str, ip: IpAddr, per_minute: u64) -> Self {
+        RateLimit { bucket: format!("ip:{route}:{ip}"), per_minute, capacity: per_minute }
+    }
+
+    fn refill_per_sec(&self) -> f64 {
+        self.per_minute as f64 / 60.0
+    }
+}
+
+/// The outcome of drawing one request from a bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Unix seconds when the bucket is full again.
+    pub reset_at: u64,
+    /// Seconds until one request is allowed again (0 when allowed now).
+    pub retry_after: u64,
+}
+
+impl Decision {
+    fn new(limit: &RateLimit, tokens_after: f64, allowed: bool, now: f64) -> Self {
+        let rate = limit.refill_per_sec();
+        let tokens = tokens_after.max(0.0);
+        let full_in = ((limit.capacity as f64 - tokens) / rate).max(0.0).ceil();
+        let retry_after = if allowed { 0 } else { ((1.0 - tokens) / rate).ceil().max(1.0) as u64 };
+        Decision {
+            allowed,
+            limit: limit.per_minute,
+            remaining: tokens.floor() as u64,
+            reset_at: (now + full_in).ceil() as u64,
+            retry_after,
+        }
+    }
+
+    fn write_headers(&self, headers: &mut HeaderMap) {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(self.reset_at));
+        if !self.allowed {
+            headers.insert("retry-after", HeaderValue::from(self.retry_after));
+        }
+    }
+
+    fn refusal(&self) -> ApiError {
+        let mut error = ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many requests: {} per minute allowed; retry after {} s", self.limit, self.retry_after),
+        );
+        let reset_at = chrono::DateTime::from_timestamp(self.reset_at as i64, 0).unwrap_or_default();
+        for (field, value) in [
+            ("retry_after", json!(self.retry_after)),
+            ("limit", json!(self.limit)),
+            ("remaining", json!(self.remaining)),
+            ("reset_at", json!(crate::time::to_db(&reset_at))),
+        ] {
+            error.extra.insert(field.into(), value);
+        }
+        error
+    }
+}
+
+#[derive(Debug)]
+pub struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Where buckets live.
+#[derive(Debug)]
+pub enum Limiter {
+    /// In this process (the embedded mode: one process serves everything).
+    Memory(Mutex<HashMap<String, Bucket>>),
+    /// In the shared database (several nodes on one PostgreSQL).
+    Shared(Db),
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
+
+/// The PostgreSQL token bucket: refill by elapsed database time, take one if there is one.
+const TAKE_SHARED: &str = "\
+INSERT INTO rate_buckets AS b (bucket, tokens, allowed, updated_at) \
+VALUES ($1, $2 - 1, 1, EXTRACT(EPOCH FROM clock_timestamp())::float8) \
+ON CONFLICT (bucket) DO UPDATE SET \
+  tokens = CASE WHEN LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) >= 1 \
+           THEN LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) - 1 \
+           ELSE LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) END, \
+  allowed = CASE WHEN LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) >= 1 THEN 1 ELSE 0 END, \
+  updated_at = excluded.updated_at \
+RETURNING tokens, allowed, updated_at";
+
+impl Limiter {
+    pub fn for_backend(db: &Db) -> Limiter {
+        match db.backend() {
+            Backend::Sqlite => Limiter::Memory(Mutex::new(HashMap::new())),
+            Backend::Postgres => Limiter::Shared(db.clone()),
+        }
+    }
+
+    /// Draws one request from `limit`'s bucket.
+    pub async fn take(&self, limit: &RateLimit) -> Result<Decision, sqlx::Error> {
+        let capacity = limit.capacity as f64;
+        let rate = limit.refill_per_sec();
+        match self {
+            Limiter::Memory(buckets) => {
+                let mut buckets = buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let now = Instant::now();
+                let bucket = buckets.entry(limit.bucket.clone()).or_insert(Bucket { tokens: capacity, at: now });
+                let refilled = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(capacity);
+                let allowed = refilled >= 1.0;
+                bucket.tokens = if allowed { refilled - 1.0 } else { refilled };
+                bucket.at = now;
+                Ok(Decision::new(limit, bucket.tokens, allowed, unix_now()))
+            }
+            Limiter::Shared(db) => {
+                let (tokens, allowed, now): (f64, i64, f64) = sqlx::query_as(TAKE_SHARED)
+                    .bind(&limit.bucket)
+                    .bind(capacity)
+                    .bind(rate)
+                    .fetch_one(db.pool())
+                    .await?;
+                Ok(Decision::new(limit, tokens, allowed == 1, now))
+            }
+        }
+    }
+}
+
+/// The bucket this request draws from, if any: its credential's, or its client address's on a
+/// listed public route.
+fn limit_for(request: &Request, app: &App) -> Option<RateLimit> {
+    if let Some(auth) = request.extensions().get::<Auth>() {
+        return auth.rate.clone();
+    }
+    let route = request.extensions().get::<MatchedPath>()?.as_str();
+    let (_, _, per_minute) = PUBLIC_ROUTES.iter().find(|(m, r, _)| m == request.method() && *r == route)?;
+    let ip = client_ip(request.headers(), request.extensions(), &app.config.trusted_proxies);
+    Some(RateLimit::for_address(route, ip, *per_minute))
+}
+
+/// Middleware: refuses a request over its limit with 429, and sets the `X-RateLimit-*` headers.
+pub async fn enforce(State(app): State<App>, request: Request, next: Next) -> Response {
+    let Some(limit) = limit_for(&request, &app) else {
+        return next.run(request).await;
+    };
+    let decision = match app.limiter.take(&limit).await {
+        Ok(decision) => decision,
+        Err(error) => {
+            // Fail open: a limiter outage must not take the API down with it.
+            tracing::warn!(%error, "rate limiter unavailable; request let through");
+            return next.run(request).await;
+        }
+    };
+    let mut response = if decision.allowed { next.run(request).await } else { decision.refusal().into_response() };
+    decision.write_headers(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_follow_the_contract() {
+        assert_eq!(RateLimit::for_credential("k".into(), Tier::Free, None).capacity, 60);
+        assert_eq!(RateLimit::for_credential("k".into(), Tier::Starter, None).capacity, 1_200);
+        assert_eq!(RateLimit::for_credential("k".into(), Tier::Pro, None).capacity, 6_500);
+        assert_eq!(RateLimit::for_credential("k".into(), Tier::Agency, None).capacity, 30_000);
+        assert_eq!(RateLimit::for_credential("k".into(), Tier::Enterprise, None).capacity, 200_000);
+        let custom = RateLimit::for_credential("k".into(), Tier::Pro, Some(100));
+        assert_eq!((custom.per_minute, custom.capacity), (100, 130));
+    }
+
+    #[tokio::test]
+    async fn memory_bucket_allows_capacity_then_refuses() {
+        let limiter = Limiter::Memory(Mutex::new(HashMap::new()));
+        let limit = RateLimit::for_credential("k".into(), Tier::Free, Some(3));
+        for remaining in [2, 1, 0] {
+            let decision = limiter.take(&limit).await.unwrap();
+            assert!(decision.allowed);
+            assert_eq!(decision.remaining, remaining);
+        }
+        let refused = limiter.take(&limit).await.unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(refused.limit, 3);
+        assert!(refused.retry_after >= 1 && refused.retry_after <= 20, "{refused:?}");
+    }
+}
