@@ -156,8 +156,10 @@ fn with_contract<S: Clone + Send + Sync + 'static>(routes: Router<S>, max_body: 
 pub fn router(app: App) -> Router {
     let max_body = app.config.max_body_bytes;
     let (routes, _) = api_routes().split_for_parts();
-    // Outermost last: identify the caller, then draw from its rate limit, then the handler.
+    // Outermost last: identify the caller, draw from its rate limit, run a keyed write once,
+    // then the handler.
     let routes = routes
+        .layer(middleware::from_fn_with_state(app.clone(), crate::idempotency::enforce))
         .layer(middleware::from_fn_with_state(app.clone(), crate::ratelimit::enforce))
         .layer(middleware::from_fn_with_state(app.clone(), crate::auth::identify));
     with_contract(routes, max_body).with_state(app)
@@ -289,6 +291,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             tracing::warn!(%error, "writing usage failed; will retry");
         }
         if ticks % 60 == 0 {
+            if let Err(error) = crate::idempotency::purge_expired(&app).await {
+                tracing::warn!(%error, "purging expired idempotent answers failed");
+            }
             let cutoff = time::to_db(&(time::now() - chrono::Duration::hours(1)));
             if let Err(error) =
                 sqlx::query("DELETE FROM issued_tokens WHERE expires_at < $1").bind(cutoff).execute(app.db.pool()).await

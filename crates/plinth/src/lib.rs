@@ -8,6 +8,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod id;
+pub mod idempotency;
 pub mod keys;
 pub mod limits;
 pub mod public_keys;

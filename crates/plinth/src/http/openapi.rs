@@ -1,6 +1,8 @@
 //! Assembly of the OpenAPI 3.1 document from the routes' own annotations.
 
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::Required;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -23,7 +25,8 @@ Every response is an envelope: `{\"success\": true, \"data\": ..., \"request_id\
 `{\"success\": false, \"error\": {\"code\", \"message\", \"details\"}, \"request_id\": ...}`. \
 `X-Request-Id` equals `request_id`.\n\n\
 Error codes: `BAD_REQUEST` 400, `UNAUTHORIZED` 401, `INSUFFICIENT_SCOPE` and `FORBIDDEN` 403, \
-`NOT_FOUND` 404 (also for another tenant's resources), `METHOD_NOT_ALLOWED` 405, `CONFLICT` 409, \
+`NOT_FOUND` 404 (also for another tenant's resources), `METHOD_NOT_ALLOWED` 405, `CONFLICT` and \
+`IDEMPOTENCY_CONFLICT` 409, \
 `PAYLOAD_TOO_LARGE` 413, `UNSUPPORTED_MEDIA_TYPE` 415, `VALIDATION_FAILED` 422, `RATE_LIMITED` 429, \
 `INTERNAL` 500, `UPSTREAM_UNAVAILABLE` 503.\n\n\
 Every answer to a credential (and to `POST /v1/token`, limited per client address) carries \
@@ -81,8 +84,29 @@ impl Modify for Contract {
 }
 
 /// Completes every operation with the error answers the contract gives on every route.
+fn idempotency_key_parameter() -> Parameter {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same \
+             key and request (`Idempotent-Replayed: true`); another request with the key is 409 \
+             `IDEMPOTENCY_CONFLICT`.",
+        ))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(255))))
+        .build()
+}
+
 fn complete_operations(openapi: &mut OpenApiDoc) {
     for item in openapi.paths.paths.values_mut() {
+        let writes = [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for operation in writes.into_iter().flatten() {
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                operation.parameters.get_or_insert_with(Vec::new).push(idempotency_key_parameter());
+                add_missing(operation, "409", "Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key)");
+            }
+        }
         let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
         for operation in operations.into_iter().flatten() {
             let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());

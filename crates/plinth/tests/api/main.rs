@@ -4,6 +4,7 @@ mod common;
 
 mod cli;
 mod contract;
+mod idempotency;
 mod keys;
 mod public;
 mod public_keys;

@@ -1,0 +1,235 @@
+//! Idempotent writes: a `POST`, `PUT`, `PATCH` or `DELETE` with an `Idempotency-Key` runs once
+//! per tenant and key. Its answer is kept for 24 hours and replayed to a retry of the same
+//! request (with `Idempotent-Replayed: true`); the same key with another request, or a retry while
+//! the first is still running, is 409 `IDEMPOTENCY_CONFLICT`.
+//!
+//! A replay carries this request's `request_id` and the first one's in `Original-Request-Id`.
+//! An answer of 5xx is not kept, so that a retry runs again. A record whose request died with its
+//! process is taken over by a retry once its lock (60 s) has passed.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sqlx::FromRow;
+
+use crate::app::App;
+use crate::auth::Auth;
+use crate::db::is_unique_violation;
+use crate::http::{ApiError, ErrorCode};
+use crate::secrets;
+use crate::time;
+
+const HEADER: &str = "idempotency-key";
+const KEY_MAX_CHARS: usize = 255;
+/// How long an answer is kept.
+const KEEP_HOURS: i64 = 24;
+/// How long a running request holds its key before a retry may take it over.
+const LOCK_SECS: i64 = 60;
+
+fn conflict(message: &str) -> Response {
+    ApiError::new(ErrorCode::IdempotencyConflict, message).into_response()
+}
+
+#[derive(Debug, FromRow)]
+struct Record {
+    request_hash: String,
+    status: Option<i64>,
+    response_body: Option<String>,
+    content_type: Option<String>,
+    locked_until: String,
+    expires_at: String,
+}
+
+enum Claim {
+    /// This request owns the key: run it.
+    Run,
+    /// Replay the kept answer.
+    Replay(Response),
+    /// Refuse.
+    Refuse(Response),
+}
+
+/// The scope of keys: the tenant, or the platform for the admin acting on no tenant.
+fn scope_of(auth: &Auth) -> String {
+    match auth.tenant() {
+        Ok(tenant) => tenant.as_str().to_string(),
+        Err(_) => "platform".to_string(),
+    }
+}
+
+async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<Claim, ApiError> {
+    let pool = app.db.pool();
+    for _ in 0..2 {
+        let now = time::now();
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, idempotency_key, request_hash, locked_until, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request_hash)
+        .bind(time::to_db(&(now + chrono::Duration::seconds(LOCK_SECS))))
+        .bind(time::to_db(&now))
+        .bind(time::to_db(&(now + chrono::Duration::hours(KEEP_HOURS))))
+        .execute(pool)
+        .await;
+        match inserted {
+            Ok(_) => return Ok(Claim::Run),
+            Err(error) if is_unique_violation(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let record: Option<Record> = sqlx::query_as(
+            "SELECT request_hash, status, response_body, content_type, locked_until, expires_at \
+             FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(pool)
+        .await?;
+        let Some(record) = record else { continue };
+        if time::from_db(&record.expires_at)? <= now {
+            sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2 AND expires_at = $3")
+                .bind(scope)
+                .bind(key)
+                .bind(&record.expires_at)
+                .execute(pool)
+                .await?;
+            continue;
+        }
+        if !secrets::constant_time_eq(record.request_hash.as_bytes(), request_hash.as_bytes()) {
+            return Ok(Claim::Refuse(conflict(
+                "this Idempotency-Key was used with a different request; use a new key for a new request",
+            )));
+        }
+        let Some(status) = record.status else {
+            if time::from_db(&record.locked_until)? > now {
+                return Ok(Claim::Refuse(conflict("a request with this Idempotency-Key is still running")));
+            }
+            // Its first request died: take the key over, unless another retry just did.
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET locked_until = $1 \
+                 WHERE scope = $2 AND idempotency_key = $3 AND locked_until = $4 AND status IS NULL",
+            )
+            .bind(time::to_db(&(now + chrono::Duration::seconds(LOCK_SECS))))
+            .bind(scope)
+            .bind(key)
+            .bind(&record.locked_until)
+            .execute(pool)
+            .await?;
+            return Ok(if taken.rows_affected() == 1 {
+                Claim::Run
+            } else {
+                Claim::Refuse(conflict("a request with this Idempotency-Key is still running"))
+            });
+        };
+        let (body, original_request_id) = restamp(record.response_body.unwrap_or_default());
+        let mut response = Response::new(Body::from(body));
+        if let Some(original) = original_request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            response.headers_mut().insert("original-request-id", original);
+        }
+        *response.status_mut() =
+            axum::http::StatusCode::from_u16(u16::try_from(status).unwrap_or(500)).unwrap_or_default();
+        if let Some(content_type) = record.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        }
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(Claim::Replay(response));
+    }
+    Ok(Claim::Refuse(conflict("a request with this Idempotency-Key is still running")))
+}
+
+/// The kept body with this request's id in place of the first request's (so that `request_id`
+/// always equals `X-Request-Id`), and the first request's id.
+fn restamp(body: String) -> (String, Option<String>) {
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return (body, None);
+    };
+    let current = serde_json::Value::String(crate::http::request_id::current());
+    let original = object.insert("request_id".into(), current).and_then(|v| v.as_str().map(str::to_owned));
+    (serde_json::Value::Object(object).to_string(), original)
+}
+
+async fn finish(app: &App, scope: &str, key: &str, status: u16, body: &Bytes, content_type: Option<&str>) {
+    let pool = app.db.pool();
+    let outcome = if status >= 500 {
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2")
+            .bind(scope)
+            .bind(key)
+            .execute(pool)
+            .await
+    } else {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, response_body = $2, content_type = $3 \
+             WHERE scope = $4 AND idempotency_key = $5",
+        )
+        .bind(i64::from(status))
+        .bind(String::from_utf8_lossy(body).into_owned())
+        .bind(content_type)
+        .bind(scope)
+        .bind(key)
+        .execute(pool)
+        .await
+    };
+    if let Err(error) = outcome {
+        tracing::error!(%error, "keeping an idempotent answer failed");
+    }
+}
+
+/// Middleware: runs a keyed write once and replays its answer.
+pub async fn enforce(State(app): State<App>, request: Request, next: Next) -> Response {
+    let keyed = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let Some(value) = request.headers().get(HEADER).filter(|_| keyed).cloned() else {
+        return next.run(request).await;
+    };
+    let Some(auth) = request.extensions().get::<Auth>().cloned() else {
+        return next.run(request).await;
+    };
+    let key = match value.to_str() {
+        Ok(key) if !key.is_empty() && key.chars().count() <= KEY_MAX_CHARS => key.to_string(),
+        _ => {
+            return ApiError::bad_request(format!("Idempotency-Key must be 1 to {KEY_MAX_CHARS} printable characters"))
+                .into_response()
+        }
+    };
+    let scope = scope_of(&auth);
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, app.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body exceeds the limit of {} bytes", app.config.max_body_bytes),
+            )
+            .into_response()
+        }
+    };
+    let mut fingerprint = format!("{} {}\n", parts.method, parts.uri.path()).into_bytes();
+    fingerprint.extend_from_slice(&bytes);
+    let request_hash = secrets::sha256_hex_bytes(&fingerprint);
+
+    match claim(&app, &scope, &key, &request_hash).await {
+        Err(error) => return error.into_response(),
+        Ok(Claim::Replay(response) | Claim::Refuse(response)) => return response,
+        Ok(Claim::Run) => {}
+    }
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let (parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        finish(&app, &scope, &key, 500, &Bytes::new(), None).await;
+        return ApiError::internal("reading an answer to keep it").into_response();
+    };
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    finish(&app, &scope, &key, parts.status.as_u16(), &body, content_type).await;
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Forgets answers older than 24 hours.
+pub async fn purge_expired(app: &App) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
+        .bind(time::to_db(&time::now()))
+        .execute(app.db.pool())
+        .await?;
+    Ok(done.rows_affected())
+}
