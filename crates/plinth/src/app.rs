@@ -29,7 +29,10 @@ use crate::ratelimit::Limiter;
 use crate::secrets::{self, MasterKey};
 use crate::tokens::TokenKeys;
 use crate::usage::UsageRecorder;
-use crate::{health, keys, public_keys, tenants, time, tokens};
+use crate::{audit, health, keys, public_keys, tenants, time, tokens};
+
+/// How long audit records are kept.
+const AUDIT_RETENTION_DAYS: i64 = 90;
 
 /// How often pending usage is written.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -92,6 +95,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(keys::routes())
         .merge(public_keys::routes())
         .merge(tokens::routes())
+        .merge(audit::routes())
 }
 
 /// The OpenAPI document of every route.
@@ -161,6 +165,7 @@ pub fn router(app: App) -> Router {
     let routes = routes
         .layer(middleware::from_fn_with_state(app.clone(), crate::idempotency::enforce))
         .layer(middleware::from_fn_with_state(app.clone(), crate::ratelimit::enforce))
+        .layer(middleware::from_fn_with_state(app.clone(), audit::record_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), crate::auth::identify));
     with_contract(routes, max_body).with_state(app)
 }
@@ -291,6 +296,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             tracing::warn!(%error, "writing usage failed; will retry");
         }
         if ticks % 60 == 0 {
+            if let Err(error) = audit::prune(&app, AUDIT_RETENTION_DAYS).await {
+                tracing::warn!(%error, "pruning the audit log failed");
+            }
             if let Err(error) = crate::idempotency::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired idempotent answers failed");
             }

@@ -40,7 +40,8 @@ pub async fn create_tenant(
     tier: Option<Tier>,
 ) -> Result<TenantCreated, CommandError> {
     let db = app::open_database(storage).await?;
-    let created = tenants::create(&db, CreateTenant { name, slug, tier, settings: None }).await;
+    let body = CreateTenant { name, slug, tier, settings: None };
+    let created = tenants::create(&db, body, &crate::audit::Who::command_line()).await;
     db.close().await;
     Ok(created?)
 }
@@ -66,7 +67,12 @@ pub async fn create_key(
             ..CreateKey::default()
         };
         let new_key = body.validate(&admin)?;
-        let (key, token) = keys::issue(db.pool(), &TenantId::trusted(tenant), &new_key).await?;
+        let mut tx = db.begin_write().await?;
+        let tenant = TenantId::trusted(tenant);
+        let (key, token) = keys::issue(&mut *tx, &tenant, &new_key).await?;
+        let who = crate::audit::Who::command_line();
+        crate::audit::record(&mut *tx, &who, Some(tenant.as_str()), keys::created_entry(&key)).await?;
+        tx.commit().await?;
         Ok(KeyCreated { key, token })
     }
     .await;

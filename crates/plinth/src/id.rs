@@ -14,6 +14,7 @@ pub mod prefix {
     pub const PUBLIC_KEY: &str = "pubkey";
     pub const TOKEN: &str = "jti";
     pub const REQUEST: &str = "req";
+    pub const AUDIT: &str = "aud";
 }
 
 /// A new identifier with `prefix`, time-ordered.

@@ -1,6 +1,7 @@
 //! Plinth: a self-hosted, multi-tenant API platform in one binary.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -57,6 +57,7 @@ pub mod required {
     pub const PUBLIC_KEYS_DELETE: Required = Required::new("public-keys", "delete");
     pub const TOKENS_DELETE: Required = Required::new("tokens", "delete");
     pub const USAGE_READ: Required = Required::new("usage", "read");
+    pub const AUDIT_LOGS_READ: Required = Required::new("audit-logs", "read");
 }
 
 fn is_name(part: &str) -> bool {

@@ -8,6 +8,7 @@ use jsonwebtoken::Algorithm;
 
 use super::{Actor, Auth, TenantId};
 use crate::app::App;
+use crate::audit::RefusedCredential;
 use crate::http::{ApiError, ApiResult};
 use crate::ratelimit::RateLimit;
 use crate::tenants::model::Tier;
@@ -46,15 +47,49 @@ impl KeyCredential {
     }
 }
 
+/// A refused credential: the answer, and who it was when the server recognised it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ApiError,
+    pub known: Option<Box<RefusedCredential>>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal { error, known: None }
+    }
+}
+
+impl From<sqlx::Error> for Refusal {
+    fn from(error: sqlx::Error) -> Self {
+        Refusal { error: error.into(), known: None }
+    }
+}
+
+impl KeyCredential {
+    /// `check`, naming the key when it refuses.
+    pub fn admit(&self, ip: IpAddr, actor_type: &'static str) -> Result<(), Refusal> {
+        self.check(ip).map_err(|error| Refusal {
+            known: Some(Box::new(RefusedCredential {
+                tenant_id: self.tenant_id.clone(),
+                actor_type,
+                actor_id: self.key_id.clone(),
+                reason: error.message.clone(),
+            })),
+            error,
+        })
+    }
+}
+
 /// Identifies the caller behind `credential`, arriving from `ip`.
-pub async fn authenticate(app: &App, credential: &str, ip: IpAddr) -> ApiResult<Auth> {
+pub async fn authenticate(app: &App, credential: &str, ip: IpAddr) -> Result<Auth, Refusal> {
     let hash = secrets::sha256_hex(credential);
     if secrets::constant_time_eq(hash.as_bytes(), app.admin_key_hash.as_bytes()) {
         return Ok(Auth::new(Actor::Admin, None, Arc::from(vec!["*".to_string()]), ip));
     }
     if keys::is_key_format(credential) {
         let key = api_key(app, hash).await?.ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
-        key.check(ip)?;
+        key.admit(ip, "api_key")?;
         let actor = Actor::ApiKey { key_id: key.key_id.clone() };
         let tenant = Some(TenantId::trusted(key.tenant_id.clone()));
         return Ok(Auth::new(actor, tenant, key.scopes.clone(), ip).with_rate(key.rate()));
@@ -65,12 +100,12 @@ pub async fn authenticate(app: &App, credential: &str, ip: IpAddr) -> ApiResult<
         return match header.alg {
             Algorithm::HS256 => tokens::authenticate(app, credential, ip).await,
             Algorithm::RS256 | Algorithm::ES256 => {
-                public_keys::authenticate(app, credential, header.alg, header.kid.as_deref(), ip).await
+                Ok(public_keys::authenticate(app, credential, header.alg, header.kid.as_deref(), ip).await?)
             }
-            _ => Err(ApiError::unauthorized("unsupported token algorithm: use HS256 tokens, RS256 or ES256")),
+            _ => Err(ApiError::unauthorized("unsupported token algorithm: use HS256 tokens, RS256 or ES256").into()),
         };
     }
-    Err(ApiError::unauthorized("unrecognised credential"))
+    Err(ApiError::unauthorized("unrecognised credential").into())
 }
 
 /// The live key whose secret hashes to `hash`, from the cache or the database.

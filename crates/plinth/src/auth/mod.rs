@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 pub use client_ip::client_ip;
-pub use credential::{api_key, authenticate, token_key, KeyCredential};
+pub use credential::{api_key, authenticate, token_key, KeyCredential, Refusal};
 
 use crate::app::App;
 use crate::http::{ApiError, ApiResult, ErrorCode};
@@ -71,11 +71,12 @@ pub struct Auth {
     pub client_ip: IpAddr,
     /// The bucket this credential's requests draw from; none for the platform admin.
     pub rate: Option<RateLimit>,
+    pub user_agent: Option<String>,
 }
 
 impl Auth {
     pub(crate) fn new(actor: Actor, tenant: Option<TenantId>, scopes: Arc<[String]>, client_ip: IpAddr) -> Self {
-        Auth { actor, tenant, scopes, client_ip, rate: None }
+        Auth { actor, tenant, scopes, client_ip, rate: None, user_agent: None }
     }
 
     pub(crate) fn with_rate(mut self, rate: RateLimit) -> Self {
@@ -162,12 +163,12 @@ fn tenant_header(headers: &HeaderMap) -> Option<&str> {
 #[derive(Debug, Clone)]
 struct Refused(ApiError);
 
-async fn identify_request(app: &App, credential: &str, ip: IpAddr, tenant: Option<&str>) -> ApiResult<Auth> {
+async fn identify_request(app: &App, credential: &str, ip: IpAddr, tenant: Option<&str>) -> Result<Auth, Refusal> {
     let mut auth = authenticate(app, credential, ip).await?;
     if auth.is_admin() {
         if let Some(tenant) = tenant {
             if !tenant_store::exists(app.db.pool(), tenant).await? {
-                return Err(ApiError::not_found("tenant"));
+                return Err(ApiError::not_found("tenant").into());
             }
             auth.tenant = Some(TenantId::trusted(tenant));
         }
@@ -185,16 +186,21 @@ pub async fn identify(State(app): State<App>, mut request: Request, next: Next) 
     if request.headers().contains_key(axum::http::header::AUTHORIZATION) {
         let ip = client_ip(request.headers(), request.extensions(), &app.config.trusted_proxies);
         let tenant = tenant_header(request.headers()).map(str::to_owned);
+        let user_agent = request.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let outcome = match bearer(request.headers()).map(str::to_owned) {
             Ok(credential) => identify_request(&app, &credential, ip, tenant.as_deref()).await,
-            Err(error) => Err(error),
+            Err(error) => Err(error.into()),
         };
         match outcome {
-            Ok(auth) => {
+            Ok(mut auth) => {
+                auth.user_agent = user_agent;
                 request.extensions_mut().insert(auth);
             }
-            Err(error) => {
+            Err(Refusal { error, known }) => {
                 request.extensions_mut().insert(Refused(error));
+                if let Some(known) = known {
+                    request.extensions_mut().insert(*known);
+                }
             }
         }
     }

@@ -2,8 +2,8 @@
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::Required;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::Required;
 use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
@@ -43,6 +43,7 @@ Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_
         (name = "API keys", description = "Scoped API keys with expiry, IP allowlists and rotation; `/v1/api-keys` is an alias."),
         (name = "Tokens", description = "Short-lived access tokens exchanged for an API key."),
         (name = "Public keys", description = "Tenant public keys: JWTs signed with the private half are accepted as credentials."),
+        (name = "Audit logs", description = "Who did what, from where, when: every mutation, refused credential and refused scope."),
     )
 )]
 pub struct ApiDoc;

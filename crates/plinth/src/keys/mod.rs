@@ -8,7 +8,10 @@ use sqlx::{Any, Executor};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use serde_json::json;
+
 use crate::app::App;
+use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, OptionalJson, Page, Path};
 use crate::id::{self, prefix};
@@ -54,6 +57,22 @@ pub async fn issue<'e, E: Executor<'e, Database = Any>>(
         updated_at: now,
     };
     Ok((api_key, secret))
+}
+
+/// The audit entry of a new key.
+pub fn created_entry(key: &ApiKey) -> Entry<'_> {
+    Entry {
+        action: "api_key.created",
+        resource_type: "api_key",
+        resource_id: &key.id,
+        changes: json!({
+            "label": key.label,
+            "scopes": key.scopes,
+            "ip_allowlist": key.ip_allowlist,
+            "expires_at": key.expires_at,
+            "mode": key.mode,
+        }),
+    }
 }
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -102,7 +121,10 @@ async fn create_key(auth: Auth, State(app): State<App>, Json(body): Json<CreateK
     auth.require(KEYS_WRITE)?;
     let tenant = auth.tenant()?;
     let new_key = body.validate(&auth)?;
-    let (key, token) = issue(app.db.pool(), tenant, &new_key).await?;
+    let mut tx = app.db.begin_write().await?;
+    let (key, token) = issue(&mut *tx, tenant, &new_key).await?;
+    audit::record(&mut *tx, &Who::from(&auth), None, created_entry(&key)).await?;
+    tx.commit().await?;
     Ok(Created(KeyCreated { key, token }))
 }
 
@@ -145,9 +167,25 @@ async fn update_key(
             ));
         }
     }
-    if !store::update(app.db.pool(), tenant, &key_id, &changes).await? {
+    let mut tx = app.db.begin_write().await?;
+    if !store::update(&mut tx, tenant, &key_id, &changes).await? {
         return Err(ApiError::not_found("API key"));
     }
+    let entry = Entry {
+        action: "api_key.updated",
+        resource_type: "api_key",
+        resource_id: &key_id,
+        changes: json!({
+            "label": changes.label,
+            "scopes": changes.scopes,
+            "ip_allowlist": changes.ip_allowlist.as_ref().map(|nets| nets.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            "expires_at": changes.expires_at,
+            "rate_limit_tier": changes.rate_limit_tier,
+            "rate_limit": changes.rate_limit,
+        }),
+    };
+    audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    tx.commit().await?;
     app.credentials_changed();
     let key = store::get(app.db.pool(), tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Data(with_recent_use(&app, key)))
@@ -162,9 +200,13 @@ async fn update_key(
               (status = 404, body = crate::http::error::ErrorBody)))]
 async fn revoke_key(auth: Auth, State(app): State<App>, Path(key_id): Path<String>) -> ApiResult<Data<Deleted>> {
     auth.require(KEYS_DELETE)?;
-    if !store::revoke(app.db.pool(), auth.tenant()?, &key_id).await? {
+    let mut tx = app.db.begin_write().await?;
+    if !store::revoke(&mut *tx, auth.tenant()?, &key_id).await? {
         return Err(ApiError::not_found("API key"));
     }
+    let entry = Entry { action: "api_key.revoked", resource_type: "api_key", resource_id: &key_id, changes: json!({}) };
+    audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    tx.commit().await?;
     app.credentials_changed();
     Ok(Deleted::new(key_id))
 }
@@ -216,6 +258,13 @@ async fn rotate_key(
     if !store::mark_rotated(&mut *tx, tenant, &key_id, &new_key.id, &until, revoke_now).await? {
         return Err(ApiError::conflict("this key was rotated or revoked meanwhile"));
     }
+    let entry = Entry {
+        action: "api_key.rotated",
+        resource_type: "api_key",
+        resource_id: &key_id,
+        changes: json!({ "replaced_by": new_key.id, "grace_period_ends_at": until }),
+    };
+    audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
     tx.commit().await?;
     app.credentials_changed();
 

@@ -1,7 +1,7 @@
 //! API key queries. Every query that reads or changes a tenant's keys takes its `TenantId`.
 
 use ipnet::IpNet;
-use sqlx::{Any, AnyPool, Executor, FromRow};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
 
 use super::model::{ApiKey, KeyChanges, KeyMode, KeyStatus, NewKey};
 use crate::auth::{KeyCredential, TenantId};
@@ -134,8 +134,8 @@ pub async fn count(db: &AnyPool, tenant: &TenantId) -> ApiResult<i64> {
 }
 
 /// Applies `changes`; false when there is no such live key.
-pub async fn update(db: &AnyPool, tenant: &TenantId, id: &str, changes: &KeyChanges) -> ApiResult<bool> {
-    let Some(current) = get(db, tenant, id).await? else {
+pub async fn update(db: &mut AnyConnection, tenant: &TenantId, id: &str, changes: &KeyChanges) -> ApiResult<bool> {
+    let Some(current) = get(&mut *db, tenant, id).await? else {
         return Ok(false);
     };
     let label = changes.label.as_ref().unwrap_or(&current.label);
@@ -160,7 +160,7 @@ pub async fn update(db: &AnyPool, tenant: &TenantId, id: &str, changes: &KeyChan
     .bind(time::to_db(&time::now()))
     .bind(id)
     .bind(tenant.as_str())
-    .execute(db)
+    .execute(&mut *db)
     .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -192,7 +192,7 @@ pub async fn mark_rotated<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Revokes the key: it, and every token issued from it, stops working at once.
-pub async fn revoke(db: &AnyPool, tenant: &TenantId, id: &str) -> ApiResult<bool> {
+pub async fn revoke<'e, E: Executor<'e, Database = Any>>(db: E, tenant: &TenantId, id: &str) -> ApiResult<bool> {
     let now = time::to_db(&time::now());
     let done = sqlx::query(
         "UPDATE api_keys SET revoked_at = $1, updated_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",

@@ -19,7 +19,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use serde_json::json;
+
 use crate::app::App;
+use crate::audit::{self, Entry, Who};
 use crate::auth::{Actor, Auth, TenantId};
 use crate::db::{is_unique_violation, keyset_page};
 use crate::http::error::FieldErrors;
@@ -153,6 +156,7 @@ async fn upload_public_key(
         scopes,
         created_at: time::now(),
     };
+    let mut tx = app.db.begin_write().await?;
     let inserted =
         sqlx::query(&format!("INSERT INTO public_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
             .bind(&key.id)
@@ -164,13 +168,24 @@ async fn upload_public_key(
             .bind(&key.pem)
             .bind(serde_json::to_string(&key.scopes)?)
             .bind(time::to_db(&key.created_at))
-            .execute(app.db.pool())
+            .execute(&mut *tx)
             .await;
     match inserted {
-        Ok(_) => Ok(Created(key)),
-        Err(error) if is_unique_violation(&error) => Err(ApiError::conflict("this public key is already uploaded")),
-        Err(error) => Err(error.into()),
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => {
+            return Err(ApiError::conflict("this public key is already uploaded"))
+        }
+        Err(error) => return Err(error.into()),
     }
+    let entry = Entry {
+        action: "public_key.created",
+        resource_type: "public_key",
+        resource_id: &key.id,
+        changes: json!({ "label": key.label, "algorithm": key.algorithm, "fingerprint": key.fingerprint, "scopes": key.scopes }),
+    };
+    audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    tx.commit().await?;
+    Ok(Created(key))
 }
 
 /// List public keys
@@ -207,14 +222,19 @@ async fn get_public_key(auth: Auth, State(app): State<App>, Path(id): Path<Strin
               (status = 404, body = crate::http::error::ErrorBody)))]
 async fn delete_public_key(auth: Auth, State(app): State<App>, Path(id): Path<String>) -> ApiResult<Data<Deleted>> {
     auth.require(PUBLIC_KEYS_DELETE)?;
+    let mut tx = app.db.begin_write().await?;
     let done = sqlx::query("DELETE FROM public_keys WHERE id = $1 AND tenant_id = $2")
         .bind(&id)
         .bind(auth.tenant()?.as_str())
-        .execute(app.db.pool())
+        .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("public key"));
     }
+    let entry =
+        Entry { action: "public_key.deleted", resource_type: "public_key", resource_id: &id, changes: json!({}) };
+    audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    tx.commit().await?;
     Ok(Deleted::new(id))
 }
 

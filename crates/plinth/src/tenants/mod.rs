@@ -10,7 +10,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use serde_json::json;
+
 use crate::app::App;
+use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
 use crate::db::{is_unique_violation, Db};
 use crate::http::error::FieldErrors;
@@ -33,7 +36,7 @@ pub fn routes() -> OpenApiRouter<App> {
 const SLUG_ATTEMPTS: usize = 5;
 
 /// Creates a tenant and its first API key (every scope) in one transaction.
-pub async fn create(db: &Db, body: CreateTenant) -> ApiResult<TenantCreated> {
+pub async fn create(db: &Db, body: CreateTenant, who: &Who) -> ApiResult<TenantCreated> {
     let mut errors = FieldErrors::default();
     let name = validate_name("name", &body.name, &mut errors);
     if let Some(slug) = &body.slug {
@@ -61,6 +64,14 @@ pub async fn create(db: &Db, body: CreateTenant) -> ApiResult<TenantCreated> {
             Ok(()) => {
                 let tenant_id = TenantId::trusted(tenant.id.clone());
                 let (key, secret) = keys::issue(&mut *tx, &tenant_id, &NewKey::first("Default key")).await?;
+                let entry = Entry {
+                    action: "tenant.created",
+                    resource_type: "tenant",
+                    resource_id: &tenant.id,
+                    changes: json!({ "name": tenant.name, "slug": tenant.slug, "tier": tenant.tier }),
+                };
+                audit::record(&mut *tx, who, Some(&tenant.id), entry).await?;
+                audit::record(&mut *tx, who, Some(&tenant.id), keys::created_entry(&key)).await?;
                 tx.commit().await?;
                 return Ok(TenantCreated { tenant, api_key: secret, api_key_id: key.id });
             }
@@ -108,7 +119,7 @@ async fn create_tenant(
     Json(body): Json<CreateTenant>,
 ) -> ApiResult<Created<TenantCreated>> {
     auth.require_admin()?;
-    Ok(Created(create(&app.db, body).await?))
+    Ok(Created(create(&app.db, body, &Who::from(&auth)).await?))
 }
 
 /// The tenant `tenant_id` as this credential may see it: any for the platform admin, only its
@@ -168,17 +179,25 @@ async fn update_tenant(
     }
     errors.finish()?;
     tenant.updated_at = time::now();
-    match store::update(app.db.pool(), &tenant).await {
-        Ok(()) => {
-            // The tier sets the rate limit of every credential of the tenant.
-            app.credentials_changed();
-            Ok(Data(tenant))
-        }
+    let mut tx = app.db.begin_write().await?;
+    match store::update(&mut *tx, &tenant).await {
+        Ok(()) => {}
         Err(error) if is_unique_violation(&error) => {
-            Err(ApiError::conflict(format!("the slug `{}` is taken", tenant.slug)))
+            return Err(ApiError::conflict(format!("the slug `{}` is taken", tenant.slug)))
         }
-        Err(error) => Err(error.into()),
+        Err(error) => return Err(error.into()),
     }
+    let entry = Entry {
+        action: "tenant.updated",
+        resource_type: "tenant",
+        resource_id: &tenant.id,
+        changes: json!({ "name": tenant.name, "slug": tenant.slug, "tier": tenant.tier, "settings": tenant.settings }),
+    };
+    audit::record(&mut *tx, &Who::from(&auth), Some(&tenant.id), entry).await?;
+    tx.commit().await?;
+    // The tier sets the rate limit of every credential of the tenant.
+    app.credentials_changed();
+    Ok(Data(tenant))
 }
 
 /// Delete a tenant
@@ -194,6 +213,9 @@ async fn delete_tenant(auth: Auth, State(app): State<App>, Path(tenant_id): Path
     if !store::delete(&mut *tx, &tenant_id).await? {
         return Err(ApiError::not_found("tenant"));
     }
+    let entry =
+        Entry { action: "tenant.deleted", resource_type: "tenant", resource_id: &tenant_id, changes: json!({}) };
+    audit::record_platform(&mut *tx, &Who::from(&auth), entry).await?;
     tx.commit().await?;
     app.credentials_changed();
     Ok(Deleted::new(tenant_id))

@@ -12,7 +12,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use axum::http::HeaderMap;
+use serde_json::json;
+use sqlx::{Any, Executor};
+
 use crate::app::App;
+use crate::audit::{self, Entry, Who};
 use crate::auth::{self, Actor, Auth, ClientIp, KeyCredential, TenantId};
 use crate::http::{ApiError, ApiResult, Created, Data, Json, OptionalJson};
 use crate::id::{self, prefix};
@@ -68,7 +73,7 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 /// Verifies an access token and the key behind it.
-pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> ApiResult<Auth> {
+pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, auth::Refusal> {
     let claims = jsonwebtoken::decode::<Claims>(token, &app.token_keys.decoding, &app.token_keys.validation)
         .map_err(|error| match error.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::unauthorized("this token has expired"),
@@ -79,7 +84,7 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> ApiResult<Auth>
         .await?
         .filter(|key| key.key_id == claims.sub && key.tenant_id == claims.tid)
         .ok_or_else(|| ApiError::unauthorized("this token or its API key has been revoked"))?;
-    key.check(ip)?;
+    key.admit(ip, "token")?;
     let actor = Actor::Token { key_id: key.key_id.clone(), jti: claims.jti };
     Ok(Auth::new(actor, Some(TenantId::trusted(key.tenant_id.clone())), key.scopes.clone(), ip).with_rate(key.rate()))
 }
@@ -99,7 +104,7 @@ pub struct TokenIssued {
 }
 
 /// Issues a token for `key` and records its `jti`.
-async fn issue(app: &App, key: &KeyCredential) -> ApiResult<TokenIssued> {
+async fn issue<'e, E: Executor<'e, Database = Any>>(db: E, app: &App, key: &KeyCredential) -> ApiResult<TokenIssued> {
     let now = time::now();
     let ttl = app.token_keys.ttl_secs;
     let expires_at = now + chrono::Duration::seconds(ttl as i64);
@@ -122,23 +127,26 @@ async fn issue(app: &App, key: &KeyCredential) -> ApiResult<TokenIssued> {
     .bind(&claims.sub)
     .bind(time::to_db(&expires_at))
     .bind(time::to_db(&now))
-    .execute(app.db.pool())
+    .execute(db)
     .await?;
     Ok(TokenIssued { token, token_type: "Bearer".into(), expires_in: ttl, expires_at, jti: claims.jti })
 }
 
 /// Revokes `jti` of `tenant`; false when there is no such live token.
-async fn revoke(app: &App, tenant: &TenantId, jti: &str) -> ApiResult<bool> {
+async fn revoke<'e, E: Executor<'e, Database = Any>>(db: E, tenant: &TenantId, jti: &str) -> ApiResult<bool> {
     let done = sqlx::query(
         "UPDATE issued_tokens SET revoked_at = $1 WHERE jti = $2 AND tenant_id = $3 AND revoked_at IS NULL",
     )
     .bind(time::to_db(&time::now()))
     .bind(jti)
     .bind(tenant.as_str())
-    .execute(app.db.pool())
+    .execute(db)
     .await?;
-    app.credentials_changed();
     Ok(done.rows_affected() > 0)
+}
+
+fn token_entry<'a>(action: &'a str, jti: &'a str, changes: serde_json::Value) -> Entry<'a> {
+    Entry { action, resource_type: "token", resource_id: jti, changes }
 }
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -163,6 +171,7 @@ pub struct CreateToken {
 async fn create_token(
     State(app): State<App>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     Json(body): Json<CreateToken>,
 ) -> ApiResult<Created<TokenIssued>> {
     let api_key = body.api_key.trim();
@@ -173,7 +182,19 @@ async fn create_token(
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
     key.check(ip)?;
-    Ok(Created(issue(&app, &key).await?))
+    let who = Who {
+        actor_type: "api_key",
+        actor_id: Some(key.key_id.clone()),
+        tenant: Some(key.tenant_id.clone()),
+        ip: Some(ip.to_string()),
+        user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
+    let mut tx = app.db.begin_write().await?;
+    let issued = issue(&mut *tx, &app, &key).await?;
+    let changes = json!({ "expires_at": issued.expires_at });
+    audit::record(&mut *tx, &who, None, token_entry("token.issued", &issued.jti, changes)).await?;
+    tx.commit().await?;
+    Ok(Created(issued))
 }
 
 /// The token behind the request, or 400 when the request used another kind of credential.
@@ -194,7 +215,8 @@ fn current_token(auth: &Auth) -> ApiResult<(&str, &str)> {
 async fn rotate_token(auth: Auth, State(app): State<App>) -> ApiResult<Data<TokenIssued>> {
     let (key_id, jti) = current_token(&auth)?;
     let tenant = auth.tenant()?;
-    if !revoke(&app, tenant, jti).await? {
+    let mut tx = app.db.begin_write().await?;
+    if !revoke(&mut *tx, tenant, jti).await? {
         return Err(ApiError::unauthorized("this token has been revoked"));
     }
     let key = KeyCredential {
@@ -206,7 +228,12 @@ async fn rotate_token(auth: Auth, State(app): State<App>) -> ApiResult<Data<Toke
         tier: Default::default(),
         rate_limit: None,
     };
-    Ok(Data(tokens::issue(&app, &key).await?))
+    let issued = tokens::issue(&mut *tx, &app, &key).await?;
+    let changes = json!({ "replaced_by": issued.jti, "expires_at": issued.expires_at });
+    audit::record(&mut *tx, &Who::from(&auth), None, token_entry("token.rotated", jti, changes)).await?;
+    tx.commit().await?;
+    app.credentials_changed();
+    Ok(Data(issued))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -242,8 +269,12 @@ async fn revoke_token(
         }
         None => current_token(&auth)?.1.to_string(),
     };
-    if !revoke(&app, tenant, &jti).await? {
+    let mut tx = app.db.begin_write().await?;
+    if !revoke(&mut *tx, tenant, &jti).await? {
         return Err(ApiError::not_found("token"));
     }
+    audit::record(&mut *tx, &Who::from(&auth), None, token_entry("token.revoked", &jti, json!({}))).await?;
+    tx.commit().await?;
+    app.credentials_changed();
     Ok(Data(TokenRevoked { jti, revoked: true }))
 }

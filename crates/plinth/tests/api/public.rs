@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/keys/public"),
     ("get", "/v1/keys/public/{public_key_id}"),
     ("delete", "/v1/keys/public/{public_key_id}"),
+    ("get", "/v1/audit-logs"),
     ("post", "/v1/token"),
     ("patch", "/v1/token"),
     ("delete", "/v1/token"),
