@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::common::{TestApp, ADMIN_KEY};
+use crate::common::ADMIN_KEY;
 
 fn actions(resp: &crate::common::Resp) -> Vec<String> {
     resp.data()["results"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_string()).collect()
