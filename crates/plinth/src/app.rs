@@ -31,9 +31,6 @@ use crate::tokens::TokenKeys;
 use crate::usage::UsageRecorder;
 use crate::{audit, health, keys, public_keys, tenants, time, tokens};
 
-/// How long audit records are kept.
-const AUDIT_RETENTION_DAYS: i64 = 90;
-
 /// How often pending usage is written.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
@@ -96,6 +93,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(public_keys::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(crate::governance::routes())
 }
 
 /// The OpenAPI document of every route.
@@ -296,7 +294,7 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             tracing::warn!(%error, "writing usage failed; will retry");
         }
         if ticks % 60 == 0 {
-            if let Err(error) = audit::prune(&app, AUDIT_RETENTION_DAYS).await {
+            if let Err(error) = audit::prune(&app).await {
                 tracing::warn!(%error, "pruning the audit log failed");
             }
             if let Err(error) = crate::idempotency::purge_expired(&app).await {

@@ -58,6 +58,8 @@ pub mod required {
     pub const TOKENS_DELETE: Required = Required::new("tokens", "delete");
     pub const USAGE_READ: Required = Required::new("usage", "read");
     pub const AUDIT_LOGS_READ: Required = Required::new("audit-logs", "read");
+    pub const GOVERNANCE_READ: Required = Required::new("governance", "read");
+    pub const GOVERNANCE_WRITE: Required = Required::new("governance", "write");
 }
 
 fn is_name(part: &str) -> bool {

@@ -331,11 +331,31 @@ async fn list_audit_logs(
     Ok(Data(params.page(logs, total, |l| &l.id)))
 }
 
-/// Deletes records older than each tenant's retention (`audit_retention_days`, default 90).
-pub async fn prune(app: &App, default_days: i64) -> Result<u64, sqlx::Error> {
-    let cutoff = time::to_db(&(time::now() - chrono::Duration::days(default_days)));
-    let done = sqlx::query("DELETE FROM audit_logs WHERE created_at < $1").bind(cutoff).execute(app.db.pool()).await?;
-    Ok(done.rows_affected())
+/// Deletes records older than their tenant's `audit_retention_days` (governance; default 90,
+/// which also bounds the platform's own records).
+pub async fn prune(app: &App) -> Result<u64, sqlx::Error> {
+    let pool = app.db.pool();
+    let now = time::now();
+    let cutoff = |days: i64| time::to_db(&(now - chrono::Duration::days(days)));
+    let mut removed = 0;
+    let custom: Vec<(String, i64)> =
+        sqlx::query_as("SELECT tenant_id, audit_retention_days FROM governance").fetch_all(pool).await?;
+    for (tenant, days) in &custom {
+        let done = sqlx::query("DELETE FROM audit_logs WHERE tenant_id = $1 AND created_at < $2")
+            .bind(tenant)
+            .bind(cutoff(*days))
+            .execute(pool)
+            .await?;
+        removed += done.rows_affected();
+    }
+    let done = sqlx::query(
+        "DELETE FROM audit_logs WHERE created_at < $1 \
+         AND (tenant_id IS NULL OR tenant_id NOT IN (SELECT tenant_id FROM governance))",
+    )
+    .bind(cutoff(crate::governance::DEFAULT_AUDIT_RETENTION_DAYS))
+    .execute(pool)
+    .await?;
+    Ok(removed + done.rows_affected())
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ mod tests {
             expires_at: None,
             tier: Default::default(),
             rate_limit: None,
+            tenant_ip_allowlist: Vec::new(),
         })
     }
 

@@ -27,6 +27,8 @@ pub struct KeyCredential {
     pub tier: Tier,
     /// Requests per minute overriding the tier.
     pub rate_limit: Option<i64>,
+    /// The tenant's own allowlist (governance), for every credential of the tenant.
+    pub tenant_ip_allowlist: Vec<IpNet>,
 }
 
 impl KeyCredential {
@@ -43,8 +45,23 @@ impl KeyCredential {
         if !self.ip_allowlist.is_empty() && !self.ip_allowlist.iter().any(|net| net.contains(&ip)) {
             return Err(ApiError::unauthorized("this API key does not accept requests from your address"));
         }
+        if !allowed_by_tenant(&self.tenant_ip_allowlist, ip) {
+            return Err(ApiError::unauthorized("this tenant does not accept requests from your address"));
+        }
         Ok(())
     }
+}
+
+/// True when the tenant-wide allowlist (empty: anywhere) admits `ip`.
+pub fn allowed_by_tenant(allowlist: &[IpNet], ip: IpAddr) -> bool {
+    allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&ip))
+}
+
+/// Reads a stored allowlist (JSON array of CIDRs); absent means anywhere.
+pub fn parse_stored_allowlist(json: Option<&str>) -> Vec<IpNet> {
+    json.and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
+        .map(|list| list.iter().filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// A refused credential: the answer, and who it was when the server recognised it.

@@ -15,7 +15,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 pub use client_ip::client_ip;
-pub use credential::{api_key, authenticate, token_key, KeyCredential, Refusal};
+pub use credential::{
+    allowed_by_tenant, api_key, authenticate, parse_stored_allowlist, token_key, KeyCredential, Refusal,
+};
 
 use crate::app::App;
 use crate::http::{ApiError, ApiResult, ErrorCode};

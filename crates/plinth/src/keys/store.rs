@@ -214,6 +214,7 @@ struct CredentialRow {
     expires_at: Option<String>,
     tier: String,
     rate_limit: Option<i64>,
+    tenant_ip_allowlist: Option<String>,
 }
 
 impl TryFrom<CredentialRow> for KeyCredential {
@@ -229,6 +230,7 @@ impl TryFrom<CredentialRow> for KeyCredential {
             expires_at: time::from_db_opt(row.expires_at)?,
             tier: Tier::parse(&row.tier).unwrap_or_default(),
             rate_limit: row.rate_limit,
+            tenant_ip_allowlist: crate::auth::parse_stored_allowlist(row.tenant_ip_allowlist.as_deref()),
         })
     }
 }
@@ -237,8 +239,8 @@ impl TryFrom<CredentialRow> for KeyCredential {
 pub async fn find_credential(db: &AnyPool, secret_hash: &str) -> ApiResult<Option<KeyCredential>> {
     let row: Option<CredentialRow> = sqlx::query_as(
         "SELECT k.id, k.tenant_id, k.scopes, k.ip_allowlist, k.expires_at, \
-         COALESCE(k.rate_limit_tier, t.tier) AS tier, k.rate_limit \
-         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
+         COALESCE(k.rate_limit_tier, t.tier) AS tier, k.rate_limit, g.ip_allowlist AS tenant_ip_allowlist \
+         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id LEFT JOIN governance g ON g.tenant_id = k.tenant_id \
          WHERE k.secret_hash = $1 AND k.revoked_at IS NULL",
     )
     .bind(secret_hash)
@@ -251,8 +253,9 @@ pub async fn find_credential(db: &AnyPool, secret_hash: &str) -> ApiResult<Optio
 pub async fn find_token_credential(db: &AnyPool, jti: &str) -> ApiResult<Option<KeyCredential>> {
     let row: Option<CredentialRow> = sqlx::query_as(
         "SELECT k.id, k.tenant_id, k.scopes, k.ip_allowlist, k.expires_at, \
-         COALESCE(k.rate_limit_tier, tn.tier) AS tier, k.rate_limit \
+         COALESCE(k.rate_limit_tier, tn.tier) AS tier, k.rate_limit, g.ip_allowlist AS tenant_ip_allowlist \
          FROM issued_tokens t JOIN api_keys k ON k.id = t.key_id JOIN tenants tn ON tn.id = k.tenant_id \
+         LEFT JOIN governance g ON g.tenant_id = k.tenant_id \
          WHERE t.jti = $1 AND t.revoked_at IS NULL AND k.revoked_at IS NULL",
     )
     .bind(jti)

@@ -263,8 +263,9 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
         Algorithm::ES256 => "ES256",
         _ => return Err(unauthorized()),
     };
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT p.id, p.pem, p.scopes, t.tier FROM public_keys p JOIN tenants t ON t.id = p.tenant_id \
+    let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT p.id, p.pem, p.scopes, t.tier, g.ip_allowlist FROM public_keys p \
+         JOIN tenants t ON t.id = p.tenant_id LEFT JOIN governance g ON g.tenant_id = p.tenant_id \
          WHERE p.tenant_id = $1 AND p.algorithm = $2",
     )
     .bind(&tenant_id)
@@ -275,7 +276,8 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
     validation.set_required_spec_claims(&["exp", "sub"]);
     validation.sub = Some(tenant_id.clone());
     validation.leeway = 30;
-    for (key_id, pem, scopes, tier) in rows.iter().filter(|(id, ..)| kid.is_none_or(|kid| kid == id)) {
+    for (key_id, pem, scopes, tier, tenant_allowlist) in rows.iter().filter(|(id, ..)| kid.is_none_or(|kid| kid == id))
+    {
         let decoding = match alg {
             Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
             _ => DecodingKey::from_ec_pem(pem.as_bytes()),
@@ -287,6 +289,12 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
                     return Err(ApiError::unauthorized("a tenant-signed token's `exp` may be at most one hour ahead"));
                 }
                 let scopes: Vec<String> = serde_json::from_str(scopes)?;
+                if !crate::auth::allowed_by_tenant(
+                    &crate::auth::parse_stored_allowlist(tenant_allowlist.as_deref()),
+                    ip,
+                ) {
+                    return Err(ApiError::unauthorized("this tenant does not accept requests from your address"));
+                }
                 let actor = Actor::TenantJwt { public_key_id: key_id.clone() };
                 let tier = Tier::parse(tier).unwrap_or_default();
                 let rate = RateLimit::for_credential(format!("pubkey:{key_id}"), tier, None);

@@ -227,6 +227,7 @@ async fn rotate_token(auth: Auth, State(app): State<App>) -> ApiResult<Data<Toke
         expires_at: None,
         tier: Default::default(),
         rate_limit: None,
+        tenant_ip_allowlist: Vec::new(),
     };
     let issued = tokens::issue(&mut *tx, &app, &key).await?;
     let changes = json!({ "replaced_by": issued.jti, "expires_at": issued.expires_at });

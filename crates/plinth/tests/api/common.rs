@@ -154,6 +154,8 @@ impl Resp {
 
 pub struct TestApp {
     pub base: String,
+    /// The server's state, for driving background work (pruning, say) directly.
+    pub app: plinth::App,
     pub client: reqwest::Client,
     pub storage: Storage,
     shutdown: Option<oneshot::Sender<()>>,
@@ -181,12 +183,14 @@ impl TestApp {
     pub async fn start(storage: Storage, config: Config) -> TestApp {
         let server = plinth::Server::start(config).await.expect("server starts");
         let addr = server.local_addr().unwrap();
+        let app = server.app();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
         TestApp {
             base: format!("http://{addr}"),
+            app,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             storage,
             shutdown: Some(tx),

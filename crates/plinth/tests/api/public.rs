@@ -39,6 +39,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/keys/public/{public_key_id}"),
     ("delete", "/v1/keys/public/{public_key_id}"),
     ("get", "/v1/audit-logs"),
+    ("get", "/v1/governance"),
+    ("patch", "/v1/governance"),
     ("post", "/v1/token"),
     ("patch", "/v1/token"),
     ("delete", "/v1/token"),
