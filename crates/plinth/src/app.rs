@@ -297,6 +297,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             if let Err(error) = audit::prune(&app).await {
                 tracing::warn!(%error, "pruning the audit log failed");
             }
+            if let Err(error) = crate::deletion::purge_expired(app.db.pool()).await {
+                tracing::warn!(%error, "purging expired confirm tokens failed");
+            }
             if let Err(error) = crate::idempotency::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired idempotent answers failed");
             }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod deletion;
 pub mod governance;
 pub mod health;
 pub mod http;

@@ -16,8 +16,9 @@ use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
 use crate::db::{is_unique_violation, Db};
+use crate::deletion::{self, DeleteParams, Target, Verdict};
 use crate::http::error::FieldErrors;
-use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path};
+use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path, Query};
 use crate::id::{self, prefix};
 use crate::keys::{self, model::NewKey};
 use crate::scopes::required::{TENANTS_READ, USAGE_READ};
@@ -202,17 +203,33 @@ async fn update_tenant(
 
 /// Delete a tenant
 ///
-/// Platform admin only. Deletes the tenant with its keys, tokens and data.
+/// Platform admin only. A tenant with keys answers 409 `DEPENDENCY_EXISTS` with the counts and
+/// a `confirm_token`; `?force=true&confirm_token=...` then deletes the tenant with its keys,
+/// tokens and data in one transaction.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant_id}", tag = "Tenants", security(("bearer" = [])),
-    params(("tenant_id" = String, Path, description = "The tenant id")),
+    params(("tenant_id" = String, Path, description = "The tenant id"), DeleteParams),
     responses((status = 200, body = crate::http::response::Envelope<Deleted>),
-              (status = 404, body = crate::http::error::ErrorBody)))]
-async fn delete_tenant(auth: Auth, State(app): State<App>, Path(tenant_id): Path<String>) -> ApiResult<Data<Deleted>> {
+              (status = 404, body = crate::http::error::ErrorBody),
+              (status = 409, body = crate::http::error::ErrorBody, description = "`DEPENDENCY_EXISTS`, with `dependencies` and `confirm_token`"),
+              (status = 422, body = crate::http::error::ErrorBody, description = "Invalid `confirm_token`")))]
+async fn delete_tenant(
+    auth: Auth,
+    State(app): State<App>,
+    Path(tenant_id): Path<String>,
+    Query(params): Query<DeleteParams>,
+) -> ApiResult<Data<Deleted>> {
     auth.require_admin()?;
+    let target = Target { scope: "platform", resource_type: "tenant", resource_id: &tenant_id };
     let mut tx = app.db.begin_write().await?;
-    if !store::delete(&mut *tx, &tenant_id).await? {
+    if store::get(&mut *tx, &tenant_id).await?.is_none() {
         return Err(ApiError::not_found("tenant"));
     }
+    let dependencies = store::dependants(&mut tx, &tenant_id).await?;
+    if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, &params).await? {
+        tx.rollback().await?;
+        return Err(deletion::refuse(app.db.pool(), target, dependencies).await);
+    }
+    store::delete(&mut *tx, &tenant_id).await?;
     let entry =
         Entry { action: "tenant.deleted", resource_type: "tenant", resource_id: &tenant_id, changes: json!({}) };
     audit::record_platform(&mut *tx, &Who::from(&auth), entry).await?;

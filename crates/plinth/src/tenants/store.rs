@@ -91,3 +91,17 @@ pub async fn delete<'e, E: Executor<'e, Database = Any>>(db: E, id: &str) -> Api
     let done = sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id).execute(db).await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// What depends on a tenant: its live keys and its public keys.
+pub async fn dependants(conn: &mut sqlx::AnyConnection, id: &str) -> ApiResult<Vec<crate::deletion::Dependency>> {
+    let (keys,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (public_keys,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM public_keys WHERE tenant_id = $1").bind(id).fetch_one(&mut *conn).await?;
+    Ok(vec![
+        crate::deletion::Dependency { kind: "api_keys", count: keys, label: "API keys" },
+        crate::deletion::Dependency { kind: "public_keys", count: public_keys, label: "Public keys" },
+    ])
+}

@@ -92,7 +92,7 @@ both_backends! {
         assert!(!b_log.text.contains(&a.id));
 
         // A tenant's deletion is a platform record, seen by the admin without a tenant.
-        app.delete(&format!("/v1/tenants/{}", b.id), ADMIN_KEY).await.expect(200);
+        app.delete_confirmed(&format!("/v1/tenants/{}", b.id), ADMIN_KEY).await.expect(200);
         let platform = app.get("/v1/audit-logs", ADMIN_KEY).await;
         platform.expect(200);
         let deleted = find(&platform, "tenant.deleted");

@@ -263,6 +263,15 @@ impl TestApp {
         self.send(self.request(Method::DELETE, path, Some(token))).await
     }
 
+    /// Deletes a parent with dependants: asks, expects 409 `DEPENDENCY_EXISTS`, then forces with
+    /// the confirm token.
+    pub async fn delete_confirmed(&self, path: &str, token: &str) -> Resp {
+        let asked = self.delete(path, token).await;
+        asked.expect_error(409, "DEPENDENCY_EXISTS");
+        let confirm = asked.body["error"]["confirm_token"].as_str().expect("a confirm token").to_string();
+        self.delete(&format!("{path}?force=true&confirm_token={confirm}"), token).await
+    }
+
     /// Creates a tenant through the API as the platform admin.
     pub async fn tenant(&self, name: &str) -> TestTenant {
         let resp = self.post("/v1/tenants", ADMIN_KEY, serde_json::json!({ "name": name })).await;

@@ -116,7 +116,7 @@ both_backends! {
         let other_slug = app.get(&format!("/v1/tenants/{}", ids[1]), ADMIN_KEY).await.data()["slug"].clone();
         app.patch(&path, ADMIN_KEY, json!({ "slug": other_slug })).await.expect_error(409, "CONFLICT");
 
-        let deleted = app.delete(&path, ADMIN_KEY).await;
+        let deleted = app.delete_confirmed(&path, ADMIN_KEY).await;
         deleted.expect(200);
         assert_eq!(deleted.data()["id"], ids[0].as_str());
         assert_eq!(deleted.data()["deleted"], true);
@@ -129,7 +129,7 @@ both_backends! {
     async fn deleting_a_tenant_removes_its_keys(app) {
         let tenant = app.tenant("Doomed").await;
         app.get("/v1/keys", &tenant.key).await.expect(200);
-        app.delete(&format!("/v1/tenants/{}", tenant.id), ADMIN_KEY).await.expect(200);
+        app.delete_confirmed(&format!("/v1/tenants/{}", tenant.id), ADMIN_KEY).await.expect(200);
         app.get("/v1/keys", &tenant.key).await.expect_error(401, "UNAUTHORIZED");
     }
 
@@ -156,7 +156,7 @@ both_backends! {
         assert_eq!(list.data()["results"][0]["id"], id);
         app.get(&format!("/v1/tenants/{id}"), ADMIN_KEY).await.expect(200);
         app.patch(&format!("/v1/workspaces/{id}"), ADMIN_KEY, json!({ "name": "Renamed" })).await.expect(200);
-        app.delete(&format!("/v1/workspaces/{id}"), ADMIN_KEY).await.expect(200);
+        app.delete_confirmed(&format!("/v1/workspaces/{id}"), ADMIN_KEY).await.expect(200);
         app.get(&format!("/v1/tenants/{id}"), ADMIN_KEY).await.expect_error(404, "NOT_FOUND");
     }
 
@@ -197,5 +197,53 @@ both_backends! {
         assert_eq!(fetched.data()["label"], "kept");
         let tenants = app.get("/v1/tenants", ADMIN_KEY).await;
         assert_eq!(tenants.data()["results"][0]["id"], tenant.id.as_str());
+    }
+}
+
+both_backends! {
+    async fn deleting_a_tenant_with_keys_needs_confirmation(app) {
+        let tenant = app.tenant("Guarded").await;
+        app.key(&tenant, json!({})).await;
+        app.post("/v1/keys/public", &tenant.key, json!({ "pem": crate::common::fixture("ec256.pub.pem") })).await.expect(201);
+        let path = format!("/v1/tenants/{}", tenant.id);
+
+        let asked = app.delete(&path, ADMIN_KEY).await;
+        asked.expect_error(409, "DEPENDENCY_EXISTS");
+        let error = &asked.body["error"];
+        assert_eq!(error["dependencies"], json!([
+            { "type": "api_keys", "count": 2, "label": "API keys" },
+            { "type": "public_keys", "count": 1, "label": "Public keys" },
+        ]));
+        let token = error["confirm_token"].as_str().unwrap().to_string();
+        // Nothing was deleted.
+        app.get("/v1/keys", &tenant.key).await.expect(200);
+
+        // Forcing needs a valid token for this very tenant.
+        app.delete(&format!("{path}?force=true"), ADMIN_KEY).await.expect_error(422, "VALIDATION_FAILED");
+        app.delete(&format!("{path}?force=true&confirm_token=cfm_guess"), ADMIN_KEY)
+            .await
+            .expect_error(422, "VALIDATION_FAILED");
+        let other = app.tenant("Other").await;
+        app.delete(&format!("/v1/tenants/{}?force=true&confirm_token={token}", other.id), ADMIN_KEY)
+            .await
+            .expect_error(422, "VALIDATION_FAILED");
+        app.get("/v1/keys", &other.key).await.expect(200);
+
+        let deleted = app.delete(&format!("{path}?force=true&confirm_token={token}"), ADMIN_KEY).await;
+        deleted.expect(200);
+        assert_eq!(deleted.data()["deleted"], true);
+        app.get("/v1/keys", &tenant.key).await.expect_error(401, "UNAUTHORIZED");
+        app.get(&path, ADMIN_KEY).await.expect_error(404, "NOT_FOUND");
+        // The token was single-use.
+        app.delete(&format!("/v1/tenants/{}?force=true&confirm_token={token}", other.id), ADMIN_KEY)
+            .await
+            .expect_error(422, "VALIDATION_FAILED");
+    }
+
+    async fn a_tenant_without_dependants_is_deleted_at_once(app) {
+        let tenant = app.tenant("Bare").await;
+        app.delete(&format!("/v1/keys/{}", tenant.key_id), &tenant.key).await.expect(200);
+        let deleted = app.delete(&format!("/v1/tenants/{}", tenant.id), ADMIN_KEY).await;
+        deleted.expect(200);
     }
 }
