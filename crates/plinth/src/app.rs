@@ -49,6 +49,8 @@ pub struct AppState {
     pub credentials: CredentialCache,
     /// Rate-limit buckets: in memory, or shared through PostgreSQL.
     pub limiter: Limiter,
+    /// Signs list cursors, so that a client cannot forge one.
+    pub cursor_key: [u8; 32],
     pub started_at: Instant,
     pub openapi_json: axum::body::Bytes,
 }
@@ -237,6 +239,7 @@ impl Server {
             usage: UsageRecorder::default(),
             credentials: CredentialCache::new(db_is_embedded),
             limiter,
+            cursor_key: master.derive("list-cursor"),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),
         }));

@@ -79,26 +79,25 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed at once, before the server
+/// listens, so that a signal arriving during start-up is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+    #[cfg(unix)]
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("installing SIGINT handler");
+    async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing in-flight requests");
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -112,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             init_logging(config.log_format == "json");
+            let shutdown = shutdown_signal();
             let server = plinth::Server::start(*config).await.context("starting the server")?;
             if let Some(key) = &server.generated_admin_key {
                 eprintln!(
@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let addr = server.local_addr()?;
             tracing::info!(%addr, "plinth listening");
-            server.run(shutdown_signal()).await?;
+            server.run(shutdown).await?;
             tracing::info!("stopped");
         }
         Command::Migrate(storage) => {

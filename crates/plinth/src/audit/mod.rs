@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::auth::{Actor, Auth};
-use crate::db::keyset_page;
+use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{request_id, ApiError, ApiResult, Data, ListParams, Page, Query};
 use crate::id::{self, prefix};
 use crate::scopes::required::AUDIT_LOGS_READ;
@@ -252,7 +252,7 @@ impl TryFrom<AuditRow> for AuditLog {
     }
 }
 
-/// Filters of the audit log.
+/// Filters of the audit log (with the common list filters such as `created_after`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditFilter {
@@ -260,10 +260,6 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub resource_type: Option<String>,
     pub actor_id: Option<String>,
-    /// RFC 3339; records at or after.
-    pub created_after: Option<chrono::DateTime<chrono::Utc>>,
-    /// RFC 3339; records before.
-    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -284,52 +280,43 @@ async fn list_audit_logs(
     auth: Auth,
     State(app): State<App>,
     params: ListParams,
-    Query(filter): Query<AuditFilter>,
-) -> ApiResult<Data<Page<AuditLog>>> {
+    Query(filter_query): Query<AuditFilter>,
+) -> ApiResult<Data<Page<Value>>> {
     auth.require(AUDIT_LOGS_READ)?;
-    let tenant = match auth.tenant() {
-        Ok(tenant) => Some(tenant.as_str().to_owned()),
-        Err(_) if auth.is_admin() => None,
+    let filter = match auth.tenant() {
+        Ok(tenant) => Filter::new().eq("tenant_id", tenant.as_str()),
+        Err(_) if auth.is_admin() => Filter::new().raw("tenant_id IS NULL"),
         Err(error) => return Err(error),
     };
-    let mut conditions = vec!["tenant_id IS NULL".to_string()];
-    let mut binds: Vec<String> = Vec::new();
-    if let Some(tenant) = tenant {
-        binds.push(tenant);
-        conditions[0] = "tenant_id = $1".to_string();
-    }
-    let mut add = |column: &str, op: &str, value: String| {
-        binds.push(value);
-        conditions.push(format!("{column} {op} ${}", binds.len()));
-    };
-    if let Some(action) = filter.action {
-        add("action", "=", action);
-    }
-    if let Some(resource_type) = filter.resource_type {
-        add("resource_type", "=", resource_type);
-    }
-    if let Some(actor_id) = filter.actor_id {
-        add("actor_id", "=", actor_id);
-    }
-    if let Some(after) = filter.created_after {
-        add("created_at", ">=", time::to_db(&after));
-    }
-    if let Some(before) = filter.created_before {
-        add("created_at", "<", time::to_db(&before));
-    }
-    let filter_sql = conditions.join(" AND ");
-    let bind_refs: Vec<&str> = binds.iter().map(String::as_str).collect();
-    let select = format!("SELECT {COLUMNS} FROM audit_logs");
-    let rows: Vec<AuditRow> = keyset_page(app.db.pool(), &select, &filter_sql, &bind_refs, &params).await?;
-    let count_sql = format!("SELECT COUNT(*) FROM audit_logs WHERE {filter_sql}");
-    let mut count = sqlx::query_as::<_, (i64,)>(&count_sql);
-    for value in &bind_refs {
-        count = count.bind(*value);
-    }
-    let (total,) = count.fetch_one(app.db.pool()).await?;
-    let logs = rows.into_iter().map(AuditLog::try_from).collect::<ApiResult<Vec<_>>>()?;
-    Ok(Data(params.page(logs, total, |l| &l.id)))
+    let filter = filter
+        .eq_opt("action", filter_query.action)
+        .eq_opt("resource_type", filter_query.resource_type)
+        .eq_opt("actor_id", filter_query.actor_id);
+    let page: Page<AuditRow> = list::fetch(&app.db, &LIST, filter, &params).await?;
+    Ok(Data(params.project(&LIST, page.try_map(AuditLog::try_from)?)?))
 }
+
+/// How audit lists are stored and what they offer.
+const LIST: ListSpec = ListSpec {
+    table: "audit_logs",
+    columns: COLUMNS,
+    sortable: &[SortField { name: "created_at", column: "created_at" }, SortField { name: "action", column: "action" }],
+    fields: &[
+        "id",
+        "tenant_id",
+        "actor_type",
+        "actor_id",
+        "action",
+        "resource_type",
+        "resource_id",
+        "ip_address",
+        "user_agent",
+        "request_id",
+        "changes",
+        "created_at",
+    ],
+    updated_at: false,
+};
 
 /// Deletes records older than their tenant's `audit_retention_days` (governance; default 90,
 /// which also bounds the platform's own records).

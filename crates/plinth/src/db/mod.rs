@@ -99,32 +99,3 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
-
-/// One page of a keyset list, newest first: `select` (`SELECT <cols> FROM <table>`) filtered by
-/// `filter` (which uses `$1..$n` for `binds`), after the cursor's id, at most `fetch_limit` rows.
-pub async fn keyset_page<T>(
-    db: &AnyPool,
-    select: &str,
-    filter: &str,
-    binds: &[&str],
-    params: &crate::http::ListParams,
-) -> Result<Vec<T>, sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
-{
-    let mut sql = format!("{select} WHERE {filter}");
-    let mut next = binds.len();
-    if params.after().is_some() {
-        next += 1;
-        sql.push_str(&format!(" AND id < ${next}"));
-    }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next + 1));
-    let mut query = sqlx::query_as::<_, T>(&sql);
-    for value in binds {
-        query = query.bind(*value);
-    }
-    if let Some(after) = params.after() {
-        query = query.bind(after);
-    }
-    query.bind(params.fetch_limit()).fetch_all(db).await
-}

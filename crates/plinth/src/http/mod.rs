@@ -9,5 +9,5 @@ pub mod response;
 
 pub use error::{ApiError, ApiResult, ErrorCode};
 pub use extract::{Json, OptionalJson, Path, Query};
-pub use list::{ListParams, Page};
+pub use list::{Filter, ListParams, ListSpec, Page, SortField};
 pub use response::{Created, Data, Deleted};

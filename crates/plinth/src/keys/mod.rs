@@ -8,7 +8,7 @@ use sqlx::{Any, Executor};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
@@ -100,11 +100,11 @@ fn with_recent_use(app: &App, mut key: ApiKey) -> ApiKey {
     responses((status = 200, body = crate::http::response::Envelope<Page<ApiKey>>),
               (status = 401, body = crate::http::error::ErrorBody),
               (status = 403, body = crate::http::error::ErrorBody)))]
-async fn list_keys(auth: Auth, State(app): State<App>, params: ListParams) -> ApiResult<Data<Page<ApiKey>>> {
+async fn list_keys(auth: Auth, State(app): State<App>, params: ListParams) -> ApiResult<Data<Page<Value>>> {
     auth.require(KEYS_READ)?;
-    let (keys, total) = store::list(app.db.pool(), auth.tenant()?, &params).await?;
-    let keys = keys.into_iter().map(|k| with_recent_use(&app, k)).collect();
-    Ok(Data(params.page(keys, total, |k| &k.id)))
+    let page = store::list(&app.db, auth.tenant()?, &params).await?;
+    let page = page.try_map(|k| Ok::<_, ApiError>(with_recent_use(&app, k)))?;
+    Ok(Data(params.project(&store::LIST, page)?))
 }
 
 /// Create an API key

@@ -5,8 +5,8 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
 
 use super::model::{ApiKey, KeyChanges, KeyMode, KeyStatus, NewKey};
 use crate::auth::{KeyCredential, TenantId};
-use crate::db::keyset_page;
-use crate::http::{ApiError, ApiResult, ListParams};
+use crate::http::list::{self, Filter, ListSpec, SortField};
+use crate::http::{ApiError, ApiResult, ListParams, Page};
 use crate::tenants::model::Tier;
 use crate::time::{self, Timestamp};
 
@@ -114,14 +114,40 @@ pub async fn get<'e, E: Executor<'e, Database = Any>>(db: E, tenant: &TenantId, 
     row.map(ApiKey::try_from).transpose()
 }
 
-/// The tenant's keys that have not been revoked, newest first.
-pub async fn list(db: &AnyPool, tenant: &TenantId, params: &ListParams) -> ApiResult<(Vec<ApiKey>, i64)> {
-    let select = format!("SELECT {COLUMNS} FROM api_keys");
-    let filter = "tenant_id = $1 AND revoked_at IS NULL";
-    let rows: Vec<KeyRow> = keyset_page(db, &select, filter, &[tenant.as_str()], params).await?;
-    let total = count(db, tenant).await?;
-    let keys = rows.into_iter().map(ApiKey::try_from).collect::<ApiResult<Vec<_>>>()?;
-    Ok((keys, total))
+/// How key lists are stored and what they offer.
+pub const LIST: ListSpec = ListSpec {
+    table: "api_keys",
+    columns: COLUMNS,
+    sortable: &[
+        SortField { name: "label", column: "label" },
+        SortField { name: "created_at", column: "created_at" },
+        SortField { name: "updated_at", column: "updated_at" },
+    ],
+    fields: &[
+        "id",
+        "tenant_id",
+        "label",
+        "prefix",
+        "mode",
+        "scopes",
+        "ip_allowlist",
+        "rate_limit_tier",
+        "rate_limit",
+        "status",
+        "expires_at",
+        "last_used_at",
+        "replaced_by",
+        "created_at",
+        "updated_at",
+    ],
+    updated_at: true,
+};
+
+/// The tenant's keys that have not been revoked.
+pub async fn list(db: &crate::db::Db, tenant: &TenantId, params: &ListParams) -> ApiResult<Page<ApiKey>> {
+    let filter = Filter::new().eq("tenant_id", tenant.as_str()).raw("revoked_at IS NULL");
+    let page: Page<KeyRow> = list::fetch(db, &LIST, filter, params).await?;
+    page.try_map(ApiKey::try_from)
 }
 
 /// How many keys of the tenant have not been revoked.

@@ -19,13 +19,14 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Actor, Auth, TenantId};
-use crate::db::{is_unique_violation, keyset_page};
+use crate::db::is_unique_violation;
 use crate::http::error::FieldErrors;
+use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path};
 use crate::id::{self, prefix};
 use crate::keys::model::validate_scopes;
@@ -192,16 +193,21 @@ async fn upload_public_key(
 #[utoipa::path(get, path = "/v1/keys/public", tag = "Public keys", security(("bearer" = [])),
     params(crate::http::list::ListQuery),
     responses((status = 200, body = crate::http::response::Envelope<Page<PublicKey>>)))]
-async fn list_public_keys(auth: Auth, State(app): State<App>, params: ListParams) -> ApiResult<Data<Page<PublicKey>>> {
+async fn list_public_keys(auth: Auth, State(app): State<App>, params: ListParams) -> ApiResult<Data<Page<Value>>> {
     auth.require(PUBLIC_KEYS_READ)?;
-    let tenant = auth.tenant()?;
-    let select = format!("SELECT {COLUMNS} FROM public_keys");
-    let rows: Vec<PublicKeyRow> =
-        keyset_page(app.db.pool(), &select, "tenant_id = $1", &[tenant.as_str()], &params).await?;
-    let keys = rows.into_iter().map(PublicKey::try_from).collect::<ApiResult<Vec<_>>>()?;
-    let total = count(&app, tenant).await?;
-    Ok(Data(params.page(keys, total, |k| &k.id)))
+    let filter = Filter::new().eq("tenant_id", auth.tenant()?.as_str());
+    let page: Page<PublicKeyRow> = list::fetch(&app.db, &LIST, filter, &params).await?;
+    Ok(Data(params.project(&LIST, page.try_map(PublicKey::try_from)?)?))
 }
+
+/// How public key lists are stored and what they offer.
+const LIST: ListSpec = ListSpec {
+    table: "public_keys",
+    columns: COLUMNS,
+    sortable: &[SortField { name: "label", column: "label" }, SortField { name: "created_at", column: "created_at" }],
+    fields: &["id", "tenant_id", "label", "algorithm", "key_bits", "fingerprint", "pem", "scopes", "created_at"],
+    updated_at: false,
+};
 
 /// Get a public key
 #[utoipa::path(get, path = "/v1/keys/public/{public_key_id}", tag = "Public keys", security(("bearer" = [])),

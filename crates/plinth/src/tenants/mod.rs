@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
@@ -98,10 +98,10 @@ pub async fn create(db: &Db, body: CreateTenant, who: &Who) -> ApiResult<TenantC
     responses((status = 200, body = crate::http::response::Envelope<Page<Tenant>>),
               (status = 401, body = crate::http::error::ErrorBody),
               (status = 403, body = crate::http::error::ErrorBody)))]
-async fn list_tenants(auth: Auth, State(app): State<App>, params: ListParams) -> ApiResult<Data<Page<Tenant>>> {
+async fn list_tenants(auth: Auth, State(app): State<App>, params: ListParams) -> ApiResult<Data<Page<Value>>> {
     auth.require_admin()?;
-    let (tenants, total) = store::list(app.db.pool(), &params).await?;
-    Ok(Data(params.page(tenants, total, |t| &t.id)))
+    let page = store::list(&app.db, &params).await?;
+    Ok(Data(params.project(&store::LIST, page)?))
 }
 
 /// Create a tenant

@@ -3,8 +3,8 @@
 use sqlx::{Any, AnyPool, Executor, FromRow};
 
 use super::model::{Tenant, TenantSettings, Tier};
-use crate::db::keyset_page;
-use crate::http::{ApiError, ApiResult, ListParams};
+use crate::http::list::{self, Filter, ListSpec, SortField};
+use crate::http::{ApiError, ApiResult, ListParams, Page};
 use crate::time;
 
 #[derive(Debug, FromRow)]
@@ -65,12 +65,23 @@ pub async fn exists(db: &AnyPool, id: &str) -> ApiResult<bool> {
     Ok(found.is_some())
 }
 
-pub async fn list(db: &AnyPool, params: &ListParams) -> ApiResult<(Vec<Tenant>, i64)> {
-    let select = format!("SELECT {COLUMNS} FROM tenants");
-    let rows: Vec<TenantRow> = keyset_page(db, &select, "1 = 1", &[], params).await?;
-    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tenants").fetch_one(db).await?;
-    let tenants = rows.into_iter().map(Tenant::try_from).collect::<ApiResult<Vec<_>>>()?;
-    Ok((tenants, total))
+/// How tenant lists are stored and what they offer.
+pub const LIST: ListSpec = ListSpec {
+    table: "tenants",
+    columns: COLUMNS,
+    sortable: &[
+        SortField { name: "name", column: "name" },
+        SortField { name: "slug", column: "slug" },
+        SortField { name: "created_at", column: "created_at" },
+        SortField { name: "updated_at", column: "updated_at" },
+    ],
+    fields: &["id", "name", "slug", "tier", "settings", "created_at", "updated_at"],
+    updated_at: true,
+};
+
+pub async fn list(db: &crate::db::Db, params: &ListParams) -> ApiResult<Page<Tenant>> {
+    let page: Page<TenantRow> = list::fetch(db, &LIST, Filter::new(), params).await?;
+    page.try_map(Tenant::try_from)
 }
 
 pub async fn update<'e, E: Executor<'e, Database = Any>>(db: E, tenant: &Tenant) -> Result<(), sqlx::Error> {

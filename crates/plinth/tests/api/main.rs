@@ -8,6 +8,7 @@ mod contract;
 mod governance;
 mod idempotency;
 mod keys;
+mod lists;
 mod public;
 mod public_keys;
 mod ratelimit;
