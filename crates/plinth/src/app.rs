@@ -96,6 +96,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(crate::governance::routes())
+        .merge(crate::entitlements::routes())
 }
 
 /// The OpenAPI document of every route.

@@ -95,6 +95,10 @@ pub struct Config {
     #[arg(long, env = "PLINTH_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// Where a tenant upgrades its plan: named in `FEATURE_LIMIT_REACHED` answers.
+    #[arg(long, env = "PLINTH_UPGRADE_URL")]
+    pub upgrade_url: Option<String>,
+
     /// Deployment region reported by `GET /health`.
     #[arg(long, env = "PLINTH_REGION", default_value = "local")]
     pub region: String,
@@ -115,6 +119,7 @@ impl Config {
             token_ttl_secs: 3600,
             max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
             trusted_proxies: Vec::new(),
+            upgrade_url: None,
             region: "local".into(),
             log_format: "text".into(),
         }

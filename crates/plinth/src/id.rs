@@ -15,6 +15,7 @@ pub mod prefix {
     pub const TOKEN: &str = "jti";
     pub const REQUEST: &str = "req";
     pub const AUDIT: &str = "aud";
+    pub const USAGE_EVENT: &str = "use";
 }
 
 /// A new identifier with `prefix`, time-ordered.

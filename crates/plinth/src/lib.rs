@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod deletion;
+pub mod entitlements;
 pub mod governance;
 pub mod health;
 pub mod http;

@@ -13,7 +13,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("files", &["files"]),
     ("auth", &["users", "auth", "sessions"]),
     ("ai", &["ai", "chat", "models", "embeddings"]),
-    ("admin", &["api-keys", "public-keys", "tokens", "tenants", "usage", "audit-logs", "governance"]),
+    ("admin", &["api-keys", "public-keys", "tokens", "tenants", "usage", "audit-logs", "governance", "entitlements"]),
 ];
 
 /// What a route needs: one fine scope.
@@ -58,6 +58,8 @@ pub mod required {
     pub const TOKENS_DELETE: Required = Required::new("tokens", "delete");
     pub const USAGE_READ: Required = Required::new("usage", "read");
     pub const AUDIT_LOGS_READ: Required = Required::new("audit-logs", "read");
+    pub const ENTITLEMENTS_READ: Required = Required::new("entitlements", "read");
+    pub const ENTITLEMENTS_WRITE: Required = Required::new("entitlements", "write");
     pub const GOVERNANCE_READ: Required = Required::new("governance", "read");
     pub const GOVERNANCE_WRITE: Required = Required::new("governance", "write");
 }

@@ -15,6 +15,7 @@ pub enum ErrorCode {
     Unauthorized,
     InsufficientScope,
     Forbidden,
+    FeatureLimitReached,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -33,7 +34,9 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::InsufficientScope | ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::InsufficientScope | ErrorCode::Forbidden | ErrorCode::FeatureLimitReached => {
+                StatusCode::FORBIDDEN
+            }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict | ErrorCode::IdempotencyConflict | ErrorCode::DependencyExists => StatusCode::CONFLICT,
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::InsufficientScope => "INSUFFICIENT_SCOPE",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::FeatureLimitReached => "FEATURE_LIMIT_REACHED",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Conflict => "CONFLICT",

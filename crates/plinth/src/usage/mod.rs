@@ -13,11 +13,15 @@ use crate::keys;
 use crate::time::{self, Timestamp};
 
 const REQUESTS: &str = "requests";
+/// The entitlement feature counting requests per month.
+const API_CALLS: &str = "api_calls";
 
 #[derive(Debug, Default)]
 struct Pending {
     /// (tenant, day) -> requests not yet written.
     requests: HashMap<(String, String), i64>,
+    /// (tenant, month) -> requests not yet written, for the `api_calls` entitlement.
+    api_calls: HashMap<(String, String), i64>,
     /// key -> latest use not yet written.
     last_used: HashMap<String, Timestamp>,
 }
@@ -39,8 +43,10 @@ impl UsageRecorder {
     pub fn record_request(&self, tenant: &str, key_id: Option<&str>) {
         let now = time::now();
         let day = now.format("%Y-%m-%d").to_string();
+        let month = day[..7].to_string();
         let mut pending = self.lock();
         *pending.requests.entry((tenant.to_string(), day)).or_insert(0) += 1;
+        *pending.api_calls.entry((tenant.to_string(), month)).or_insert(0) += 1;
         if let Some(key_id) = key_id {
             pending.last_used.insert(key_id.to_string(), now);
         }
@@ -49,6 +55,11 @@ impl UsageRecorder {
     /// The latest use of `key_id` not yet written.
     pub fn pending_last_used(&self, key_id: &str) -> Option<Timestamp> {
         self.lock().last_used.get(key_id).copied()
+    }
+
+    /// Requests of `tenant` in `month` (`YYYY-MM`) not yet written.
+    pub fn pending_api_calls(&self, tenant: &str, month: &str) -> i64 {
+        self.lock().api_calls.get(&(tenant.to_string(), month.to_string())).copied().unwrap_or(0)
     }
 
     /// Requests of `tenant` on `day`: written plus pending.
@@ -69,7 +80,7 @@ impl UsageRecorder {
     pub async fn flush(&self, db: &Db) -> Result<(), sqlx::Error> {
         let _exclusive = self.flushing.lock().await;
         let batch = std::mem::take(&mut *self.lock());
-        if batch.requests.is_empty() && batch.last_used.is_empty() {
+        if batch.requests.is_empty() && batch.last_used.is_empty() && batch.api_calls.is_empty() {
             return Ok(());
         }
         match write(db, &batch).await {
@@ -78,6 +89,9 @@ impl UsageRecorder {
                 let mut pending = self.lock();
                 for (key, n) in batch.requests {
                     *pending.requests.entry(key).or_insert(0) += n;
+                }
+                for (key, n) in batch.api_calls {
+                    *pending.api_calls.entry(key).or_insert(0) += n;
                 }
                 for (key, at) in batch.last_used {
                     let slot = pending.last_used.entry(key).or_insert(at);
@@ -91,7 +105,12 @@ impl UsageRecorder {
 
 async fn write(db: &Db, batch: &Pending) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
-    for ((tenant, day), n) in &batch.requests {
+    let counts = batch
+        .requests
+        .iter()
+        .map(|((tenant, day), n)| (tenant, REQUESTS, day, n))
+        .chain(batch.api_calls.iter().map(|((tenant, month), n)| (tenant, API_CALLS, month, n)));
+    for (tenant, metric, period, n) in counts {
         // A tenant deleted meanwhile has no row to count against: skip it.
         sqlx::query(
             "INSERT INTO usage_counters (tenant_id, metric, period, count) \
@@ -99,8 +118,8 @@ async fn write(db: &Db, batch: &Pending) -> Result<(), sqlx::Error> {
              ON CONFLICT (tenant_id, metric, period) DO UPDATE SET count = usage_counters.count + excluded.count",
         )
         .bind(tenant)
-        .bind(REQUESTS)
-        .bind(day)
+        .bind(metric)
+        .bind(period)
         .bind(*n)
         .execute(&mut *tx)
         .await?;

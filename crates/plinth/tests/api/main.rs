@@ -5,6 +5,7 @@ mod common;
 mod audit;
 mod cli;
 mod contract;
+mod entitlements;
 mod governance;
 mod idempotency;
 mod keys;
