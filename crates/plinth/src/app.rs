@@ -60,6 +60,7 @@ impl App {
     /// dropped, so the change holds from the next request on.
     pub fn credentials_changed(&self) {
         self.credentials.clear();
+        self.usage.forget_quotas();
     }
 }
 
@@ -161,10 +162,11 @@ fn with_contract<S: Clone + Send + Sync + 'static>(routes: Router<S>, max_body: 
 pub fn router(app: App) -> Router {
     let max_body = app.config.max_body_bytes;
     let (routes, _) = api_routes().split_for_parts();
-    // Outermost last: identify the caller, draw from its rate limit, run a keyed write once,
-    // then the handler.
+    // Outermost last: identify the caller, record refusals, draw from its rate limit, meter its
+    // API calls, run a keyed write once, then the handler.
     let routes = routes
         .layer(middleware::from_fn_with_state(app.clone(), crate::idempotency::enforce))
+        .layer(middleware::from_fn_with_state(app.clone(), crate::entitlements::meter_api_calls))
         .layer(middleware::from_fn_with_state(app.clone(), crate::ratelimit::enforce))
         .layer(middleware::from_fn_with_state(app.clone(), audit::record_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), crate::auth::identify));

@@ -175,9 +175,6 @@ async fn identify_request(app: &App, credential: &str, ip: IpAddr, tenant: Optio
             auth.tenant = Some(TenantId::trusted(tenant));
         }
     }
-    if let Some(tenant) = &auth.tenant {
-        app.usage.record_request(tenant.as_str(), auth.actor.key_id());
-    }
     Ok(auth)
 }
 

@@ -196,6 +196,52 @@ pub async fn consume(
     }
 }
 
+/// The written `api_calls` of `tenant` in `month` and its limit (override, else plan).
+pub async fn api_calls_quota(db: &crate::db::Db, tenant: &TenantId, month: &str) -> ApiResult<(i64, Option<i64>)> {
+    let feature = feature("api_calls")?;
+    let mut conn = db.pool().acquire().await?;
+    let tier = tier_of(&mut conn, tenant).await?;
+    let limit = limit_of(&mut conn, tenant, tier, feature).await?;
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT count FROM usage_counters WHERE tenant_id = $1 AND metric = $2 AND period = $3")
+            .bind(tenant.as_str())
+            .bind(feature.name)
+            .bind(month)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok((row.map_or(0, |(n,)| n), limit))
+}
+
+/// Middleware: counts each request of a tenant as an API call, and refuses it with 403
+/// `FEATURE_LIMIT_REACHED` once the month's `api_calls` are used up. Counts are kept in memory
+/// and written in batches; the platform admin is counted but never refused.
+pub async fn meter_api_calls(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(auth) = request.extensions().get::<Auth>().cloned() else {
+        return next.run(request).await;
+    };
+    let Ok(tenant) = auth.tenant() else {
+        return next.run(request).await;
+    };
+    if !auth.is_admin() {
+        match app.usage.allows_api_call(&app.db, tenant).await {
+            Ok(Ok(())) => {}
+            Ok(Err((used, limit))) => {
+                let feature = FEATURES.iter().find(|f| f.name == "api_calls").expect("api_calls is a feature");
+                return limit_reached(&app, feature, used, limit).into_response();
+            }
+            // Fail open: metering must not take the API down.
+            Err(error) => tracing::warn!(message = %error.message, "api_calls quota unavailable; request let through"),
+        }
+    }
+    app.usage.record_request(tenant.as_str(), auth.actor.key_id());
+    next.run(request).await
+}
+
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(check_entitlement))
@@ -490,5 +536,6 @@ async fn override_tenant_entitlements(
     };
     audit::record(&mut *tx, &Who::from(&auth), Some(&tenant_id), entry).await?;
     tx.commit().await?;
+    app.usage.forget_quotas();
     Ok(Data(summary(&app, &TenantId::trusted(tenant_id)).await?))
 }

@@ -26,9 +26,22 @@ struct Pending {
     last_used: HashMap<String, Timestamp>,
 }
 
+/// What a node knows of a tenant's monthly `api_calls`: the written count and the limit.
+#[derive(Debug, Clone, Copy)]
+struct Quota {
+    stored: i64,
+    limit: Option<i64>,
+    loaded: std::time::Instant,
+}
+
+/// How long a loaded quota is trusted before it is read again (other nodes count too).
+const QUOTA_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Default)]
 pub struct UsageRecorder {
     pending: Mutex<Pending>,
+    /// (tenant, month) -> quota, so that a request needs no database read to be checked.
+    quotas: Mutex<HashMap<(String, String), Quota>>,
     /// Held for a whole flush, and by readers, so that a reader never sees a batch that has
     /// left memory but is not yet in the database.
     flushing: tokio::sync::Mutex<()>,
@@ -55,6 +68,35 @@ impl UsageRecorder {
     /// The latest use of `key_id` not yet written.
     pub fn pending_last_used(&self, key_id: &str) -> Option<Timestamp> {
         self.lock().last_used.get(key_id).copied()
+    }
+
+    fn quotas(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Quota>> {
+        self.quotas.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `tenant` may make one more request this month under its `api_calls` limit.
+    /// Reads the written count and the limit at most every few seconds.
+    pub async fn allows_api_call(&self, db: &Db, tenant: &TenantId) -> ApiResult<Result<(), (i64, i64)>> {
+        let month = time::today()[..7].to_string();
+        let key = (tenant.as_str().to_string(), month.clone());
+        let cached = self.quotas().get(&key).copied().filter(|q| q.loaded.elapsed() < QUOTA_TTL);
+        let quota = match cached {
+            Some(quota) => quota,
+            None => {
+                let (stored, limit) = crate::entitlements::api_calls_quota(db, tenant, &month).await?;
+                let quota = Quota { stored, limit, loaded: std::time::Instant::now() };
+                self.quotas().insert(key.clone(), quota);
+                quota
+            }
+        };
+        let Some(limit) = quota.limit else { return Ok(Ok(())) };
+        let used = quota.stored + self.pending_api_calls(tenant.as_str(), &month);
+        Ok(if used < limit { Ok(()) } else { Err((used, limit)) })
+    }
+
+    /// Forgets loaded quotas (a limit or tier changed).
+    pub fn forget_quotas(&self) {
+        self.quotas().clear();
     }
 
     /// Requests of `tenant` in `month` (`YYYY-MM`) not yet written.
@@ -84,7 +126,16 @@ impl UsageRecorder {
             return Ok(());
         }
         match write(db, &batch).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // What was just written now counts as written for the loaded quotas.
+                let mut quotas = self.quotas();
+                for (key, n) in &batch.api_calls {
+                    if let Some(quota) = quotas.get_mut(key) {
+                        quota.stored += n;
+                    }
+                }
+                Ok(())
+            }
             Err(error) => {
                 let mut pending = self.lock();
                 for (key, n) in batch.requests {

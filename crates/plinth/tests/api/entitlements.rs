@@ -89,3 +89,25 @@ both_backends! {
         app.post("/v1/entitlements/usage", &reader, json!({ "feature": "objects" })).await.expect_error(403, "INSUFFICIENT_SCOPE");
     }
 }
+
+both_backends! {
+    async fn api_calls_past_the_monthly_limit_are_refused(app) {
+        let tenant = app.tenant("Quota").await;
+        let path = format!("/v1/tenants/{}/entitlements", tenant.id);
+        app.patch(&path, ADMIN_KEY, json!({ "limits": { "api_calls": 3 } })).await.expect(200);
+        for _ in 0..3 {
+            app.get("/v1/keys", &tenant.key).await.expect(200);
+        }
+        let refused = app.get("/v1/keys", &tenant.key).await;
+        refused.expect_error(403, "FEATURE_LIMIT_REACHED");
+        assert_eq!(refused.body["error"]["feature"], "api_calls");
+        // The count survives a restart: written at shutdown, read back at start.
+        let app = app.restart().await;
+        app.get("/v1/keys", &tenant.key).await.expect_error(403, "FEATURE_LIMIT_REACHED");
+        // The admin still reaches the tenant, and can raise the limit.
+        let summary = app.get(&path, ADMIN_KEY).await;
+        assert_eq!(summary.data()["entitlements"]["api_calls"]["used"], 3);
+        app.patch(&path, ADMIN_KEY, json!({ "limits": { "api_calls": 10 } })).await.expect(200);
+        app.get("/v1/keys", &tenant.key).await.expect(200);
+    }
+}
