@@ -49,6 +49,8 @@ pub struct AppState {
     pub credentials: CredentialCache,
     /// Rate-limit buckets: in memory, or shared through PostgreSQL.
     pub limiter: Limiter,
+    /// Feature limits per plan tier.
+    pub plans: crate::entitlements::Plans,
     /// Signs list cursors, so that a client cannot forge one.
     pub cursor_key: [u8; 32],
     pub started_at: Instant,
@@ -85,6 +87,8 @@ pub enum StartupError {
     AdminKeyTooShort,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Plans(String),
 }
 
 /// Every route, with its OpenAPI description.
@@ -230,6 +234,13 @@ impl Server {
         // Only in the embedded mode does this process see every change to credentials.
         let db_is_embedded = db.backend() == crate::db::Backend::Sqlite;
         let limiter = Limiter::for_backend(&db);
+        let plans = match &config.plans_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)?;
+                crate::entitlements::Plans::from_json(&text).map_err(StartupError::Plans)?
+            }
+            None => crate::entitlements::Plans::defaults(),
+        };
         let (admin_key_hash, generated_admin_key) =
             admin_key(&db, config.admin_key.as_ref().map(Secret::expose)).await?;
         let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
@@ -243,6 +254,7 @@ impl Server {
             credentials: CredentialCache::new(db_is_embedded),
             limiter,
             cursor_key: master.derive("list-cursor"),
+            plans,
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),
         }));

@@ -95,6 +95,11 @@ pub struct Config {
     #[arg(long, env = "PLINTH_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// A JSON file of plan limits over the defaults:
+    /// `{"free": {"api_calls": 5000, "webhooks": "unlimited"}}`.
+    #[arg(long, env = "PLINTH_PLANS_FILE")]
+    pub plans_file: Option<PathBuf>,
+
     /// Where a tenant upgrades its plan: named in `FEATURE_LIMIT_REACHED` answers.
     #[arg(long, env = "PLINTH_UPGRADE_URL")]
     pub upgrade_url: Option<String>,
@@ -120,6 +125,7 @@ impl Config {
             max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
             trusted_proxies: Vec::new(),
             upgrade_url: None,
+            plans_file: None,
             region: "local".into(),
             log_format: "text".into(),
         }

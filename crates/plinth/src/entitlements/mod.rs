@@ -77,6 +77,57 @@ pub const FEATURES: &[Feature] = &[
     },
 ];
 
+/// The limits of every plan: the defaults above, with a plans file's values over them.
+#[derive(Debug, Clone)]
+pub struct Plans {
+    limits: BTreeMap<(usize, &'static str), Option<i64>>,
+}
+
+impl Plans {
+    pub fn defaults() -> Plans {
+        let mut limits = BTreeMap::new();
+        for feature in FEATURES {
+            for (tier, limit) in feature.limits.iter().enumerate() {
+                limits.insert((tier, feature.name), *limit);
+            }
+        }
+        Plans { limits }
+    }
+
+    /// Reads a JSON plans file, `{"free": {"api_calls": 5000, "webhooks": "unlimited"}, ...}`,
+    /// over the defaults. A limit is a whole number, `"unlimited"` or `null` (unlimited).
+    pub fn from_json(text: &str) -> Result<Plans, String> {
+        let mut plans = Plans::defaults();
+        let tiers: Map<String, Value> = serde_json::from_str(text).map_err(|e| format!("plans file: {e}"))?;
+        for (tier_name, features) in tiers {
+            let tier = Tier::parse(&tier_name).ok_or_else(|| format!("plans file: unknown tier `{tier_name}`"))?;
+            let Value::Object(features) = features else {
+                return Err(format!("plans file: `{tier_name}` must map features to limits"));
+            };
+            for (name, value) in features {
+                let feature = FEATURES
+                    .iter()
+                    .find(|f| f.name == name)
+                    .ok_or_else(|| format!("plans file: unknown feature `{name}` in `{tier_name}`"))?;
+                let limit = match &value {
+                    Value::Null => None,
+                    Value::String(s) if s == "unlimited" => None,
+                    Value::Number(n) if n.as_i64().is_some_and(|n| n >= 0) => n.as_i64(),
+                    _ => {
+                        return Err(format!("plans file: `{tier_name}.{name}` must be a whole number or \"unlimited\""))
+                    }
+                };
+                plans.limits.insert((tier_index(tier), feature.name), limit);
+            }
+        }
+        Ok(plans)
+    }
+
+    pub fn limit(&self, tier: Tier, feature: &Feature) -> Option<i64> {
+        self.limits.get(&(tier_index(tier), feature.name)).copied().flatten()
+    }
+}
+
 fn feature(name: &str) -> ApiResult<&'static Feature> {
     FEATURES.iter().find(|f| f.name == name).ok_or_else(|| {
         let names: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
@@ -116,6 +167,7 @@ fn reset_at(feature: &Feature) -> Option<chrono::DateTime<chrono::Utc>> {
 /// The limit of `feature` for the tenant: its override, else its tier's.
 async fn limit_of(
     conn: &mut AnyConnection,
+    plans: &Plans,
     tenant: &TenantId,
     tier: Tier,
     feature: &Feature,
@@ -128,7 +180,7 @@ async fn limit_of(
             .await?;
     Ok(match row {
         Some((limit,)) => limit,
-        None => feature.limits[tier_index(tier)],
+        None => plans.limit(tier, feature),
     })
 }
 
@@ -172,7 +224,7 @@ pub async fn consume(
 ) -> ApiResult<(i64, Option<i64>)> {
     let feature = feature(name)?;
     let tier = tier_of(conn, tenant).await?;
-    let limit = limit_of(conn, tenant, tier, feature).await?;
+    let limit = limit_of(conn, &app.plans, tenant, tier, feature).await?;
     // With no limit, a ceiling no count reaches.
     let ceiling = limit.unwrap_or(i64::MAX);
     let row: Option<(i64,)> = sqlx::query_as(
@@ -197,11 +249,11 @@ pub async fn consume(
 }
 
 /// The written `api_calls` of `tenant` in `month` and its limit (override, else plan).
-pub async fn api_calls_quota(db: &crate::db::Db, tenant: &TenantId, month: &str) -> ApiResult<(i64, Option<i64>)> {
+pub async fn api_calls_quota(app: &App, tenant: &TenantId, month: &str) -> ApiResult<(i64, Option<i64>)> {
     let feature = feature("api_calls")?;
-    let mut conn = db.pool().acquire().await?;
+    let mut conn = app.db.pool().acquire().await?;
     let tier = tier_of(&mut conn, tenant).await?;
-    let limit = limit_of(&mut conn, tenant, tier, feature).await?;
+    let limit = limit_of(&mut conn, &app.plans, tenant, tier, feature).await?;
     let row: Option<(i64,)> =
         sqlx::query_as("SELECT count FROM usage_counters WHERE tenant_id = $1 AND metric = $2 AND period = $3")
             .bind(tenant.as_str())
@@ -228,7 +280,7 @@ pub async fn meter_api_calls(
         return next.run(request).await;
     };
     if !auth.is_admin() {
-        match app.usage.allows_api_call(&app.db, tenant).await {
+        match app.usage.allows_api_call(&app, tenant).await {
             Ok(Ok(())) => {}
             Ok(Err((used, limit))) => {
                 let feature = FEATURES.iter().find(|f| f.name == "api_calls").expect("api_calls is a feature");
@@ -301,7 +353,7 @@ async fn check_entitlement(
     let quantity = positive_quantity(query.quantity)?;
     let mut conn = app.db.pool().acquire().await?;
     let tier = tier_of(&mut conn, tenant).await?;
-    let limit = limit_of(&mut conn, tenant, tier, feature).await?;
+    let limit = limit_of(&mut conn, &app.plans, tenant, tier, feature).await?;
     let current = used(&mut *conn, tenant, feature).await? + pending(&app, tenant, feature);
     let allowed = limit.is_none_or(|limit| current + quantity <= limit);
     let mut result = CheckResult {
@@ -414,7 +466,7 @@ async fn summary(app: &App, tenant: &TenantId) -> ApiResult<Summary> {
     let tier = tier_of(&mut conn, tenant).await?;
     let mut entitlements = BTreeMap::new();
     for feature in FEATURES {
-        let limit = limit_of(&mut conn, tenant, tier, feature).await?;
+        let limit = limit_of(&mut conn, &app.plans, tenant, tier, feature).await?;
         let used = used(&mut *conn, tenant, feature).await? + pending(app, tenant, feature);
         entitlements.insert(
             feature.name.to_string(),
@@ -538,4 +590,25 @@ async fn override_tenant_entitlements(
     tx.commit().await?;
     app.usage.forget_quotas();
     Ok(Data(summary(&app, &TenantId::trusted(tenant_id)).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plans_file_overrides_the_defaults() {
+        let plans =
+            Plans::from_json(r#"{"free": {"api_calls": 5, "webhooks": "unlimited"}, "pro": {"objects": null}}"#)
+                .unwrap();
+        let api_calls = &FEATURES[0];
+        assert_eq!(plans.limit(Tier::Free, api_calls), Some(5));
+        assert_eq!(plans.limit(Tier::Starter, api_calls), Some(100_000));
+        assert_eq!(plans.limit(Tier::Free, feature("webhooks").unwrap()), None);
+        assert_eq!(plans.limit(Tier::Pro, feature("objects").unwrap()), None);
+        assert!(Plans::from_json(r#"{"gold": {}}"#).is_err());
+        assert!(Plans::from_json(r#"{"free": {"unicorns": 1}}"#).is_err());
+        assert!(Plans::from_json(r#"{"free": {"objects": -1}}"#).is_err());
+        assert!(Plans::from_json("not json").is_err());
+    }
 }

@@ -76,14 +76,14 @@ impl UsageRecorder {
 
     /// Whether `tenant` may make one more request this month under its `api_calls` limit.
     /// Reads the written count and the limit at most every few seconds.
-    pub async fn allows_api_call(&self, db: &Db, tenant: &TenantId) -> ApiResult<Result<(), (i64, i64)>> {
+    pub async fn allows_api_call(&self, app: &crate::app::App, tenant: &TenantId) -> ApiResult<Result<(), (i64, i64)>> {
         let month = time::today()[..7].to_string();
         let key = (tenant.as_str().to_string(), month.clone());
         let cached = self.quotas().get(&key).copied().filter(|q| q.loaded.elapsed() < QUOTA_TTL);
         let quota = match cached {
             Some(quota) => quota,
             None => {
-                let (stored, limit) = crate::entitlements::api_calls_quota(db, tenant, &month).await?;
+                let (stored, limit) = crate::entitlements::api_calls_quota(app, tenant, &month).await?;
                 let quota = Quota { stored, limit, loaded: std::time::Instant::now() };
                 self.quotas().insert(key.clone(), quota);
                 quota

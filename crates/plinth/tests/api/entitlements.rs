@@ -111,3 +111,34 @@ both_backends! {
         app.get("/v1/keys", &tenant.key).await.expect(200);
     }
 }
+
+async fn a_plans_file_sets_the_limits(backend: crate::common::Backend) {
+    use crate::common::{Storage, TestApp};
+    let storage = Storage::fresh(backend).await;
+    let path = storage.data_dir.join("plans.json");
+    std::fs::write(&path, r#"{"free": {"webhooks": 7, "objects": "unlimited"}}"#).unwrap();
+    let mut config = storage.config();
+    config.plans_file = Some(path.clone());
+    let app = TestApp::start(storage.clone(), config).await;
+    let tenant = app.tenant("Configured").await;
+    let summary = app.get("/v1/entitlements/summary", &tenant.key).await;
+    assert_eq!(summary.data()["entitlements"]["webhooks"]["limit"], 7);
+    assert_eq!(summary.data()["entitlements"]["objects"]["limit"], serde_json::Value::Null);
+    assert_eq!(summary.data()["entitlements"]["api_calls"]["limit"], 10_000);
+
+    std::fs::write(&path, r#"{"free": {"unicorns": 1}}"#).unwrap();
+    let mut config = storage.config();
+    config.plans_file = Some(path);
+    let error = plinth::Server::start(config).await.err().expect("a bad plans file stops the start");
+    assert!(error.to_string().contains("unicorns"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plans_file_sets_the_limits_sqlite() {
+    a_plans_file_sets_the_limits(crate::common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plans_file_sets_the_limits_postgres() {
+    a_plans_file_sets_the_limits(crate::common::Backend::Postgres).await;
+}
