@@ -248,20 +248,13 @@ pub async fn consume(
     }
 }
 
-/// The written `api_calls` of `tenant` in `month` and its limit (override, else plan).
-pub async fn api_calls_quota(app: &App, tenant: &TenantId, month: &str) -> ApiResult<(i64, Option<i64>)> {
+/// The written `api_calls` of `tenant` this month and its limit (override, else plan).
+pub async fn api_calls_quota(app: &App, tenant: &TenantId) -> ApiResult<(i64, Option<i64>)> {
     let feature = feature("api_calls")?;
     let mut conn = app.db.pool().acquire().await?;
     let tier = tier_of(&mut conn, tenant).await?;
     let limit = limit_of(&mut conn, &app.plans, tenant, tier, feature).await?;
-    let row: Option<(i64,)> =
-        sqlx::query_as("SELECT count FROM usage_counters WHERE tenant_id = $1 AND metric = $2 AND period = $3")
-            .bind(tenant.as_str())
-            .bind(feature.name)
-            .bind(month)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok((row.map_or(0, |(n,)| n), limit))
+    Ok((used(&mut *conn, tenant, feature).await?, limit))
 }
 
 /// Middleware: counts each request of a tenant as an API call, and refuses it with 403

@@ -83,7 +83,7 @@ impl UsageRecorder {
         let quota = match cached {
             Some(quota) => quota,
             None => {
-                let (stored, limit) = crate::entitlements::api_calls_quota(app, tenant, &month).await?;
+                let (stored, limit) = crate::entitlements::api_calls_quota(app, tenant).await?;
                 let quota = Quota { stored, limit, loaded: std::time::Instant::now() };
                 self.quotas().insert(key.clone(), quota);
                 quota
