@@ -1,5 +1,5 @@
 //! Idempotent writes: a `POST`, `PUT`, `PATCH` or `DELETE` with an `Idempotency-Key` runs once
-//! per tenant and key. Its answer is kept for 24 hours and replayed to a retry of the same
+//! per tenant, credential and key (an access token shares its API key's). Its answer is kept for 24 hours and replayed to a retry of the same
 //! request (with `Idempotent-Replayed: true`); the same key with another request, or a retry while
 //! the first is still running, is 409 `IDEMPOTENCY_CONFLICT`.
 //!
@@ -51,12 +51,21 @@ enum Claim {
     Refuse(Response),
 }
 
-/// The scope of keys: the tenant, or the platform for the admin acting on no tenant.
+/// The scope of keys: the tenant (or the platform, for the admin acting on no tenant) and the
+/// credential. Bound to the credential, so that a replay never hands one credential's answer
+/// (a new key's secret, say) to another credential of the tenant that lacks the scopes to have
+/// made the request.
 fn scope_of(auth: &Auth) -> String {
-    match auth.tenant() {
+    let tenant = match auth.tenant() {
         Ok(tenant) => tenant.as_str().to_string(),
         Err(_) => "platform".to_string(),
-    }
+    };
+    let credential = match &auth.actor {
+        crate::auth::Actor::Admin => "admin",
+        crate::auth::Actor::ApiKey { key_id } | crate::auth::Actor::Token { key_id, .. } => key_id.as_str(),
+        crate::auth::Actor::TenantJwt { public_key_id } => public_key_id.as_str(),
+    };
+    format!("{tenant}/{credential}")
 }
 
 async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<Claim, ApiError> {

@@ -82,6 +82,20 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(rotate_key))
 }
 
+/// Refuses to change or rotate a key that holds more than the caller: otherwise a narrow key
+/// could loosen, or take over by rotation, a wider one.
+fn ensure_not_wider(auth: &Auth, key: &ApiKey) -> ApiResult<()> {
+    if auth.is_admin() {
+        return Ok(());
+    }
+    match key.scopes.iter().find(|scope| !crate::scopes::covers(auth.scopes(), scope)) {
+        Some(scope) => Err(ApiError::forbidden(format!(
+            "this key holds `{scope}`, which your credential lacks: only a credential holding all its scopes may change or rotate it"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Shows the latest use, including uses not yet written to the database.
 fn with_recent_use(app: &App, mut key: ApiKey) -> ApiKey {
     if let Some(at) = app.usage.pending_last_used(&key.id) {
@@ -158,14 +172,10 @@ async fn update_key(
     auth.require(KEYS_WRITE)?;
     let tenant = auth.tenant()?;
     let changes = body.validate(&auth)?;
-    if changes.expires_at.is_some() {
-        let current =
-            store::get(app.db.pool(), tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
-        if current.replaced_by.is_some() {
-            return Err(ApiError::conflict(
-                "a rotated key stops at the end of its grace period; its expiry cannot change",
-            ));
-        }
+    let current = store::get(app.db.pool(), tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
+    ensure_not_wider(&auth, &current)?;
+    if changes.expires_at.is_some() && current.replaced_by.is_some() {
+        return Err(ApiError::conflict("a rotated key stops at the end of its grace period; its expiry cannot change"));
     }
     let mut tx = app.db.begin_write().await?;
     if !store::update(&mut tx, tenant, &key_id, &changes).await? {
@@ -232,6 +242,8 @@ async fn rotate_key(
     let rotation = body.unwrap_or_default().validate(&auth)?;
     let pool = app.db.pool();
     let old = store::get(pool, tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
+    // The successor's secret is handed to the caller: it may not be worth more than the caller.
+    ensure_not_wider(&auth, &old)?;
     match old.status {
         model::KeyStatus::Rotating => {
             return Err(ApiError::conflict("this key was already rotated; rotate its successor instead"))

@@ -12,6 +12,19 @@ async fn keyed(app: &TestApp, method: Method, path: &str, tenant: &TestTenant, k
 }
 
 both_backends! {
+    async fn another_credential_never_gets_a_replay(app) {
+        let tenant = app.tenant("Replay scope").await;
+        let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        let body = json!({ "label": "secret-bearing" });
+        let first = keyed(&app, Method::POST, "/v1/keys", &tenant, "guessable-1", body.clone()).await;
+        first.expect(201);
+        // The same key and body from a read-only key is its own request: refused, no secret.
+        let request = app.request(Method::POST, "/v1/keys", Some(&reader)).header("idempotency-key", "guessable-1").json(&body);
+        let other = app.send(request).await;
+        other.expect_error(403, "INSUFFICIENT_SCOPE");
+        assert!(!other.text.contains(first.data()["token"].as_str().unwrap()));
+    }
+
     async fn a_retry_replays_the_first_answer(app) {
         let tenant = app.tenant("Idem").await;
         let body = json!({ "label": "once" });

@@ -121,6 +121,14 @@ both_backends! {
         app.patch(&format!("/v1/keys/{id}"), &limited, json!({ "scopes": ["*"] }))
             .await
             .expect_error(422, "VALIDATION_FAILED");
+        // Nor can it loosen or take over a wider key by changing or rotating it.
+        let (keys_writer_id, keys_writer) = app.key(&tenant, json!({ "scopes": ["api-keys:write", "api-keys:read"] })).await;
+        let wide = format!("/v1/keys/{}", tenant.key_id);
+        app.patch(&wide, &keys_writer, json!({ "ip_allowlist": [] })).await.expect_error(403, "FORBIDDEN");
+        app.post(&format!("{wide}/rotate"), &keys_writer, json!({})).await.expect_error(403, "FORBIDDEN");
+        app.get("/v1/keys", &tenant.key).await.expect(200);
+        // Its own key, or narrower ones, it may rotate.
+        app.post(&format!("/v1/keys/{keys_writer_id}/rotate"), &keys_writer, json!({})).await.expect(200);
     }
 
     async fn another_tenants_keys_are_404(app) {
