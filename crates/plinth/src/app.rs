@@ -102,6 +102,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(audit::routes())
         .merge(crate::governance::routes())
         .merge(crate::entitlements::routes())
+        .merge(crate::object_types::routes())
 }
 
 /// The OpenAPI document of every route.

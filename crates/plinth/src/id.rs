@@ -16,6 +16,7 @@ pub mod prefix {
     pub const REQUEST: &str = "req";
     pub const AUDIT: &str = "aud";
     pub const USAGE_EVENT: &str = "use";
+    pub const OBJECT_TYPE: &str = "ot";
 }
 
 /// A new identifier with `prefix`, time-ordered.

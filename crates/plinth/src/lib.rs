@@ -15,6 +15,7 @@ pub mod id;
 pub mod idempotency;
 pub mod keys;
 pub mod limits;
+pub mod object_types;
 pub mod public_keys;
 pub mod ratelimit;
 pub mod scopes;

@@ -58,6 +58,9 @@ pub mod required {
     pub const TOKENS_DELETE: Required = Required::new("tokens", "delete");
     pub const USAGE_READ: Required = Required::new("usage", "read");
     pub const AUDIT_LOGS_READ: Required = Required::new("audit-logs", "read");
+    pub const OBJECT_TYPES_READ: Required = Required::new("object-types", "read");
+    pub const OBJECT_TYPES_WRITE: Required = Required::new("object-types", "write");
+    pub const OBJECT_TYPES_DELETE: Required = Required::new("object-types", "delete");
     pub const ENTITLEMENTS_READ: Required = Required::new("entitlements", "read");
     pub const ENTITLEMENTS_WRITE: Required = Required::new("entitlements", "write");
     pub const GOVERNANCE_READ: Required = Required::new("governance", "read");

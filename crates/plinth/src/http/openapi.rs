@@ -43,6 +43,7 @@ Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_
         (name = "API keys", description = "Scoped API keys with expiry, IP allowlists and rotation; `/v1/api-keys` is an alias."),
         (name = "Tokens", description = "Short-lived access tokens exchanged for an API key."),
         (name = "Public keys", description = "Tenant public keys: JWTs signed with the private half are accepted as credentials."),
+        (name = "Object types", description = "A tenant's schema: object types, addressed by id or name."),
         (name = "Entitlements", description = "Feature limits per plan, per-tenant overrides and usage."),
         (name = "Governance", description = "A tenant's policies: audit retention, session and password limits, a tenant-wide IP allowlist."),
         (name = "Audit logs", description = "Who did what, from where, when: every mutation, refused credential and refused scope."),

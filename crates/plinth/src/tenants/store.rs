@@ -111,8 +111,11 @@ pub async fn dependants(conn: &mut sqlx::AnyConnection, id: &str) -> ApiResult<V
         .await?;
     let (public_keys,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM public_keys WHERE tenant_id = $1").bind(id).fetch_one(&mut *conn).await?;
+    let (object_types,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM object_types WHERE tenant_id = $1").bind(id).fetch_one(&mut *conn).await?;
     Ok(vec![
         crate::deletion::Dependency { kind: "api_keys", count: keys, label: "API keys" },
         crate::deletion::Dependency { kind: "public_keys", count: public_keys, label: "Public keys" },
+        crate::deletion::Dependency { kind: "object_types", count: object_types, label: "Object types" },
     ])
 }

@@ -10,6 +10,7 @@ mod governance;
 mod idempotency;
 mod keys;
 mod lists;
+mod object_types;
 mod public;
 mod public_keys;
 mod ratelimit;
