@@ -158,8 +158,18 @@ async fn main() -> anyhow::Result<()> {
     let tenant = call(&client, reqwest::Method::POST, format!("{base}/v1/tenants"), ADMIN_KEY, body).await?;
     let key = tenant["data"]["api_key"].as_str().context("api_key")?.to_string();
     let key_id = tenant["data"]["api_key_id"].as_str().context("api_key_id")?.to_string();
-    let raise = json!({ "rate_limit": 10_000_000 });
-    call(&client, reqwest::Method::PATCH, format!("{base}/v1/keys/{key_id}"), &key, raise).await?;
+    // Only the platform admin may raise a key above its plan.
+    let tenant_id = tenant["data"]["id"].as_str().context("tenant id")?.to_string();
+    let raised = client
+        .patch(format!("{base}/v1/keys/{key_id}"))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-tenant-id", tenant_id)
+        .json(&json!({ "rate_limit": 10_000_000 }))
+        .send()
+        .await?;
+    if !raised.status().is_success() {
+        bail!("raising the bench key's rate limit failed: {}", raised.text().await?);
+    }
     let token =
         call(&client, reqwest::Method::POST, format!("{base}/v1/token"), &key, json!({ "api_key": key })).await?;
     let token = token["data"]["token"].as_str().context("token")?.to_string();

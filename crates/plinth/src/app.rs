@@ -64,6 +64,22 @@ impl App {
         self.credentials.clear();
         self.usage.forget_quotas();
     }
+
+    /// Take before committing a change to credentials: when it drops (after the commit, or when
+    /// the request is abandoned mid-commit) cached credentials are dropped.
+    #[must_use]
+    pub fn credentials_changing(&self) -> CredentialsChanging {
+        CredentialsChanging(self.clone())
+    }
+}
+
+/// Drops cached credentials when it goes out of scope.
+pub struct CredentialsChanging(App);
+
+impl Drop for CredentialsChanging {
+    fn drop(&mut self) {
+        self.0.credentials_changed();
+    }
 }
 
 impl Deref for App {
@@ -232,6 +248,12 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartupError> {
         let master = MasterKey::load(config.master_key.as_ref().map(Secret::expose), &config.storage.data_dir)?;
         let db = open_database(&config.storage).await?;
+        if db.backend() == crate::db::Backend::Postgres && config.master_key.is_none() {
+            tracing::warn!(
+                "PostgreSQL without PLINTH_MASTER_KEY: this node uses its own master.key, so tokens and \
+                 cursors from other nodes will not verify here; set the same PLINTH_MASTER_KEY on every node"
+            );
+        }
         // Only in the embedded mode does this process see every change to credentials.
         let db_is_embedded = db.backend() == crate::db::Backend::Sqlite;
         let limiter = Limiter::for_backend(&db);
@@ -315,6 +337,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
         if ticks % 60 == 0 {
             if let Err(error) = audit::prune(&app).await {
                 tracing::warn!(%error, "pruning the audit log failed");
+            }
+            if let Err(error) = app.limiter.forget_idle().await {
+                tracing::warn!(%error, "forgetting idle rate-limit buckets failed");
             }
             if let Err(error) = crate::deletion::purge_expired(app.db.pool()).await {
                 tracing::warn!(%error, "purging expired confirm tokens failed");

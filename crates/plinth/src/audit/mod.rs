@@ -166,6 +166,10 @@ pub async fn record_refusals(State(app): State<App>, request: Request, next: Nex
     let user_agent = request.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let route = format!("{} {}", request.method(), request.uri().path());
     let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+        // Refused by the rate limit before anything was decided: nothing to record.
+        return response;
+    }
     let outcome = if let Some(refused) = refused {
         let entry = Entry {
             action: "auth.refused",

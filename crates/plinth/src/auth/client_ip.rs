@@ -10,7 +10,7 @@ use ipnet::IpNet;
 pub fn client_ip(headers: &HeaderMap, extensions: &Extensions, trusted_proxies: &[IpNet]) -> IpAddr {
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| addr.ip().to_canonical())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
     if !trusted(&peer) {

@@ -165,6 +165,10 @@ fn tenant_header(headers: &HeaderMap) -> Option<&str> {
 #[derive(Debug, Clone)]
 struct Refused(ApiError);
 
+/// Marks a request whose credential was refused (for rate limiting by address).
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialRefused;
+
 async fn identify_request(app: &App, credential: &str, ip: IpAddr, tenant: Option<&str>) -> Result<Auth, Refusal> {
     let mut auth = authenticate(app, credential, ip).await?;
     if auth.is_admin() {
@@ -197,6 +201,7 @@ pub async fn identify(State(app): State<App>, mut request: Request, next: Next) 
             }
             Err(Refusal { error, known }) => {
                 request.extensions_mut().insert(Refused(error));
+                request.extensions_mut().insert(CredentialRefused);
                 if let Some(known) = known {
                     request.extensions_mut().insert(*known);
                 }

@@ -167,8 +167,8 @@ async fn update_governance(
         }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
-    tx.commit().await?;
     // The tenant-wide allowlist is part of every cached credential of the tenant.
-    app.credentials_changed();
+    let _changed = app.credentials_changing();
+    tx.commit().await?;
     Ok(Data(policy))
 }

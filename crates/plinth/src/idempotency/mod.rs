@@ -214,7 +214,8 @@ pub async fn enforce(State(app): State<App>, request: Request, next: Next) -> Re
             .into_response()
         }
     };
-    let mut fingerprint = format!("{} {}\n", parts.method, parts.uri.path()).into_bytes();
+    let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    let mut fingerprint = format!("{} {target}\n", parts.method).into_bytes();
     fingerprint.extend_from_slice(&bytes);
     let request_hash = secrets::sha256_hex_bytes(&fingerprint);
 

@@ -13,10 +13,13 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
+use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, OptionalJson, Page, Path};
 use crate::id::{self, prefix};
 use crate::scopes::required::{KEYS_DELETE, KEYS_READ, KEYS_WRITE};
 use crate::secrets;
+use crate::tenants;
+use crate::tenants::model::Tier;
 use crate::time;
 use model::{ApiKey, CreateKey, KeyCreated, KeyRotated, NewKey, RotateKey, UpdateKey};
 
@@ -82,6 +85,37 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(rotate_key))
 }
 
+/// Refuses, to anyone but the platform admin, a key tier above the tenant's plan or a per-key
+/// rate above the key's tier: the plan, not the tenant, sets how fast its credentials may go.
+async fn ensure_within_plan(
+    app: &App,
+    auth: &Auth,
+    tenant: &TenantId,
+    tier: Option<Tier>,
+    rate_limit: Option<i64>,
+) -> ApiResult<()> {
+    if auth.is_admin() || (tier.is_none() && rate_limit.is_none()) {
+        return Ok(());
+    }
+    let plan =
+        tenants::store::get(app.db.pool(), tenant.as_str()).await?.ok_or_else(|| ApiError::not_found("tenant"))?.tier;
+    let mut errors = FieldErrors::default();
+    if tier.is_some_and(|tier| tier > plan) {
+        errors.add(
+            "rate_limit_tier",
+            format!("is above the tenant's plan (`{}`); only the platform admin may raise it", plan.as_str()),
+        );
+    }
+    let (tier_rate, _) = crate::ratelimit::tier_plan(tier.unwrap_or(plan).min(plan));
+    if rate_limit.is_some_and(|limit| limit > tier_rate as i64) {
+        errors.add(
+            "rate_limit",
+            format!("is above the tier's {tier_rate} requests per minute; only the platform admin may raise it"),
+        );
+    }
+    errors.finish()
+}
+
 /// Refuses to change or rotate a key that holds more than the caller: otherwise a narrow key
 /// could loosen, or take over by rotation, a wider one.
 fn ensure_not_wider(auth: &Auth, key: &ApiKey) -> ApiResult<()> {
@@ -135,6 +169,7 @@ async fn create_key(auth: Auth, State(app): State<App>, Json(body): Json<CreateK
     auth.require(KEYS_WRITE)?;
     let tenant = auth.tenant()?;
     let new_key = body.validate(&auth)?;
+    ensure_within_plan(&app, &auth, tenant, new_key.rate_limit_tier, new_key.rate_limit).await?;
     let mut tx = app.db.begin_write().await?;
     let (key, token) = issue(&mut *tx, tenant, &new_key).await?;
     audit::record(&mut *tx, &Who::from(&auth), None, created_entry(&key)).await?;
@@ -174,6 +209,11 @@ async fn update_key(
     let changes = body.validate(&auth)?;
     let current = store::get(app.db.pool(), tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
     ensure_not_wider(&auth, &current)?;
+    let tier = changes.rate_limit_tier.unwrap_or(current.rate_limit_tier);
+    let rate_limit = changes.rate_limit.unwrap_or(current.rate_limit);
+    if changes.rate_limit_tier.is_some() || changes.rate_limit.is_some() {
+        ensure_within_plan(&app, &auth, tenant, tier, rate_limit).await?;
+    }
     if changes.expires_at.is_some() && current.replaced_by.is_some() {
         return Err(ApiError::conflict("a rotated key stops at the end of its grace period; its expiry cannot change"));
     }
@@ -195,8 +235,8 @@ async fn update_key(
         }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     let key = store::get(app.db.pool(), tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Data(with_recent_use(&app, key)))
 }
@@ -210,14 +250,20 @@ async fn update_key(
               (status = 404, body = crate::http::error::ErrorBody)))]
 async fn revoke_key(auth: Auth, State(app): State<App>, Path(key_id): Path<String>) -> ApiResult<Data<Deleted>> {
     auth.require(KEYS_DELETE)?;
+    let tenant = auth.tenant()?;
+    let key = store::get(app.db.pool(), tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
+    // A key may revoke itself; revoking a wider key would let a narrow one lock its owner out.
+    if auth.actor.key_id() != Some(key_id.as_str()) {
+        ensure_not_wider(&auth, &key)?;
+    }
     let mut tx = app.db.begin_write().await?;
-    if !store::revoke(&mut *tx, auth.tenant()?, &key_id).await? {
+    if !store::revoke(&mut *tx, tenant, &key_id).await? {
         return Err(ApiError::not_found("API key"));
     }
     let entry = Entry { action: "api_key.revoked", resource_type: "api_key", resource_id: &key_id, changes: json!({}) };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Deleted::new(key_id))
 }
 
@@ -277,8 +323,8 @@ async fn rotate_key(
         changes: json!({ "replaced_by": new_key.id, "grace_period_ends_at": until }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
 
     let old_key = ApiKey {
         status: if revoke_now { model::KeyStatus::Expired } else { model::KeyStatus::Rotating },

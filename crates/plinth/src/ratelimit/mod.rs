@@ -3,7 +3,8 @@
 //! with PostgreSQL they live in one table, so that every node shares the same counts.
 //!
 //! Credentialed requests are limited by their credential. Public routes listed in
-//! `PUBLIC_ROUTES` are limited by client address through the same buckets.
+//! `PUBLIC_ROUTES`, and requests whose credential is refused, are limited by client address
+//! through the same buckets.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +25,12 @@ use crate::tenants::model::Tier;
 
 /// Public routes limited by client address: (method, route, requests per minute).
 pub const PUBLIC_ROUTES: &[(Method, &str, u64)] = &[(Method::POST, "/v1/token", 60)];
+
+/// Requests per minute one client address may make with credentials the server refuses.
+pub const REFUSED_PER_ADDRESS: u64 = 120;
+
+/// A bucket unused this long has refilled whatever its rate: it is forgotten.
+const IDLE_SECS: u64 = 3600;
 
 /// Requests per minute and burst (percent on top) of a tier.
 pub fn tier_plan(tier: Tier) -> (u64, u64) {
@@ -151,6 +158,27 @@ ON CONFLICT (bucket) DO UPDATE SET \
 RETURNING tokens, allowed, updated_at";
 
 impl Limiter {
+    /// Forgets buckets idle for an hour (they are full again, so nothing is lost).
+    pub async fn forget_idle(&self) -> Result<u64, sqlx::Error> {
+        match self {
+            Limiter::Memory(buckets) => {
+                let mut buckets = buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let before = buckets.len();
+                buckets.retain(|_, bucket| bucket.at.elapsed().as_secs() < IDLE_SECS);
+                Ok((before - buckets.len()) as u64)
+            }
+            Limiter::Shared(db) => {
+                let done = sqlx::query(
+                    "DELETE FROM rate_buckets WHERE updated_at < EXTRACT(EPOCH FROM clock_timestamp())::float8 - $1",
+                )
+                .bind(IDLE_SECS as f64)
+                .execute(db.pool())
+                .await?;
+                Ok(done.rows_affected())
+            }
+        }
+    }
+
     pub fn for_backend(db: &Db) -> Limiter {
         match db.backend() {
             Backend::Sqlite => Limiter::Memory(Mutex::new(HashMap::new())),
@@ -192,9 +220,12 @@ fn limit_for(request: &Request, app: &App) -> Option<RateLimit> {
     if let Some(auth) = request.extensions().get::<Auth>() {
         return auth.rate.clone();
     }
+    let ip = client_ip(request.headers(), request.extensions(), &app.config.trusted_proxies);
+    if request.extensions().get::<crate::auth::CredentialRefused>().is_some() {
+        return Some(RateLimit::for_address("refused", ip, REFUSED_PER_ADDRESS));
+    }
     let route = request.extensions().get::<MatchedPath>()?.as_str();
     let (_, _, per_minute) = PUBLIC_ROUTES.iter().find(|(m, r, _)| m == request.method() && *r == route)?;
-    let ip = client_ip(request.headers(), request.extensions(), &app.config.trusted_proxies);
     Some(RateLimit::for_address(route, ip, *per_minute))
 }
 

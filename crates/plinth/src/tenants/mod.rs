@@ -195,9 +195,9 @@ async fn update_tenant(
         changes: json!({ "name": tenant.name, "slug": tenant.slug, "tier": tenant.tier, "settings": tenant.settings }),
     };
     audit::record(&mut *tx, &Who::from(&auth), Some(&tenant.id), entry).await?;
-    tx.commit().await?;
     // The tier sets the rate limit of every credential of the tenant.
-    app.credentials_changed();
+    let _changed = app.credentials_changing();
+    tx.commit().await?;
     Ok(Data(tenant))
 }
 
@@ -233,8 +233,8 @@ async fn delete_tenant(
     let entry =
         Entry { action: "tenant.deleted", resource_type: "tenant", resource_id: &tenant_id, changes: json!({}) };
     audit::record_platform(&mut *tx, &Who::from(&auth), entry).await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Deleted::new(tenant_id))
 }
 

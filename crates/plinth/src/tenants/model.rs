@@ -8,7 +8,7 @@ use crate::http::error::FieldErrors;
 use crate::limits::{NAME_MAX_CHARS, SLUG_MAX_CHARS};
 
 /// A plan tier: it sets rate limits and entitlements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     #[default]

@@ -232,8 +232,8 @@ async fn rotate_token(auth: Auth, State(app): State<App>) -> ApiResult<Data<Toke
     let issued = tokens::issue(&mut *tx, &app, &key).await?;
     let changes = json!({ "replaced_by": issued.jti, "expires_at": issued.expires_at });
     audit::record(&mut *tx, &Who::from(&auth), None, token_entry("token.rotated", jti, changes)).await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Data(issued))
 }
 
@@ -275,7 +275,7 @@ async fn revoke_token(
         return Err(ApiError::not_found("token"));
     }
     audit::record(&mut *tx, &Who::from(&auth), None, token_entry("token.revoked", &jti, json!({}))).await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Data(TokenRevoked { jti, revoked: true }))
 }

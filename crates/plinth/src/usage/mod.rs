@@ -156,11 +156,14 @@ impl UsageRecorder {
 
 async fn write(db: &Db, batch: &Pending) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
-    let counts = batch
+    // In key order, so that nodes flushing the same rows lock them in the same order.
+    let mut counts: Vec<_> = batch
         .requests
         .iter()
         .map(|((tenant, day), n)| (tenant, REQUESTS, day, n))
-        .chain(batch.api_calls.iter().map(|((tenant, month), n)| (tenant, API_CALLS, month, n)));
+        .chain(batch.api_calls.iter().map(|((tenant, month), n)| (tenant, API_CALLS, month, n)))
+        .collect();
+    counts.sort();
     for (tenant, metric, period, n) in counts {
         // A tenant deleted meanwhile has no row to count against: skip it.
         sqlx::query(
@@ -175,7 +178,9 @@ async fn write(db: &Db, batch: &Pending) -> Result<(), sqlx::Error> {
         .execute(&mut *tx)
         .await?;
     }
-    for (key_id, at) in &batch.last_used {
+    let mut last_used: Vec<_> = batch.last_used.iter().collect();
+    last_used.sort();
+    for (key_id, at) in last_used {
         keys::store::touch_last_used(&mut *tx, key_id, at).await?;
     }
     tx.commit().await

@@ -48,6 +48,11 @@ both_backends! {
             .await
             .expect_error(409, "IDEMPOTENCY_CONFLICT");
 
+        // The query is part of the request.
+        keyed(&app, Method::POST, "/v1/keys?x=1", &tenant, "create-once-1", body.clone())
+            .await
+            .expect_error(409, "IDEMPOTENCY_CONFLICT");
+
         // A new key runs anew.
         keyed(&app, Method::POST, "/v1/keys", &tenant, "create-once-2", body).await.expect(201);
         assert_eq!(app.get("/v1/keys", &tenant.key).await.data()["total"], 3);

@@ -13,7 +13,7 @@ both_backends! {
         let tenant = app.tenant("Keys").await;
         let resp = app.post("/v1/keys", &tenant.key, json!({
             "label": "CI", "scopes": ["read", "webhooks:write"], "ip_allowlist": ["127.0.0.1", "10.0.0.0/8"],
-            "rate_limit_tier": "pro", "rate_limit": 500
+            "rate_limit_tier": "free", "rate_limit": 50
         })).await;
         resp.expect(201);
         let key = &resp.data()["key"];
@@ -24,8 +24,8 @@ both_backends! {
         assert_eq!(key["label"], "CI");
         assert_eq!(key["scopes"], json!(["read", "webhooks:write"]));
         assert_eq!(key["ip_allowlist"], json!(["127.0.0.1/32", "10.0.0.0/8"]));
-        assert_eq!(key["rate_limit_tier"], "pro");
-        assert_eq!(key["rate_limit"], 500);
+        assert_eq!(key["rate_limit_tier"], "free");
+        assert_eq!(key["rate_limit"], 50);
         assert_eq!(key["status"], "active");
         assert_eq!(key["last_used_at"], serde_json::Value::Null);
         let id = key["id"].as_str().unwrap();
@@ -42,7 +42,7 @@ both_backends! {
         updated.expect(200);
         assert_eq!(updated.data()["label"], "CI v2");
         assert_eq!(updated.data()["rate_limit"], serde_json::Value::Null);
-        assert_eq!(updated.data()["rate_limit_tier"], "pro", "absent fields keep their value");
+        assert_eq!(updated.data()["rate_limit_tier"], "free", "absent fields keep their value");
         assert_eq!(updated.data()["ip_allowlist"], json!([]));
 
         let list = app.get("/v1/keys", &tenant.key).await;
@@ -105,8 +105,11 @@ both_backends! {
         app.get("/v1/usage", &broad_reader).await.expect(200);
 
         let (_, wildcard) = app.key(&tenant, json!({ "scopes": ["api-keys:*"] })).await;
-        let (victim, _) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        let (victim, _) = app.key(&tenant, json!({ "scopes": ["api-keys:read"] })).await;
         app.delete(&format!("/v1/keys/{victim}"), &wildcard).await.expect(200);
+        // A broad `read` key is wider than `api-keys:*`: that one it may not revoke.
+        let (wider, _) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        app.delete(&format!("/v1/keys/{wider}"), &wildcard).await.expect_error(403, "FORBIDDEN");
     }
 
     async fn no_key_can_mint_a_wider_one(app) {
@@ -290,5 +293,36 @@ both_backends! {
         let (_, key) = app.key(&tenant, json!({ "ip_allowlist": ["203.0.113.0/24"] })).await;
         let request = app.request(Method::GET, "/v1/keys", Some(&key)).header("x-forwarded-for", "203.0.113.7");
         app.send(request).await.expect_error(401, "UNAUTHORIZED");
+    }
+}
+
+both_backends! {
+    async fn no_tenant_credential_raises_its_own_plan(app) {
+        let tenant = app.tenant("Free plan").await;
+        app.post("/v1/keys", &tenant.key, json!({ "rate_limit_tier": "enterprise" })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/keys", &tenant.key, json!({ "rate_limit": 61 })).await.expect_error(422, "VALIDATION_FAILED");
+        app.patch(&format!("/v1/keys/{}", tenant.key_id), &tenant.key, json!({ "rate_limit": 10_000_000 }))
+            .await
+            .expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/keys", &tenant.key, json!({ "rate_limit": 30 })).await.expect(201);
+        // The platform admin may.
+        let request = app
+            .request(Method::PATCH, &format!("/v1/keys/{}", tenant.key_id), Some(ADMIN_KEY))
+            .header("x-tenant-id", tenant.id.as_str())
+            .json(&json!({ "rate_limit": 10_000 }));
+        app.send(request).await.expect(200);
+        let resp = app.get("/v1/keys", &tenant.key).await;
+        assert_eq!(resp.header("x-ratelimit-limit"), Some("10000"));
+    }
+
+    async fn a_narrow_key_cannot_revoke_a_wider_one_but_can_revoke_itself(app) {
+        let tenant = app.tenant("Revocations").await;
+        let (own_id, narrow) = app.key(&tenant, json!({ "scopes": ["read", "write"] })).await;
+        app.delete(&format!("/v1/keys/{}", tenant.key_id), &narrow).await.expect_error(403, "FORBIDDEN");
+        app.get("/v1/keys", &tenant.key).await.expect(200);
+        let (other_id, _) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        app.delete(&format!("/v1/keys/{other_id}"), &narrow).await.expect(200);
+        app.delete(&format!("/v1/keys/{own_id}"), &narrow).await.expect(200);
+        app.get("/v1/keys", &narrow).await.expect_error(401, "UNAUTHORIZED");
     }
 }

@@ -72,6 +72,21 @@ both_backends! {
         assert!(admin.header("x-ratelimit-limit").is_none());
     }
 
+    async fn refused_credentials_are_limited_by_client_address(app) {
+        let tenant = app.tenant("Refused").await;
+        let (_, fenced) = app.key(&tenant, json!({ "ip_allowlist": ["192.0.2.0/24"] })).await;
+        let mut last = None;
+        for _ in 0..121 {
+            last = Some(app.get("/v1/keys", &fenced).await);
+        }
+        let last = last.unwrap();
+        last.expect_error(429, "RATE_LIMITED");
+        assert_eq!(header_u64(&last, "x-ratelimit-limit"), 120);
+        // Each refusal was audited until the limit, then no more.
+        let log = app.get("/v1/audit-logs?action=auth.refused", &tenant.key).await;
+        assert_eq!(log.data()["total"], 120);
+    }
+
     async fn token_exchange_is_limited_by_client_address(app) {
         let mut last = None;
         for _ in 0..61 {
