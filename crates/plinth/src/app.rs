@@ -119,6 +119,8 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::governance::routes())
         .merge(crate::entitlements::routes())
         .merge(crate::object_types::routes())
+        .merge(crate::objects::properties::routes())
+        .merge(crate::objects::routes())
 }
 
 /// The OpenAPI document of every route.

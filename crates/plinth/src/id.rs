@@ -17,6 +17,10 @@ pub mod prefix {
     pub const AUDIT: &str = "aud";
     pub const USAGE_EVENT: &str = "use";
     pub const OBJECT_TYPE: &str = "ot";
+    pub const PROPERTY: &str = "prop";
+    pub const OBJECT: &str = "obj";
+    pub const FILE: &str = "file";
+    pub const EVENT: &str = "evt";
 }
 
 /// A new identifier with `prefix`, time-ordered.

@@ -61,6 +61,12 @@ pub mod required {
     pub const OBJECT_TYPES_READ: Required = Required::new("object-types", "read");
     pub const OBJECT_TYPES_WRITE: Required = Required::new("object-types", "write");
     pub const OBJECT_TYPES_DELETE: Required = Required::new("object-types", "delete");
+    pub const PROPERTIES_READ: Required = Required::new("properties", "read");
+    pub const PROPERTIES_WRITE: Required = Required::new("properties", "write");
+    pub const PROPERTIES_DELETE: Required = Required::new("properties", "delete");
+    pub const OBJECTS_READ: Required = Required::new("objects", "read");
+    pub const OBJECTS_WRITE: Required = Required::new("objects", "write");
+    pub const OBJECTS_DELETE: Required = Required::new("objects", "delete");
     pub const ENTITLEMENTS_READ: Required = Required::new("entitlements", "read");
     pub const ENTITLEMENTS_WRITE: Required = Required::new("entitlements", "write");
     pub const GOVERNANCE_READ: Required = Required::new("governance", "read");

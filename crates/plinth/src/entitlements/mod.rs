@@ -248,6 +248,25 @@ pub async fn consume(
     }
 }
 
+/// Gives back `quantity` of a counted feature (objects purged, say), in the caller's transaction.
+pub async fn release(conn: &mut AnyConnection, tenant: &TenantId, name: &str, quantity: i64) -> ApiResult<()> {
+    let feature = feature(name)?;
+    if quantity <= 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE usage_counters SET count = CASE WHEN count > $4 THEN count - $4 ELSE 0 END \
+         WHERE tenant_id = $1 AND metric = $2 AND period = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(feature.name)
+    .bind(period_key(feature))
+    .bind(quantity)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// The written `api_calls` of `tenant` this month and its limit (override, else plan).
 pub async fn api_calls_quota(app: &App, tenant: &TenantId) -> ApiResult<(i64, Option<i64>)> {
     let feature = feature("api_calls")?;

@@ -116,27 +116,13 @@ impl ListParams {
         })
     }
 
-    fn mac(&self, payload: &[u8]) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cursor_key).expect("HMAC takes any key length");
-        mac.update(payload);
-        mac.finalize().into_bytes()[..16].to_vec()
-    }
-
     fn encode_cursor(&self, cursor: &Cursor) -> String {
-        let payload = serde_json::to_vec(cursor).unwrap_or_default();
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(self.mac(&payload)))
+        seal(&self.cursor_key, cursor)
     }
 
     fn decode_cursor(&self) -> Result<Option<Cursor>, ApiError> {
         let Some(text) = &self.query.cursor else { return Ok(None) };
-        let invalid = || ApiError::bad_request("invalid cursor: pass `next_cursor` from the previous page unchanged");
-        let (payload, mac) = text.split_once('.').ok_or_else(invalid)?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
-        let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| invalid())?;
-        if !crate::secrets::constant_time_eq(&mac, &self.mac(&payload)) {
-            return Err(invalid());
-        }
-        let cursor: Cursor = serde_json::from_slice(&payload).map_err(|_| invalid())?;
+        let cursor: Cursor = open(&self.cursor_key, text)?;
         if cursor.sort != self.query.sort {
             return Err(ApiError::bad_request(
                 "this cursor belongs to another `sort`: keep the sort of the first page",
@@ -193,6 +179,31 @@ impl ListParams {
             .collect();
         Ok(Page { results, next_cursor: page.next_cursor, total: page.total })
     }
+}
+
+fn mac(key: &[u8; 32], payload: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload);
+    mac.finalize().into_bytes()[..16].to_vec()
+}
+
+/// A cursor: `payload` as JSON, base64url, with a truncated HMAC so a client can neither read a
+/// meaning into it nor forge one.
+pub fn seal<T: Serialize>(key: &[u8; 32], payload: &T) -> String {
+    let payload = serde_json::to_vec(payload).unwrap_or_default();
+    format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(mac(key, &payload)))
+}
+
+/// The payload of a cursor made by `seal` with `key`; 400 for anything else.
+pub fn open<T: serde::de::DeserializeOwned>(key: &[u8; 32], text: &str) -> ApiResult<T> {
+    let invalid = || ApiError::bad_request("invalid cursor: pass `next_cursor` from the previous page unchanged");
+    let (payload, tag) = text.split_once('.').ok_or_else(invalid)?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
+    if !crate::secrets::constant_time_eq(&tag, &mac(key, &payload)) {
+        return Err(invalid());
+    }
+    serde_json::from_slice(&payload).map_err(|_| invalid())
 }
 
 /// The conditions a list is filtered by, beyond the common ones, with their values.

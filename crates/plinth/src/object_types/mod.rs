@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
 use crate::db::is_unique_violation;
-use crate::deletion::{self, DeleteParams, Dependency, Target, Verdict};
+use crate::deletion::{self, DeleteParams, Target, Verdict};
 use crate::http::error::FieldErrors;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path, Query};
@@ -336,11 +336,6 @@ async fn update_object_type(
     Ok(Data(object_type))
 }
 
-/// What depends on an object type. Properties and objects join this list as they arrive.
-async fn dependants(_conn: &mut AnyConnection, _object_type: &ObjectType) -> ApiResult<Vec<Dependency>> {
-    Ok(Vec::new())
-}
-
 /// Delete an object type
 ///
 /// Deletes the type. A type that others depend on answers 409 `DEPENDENCY_EXISTS` with a
@@ -361,11 +356,12 @@ async fn delete_object_type(
     let mut tx = app.db.begin_write().await?;
     let object_type = find(&mut tx, tenant, &id_or_name).await?;
     let target = Target { scope: tenant.as_str(), resource_type: "object_type", resource_id: &object_type.id };
-    let dependencies = dependants(&mut tx, &object_type).await?;
+    let dependencies = crate::objects::type_dependants(&mut tx, &object_type).await?;
     if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, &params).await? {
         tx.rollback().await?;
         return Err(deletion::refuse(app.db.pool(), target, dependencies).await);
     }
+    crate::objects::remove_type_dependants(&mut tx, tenant, &object_type).await?;
     sqlx::query("DELETE FROM object_types WHERE id = $1 AND tenant_id = $2")
         .bind(&object_type.id)
         .bind(tenant.as_str())

@@ -283,6 +283,17 @@ impl TestApp {
         }
     }
 
+    /// Creates a tenant on a plan (`free`, `starter`, `pro`, `agency` or `enterprise`).
+    pub async fn tenant_on(&self, name: &str, tier: &str) -> TestTenant {
+        let resp = self.post("/v1/tenants", ADMIN_KEY, serde_json::json!({ "name": name, "tier": tier })).await;
+        resp.expect(201);
+        TestTenant {
+            id: resp.data()["id"].as_str().unwrap().to_string(),
+            key: resp.data()["api_key"].as_str().unwrap().to_string(),
+            key_id: resp.data()["api_key_id"].as_str().unwrap().to_string(),
+        }
+    }
+
     /// Creates a key of `tenant` with `body`, returning (id, secret).
     pub async fn key(&self, tenant: &TestTenant, body: Value) -> (String, String) {
         let resp = self.post("/v1/keys", &tenant.key, body).await;
@@ -306,4 +317,12 @@ impl Drop for TestApp {
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+impl TestApp {
+    /// One number from the server's database, to check stored state.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.app.db.pool()).await.expect(sql);
+        n
+    }
 }

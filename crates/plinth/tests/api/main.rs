@@ -11,6 +11,7 @@ mod idempotency;
 mod keys;
 mod lists;
 mod object_types;
+mod objects;
 mod public;
 mod public_keys;
 mod ratelimit;

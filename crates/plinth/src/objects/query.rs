@@ -1,0 +1,712 @@
+//! Listing and searching objects: typed property filters (`filter[<property>][<op>]=<value>` on
+//! a list, `and`/`or` groups in a search body), full-text `query`, sort by a sortable property
+//! (or `created_at`, `updated_at`, `id`), `fields`, and signed keyset cursors. The SQL names the
+//! type as a literal so that both databases use the per-property partial indexes.
+
+use axum::extract::{RawQuery, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::properties::Property;
+use super::sql::{self, Binds};
+use super::types::{DataType, Kind, Op};
+use super::{Object, ObjectRow, Schema, COLUMNS};
+use crate::app::App;
+use crate::auth::Auth;
+use crate::db::Backend;
+use crate::http::error::FieldErrors;
+use crate::http::list::{open, seal};
+use crate::http::{ApiError, ApiResult, Data, Json, Page, Path};
+use crate::limits::{LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
+use crate::scopes::required::OBJECTS_READ;
+use crate::time;
+
+/// Most conditions in one query, and how deep groups nest.
+const CONDITIONS_MAX: usize = 50;
+const DEPTH_MAX: usize = 5;
+/// Most values of an `in` filter.
+const IN_MAX: usize = 100;
+
+/// The top-level fields of an object, for `fields`.
+const OBJECT_FIELDS: &[&str] = &[
+    "id",
+    "object_type_id",
+    "tenant_id",
+    "properties",
+    "created_at",
+    "updated_at",
+    "created_by",
+    "version",
+    "is_deleted",
+    "deleted_at",
+];
+
+/// A condition over an object's properties.
+#[derive(Debug, Clone)]
+pub enum Cond {
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Leaf { property: Box<Property>, op: Op, value: Operand },
+}
+
+#[derive(Debug, Clone)]
+pub enum Operand {
+    One(Value),
+    Many(Vec<Value>),
+    Flag(bool),
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum SortKey {
+    Id,
+    Column(&'static str),
+    Property(Property),
+}
+
+/// A whole query: what to match, in what order, which page.
+#[derive(Debug, Clone)]
+pub struct ObjectQuery {
+    pub filter: Option<Cond>,
+    pub text: Option<String>,
+    pub sort: SortKey,
+    pub descending: bool,
+    /// The sort as asked, which a cursor is bound to.
+    pub sort_text: String,
+    pub limit: u32,
+    pub cursor: Option<String>,
+    pub trash: bool,
+    pub ranges: Vec<(&'static str, &'static str, DateTime<Utc>)>,
+    pub fields: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    sort: String,
+    trash: bool,
+    value: Option<Value>,
+    id: String,
+}
+
+/// The type a property's filter values are written in: a currency compares by its amount.
+fn operand_type(data_type: DataType) -> DataType {
+    match data_type {
+        DataType::Currency => DataType::Decimal,
+        other => other,
+    }
+}
+
+/// A string from a query string, read as the property's type where it is not a string.
+fn coerce(data_type: DataType, value: Value) -> Value {
+    let Value::String(text) = &value else { return value };
+    match data_type {
+        DataType::Integer => text.parse::<i64>().map(Value::from).unwrap_or(value),
+        DataType::Number | DataType::Percent => {
+            text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number).unwrap_or(value)
+        }
+        DataType::Boolean => match text.as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => value,
+        },
+        _ => value,
+    }
+}
+
+fn scalar(property: &Property, value: Value) -> Result<Value, String> {
+    let data_type = operand_type(property.data_type);
+    data_type.canonical(&coerce(data_type, value), property.enum_values())
+}
+
+/// Checks one condition and reads its value in the property's type.
+pub fn leaf(schema: &Schema, name: &str, op: Op, value: Value) -> Result<Cond, String> {
+    let property =
+        schema.property(name).ok_or_else(|| format!("`{}` has no property `{name}`", schema.object_type.name))?;
+    let data_type = property.data_type;
+    if !data_type.ops().contains(&op) {
+        let ops: Vec<&str> = data_type.ops().iter().map(|o| o.as_str()).collect();
+        return Err(format!(
+            "`{}` does not apply to `{}` properties; use one of: {}",
+            op.as_str(),
+            data_type.as_str(),
+            ops.join(", ")
+        ));
+    }
+    let operand = match op {
+        Op::Exists => match coerce(DataType::Boolean, value) {
+            Value::Bool(flag) => Operand::Flag(flag),
+            _ => return Err("`exists` takes true or false".into()),
+        },
+        Op::In => {
+            let items = match value {
+                Value::Array(items) => items,
+                Value::String(text) => text.split(',').map(|s| Value::String(s.to_owned())).collect(),
+                other => vec![other],
+            };
+            if items.is_empty() || items.len() > IN_MAX {
+                return Err(format!("`in` takes 1 to {IN_MAX} values"));
+            }
+            Operand::Many(items.into_iter().map(|item| scalar(property, item)).collect::<Result<_, _>>()?)
+        }
+        Op::Contains if data_type.kind() == Kind::Set => {
+            let text = value.as_str().ok_or("`contains` takes one enum value")?;
+            if !property.enum_values().iter().any(|v| v == text) {
+                return Err(format!("must be one of: {}", property.enum_values().join(", ")));
+            }
+            Operand::Text(text.to_owned())
+        }
+        Op::Contains | Op::StartsWith => match value {
+            Value::String(text) if !text.is_empty() && text.chars().count() <= 1024 => Operand::Text(text),
+            _ => return Err(format!("`{}` takes a string of 1 to 1024 characters", op.as_str())),
+        },
+        _ => Operand::One(scalar(property, value)?),
+    };
+    Ok(Cond::Leaf { property: Box::new(property.clone()), op, value: operand })
+}
+
+fn cond_sql(backend: Backend, cond: &Cond, binds: &mut Binds) -> String {
+    match cond {
+        Cond::All(items) | Cond::Any(items) if items.is_empty() => "1 = 1".into(),
+        Cond::All(items) => {
+            let parts: Vec<String> = items.iter().map(|c| cond_sql(backend, c, binds)).collect();
+            format!("({})", parts.join(" AND "))
+        }
+        Cond::Any(items) => {
+            let parts: Vec<String> = items.iter().map(|c| cond_sql(backend, c, binds)).collect();
+            format!("({})", parts.join(" OR "))
+        }
+        Cond::Leaf { property, op, value } => {
+            let name = &property.name;
+            let data_type = operand_type(property.data_type);
+            let expr = sql::value_expr(backend, name, property.data_type);
+            let mut bind = |value: &Value| binds.push(sql::bind_for(backend, data_type, value));
+            match (op, value) {
+                (Op::Exists, Operand::Flag(true)) => sql::exists_expr(backend, name),
+                (Op::Exists, _) => format!("NOT ({})", sql::exists_expr(backend, name)),
+                (Op::In, Operand::Many(items)) => {
+                    let placeholders: Vec<String> = items.iter().map(&mut bind).collect();
+                    format!("{expr} IN ({})", placeholders.join(", "))
+                }
+                (Op::Contains, Operand::Text(text)) if property.data_type.kind() == Kind::Set => {
+                    let p = binds.text(text.clone());
+                    sql::set_contains(backend, name, &p)
+                }
+                (Op::Contains, Operand::Text(text)) => {
+                    let p = binds.text(text.clone());
+                    sql::contains(backend, &expr, &p)
+                }
+                (Op::StartsWith, Operand::Text(text)) => {
+                    let p = binds.text(text.clone());
+                    sql::starts_with(backend, &expr, &p)
+                }
+                (op, Operand::One(value)) => {
+                    let p = bind(value);
+                    match op {
+                        Op::Ne => format!("({expr} IS NULL OR {expr} <> {p})"),
+                        Op::Gt => format!("{expr} > {p}"),
+                        Op::Gte => format!("{expr} >= {p}"),
+                        Op::Lt => format!("{expr} < {p}"),
+                        Op::Lte => format!("{expr} <= {p}"),
+                        _ => format!("{expr} = {p}"),
+                    }
+                }
+                // `leaf` pairs each operator with its operand.
+                _ => "1 = 0".into(),
+            }
+        }
+    }
+}
+
+fn count_leaves(cond: &Cond, depth: usize) -> Result<usize, String> {
+    if depth > DEPTH_MAX {
+        return Err(format!("groups nest at most {DEPTH_MAX} deep"));
+    }
+    match cond {
+        Cond::All(items) | Cond::Any(items) => {
+            items.iter().map(|c| count_leaves(c, depth + 1)).sum::<Result<usize, String>>()
+        }
+        Cond::Leaf { .. } => Ok(1),
+    }
+}
+
+/// A search body's `filters`: a condition `{property, op, value}`, a group `{"and": [...]}` or
+/// `{"or": [...]}`, or an array (all of them).
+pub fn parse_filters(schema: &Schema, value: Value, depth: usize) -> Result<Cond, String> {
+    if depth > DEPTH_MAX {
+        return Err(format!("groups nest at most {DEPTH_MAX} deep"));
+    }
+    match value {
+        Value::Array(items) => Ok(Cond::All(
+            items.into_iter().map(|item| parse_filters(schema, item, depth + 1)).collect::<Result<_, _>>()?,
+        )),
+        Value::Object(mut fields) => {
+            if fields.len() == 1 && (fields.contains_key("and") || fields.contains_key("or")) {
+                let (key, items) = fields.into_iter().next().expect("one field");
+                let Value::Array(items) = items else { return Err(format!("`{key}` takes an array")) };
+                let items =
+                    items.into_iter().map(|item| parse_filters(schema, item, depth + 1)).collect::<Result<_, _>>()?;
+                return Ok(if key == "and" { Cond::All(items) } else { Cond::Any(items) });
+            }
+            let property = fields.remove("property").and_then(|v| v.as_str().map(str::to_owned));
+            let op = fields.remove("op").and_then(|v| v.as_str().map(str::to_owned));
+            let value = fields.remove("value");
+            if let Some(other) = fields.keys().next() {
+                return Err(format!("unknown field `{other}` in a condition"));
+            }
+            let (Some(property), Some(op)) = (property, op) else {
+                return Err("a condition is `{\"property\", \"op\", \"value\"}`, a group `{\"and\": [...]}` or `{\"or\": [...]}`".into());
+            };
+            let op = Op::parse(&op).ok_or_else(|| format!("unknown operator `{op}`"))?;
+            let value = value.unwrap_or(Value::Bool(true));
+            leaf(schema, &property, op, value)
+        }
+        _ => Err("filters are a condition, a group or an array".into()),
+    }
+}
+
+/// Reads `sort` (`-price`, `created_at`, ...) and `order` (`asc`/`desc`).
+fn parse_sort(schema: &Schema, sort: Option<&str>, order: Option<&str>) -> Result<(SortKey, bool, String), String> {
+    let text = sort.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("-id");
+    let (name, mut descending) = match text.strip_prefix('-') {
+        Some(name) => (name, true),
+        None => (text.strip_prefix('+').unwrap_or(text), false),
+    };
+    match order {
+        Some("asc") => descending = false,
+        Some("desc") => descending = true,
+        Some(other) => return Err(format!("`order` is `asc` or `desc`, not `{other}`")),
+        None => {}
+    }
+    let key = match name {
+        "id" => SortKey::Id,
+        "created_at" => SortKey::Column("created_at"),
+        "updated_at" => SortKey::Column("updated_at"),
+        _ => match schema.property(name) {
+            Some(property) if property.is_sortable => SortKey::Property(property.clone()),
+            Some(_) => return Err(format!("`{name}` is not sortable: set `is_sortable` on the property")),
+            None => {
+                return Err(format!("cannot sort by `{name}`: use id, created_at, updated_at or a sortable property"))
+            }
+        },
+    };
+    let canonical = format!("{}{name}", if descending { "-" } else { "" });
+    Ok((key, descending, canonical))
+}
+
+fn parse_fields(schema: &Schema, fields: &[String], errors: &mut FieldErrors) -> Option<Vec<String>> {
+    for field in fields {
+        if !OBJECT_FIELDS.contains(&field.as_str()) && schema.property(field).is_none() {
+            errors.add("fields", format!("unknown field `{field}`: name object fields or properties"));
+        }
+    }
+    (!fields.is_empty()).then(|| fields.to_vec())
+}
+
+fn project(object: Object, fields: &Option<Vec<String>>) -> ApiResult<Value> {
+    let value = serde_json::to_value(object)?;
+    let Some(fields) = fields else { return Ok(value) };
+    let Value::Object(mut top) = value else { return Ok(value) };
+    let wanted_properties: Vec<&String> = fields.iter().filter(|f| !OBJECT_FIELDS.contains(&f.as_str())).collect();
+    if !wanted_properties.is_empty() && !fields.iter().any(|f| f == "properties") {
+        if let Some(Value::Object(properties)) = top.get_mut("properties") {
+            properties.retain(|k, _| wanted_properties.contains(&k));
+        }
+    }
+    top.retain(|k, _| {
+        k == "id" || fields.iter().any(|f| f == k) || (k == "properties" && !wanted_properties.is_empty())
+    });
+    Ok(Value::Object(top))
+}
+
+fn sort_value(object: &Object, key: &SortKey) -> Option<Value> {
+    match key {
+        SortKey::Id => None,
+        SortKey::Column("created_at") => Some(Value::String(time::to_db(&object.created_at))),
+        SortKey::Column(_) => Some(Value::String(time::to_db(&object.updated_at))),
+        SortKey::Property(property) => object.properties.get(&property.name).cloned(),
+    }
+}
+
+/// The SQL of a query: `(where, order by)`, with its values in `binds`.
+pub fn build(
+    backend: Backend,
+    tenant: &str,
+    type_id: &str,
+    q: &ObjectQuery,
+    cursor: Option<&Value>,
+    cursor_id: Option<&str>,
+    binds: &mut Binds,
+) -> (String, String, String) {
+    let mut conditions = vec![
+        format!("tenant_id = {}", binds.text(tenant)),
+        format!("object_type_id = {}", sql::literal(type_id)),
+        if q.trash { "deleted_at IS NOT NULL".into() } else { "deleted_at IS NULL".into() },
+    ];
+    if let Some(filter) = &q.filter {
+        conditions.push(cond_sql(backend, filter, binds));
+    }
+    if let Some(text) = &q.text {
+        conditions.push(sql::full_text(backend, text, binds).unwrap_or_else(|| "1 = 0".into()));
+    }
+    for (column, op, at) in &q.ranges {
+        let p = binds.text(time::to_db(at));
+        conditions.push(format!("{column} {op} {p}"));
+    }
+    let where_all = conditions.join(" AND ");
+    let dir = if q.descending { "DESC" } else { "ASC" };
+    let id_op = if q.descending { "<" } else { ">" };
+    let mut keyset = String::new();
+    if let Some(id) = cursor_id {
+        let pid = binds.text(id);
+        keyset = match &q.sort {
+            SortKey::Id => format!("id {id_op} {pid}"),
+            SortKey::Column(column) => {
+                let value = cursor.and_then(Value::as_str).unwrap_or_default().to_owned();
+                let pv = binds.text(value);
+                format!("(({column} = {pv} AND id {id_op} {pid}) OR {column} {id_op} {pv})")
+            }
+            SortKey::Property(property) => {
+                let expr = sql::value_expr(backend, &property.name, property.data_type);
+                match (cursor, q.descending) {
+                    (None, false) => format!("(({expr} IS NULL AND id > {pid}) OR {expr} IS NOT NULL)"),
+                    (None, true) => format!("({expr} IS NULL AND id < {pid})"),
+                    (Some(value), descending) => {
+                        let pv = binds.push(sql::bind_for(backend, operand_type(property.data_type), value));
+                        if descending {
+                            format!("(({expr} = {pv} AND id < {pid}) OR {expr} < {pv} OR {expr} IS NULL)")
+                        } else {
+                            format!("(({expr} = {pv} AND id > {pid}) OR {expr} > {pv})")
+                        }
+                    }
+                }
+            }
+        };
+    }
+    let order = match &q.sort {
+        SortKey::Id => format!("id {dir}"),
+        SortKey::Column(column) => format!("{column} {dir}, id {dir}"),
+        SortKey::Property(property) => {
+            let expr = sql::value_expr(backend, &property.name, property.data_type);
+            // Absent values sort as the smallest on both databases.
+            let nulls = match (backend, q.descending) {
+                (Backend::Postgres, false) => " NULLS FIRST",
+                (Backend::Postgres, true) => " NULLS LAST",
+                (Backend::Sqlite, _) => "",
+            };
+            format!("{expr} {dir}{nulls}, id {dir}")
+        }
+    };
+    (where_all, keyset, order)
+}
+
+/// Runs `q` over the type's objects: one page and the total.
+pub async fn run(app: &App, tenant: &str, schema: &Schema, q: &ObjectQuery) -> ApiResult<Page<Value>> {
+    let backend = app.db.backend();
+    let cursor: Option<Cursor> = q.cursor.as_deref().map(|text| open(&app.cursor_key, text)).transpose()?;
+    if let Some(cursor) = &cursor {
+        if cursor.sort != q.sort_text || cursor.trash != q.trash {
+            return Err(ApiError::bad_request("this cursor belongs to another sort or list: keep the first page's"));
+        }
+    }
+    let mut count_binds = Binds::new(backend);
+    let (where_all, _, _) = build(backend, tenant, &schema.object_type.id, q, None, None, &mut count_binds);
+    let (total,): (i64,) =
+        sqlx::query_as_with(&format!("SELECT COUNT(*) FROM objects WHERE {where_all}"), count_binds.arguments()?)
+            .fetch_one(app.db.pool())
+            .await?;
+
+    let mut binds = Binds::new(backend);
+    let (where_all, keyset, order) = build(
+        backend,
+        tenant,
+        &schema.object_type.id,
+        q,
+        cursor.as_ref().and_then(|c| c.value.as_ref()),
+        cursor.as_ref().map(|c| c.id.as_str()),
+        &mut binds,
+    );
+    let keyset = if keyset.is_empty() { keyset } else { format!(" AND {keyset}") };
+    let sql = format!("SELECT {COLUMNS} FROM objects WHERE {where_all}{keyset} ORDER BY {order} LIMIT {}", q.limit + 1);
+    let rows: Vec<ObjectRow> = sqlx::query_as_with(&sql, binds.arguments()?).fetch_all(app.db.pool()).await?;
+    let more = rows.len() > q.limit as usize;
+    let objects: Vec<Object> =
+        rows.into_iter().take(q.limit as usize).map(Object::try_from).collect::<ApiResult<_>>()?;
+    let next_cursor = match objects.last() {
+        Some(last) if more => Some(seal(
+            &app.cursor_key,
+            &Cursor {
+                sort: q.sort_text.clone(),
+                trash: q.trash,
+                value: sort_value(last, &q.sort),
+                id: last.id.clone(),
+            },
+        )),
+        _ => None,
+    };
+    let results = objects.into_iter().map(|o| project(o, &q.fields)).collect::<ApiResult<_>>()?;
+    Ok(Page { results, next_cursor, total })
+}
+
+fn parse_limit(limit: Option<&str>, errors: &mut FieldErrors) -> u32 {
+    match limit.map(str::parse::<u32>) {
+        None => LIST_DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=LIST_MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            errors.add("limit", format!("must be between 1 and {LIST_MAX_LIMIT}"));
+            LIST_DEFAULT_LIMIT
+        }
+    }
+}
+
+/// A list's query string: the common list parameters and `filter[<property>][<op>]=<value>`.
+pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<ObjectQuery> {
+    let mut errors = FieldErrors::default();
+    let mut conditions = Vec::new();
+    let (mut limit, mut cursor, mut sort, mut order, mut fields, mut text) = (None, None, None, None, None, None);
+    let mut ranges = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let value = value.into_owned();
+        if let Some(rest) = key.strip_prefix("filter[") {
+            let parts: Vec<&str> = rest.trim_end_matches(']').split("][").collect();
+            let (name, op) = match parts.as_slice() {
+                [name] => (*name, Some(Op::Eq)),
+                [name, op] => (*name, Op::parse(op)),
+                _ => (rest, None),
+            };
+            let field = format!("filter[{name}]");
+            let Some(op) = op else {
+                let ops: Vec<&str> = Op::ALL.iter().map(|o| o.as_str()).collect();
+                errors.add(&field, format!("unknown operator; use one of: {}", ops.join(", ")));
+                continue;
+            };
+            match leaf(schema, name, op, Value::String(value)) {
+                Ok(cond) => conditions.push(cond),
+                Err(problem) => errors.add(&field, problem),
+            }
+            continue;
+        }
+        match key.as_ref() {
+            "limit" => limit = Some(value),
+            "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
+            "sort" => sort = Some(value),
+            "order" => order = Some(value),
+            "fields" => fields = Some(value),
+            "q" | "query" => text = Some(value),
+            "created_after" | "created_before" | "updated_after" | "updated_before" => {
+                match DateTime::parse_from_rfc3339(&value) {
+                    Ok(at) => {
+                        let column = if key.starts_with("created") { "created_at" } else { "updated_at" };
+                        let op = if key.ends_with("after") { ">=" } else { "<" };
+                        ranges.push((column, op, at.with_timezone(&Utc)));
+                    }
+                    Err(_) => errors.add(&key, "must be an RFC 3339 date-time"),
+                }
+            }
+            other => errors.add(other, "unknown parameter: filter with `filter[<property>][<op>]=<value>`"),
+        }
+    }
+    if conditions.len() > CONDITIONS_MAX {
+        errors.add("filter", format!("at most {CONDITIONS_MAX} conditions"));
+    }
+    let limit = parse_limit(limit.as_deref(), &mut errors);
+    let (sort, descending, sort_text) = match parse_sort(schema, sort.as_deref(), order.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(problem) => {
+            errors.add("sort", problem);
+            (SortKey::Id, true, String::new())
+        }
+    };
+    let fields: Vec<String> =
+        fields.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned).collect();
+    let fields = parse_fields(schema, &fields, &mut errors);
+    errors.finish()?;
+    Ok(ObjectQuery {
+        filter: (!conditions.is_empty()).then_some(Cond::All(conditions)),
+        text,
+        sort,
+        descending,
+        sort_text,
+        limit,
+        cursor,
+        trash,
+        ranges,
+        fields,
+    })
+}
+
+/// A search.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// A condition `{"property": "age", "op": "gte", "value": 18}`, a group `{"and": [...]}` or
+    /// `{"or": [...]}`, or an array of them (all must hold). Groups nest up to 5 deep, 50
+    /// conditions in all.
+    #[schema(value_type = Option<Object>)]
+    pub filters: Option<Value>,
+    /// Full-text search over string, text, rich text and email properties: every word must appear.
+    pub query: Option<String>,
+    /// `-price`, `created_at`, ...: a sortable property, `id`, `created_at` or `updated_at`.
+    pub sort: Option<String>,
+    /// 1 to 100, default 20.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// Object fields or property names to return.
+    pub fields: Option<Vec<String>>,
+}
+
+impl SearchBody {
+    fn into_query(self, schema: &Schema) -> ApiResult<ObjectQuery> {
+        let mut errors = FieldErrors::default();
+        let filter = match self.filters {
+            Some(value) => match parse_filters(schema, value, 0).and_then(|c| count_leaves(&c, 0).map(|n| (c, n))) {
+                Ok((_, n)) if n > CONDITIONS_MAX => {
+                    errors.add("filters", format!("at most {CONDITIONS_MAX} conditions"));
+                    None
+                }
+                Ok((cond, _)) => Some(cond),
+                Err(problem) => {
+                    errors.add("filters", problem);
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(query) = &self.query {
+            if query.chars().count() > 1024 {
+                errors.add("query", "must be at most 1024 characters");
+            }
+        }
+        let limit = parse_limit(self.limit.map(|l| l.to_string()).as_deref(), &mut errors);
+        let (sort, descending, sort_text) = match parse_sort(schema, self.sort.as_deref(), None) {
+            Ok(parsed) => parsed,
+            Err(problem) => {
+                errors.add("sort", problem);
+                (SortKey::Id, true, String::new())
+            }
+        };
+        let fields = parse_fields(schema, &self.fields.unwrap_or_default(), &mut errors);
+        errors.finish()?;
+        Ok(ObjectQuery {
+            filter,
+            text: self.query.filter(|q| !q.trim().is_empty()),
+            sort,
+            descending,
+            sort_text,
+            limit,
+            cursor: self.cursor.filter(|c| !c.is_empty()),
+            trash: false,
+            ranges: Vec::new(),
+            fields,
+        })
+    }
+}
+
+/// The query parameters of a list, as documented (they are read from the raw query string).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ObjectListParams {
+    /// 1 to 100, default 20.
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page (same sort).
+    cursor: Option<String>,
+    /// `id`, `created_at`, `updated_at` or a sortable property; `-` for descending. Default `-id`
+    /// (newest first). Objects without the property sort as the smallest.
+    sort: Option<String>,
+    /// `asc` or `desc`: overrides the sort's direction.
+    order: Option<String>,
+    /// Comma-separated object fields or property names.
+    fields: Option<String>,
+    /// Full-text search: every word must appear in a string, text, rich text or email property.
+    q: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    updated_after: Option<DateTime<Utc>>,
+    updated_before: Option<DateTime<Utc>>,
+    /// `filter[<property>][<op>]=<value>`, repeatable; ops `eq ne gt gte lt lte in contains
+    /// starts_with exists` as the property's type allows; `in` takes comma-separated values.
+    #[param(rename = "filter[<property>][<op>]")]
+    filter: Option<String>,
+}
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(list_objects)).routes(routes!(list_trash)).routes(routes!(search_objects))
+}
+
+async fn list(
+    auth: Auth,
+    app: App,
+    type_ref: String,
+    raw: Option<String>,
+    trash: bool,
+) -> ApiResult<Data<Page<Value>>> {
+    auth.require(OBJECTS_READ)?;
+    let tenant = auth.tenant()?;
+    let schema = {
+        let mut conn = app.db.pool().acquire().await?;
+        Schema::load(&mut conn, tenant, &type_ref).await?
+    };
+    let query = from_query_string(&schema, raw.as_deref().unwrap_or_default(), trash)?;
+    Ok(Data(run(&app, tenant.as_str(), &schema, &query).await?))
+}
+
+/// List objects
+///
+/// Live objects of the type, filtered by `filter[<property>][<op>]=<value>` (typed by the
+/// property: a date compares as a date, a decimal as a number), sorted, paged by cursor.
+#[utoipa::path(get, path = "/v1/objects/{object_type_id}/list", tag = "Objects", security(("bearer" = [])),
+    params(("object_type_id" = String, Path, description = "The type's id or name"), ObjectListParams),
+    responses((status = 200, body = crate::http::response::Envelope<Page<Object>>),
+              (status = 400, body = crate::http::error::ErrorBody),
+              (status = 422, body = crate::http::error::ErrorBody)))]
+async fn list_objects(
+    auth: Auth,
+    State(app): State<App>,
+    Path(type_ref): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Data<Page<Value>>> {
+    list(auth, app, type_ref, raw, false).await
+}
+
+/// List trashed objects
+///
+/// Objects in the trash, restorable with `POST .../restore`; the same parameters as the list.
+#[utoipa::path(get, path = "/v1/objects/{object_type_id}/trash", tag = "Objects", security(("bearer" = [])),
+    params(("object_type_id" = String, Path, description = "The type's id or name"), ObjectListParams),
+    responses((status = 200, body = crate::http::response::Envelope<Page<Object>>)))]
+async fn list_trash(
+    auth: Auth,
+    State(app): State<App>,
+    Path(type_ref): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Data<Page<Value>>> {
+    list(auth, app, type_ref, raw, true).await
+}
+
+/// Search objects
+///
+/// Filters with `and`/`or` groups, full-text `query`, `sort`, `limit` and `cursor` in a body.
+#[utoipa::path(post, path = "/v1/objects/{object_type_id}/search", tag = "Objects", security(("bearer" = [])),
+    params(("object_type_id" = String, Path, description = "The type's id or name")),
+    request_body = SearchBody,
+    responses((status = 200, body = crate::http::response::Envelope<Page<Object>>),
+              (status = 422, body = crate::http::error::ErrorBody)))]
+async fn search_objects(
+    auth: Auth,
+    State(app): State<App>,
+    Path(type_ref): Path<String>,
+    Json(body): Json<SearchBody>,
+) -> ApiResult<Data<Page<Value>>> {
+    auth.require(OBJECTS_READ)?;
+    let tenant = auth.tenant()?;
+    let schema = {
+        let mut conn = app.db.pool().acquire().await?;
+        Schema::load(&mut conn, tenant, &type_ref).await?
+    };
+    let query = body.into_query(&schema)?;
+    Ok(Data(run(&app, tenant.as_str(), &schema, &query).await?))
+}

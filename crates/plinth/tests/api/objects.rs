@@ -1,0 +1,549 @@
+//! The typed data store: properties, objects, versions, trash, batches, filters and search.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::common::{TestApp, TestTenant};
+
+async fn schema(app: &TestApp, tenant: &TestTenant, type_name: &str, properties: Value) {
+    app.post("/v1/object-types", &tenant.key, json!({ "name": type_name })).await.expect(201);
+    for property in properties.as_array().unwrap() {
+        let resp = app.post(&format!("/v1/object-types/{type_name}/properties"), &tenant.key, property.clone()).await;
+        assert_eq!(resp.status, 201, "{property}: {}", resp.text);
+    }
+}
+
+async fn create(app: &TestApp, tenant: &TestTenant, type_name: &str, properties: Value) -> Value {
+    let resp = app.post(&format!("/v1/objects/{type_name}"), &tenant.key, json!({ "properties": properties })).await;
+    assert_eq!(resp.status, 201, "{}", resp.text);
+    resp.data().clone()
+}
+
+fn ids(resp: &crate::common::Resp) -> Vec<String> {
+    resp.data()["results"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn names(resp: &crate::common::Resp) -> Vec<Value> {
+    resp.data()["results"].as_array().unwrap().iter().map(|o| o["properties"]["name"].clone()).collect()
+}
+
+both_backends! {
+    async fn properties_describe_a_type(app) {
+        let tenant = app.tenant("Props").await;
+        app.post("/v1/object-types", &tenant.key, json!({ "name": "contacts" })).await.expect(201);
+        let path = "/v1/object-types/contacts/properties";
+        let created = app.post(path, &tenant.key, json!({
+            "name": "email", "data_type": "email", "is_unique": true, "is_required": true, "description": "Work email"
+        })).await;
+        created.expect(201);
+        let property_id = created.data()["id"].as_str().unwrap().to_string();
+        assert!(property_id.starts_with("prop_"));
+        assert_eq!(created.data()["data_type"], "email");
+        assert_eq!(created.data()["is_unique"], true);
+
+        for bad in [
+            json!({ "name": "x", "data_type": "colour" }),
+            json!({ "name": "Bad", "data_type": "string" }),
+            json!({ "name": "stage", "data_type": "enum" }),
+            json!({ "name": "stage", "data_type": "enum", "enum_values": ["a", "a"] }),
+            json!({ "name": "notes", "data_type": "text", "is_indexed": true }),
+            json!({ "name": "tags", "data_type": "multi_enum", "enum_values": ["a"], "is_unique": true }),
+            json!({ "name": "owner", "data_type": "reference" }),
+            json!({ "name": "owner", "data_type": "reference", "reference_type": "nothing" }),
+            json!({ "name": "age", "data_type": "integer", "default_value": "ten" }),
+            json!({ "name": "age", "data_type": "integer", "enum_values": ["a"] }),
+        ] {
+            let resp = app.post(path, &tenant.key, bad.clone()).await;
+            assert_eq!(resp.status, 422, "{bad}: {}", resp.text);
+        }
+        app.post(path, &tenant.key, json!({ "name": "email", "data_type": "string" })).await.expect_error(409, "CONFLICT");
+        app.post(path, &tenant.key, json!({ "name": "stage", "data_type": "enum", "enum_values": ["lead", "won"], "default_value": "lead" })).await.expect(201);
+        app.post(path, &tenant.key, json!({ "name": "manager", "data_type": "reference", "reference_type": "contacts" })).await.expect(201);
+
+        let list = app.get(path, &tenant.key).await;
+        list.expect(200);
+        let listed: Vec<&str> = list.data().as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(listed, ["email", "manager", "stage"]);
+        let by_name = app.get(&format!("{path}/email"), &tenant.key).await;
+        assert_eq!(by_name.data()["id"], property_id.as_str());
+
+        // Name, type and target cannot change; flags can.
+        app.patch(&format!("{path}/email"), &tenant.key, json!({ "name": "mail" })).await.expect_error(422, "VALIDATION_FAILED");
+        app.patch(&format!("{path}/email"), &tenant.key, json!({ "data_type": "string" })).await.expect_error(422, "VALIDATION_FAILED");
+        let patched = app.patch(&format!("{path}/{property_id}"), &tenant.key, json!({ "is_sortable": true, "description": null })).await;
+        patched.expect(200);
+        assert_eq!(patched.data()["is_sortable"], true);
+        assert_eq!(patched.data()["description"], Value::Null);
+
+        // Properties need the schema scope to change, read to read.
+        let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        let (_, writer) = app.key(&tenant, json!({ "scopes": ["objects:write", "objects:delete"] })).await;
+        app.get(path, &reader).await.expect(200);
+        app.post(path, &writer, json!({ "name": "n", "data_type": "string" })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.delete(&format!("{path}/stage"), &writer).await.expect_error(403, "INSUFFICIENT_SCOPE");
+
+        // Another tenant sees none of it.
+        let other = app.tenant("Other").await;
+        app.get(path, &other.key).await.expect_error(404, "NOT_FOUND");
+        app.post("/v1/object-types", &other.key, json!({ "name": "contacts" })).await.expect(201);
+        app.get(&format!("/v1/object-types/contacts/properties/{property_id}"), &other.key).await.expect_error(404, "NOT_FOUND");
+
+        // Deleting a property leaves the values, untyped.
+        let object = create(&app, &tenant, "contacts", json!({ "email": "a@example.com", "stage": "won" })).await;
+        app.delete(&format!("{path}/stage"), &tenant.key).await.expect(200);
+        let read = app.get(&format!("/v1/objects/contacts/{}", object["id"].as_str().unwrap()), &tenant.key).await;
+        assert_eq!(read.data()["properties"]["stage"], "won");
+        // A new property must describe the values already there.
+        let refused = app.post(path, &tenant.key, json!({ "name": "stage", "data_type": "integer" })).await;
+        refused.expect_error(409, "CONFLICT");
+        assert_eq!(refused.body["error"]["objects"], json!([object["id"]]));
+        app.post(path, &tenant.key, json!({ "name": "stage", "data_type": "string" })).await.expect(201);
+        let log = app.get("/v1/audit-logs?resource_type=property", &tenant.key).await;
+        assert_eq!(log.data()["total"], 6);
+    }
+
+    async fn objects_are_validated_versioned_and_trashed(app) {
+        let tenant = app.tenant("Objects").await;
+        schema(&app, &tenant, "deals", json!([
+            { "name": "name", "data_type": "string", "is_required": true },
+            { "name": "amount", "data_type": "decimal" },
+            { "name": "stage", "data_type": "enum", "enum_values": ["open", "won", "lost"], "default_value": "open" },
+            { "name": "closes_on", "data_type": "date" },
+        ])).await;
+        let created = create(&app, &tenant, "deals", json!({ "name": "Acme", "amount": "1200.50", "closes_on": null })).await;
+        let id = created["id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("obj_"));
+        assert_eq!(created["version"], 1);
+        assert_eq!(created["is_deleted"], false);
+        assert_eq!(created["tenant_id"], tenant.id.as_str());
+        assert_eq!(created["created_by"], tenant.key_id.as_str());
+        assert_eq!(created["properties"], json!({ "name": "Acme", "amount": "1200.50", "stage": "open" }));
+        let path = format!("/v1/objects/deals/{id}");
+        let read = app.get(&path, &tenant.key).await;
+        assert_eq!(read.data(), &created);
+
+        // Unknown properties, a missing required one, wrong values: 422 per property, nothing written.
+        let bad = app.post("/v1/objects/deals", &tenant.key, json!({ "properties": { "amount": "lots", "colour": "red" } })).await;
+        bad.expect_error(422, "VALIDATION_FAILED");
+        let details = &bad.body["error"]["details"];
+        assert!(details["properties.amount"].is_array(), "{details}");
+        assert!(details["properties.colour"].is_array());
+        assert!(details["properties.name"].is_array());
+        assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, 1);
+
+        // PATCH merges; null removes an optional property; If-Match guards.
+        let updated = app.patch(&path, &tenant.key, json!({ "properties": { "stage": "won", "amount": null } })).await;
+        updated.expect(200);
+        assert_eq!(updated.data()["version"], 2);
+        assert_eq!(updated.data()["properties"], json!({ "name": "Acme", "stage": "won" }));
+        app.patch(&path, &tenant.key, json!({ "properties": { "name": null } })).await.expect_error(422, "VALIDATION_FAILED");
+        let stale = app.send(app.request(Method::PATCH, &path, Some(&tenant.key)).header("if-match", "\"1\"")
+            .json(&json!({ "properties": { "name": "Stale" } }))).await;
+        stale.expect_error(409, "CONFLICT");
+        assert_eq!(stale.body["error"]["current_version"], 2);
+        let fresh = app.send(app.request(Method::PATCH, &path, Some(&tenant.key)).header("if-match", "2")
+            .json(&json!({ "properties": { "name": "Acme Corp" } }))).await;
+        fresh.expect(200);
+        assert_eq!(fresh.data()["version"], 3);
+        // A change that changes nothing writes nothing.
+        let same = app.patch(&path, &tenant.key, json!({ "properties": { "name": "Acme Corp" } })).await;
+        assert_eq!(same.data()["version"], 3);
+
+        let versions = app.get(&format!("{path}/versions"), &tenant.key).await;
+        versions.expect(200);
+        let list = versions.data()["results"].as_array().unwrap();
+        assert_eq!(list.iter().map(|v| v["version"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(list[0]["changed"], json!(["amount", "stage"]));
+        assert_eq!(list[0]["properties"], json!({ "name": "Acme", "stage": "won" }));
+        assert_eq!(list[1]["action"], "created");
+        assert_eq!(list[0]["actor_id"], tenant.key_id.as_str());
+        let page = app.get(&format!("{path}/versions?limit=1"), &tenant.key).await;
+        let cursor = page.data()["next_cursor"].as_str().unwrap().to_string();
+        let next = app.get(&format!("{path}/versions?limit=1&cursor={cursor}"), &tenant.key).await;
+        assert_eq!(next.data()["results"][0]["version"], 1);
+
+        // Trash, restore, purge.
+        app.delete(&path, &tenant.key).await.expect(200);
+        let trashed = app.get(&path, &tenant.key).await;
+        assert_eq!(trashed.data()["is_deleted"], true);
+        assert_eq!(trashed.data()["version"], 4);
+        assert_eq!(app.get("/v1/objects/deals/list", &tenant.key).await.data()["total"], 0);
+        let trash = app.get("/v1/objects/deals/trash", &tenant.key).await;
+        assert_eq!(ids(&trash), vec![id.clone()]);
+        app.patch(&path, &tenant.key, json!({ "properties": { "name": "x" } })).await.expect_error(409, "CONFLICT");
+        let restored = app.post(&format!("{path}/restore"), &tenant.key, json!({})).await;
+        restored.expect(200);
+        assert_eq!(restored.data()["is_deleted"], false);
+        assert_eq!(restored.data()["version"], 5);
+        app.post(&format!("{path}/restore"), &tenant.key, json!({})).await.expect_error(409, "CONFLICT");
+        app.delete(&format!("{path}?force=true"), &tenant.key).await.expect(200);
+        app.get(&path, &tenant.key).await.expect_error(404, "NOT_FOUND");
+        assert_eq!(app.count("SELECT COUNT(*) FROM object_versions").await, 0);
+
+        // Every write left an event in the outbox and an audit record.
+        let events: Vec<(String,)> = sqlx::query_as("SELECT type FROM events ORDER BY id").fetch_all(app.app.db.pool()).await.unwrap();
+        let events: Vec<&str> = events.iter().map(|(t,)| t.as_str()).collect();
+        assert_eq!(events, ["object.created", "object.updated", "object.updated", "object.deleted", "object.restored", "object.deleted"]);
+        let log = app.get("/v1/audit-logs?resource_type=object", &tenant.key).await;
+        assert_eq!(log.data()["total"], 6);
+    }
+
+    async fn objects_are_per_tenant_and_scoped(app) {
+        let a = app.tenant("A").await;
+        let b = app.tenant("B").await;
+        schema(&app, &a, "notes", json!([{ "name": "title", "data_type": "string" }])).await;
+        schema(&app, &b, "notes", json!([{ "name": "title", "data_type": "string" }])).await;
+        let note = create(&app, &a, "notes", json!({ "title": "secret" })).await;
+        let path = format!("/v1/objects/notes/{}", note["id"].as_str().unwrap());
+        app.get(&path, &b.key).await.expect_error(404, "NOT_FOUND");
+        app.patch(&path, &b.key, json!({ "properties": { "title": "mine" } })).await.expect_error(404, "NOT_FOUND");
+        app.delete(&path, &b.key).await.expect_error(404, "NOT_FOUND");
+        app.post(&format!("{path}/restore"), &b.key, json!({})).await.expect_error(404, "NOT_FOUND");
+        assert_eq!(app.get("/v1/objects/notes/list", &b.key).await.data()["total"], 0);
+        let batch = app.post("/v1/objects/notes/batch/read", &b.key, json!({ "object_ids": [note["id"]] })).await;
+        assert_eq!(batch.data(), &json!([]));
+
+        let (_, reader) = app.key(&a, json!({ "scopes": ["read"] })).await;
+        let (_, schema_only) = app.key(&a, json!({ "scopes": ["schema"] })).await;
+        app.get(&path, &reader).await.expect(200);
+        app.get("/v1/objects/notes/list", &reader).await.expect(200);
+        app.post("/v1/objects/notes/search", &reader, json!({})).await.expect(200);
+        app.post("/v1/objects/notes", &reader, json!({ "properties": {} })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.patch(&path, &reader, json!({ "properties": {} })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.delete(&path, &reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.post("/v1/objects/notes", &schema_only, json!({ "properties": {} })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.get(&path, &schema_only).await.expect_error(403, "INSUFFICIENT_SCOPE");
+    }
+
+    async fn every_type_is_validated_and_stored_canonically(app) {
+        let tenant = app.tenant("Types").await;
+        schema(&app, &tenant, "all_types", json!([
+            { "name": "s", "data_type": "string" }, { "name": "t", "data_type": "text" },
+            { "name": "rt", "data_type": "rich_text" }, { "name": "i", "data_type": "integer" },
+            { "name": "n", "data_type": "number" }, { "name": "d", "data_type": "decimal" },
+            { "name": "b", "data_type": "boolean" }, { "name": "da", "data_type": "date" },
+            { "name": "dt", "data_type": "datetime" }, { "name": "ti", "data_type": "time" },
+            { "name": "em", "data_type": "email" }, { "name": "u", "data_type": "url" },
+            { "name": "ph", "data_type": "phone" },
+            { "name": "en", "data_type": "enum", "enum_values": ["a", "b"] },
+            { "name": "me", "data_type": "multi_enum", "enum_values": ["x", "y", "z"] },
+            { "name": "j", "data_type": "json" }, { "name": "uu", "data_type": "uuid" },
+            { "name": "c", "data_type": "currency" }, { "name": "p", "data_type": "percent" },
+            { "name": "co", "data_type": "color" }, { "name": "f", "data_type": "file" },
+            { "name": "r", "data_type": "reference", "reference_type": "all_types" },
+        ])).await;
+        let target = create(&app, &tenant, "all_types", json!({})).await;
+        let target_id = target["id"].as_str().unwrap();
+        let file_id = "file_01h455vb4pex5vsknk084sn02q";
+        let input = json!({
+            "s": "plain", "t": "long text", "rt": "<p onclick=\"x()\">Hi<script>bad()</script></p>",
+            "i": -42, "n": 2.5, "d": "0010.10", "b": true, "da": "2026-02-28",
+            "dt": "2026-01-15T13:00:00+01:00", "ti": "09:30", "em": "Ada@Example.com",
+            "u": "https://example.com", "ph": "+44 20 7946 0958", "en": "b", "me": ["z", "x"],
+            "j": { "any": ["thing", 1] }, "uu": "67E55044-10B1-426F-9247-BB680E5FE0C8",
+            "c": { "amount": "9.99", "code": "usd" }, "p": 12.5, "co": "#a1b2c3", "f": file_id, "r": target_id,
+        });
+        let stored = create(&app, &tenant, "all_types", input).await;
+        assert_eq!(stored["properties"], json!({
+            "s": "plain", "t": "long text", "rt": "<p>Hi</p>", "i": -42, "n": 2.5, "d": "10.10", "b": true,
+            "da": "2026-02-28", "dt": "2026-01-15T12:00:00.000Z", "ti": "09:30:00", "em": "ada@example.com",
+            "u": "https://example.com/", "ph": "+442079460958", "en": "b", "me": ["x", "z"],
+            "j": { "any": ["thing", 1] }, "uu": "67e55044-10b1-426f-9247-bb680e5fe0c8",
+            "c": { "amount": "9.99", "code": "USD" }, "p": 12.5, "co": "#A1B2C3", "f": file_id, "r": target_id,
+        }));
+        // The canonical form is a fixed point: writing it back changes nothing.
+        let again = app.patch(&format!("/v1/objects/all_types/{}", stored["id"].as_str().unwrap()), &tenant.key,
+            json!({ "properties": stored["properties"] })).await;
+        assert_eq!(again.data()["version"], 1);
+
+        let before = app.count("SELECT COUNT(*) FROM objects").await;
+        for (name, value) in [
+            ("s", json!("x".repeat(1025))), ("s", json!(1)), ("i", json!(1.5)), ("i", json!("1")),
+            ("i", json!(9_223_372_036_854_775_808u64)), ("n", json!("2")), ("d", json!("1.2.3")), ("b", json!("yes")),
+            ("da", json!("2026-02-30")), ("dt", json!("yesterday")), ("ti", json!("25:00")), ("em", json!("nope")),
+            ("u", json!("ftp://example.com")), ("ph", json!("12345")), ("en", json!("c")), ("me", json!(["x", "x"])),
+            ("uu", json!("123")), ("c", json!({ "amount": "1", "code": "ABC" })), ("p", json!("5%")),
+            ("co", json!("#abc")), ("f", json!("obj_01h455vb4pex5vsknk084sn02q")),
+            ("r", json!("obj_01h455vb4pex5vsknk084sn02q")), ("r", json!(file_id)),
+        ] {
+            let resp = app.post("/v1/objects/all_types", &tenant.key, json!({ "properties": { name: value } })).await;
+            assert_eq!(resp.status, 422, "{name} = {value}: {}", resp.text);
+            assert!(resp.body["error"]["details"][format!("properties.{name}")].is_array(), "{}", resp.text);
+        }
+        assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, before, "refused objects write nothing");
+    }
+
+    async fn unique_values_hold_under_concurrent_writes(app) {
+        let tenant = app.tenant("Unique").await;
+        schema(&app, &tenant, "users", json!([
+            { "name": "email", "data_type": "email", "is_unique": true },
+            { "name": "nick", "data_type": "string" },
+        ])).await;
+        let writes = (0..20).map(|i| {
+            let request = app.request(Method::POST, "/v1/objects/users", Some(&tenant.key))
+                .json(&json!({ "properties": { "email": "SAME@example.com", "nick": format!("n{i}") } }));
+            app.send(request)
+        });
+        let answers = futures::future::join_all(writes).await;
+        let created = answers.iter().filter(|r| r.status == 201).count();
+        let conflicts = answers.iter().filter(|r| r.status == 409 && r.error_code() == "CONFLICT").count();
+        assert_eq!((created, conflicts), (1, 19), "{:?}", answers.iter().map(|r| &r.text).collect::<Vec<_>>());
+        assert_eq!(answers.iter().find(|r| r.status == 409).unwrap().body["error"]["property"], "email");
+        assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, 1);
+
+        // A trashed object frees its value; restoring it while taken is refused.
+        let first = app.get("/v1/objects/users/list", &tenant.key).await.data()["results"][0]["id"].as_str().unwrap().to_string();
+        app.delete(&format!("/v1/objects/users/{first}"), &tenant.key).await.expect(200);
+        create(&app, &tenant, "users", json!({ "email": "same@example.com" })).await;
+        app.post(&format!("/v1/objects/users/{first}/restore"), &tenant.key, json!({})).await.expect_error(409, "CONFLICT");
+
+        // Making a property unique while objects share values names them.
+        create(&app, &tenant, "users", json!({ "email": "a@example.com", "nick": "twin" })).await;
+        create(&app, &tenant, "users", json!({ "email": "b@example.com", "nick": "twin" })).await;
+        let refused = app.patch("/v1/object-types/users/properties/nick", &tenant.key, json!({ "is_unique": true })).await;
+        refused.expect_error(409, "CONFLICT");
+        assert_eq!(refused.body["error"]["duplicates"][0]["count"], 2);
+        // A required property without a default cannot join a type with objects; with one it fills them.
+        app.post("/v1/object-types/users/properties", &tenant.key, json!({ "name": "plan", "data_type": "string", "is_required": true }))
+            .await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/object-types/users/properties", &tenant.key,
+            json!({ "name": "plan", "data_type": "string", "is_required": true, "default_value": "free" })).await.expect(201);
+        let list = app.get("/v1/objects/users/list?filter[plan][eq]=free", &tenant.key).await;
+        assert_eq!(list.data()["total"], 3);
+    }
+
+    async fn lists_filter_and_sort_by_typed_properties(app) {
+        let tenant = app.tenant_on("Filters", "enterprise").await;
+        schema(&app, &tenant, "items", json!([
+            { "name": "name", "data_type": "string", "is_sortable": true },
+            { "name": "qty", "data_type": "integer", "is_indexed": true, "is_sortable": true },
+            { "name": "price", "data_type": "decimal", "is_sortable": true },
+            { "name": "due", "data_type": "date", "is_indexed": true },
+            { "name": "at", "data_type": "datetime", "is_sortable": true },
+            { "name": "active", "data_type": "boolean" },
+            { "name": "size", "data_type": "enum", "enum_values": ["s", "m", "l"] },
+            { "name": "tags", "data_type": "multi_enum", "enum_values": ["red", "blue"] },
+            { "name": "total", "data_type": "currency" },
+            { "name": "notes", "data_type": "text" },
+        ])).await;
+        for (name, qty, price, due, active, size, tags) in [
+            ("apple", 5, "9.5", "2026-03-01", true, "s", json!(["red"])),
+            ("banana", 12, "10.25", "2026-01-15", false, "m", json!(["blue", "red"])),
+            ("cherry", 100, "2", "2025-12-31", true, "l", json!([])),
+            ("date", -3, "100.001", "2026-03-02", true, "m", json!(["blue"])),
+        ] {
+            create(&app, &tenant, "items", json!({
+                "name": name, "qty": qty, "price": price, "due": due, "active": active, "size": size, "tags": tags,
+                "total": { "amount": price, "code": "EUR" }, "notes": format!("{name} notes"),
+                "at": format!("{due}T08:00:00Z"),
+            })).await;
+        }
+        create(&app, &tenant, "items", json!({ "name": "empty" })).await;
+        let list = |query: &str| {
+            let path = format!("/v1/objects/items/list?{query}");
+            let (app, key) = (&app, tenant.key.clone());
+            async move { app.get(&path, &key).await }
+        };
+        let check = |resp: crate::common::Resp, want: &[&str]| {
+            assert_eq!(resp.status, 200, "{}", resp.text);
+            let mut got: Vec<String> = names(&resp).iter().map(|n| n.as_str().unwrap().to_string()).collect();
+            got.sort();
+            assert_eq!(got, want);
+        };
+        check(list("filter[qty][gt]=10").await, &["banana", "cherry"]);
+        check(list("filter[qty][lte]=5&filter[qty][gte]=-3").await, &["apple", "date"]);
+        // Decimals compare as numbers, not text ("9.5" > "10.25" as text).
+        check(list("filter[price][lt]=10").await, &["apple", "cherry"]);
+        check(list("filter[total][gte]=10").await, &["banana", "date"]);
+        check(list("filter[due][gte]=2026-03-01").await, &["apple", "date"]);
+        check(list("filter[at][lt]=2026-01-15T08:00:00.001Z").await, &["banana", "cherry"]);
+        check(list("filter[active][eq]=false").await, &["banana"]);
+        check(list("filter[size][in]=s,l").await, &["apple", "cherry"]);
+        check(list("filter[size][ne]=m").await, &["apple", "cherry", "empty"]);
+        check(list("filter[tags][contains]=blue").await, &["banana", "date"]);
+        check(list("filter[name][starts_with]=b").await, &["banana"]);
+        check(list("filter[notes][contains]=ERRY%20NO").await, &["cherry"]);
+        check(list("filter[qty][exists]=false").await, &["empty"]);
+        check(list("filter[name]=apple").await, &["apple"]);
+        for bad in ["filter[qty][gt]=many", "filter[nope][eq]=1", "filter[tags][eq]=red", "filter[qty][near]=1",
+                    "filter[size][eq]=xl", "sort=notes", "sort=unknown", "limit=0", "fields=secret", "colour=red"] {
+            let resp = list(bad).await;
+            assert!(resp.status == 422 || resp.status == 400, "{bad}: {}", resp.text);
+        }
+
+        // Sorts: by a sortable property both ways (absent values smallest), paged by cursor.
+        let asc = list("sort=qty").await;
+        assert_eq!(names(&asc), [json!("empty"), json!("date"), json!("apple"), json!("banana"), json!("cherry")]);
+        let desc = list("sort=price&order=desc").await;
+        assert_eq!(names(&desc), [json!("date"), json!("banana"), json!("apple"), json!("cherry"), json!("empty")]);
+        let by_time = list("sort=-at").await;
+        assert_eq!(names(&by_time)[0], "date");
+        for sort in ["qty", "-qty", "name", "-price", "at", "created_at", "-updated_at", "id"] {
+            let whole = ids(&list(&format!("sort={sort}")).await);
+            let mut paged = Vec::new();
+            let mut cursor = String::new();
+            loop {
+                let page = list(&format!("sort={sort}&limit=2{cursor}")).await;
+                page.expect(200);
+                paged.extend(ids(&page));
+                match page.data()["next_cursor"].as_str() {
+                    Some(next) => cursor = format!("&cursor={next}"),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, whole, "sort {sort}");
+        }
+        // A cursor belongs to its sort.
+        let page = list("sort=qty&limit=1").await;
+        let cursor = page.data()["next_cursor"].as_str().unwrap().to_string();
+        list(&format!("sort=name&cursor={cursor}")).await.expect_error(400, "BAD_REQUEST");
+        // Fields: object fields and property names.
+        let slim = list("fields=name,version&limit=1").await;
+        let first = &slim.data()["results"][0];
+        assert_eq!(first.as_object().unwrap().keys().collect::<Vec<_>>(), ["id", "properties", "version"]);
+        assert_eq!(first["properties"].as_object().unwrap().keys().collect::<Vec<_>>(), ["name"]);
+    }
+
+    async fn cursor_pages_stay_stable_while_objects_arrive(app) {
+        let tenant = app.tenant("Pages").await;
+        schema(&app, &tenant, "rows", json!([{ "name": "n", "data_type": "integer", "is_sortable": true }])).await;
+        for n in 0..6 {
+            create(&app, &tenant, "rows", json!({ "n": n * 10 })).await;
+        }
+        let first = app.get("/v1/objects/rows/list?sort=n&limit=3", &tenant.key).await;
+        let cursor = first.data()["next_cursor"].as_str().unwrap().to_string();
+        // New rows before and after the cursor's position.
+        create(&app, &tenant, "rows", json!({ "n": 5 })).await;
+        create(&app, &tenant, "rows", json!({ "n": 45 })).await;
+        let second = app.get(&format!("/v1/objects/rows/list?sort=n&limit=10&cursor={cursor}"), &tenant.key).await;
+        let values: Vec<i64> = second.data()["results"].as_array().unwrap().iter().map(|o| o["properties"]["n"].as_i64().unwrap()).collect();
+        assert_eq!(values, [30, 40, 45, 50]);
+    }
+
+    async fn search_combines_groups_and_full_text(app) {
+        let tenant = app.tenant("Search").await;
+        schema(&app, &tenant, "docs", json!([
+            { "name": "title", "data_type": "string" },
+            { "name": "body", "data_type": "rich_text" },
+            { "name": "stars", "data_type": "integer", "is_sortable": true },
+        ])).await;
+        create(&app, &tenant, "docs", json!({ "title": "Rust services", "body": "<p>Fast <b>and</b> safe</p>", "stars": 5 })).await;
+        create(&app, &tenant, "docs", json!({ "title": "Gardening", "body": "<p>Slow and green</p>", "stars": 3 })).await;
+        create(&app, &tenant, "docs", json!({ "title": "Fast food", "body": "<p>Neither</p>", "stars": 1 })).await;
+        let search = |body: Value| {
+            let (app, key) = (&app, tenant.key.clone());
+            async move { app.post("/v1/objects/docs/search", &key, body).await }
+        };
+        let titles = |resp: &crate::common::Resp| -> Vec<String> {
+            resp.data()["results"].as_array().unwrap().iter().map(|o| o["properties"]["title"].as_str().unwrap().to_string()).collect()
+        };
+        let fast = search(json!({ "query": "fast", "sort": "-stars" })).await;
+        fast.expect(200);
+        assert_eq!(titles(&fast), ["Rust services", "Fast food"]);
+        assert_eq!(titles(&search(json!({ "query": "fast safe" })).await), ["Rust services"]);
+        assert_eq!(titles(&search(json!({ "query": "\"unbalanced OR *" })).await), Vec::<String>::new());
+        let grouped = search(json!({
+            "filters": { "or": [
+                { "property": "stars", "op": "gte", "value": 5 },
+                { "and": [{ "property": "title", "op": "starts_with", "value": "Gar" }, { "property": "stars", "op": "lt", "value": "4" }] },
+            ] },
+            "sort": "stars",
+        })).await;
+        assert_eq!(titles(&grouped), ["Gardening", "Rust services"]);
+        let paged = search(json!({ "sort": "stars", "limit": 2 })).await;
+        let cursor = paged.data()["next_cursor"].as_str().unwrap();
+        let rest = search(json!({ "sort": "stars", "limit": 2, "cursor": cursor })).await;
+        assert_eq!(titles(&rest), ["Rust services"]);
+        for bad in [
+            json!({ "filters": { "property": "stars", "op": "gte" , "value": "x" } }),
+            json!({ "filters": { "xor": [] } }),
+            json!({ "filters": [{ "property": "nope", "op": "eq", "value": 1 }] }),
+            json!({ "limit": 101 }),
+            json!({ "sort": "title" }),
+            json!({ "colour": 1 }),
+        ] {
+            let resp = search(bad.clone()).await;
+            assert_eq!(resp.status, 422, "{bad}: {}", resp.text);
+        }
+    }
+
+    async fn batches_are_all_or_nothing(app) {
+        let tenant = app.tenant("Batch").await;
+        schema(&app, &tenant, "tasks", json!([
+            { "name": "title", "data_type": "string", "is_required": true },
+            { "name": "code", "data_type": "string", "is_unique": true },
+        ])).await;
+        let refused = app.post("/v1/objects/tasks/batch/create", &tenant.key, json!({ "objects": [
+            { "properties": { "title": "one" } }, { "properties": {} }, { "properties": { "title": 3 } },
+        ] })).await;
+        refused.expect_error(422, "VALIDATION_FAILED");
+        let items = refused.body["error"]["items"].as_array().unwrap();
+        assert_eq!(items.iter().map(|i| i["index"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, 0);
+        let duplicate = app.post("/v1/objects/tasks/batch/create", &tenant.key, json!({ "objects": [
+            { "properties": { "title": "a", "code": "X" } }, { "properties": { "title": "b", "code": "X" } },
+        ] })).await;
+        duplicate.expect_error(409, "CONFLICT");
+        assert_eq!(duplicate.body["error"]["index"], 1);
+        assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, 0);
+        let too_many: Vec<Value> = (0..101).map(|i| json!({ "properties": { "title": format!("t{i}") } })).collect();
+        app.post("/v1/objects/tasks/batch/create", &tenant.key, json!({ "objects": too_many })).await.expect_error(422, "VALIDATION_FAILED");
+
+        let created = app.post("/v1/objects/tasks/batch/create", &tenant.key, json!({ "objects": [
+            { "properties": { "title": "a" } }, { "properties": { "title": "b" } }, { "properties": { "title": "c" } },
+        ] })).await;
+        created.expect(201);
+        assert_eq!(created.data()["created"], 3);
+        let created_ids: Vec<Value> = created.data()["ids"].as_array().unwrap().clone();
+        let read = app.post("/v1/objects/tasks/batch/read", &tenant.key, json!({ "object_ids": [created_ids[2], created_ids[0], "obj_01h455vb4pex5vsknk084sn02q"] })).await;
+        let read_ids: Vec<&Value> = read.data().as_array().unwrap().iter().map(|o| &o["id"]).collect();
+        assert_eq!(read_ids, [&created_ids[2], &created_ids[0]]);
+
+        let refused = app.post("/v1/objects/tasks/batch/update", &tenant.key, json!({ "updates": [
+            { "object_id": created_ids[0], "properties": { "title": "A" } },
+            { "object_id": created_ids[1], "properties": { "title": null } },
+            { "object_id": created_ids[2], "properties": { "title": "C" }, "version": 7 },
+        ] })).await;
+        refused.expect_error(422, "VALIDATION_FAILED");
+        assert_eq!(refused.body["error"]["items"].as_array().unwrap().len(), 2);
+        let unchanged = app.get(&format!("/v1/objects/tasks/{}", created_ids[0].as_str().unwrap()), &tenant.key).await;
+        assert_eq!(unchanged.data()["properties"]["title"], "a");
+        assert_eq!(unchanged.data()["version"], 1);
+        let updated = app.post("/v1/objects/tasks/batch/update", &tenant.key, json!({ "updates": [
+            { "object_id": created_ids[0], "properties": { "title": "A" } },
+            { "object_id": created_ids[1], "properties": { "title": "B" }, "version": 1 },
+        ] })).await;
+        updated.expect(200);
+        assert_eq!(updated.data(), &json!([{ "object_id": created_ids[0], "version": 2 }, { "object_id": created_ids[1], "version": 2 }]));
+    }
+
+    async fn types_with_objects_need_confirmation_and_quota_is_enforced(app) {
+        let tenant = app.tenant("Quota").await;
+        schema(&app, &tenant, "things", json!([{ "name": "n", "data_type": "integer", "is_unique": true }])).await;
+        schema(&app, &tenant, "links", json!([{ "name": "thing", "data_type": "reference", "reference_type": "things" }])).await;
+        let request = app.request(Method::PATCH, &format!("/v1/tenants/{}/entitlements", tenant.id), Some(crate::common::ADMIN_KEY))
+            .json(&json!({ "limits": { "objects": 2 } }));
+        app.send(request).await.expect(200);
+        let thing = create(&app, &tenant, "things", json!({ "n": 1 })).await;
+        create(&app, &tenant, "links", json!({ "thing": thing["id"] })).await;
+        let refused = app.post("/v1/objects/things", &tenant.key, json!({ "properties": { "n": 2 } })).await;
+        refused.expect_error(403, "FEATURE_LIMIT_REACHED");
+        // A purge gives the quota back.
+        app.delete(&format!("/v1/objects/things/{}?force=true", thing["id"].as_str().unwrap()), &tenant.key).await.expect(200);
+        create(&app, &tenant, "things", json!({ "n": 2 })).await;
+
+        let asked = app.delete("/v1/object-types/things", &tenant.key).await;
+        asked.expect_error(409, "DEPENDENCY_EXISTS");
+        let deps = asked.body["error"]["dependencies"].as_array().unwrap();
+        let count = |kind: &str| deps.iter().find(|d| d["type"] == kind).map(|d| d["count"].clone());
+        assert_eq!(count("objects"), Some(json!(1)));
+        assert_eq!(count("references"), Some(json!(1)));
+        app.delete_confirmed("/v1/object-types/things", &tenant.key).await.expect(200);
+        assert_eq!(app.count("SELECT COUNT(*) FROM object_properties WHERE data_type = 'reference'").await, 0);
+        // The type's objects are gone and their quota with them: two more fit.
+        create(&app, &tenant, "links", json!({})).await;
+        let usage = app.get("/v1/entitlements/check?feature=objects", &tenant.key).await;
+        assert_eq!(usage.data()["current_usage"], 2, "{}", usage.text);
+    }
+}
