@@ -710,3 +710,34 @@ async fn search_objects(
     let query = body.into_query(&schema)?;
     Ok(Data(run(&app, tenant.as_str(), &schema, &query).await?))
 }
+
+/// The database's plan for a list of `type_ref` with `raw` as its query string: how the
+/// per-property indexes serve filters and sorts. For tests and operators; never served.
+pub async fn explain(app: &App, tenant: &str, type_ref: &str, raw: &str) -> ApiResult<String> {
+    let tenant = crate::auth::TenantId::trusted(tenant);
+    let backend = app.db.backend();
+    let mut conn = app.db.pool().acquire().await?;
+    let schema = Schema::load(&mut conn, &tenant, type_ref).await?;
+    let q = from_query_string(&schema, raw, false)?;
+    let mut binds = Binds::new(backend);
+    let (where_all, _, order) = build(backend, tenant.as_str(), &schema.object_type.id, &q, None, None, &mut binds);
+    let sql = format!("SELECT {COLUMNS} FROM objects WHERE {where_all} ORDER BY {order} LIMIT {}", q.limit + 1);
+    let plan = match backend {
+        Backend::Sqlite => {
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as_with(&format!("EXPLAIN QUERY PLAN {sql}"), binds.arguments()?)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            rows.into_iter().map(|(_, _, _, detail)| detail).collect::<Vec<_>>()
+        }
+        Backend::Postgres => {
+            // A small table is cheaper to scan: ask for the plan the indexes allow.
+            sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await?;
+            let rows: Result<Vec<(String,)>, _> =
+                sqlx::query_as_with(&format!("EXPLAIN {sql}"), binds.arguments()?).fetch_all(&mut *conn).await;
+            sqlx::query("RESET enable_seqscan").execute(&mut *conn).await?;
+            rows?.into_iter().map(|(line,)| line).collect()
+        }
+    };
+    Ok(plan.join("\n"))
+}

@@ -214,7 +214,8 @@ pub fn unique_index_name(property_id: &str) -> String {
     format!("objuniq_{property_id}")
 }
 
-/// The statement creating a property's lookup and sort index.
+/// The statement creating a property's lookup and sort index. It leads with the type, so that
+/// the planner sees it serve both the type's equality and the property's order.
 pub fn create_index(backend: Backend, property_id: &str, type_id: &str, name: &str, data_type: DataType) -> String {
     let expr = value_expr(backend, name, data_type);
     let nulls = match backend {
@@ -222,7 +223,8 @@ pub fn create_index(backend: Backend, property_id: &str, type_id: &str, name: &s
         Backend::Sqlite => "",
     };
     format!(
-        "CREATE INDEX IF NOT EXISTS {} ON objects (({expr}){nulls}, id) WHERE object_type_id = {} AND deleted_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS {} ON objects (object_type_id, ({expr}){nulls}, id) \
+         WHERE object_type_id = {} AND deleted_at IS NULL",
         index_name(property_id),
         literal(type_id)
     )

@@ -547,3 +547,95 @@ both_backends! {
         assert_eq!(usage.data()["current_usage"], 2, "{}", usage.text);
     }
 }
+
+both_backends! {
+    async fn filters_and_sorts_on_flagged_properties_use_their_indexes(app) {
+        let tenant = app.tenant("Plans").await;
+        schema(&app, &tenant, "orders", json!([
+            { "name": "email", "data_type": "email", "is_indexed": true },
+            { "name": "total", "data_type": "decimal", "is_sortable": true },
+            { "name": "placed", "data_type": "date", "is_indexed": true, "is_sortable": true },
+            { "name": "note", "data_type": "string" },
+        ])).await;
+        for i in 0..30 {
+            create(&app, &tenant, "orders", json!({
+                "email": format!("c{i}@example.com"), "total": format!("{i}.5"), "placed": format!("2026-01-{:02}", i % 28 + 1)
+            })).await;
+        }
+        for query in ["filter[email][eq]=c3@example.com", "sort=-total", "filter[placed][gte]=2026-01-10&sort=placed",
+                      "filter[email][in]=c1@example.com,c2@example.com&sort=total"] {
+            let plan = plinth::objects::query::explain(&app.app, &tenant.id, "orders", query).await.unwrap();
+            println!("{query}\n{plan}\n");
+            assert!(plan.contains("objidx_prop_"), "{query} does not use a property index:\n{plan}");
+            assert!(!plan.contains("Seq Scan"), "{query} scans:\n{plan}");
+        }
+        // An unflagged property is read from the type's objects, without a property index.
+        let plan = plinth::objects::query::explain(&app.app, &tenant.id, "orders", "filter[note][eq]=x").await.unwrap();
+        assert!(!plan.contains("objidx_prop_"), "{plan}");
+    }
+
+    async fn random_objects_round_trip_and_random_bad_ones_write_nothing(app) {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        let tenant = app.tenant_on("Props", "enterprise").await;
+        schema(&app, &tenant, "random", json!([
+            { "name": "s", "data_type": "string" }, { "name": "i", "data_type": "integer" },
+            { "name": "n", "data_type": "number" }, { "name": "d", "data_type": "decimal" },
+            { "name": "b", "data_type": "boolean" }, { "name": "da", "data_type": "date" },
+            { "name": "em", "data_type": "email" }, { "name": "en", "data_type": "enum", "enum_values": ["a", "b", "c"] },
+            { "name": "co", "data_type": "color" }, { "name": "j", "data_type": "json" },
+            { "name": "ti", "data_type": "time" },
+        ])).await;
+        let value = prop_oneof![
+            Just(Value::Null), any::<bool>().prop_map(Value::from), any::<i32>().prop_map(Value::from), "[a-z]{0,8}".prop_map(Value::from)
+        ];
+        let valid = (
+            proptest::option::of("\\PC{0,40}"),
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(any::<f64>().prop_filter("finite", |x| x.is_finite())),
+            proptest::option::of("-?[1-9][0-9]{0,25}(\\.[0-9]{1,12})?"),
+            proptest::option::of(any::<bool>()),
+            proptest::option::of((1i32..=9999, 1u32..=365).prop_map(|(y, d)| chrono::NaiveDate::from_yo_opt(y, d).unwrap().format("%Y-%m-%d").to_string())),
+            proptest::option::of("[a-z0-9]{1,12}@[a-z]{1,10}\\.(com|org)"),
+            proptest::option::of(prop_oneof![Just("a"), Just("b"), Just("c")]),
+            proptest::option::of("#[0-9A-F]{6}"),
+            proptest::option::of(proptest::collection::btree_map("[a-z]{1,5}", value, 0..4)),
+            proptest::option::of((0u32..24, 0u32..60, 0u32..60).prop_map(|(h, m, s)| format!("{h:02}:{m:02}:{s:02}"))),
+        );
+        let handle = tokio::runtime::Handle::current();
+        let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });
+        runner.run(&valid, |(s, i, n, d, b, da, em, en, co, j, ti)| {
+            let mut properties = serde_json::Map::new();
+            let mut put = |name: &str, v: Option<Value>| { if let Some(v) = v { properties.insert(name.into(), v); } };
+            put("s", s.map(Value::from)); put("i", i.map(Value::from)); put("n", n.map(Value::from));
+            put("d", d.map(Value::from)); put("b", b.map(Value::from)); put("da", da.map(Value::from));
+            put("em", em.map(Value::from)); put("en", en.map(Value::from)); put("co", co.map(Value::from));
+            put("j", j.map(|m| json!(m))); put("ti", ti.map(Value::from));
+            let properties = Value::Object(properties);
+            let read = tokio::task::block_in_place(|| handle.block_on(async {
+                let created = create(&app, &tenant, "random", properties.clone()).await;
+                app.get(&format!("/v1/objects/random/{}", created["id"].as_str().unwrap()), &tenant.key).await
+            }));
+            prop_assert_eq!(&read.data()["properties"], &properties);
+            Ok(())
+        }).unwrap();
+
+        let written = app.count("SELECT COUNT(*) FROM objects").await;
+        let wrong = prop_oneof![
+            Just(("i", json!("12"))), Just(("i", json!(1.5))), Just(("n", json!("nan"))), Just(("d", json!("1..2"))),
+            Just(("b", json!(1))), Just(("da", json!("2026-02-29"))), Just(("em", json!("@x.com"))),
+            Just(("en", json!("d"))), Just(("co", json!("#12345G"))), Just(("ti", json!("12:60:00"))), Just(("zz", json!(1))),
+            Just(("s", json!(["list"]))),
+        ];
+        let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });
+        runner.run(&(wrong, "[a-z]{1,8}"), |((name, bad), fine)| {
+            let resp = tokio::task::block_in_place(|| handle.block_on(
+                app.post("/v1/objects/random", &tenant.key, json!({ "properties": { "s": fine, name: bad } }))
+            ));
+            prop_assert_eq!(resp.status, 422, "{}", resp.text);
+            Ok(())
+        }).unwrap();
+        assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, written, "refused objects write nothing");
+    }
+}
