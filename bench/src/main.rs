@@ -22,11 +22,21 @@ struct Options {
     concurrency: usize,
     database_url: Option<String>,
     binary: String,
+    /// Objects to load for the data-store scenarios; 0 runs the default scenarios.
+    store: usize,
+    /// Seconds to wait after loading, so that PostgreSQL's autovacuum analyses the new rows.
+    settle: u64,
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut options =
-        Options { requests: 20_000, concurrency: 32, database_url: None, binary: "target/release/plinth".into() };
+    let mut options = Options {
+        requests: 20_000,
+        concurrency: 32,
+        database_url: None,
+        binary: "target/release/plinth".into(),
+        store: 0,
+        settle: 0,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().context("a flag needs a value");
@@ -35,6 +45,8 @@ fn options() -> anyhow::Result<Options> {
             "--concurrency" => options.concurrency = value()?.parse()?,
             "--database-url" => options.database_url = Some(value()?),
             "--binary" => options.binary = value()?,
+            "--store" => options.store = value()?.parse()?,
+            "--settle" => options.settle = value()?.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -174,47 +186,15 @@ async fn main() -> anyhow::Result<()> {
         call(&client, reqwest::Method::POST, format!("{base}/v1/token"), &key, json!({ "api_key": key })).await?;
     let token = token["data"]["token"].as_str().context("token")?.to_string();
 
-    let scenarios = vec![
-        Scenario {
-            name: "GET /health (no auth)",
-            method: reqwest::Method::GET,
-            path: "/health".into(),
-            token: None,
-            body: None,
-        },
-        Scenario {
-            name: "GET /v1/keys/{id} (API key)",
-            method: reqwest::Method::GET,
-            path: format!("/v1/keys/{key_id}"),
-            token: Some(key.clone()),
-            body: None,
-        },
-        Scenario {
-            name: "GET /v1/keys/{id} (access token)",
-            method: reqwest::Method::GET,
-            path: format!("/v1/keys/{key_id}"),
-            token: Some(token.clone()),
-            body: None,
-        },
-        Scenario {
-            name: "GET /v1/keys?limit=20 (API key)",
-            method: reqwest::Method::GET,
-            path: "/v1/keys?limit=20".into(),
-            token: Some(key.clone()),
-            body: None,
-        },
-        Scenario {
-            name: "POST /v1/keys (API key, write)",
-            method: reqwest::Method::POST,
-            path: "/v1/keys".into(),
-            token: Some(key.clone()),
-            body: Some(json!({ "label": "bench", "scopes": ["read"] })),
-        },
-    ];
+    let scenarios = if options.store > 0 {
+        store_scenarios(&client, &base, &key, &options).await?
+    } else {
+        default_scenarios(&key, &key_id, &token)
+    };
 
     let backend = if options.database_url.is_some() { "postgres" } else { "sqlite" };
     println!("plinth {backend}: {} requests per scenario, concurrency {}", options.requests, options.concurrency);
-    println!("{:<36} {:>10} {:>10} {:>12} {:>8}", "scenario", "median", "p99", "req/s", "failed");
+    println!("{:<44} {:>10} {:>10} {:>12} {:>8}", "scenario", "median", "p99", "req/s", "failed");
     for scenario in &scenarios {
         // Warm the connection pool and caches first.
         let warm = Options {
@@ -226,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
         outcome.latencies.sort();
         let throughput = outcome.latencies.len() as f64 / outcome.elapsed.as_secs_f64();
         println!(
-            "{:<36} {:>8.0}µs {:>8.0}µs {:>12.0} {:>8}",
+            "{:<44} {:>8.0}µs {:>8.0}µs {:>12.0} {:>8}",
             scenario.name,
             percentile(&outcome.latencies, 0.5).as_secs_f64() * 1e6,
             percentile(&outcome.latencies, 0.99).as_secs_f64() * 1e6,
@@ -237,6 +217,156 @@ async fn main() -> anyhow::Result<()> {
 
     server.start_kill()?;
     let _ = server.wait().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    if std::env::var_os("PLINTH_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    } else {
+        println!("data kept in {}", data_dir.display());
+    }
     Ok(())
+}
+
+/// The data store: a type with indexed and sortable properties, `options.store` objects loaded
+/// in batches of 100 (reported as objects per second), then one create, one get by id, a
+/// filtered and sorted list page, and a full-text search.
+async fn store_scenarios(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    options: &Options,
+) -> anyhow::Result<Vec<Scenario>> {
+    let post = reqwest::Method::POST;
+    call(client, post.clone(), format!("{base}/v1/object-types"), key, json!({ "name": "items" })).await?;
+    for property in [
+        json!({ "name": "name", "data_type": "string", "is_sortable": true }),
+        json!({ "name": "qty", "data_type": "integer", "is_indexed": true, "is_sortable": true }),
+        json!({ "name": "price", "data_type": "decimal", "is_sortable": true }),
+        json!({ "name": "notes", "data_type": "text" }),
+    ] {
+        call(client, post.clone(), format!("{base}/v1/object-types/items/properties"), key, property).await?;
+    }
+    const WORDS: &[&str] = &["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
+    let item = |n: usize| {
+        json!({ "properties": {
+            "name": format!("item {n}"), "qty": (n * 7919) % 1000, "price": format!("{}.{:02}", n % 500, n % 100),
+            "notes": format!("{} {} {}", WORDS[n % 8], WORDS[(n / 8) % 8], WORDS[(n / 64) % 8]),
+        } })
+    };
+    let started = Instant::now();
+    let batches = options.store.div_ceil(100);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut loaders = Vec::new();
+    for _ in 0..4 {
+        let (client, next, base, key) = (client.clone(), next.clone(), base.to_string(), key.to_string());
+        let total = options.store;
+        loaders.push(tokio::spawn(async move {
+            loop {
+                let batch = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if batch >= batches {
+                    return anyhow::Ok(());
+                }
+                let objects: Vec<Value> = (batch * 100..((batch + 1) * 100).min(total)).map(item).collect();
+                let url = format!("{base}/v1/objects/items/batch/create");
+                call(&client, reqwest::Method::POST, url, &key, json!({ "objects": objects })).await?;
+            }
+        }));
+    }
+    for loader in loaders {
+        loader.await??;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "loaded {} objects in batches of 100 (4 at a time): {:.1} s, {:.0} objects/s",
+        options.store,
+        elapsed.as_secs_f64(),
+        options.store as f64 / elapsed.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(options.settle)).await;
+    let one = call(client, post.clone(), format!("{base}/v1/objects/items"), key, item(options.store)).await?;
+    let id = one["data"]["id"].as_str().context("object id")?.to_string();
+    Ok(vec![
+        Scenario {
+            name: "POST /v1/objects/items (create one)",
+            method: post.clone(),
+            path: "/v1/objects/items".into(),
+            token: Some(key.into()),
+            body: Some(item(7)),
+        },
+        Scenario {
+            name: "GET /v1/objects/items/{id}",
+            method: reqwest::Method::GET,
+            path: format!("/v1/objects/items/{id}"),
+            token: Some(key.into()),
+            body: None,
+        },
+        Scenario {
+            name: "GET list filter[qty][gte]=990&sort=-price",
+            method: reqwest::Method::GET,
+            path: "/v1/objects/items/list?filter[qty][gte]=990&sort=-price&limit=20".into(),
+            token: Some(key.into()),
+            body: None,
+        },
+        Scenario {
+            name: "GET list sort=-qty (first page)",
+            method: reqwest::Method::GET,
+            path: "/v1/objects/items/list?sort=-qty&limit=20".into(),
+            token: Some(key.into()),
+            body: None,
+        },
+        Scenario {
+            name: "POST search query",
+            method: post.clone(),
+            path: "/v1/objects/items/search".into(),
+            token: Some(key.into()),
+            body: Some(json!({ "query": "charlie delta", "limit": 20 })),
+        },
+        Scenario {
+            name: "POST search query + filter",
+            method: post,
+            path: "/v1/objects/items/search".into(),
+            token: Some(key.into()),
+            body: Some(json!({
+                "query": "charlie delta", "filters": [{ "property": "qty", "op": "lt", "value": 100 }], "limit": 20
+            })),
+        },
+    ])
+}
+
+fn default_scenarios(key: &str, key_id: &str, token: &str) -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "GET /health (no auth)",
+            method: reqwest::Method::GET,
+            path: "/health".into(),
+            token: None,
+            body: None,
+        },
+        Scenario {
+            name: "GET /v1/keys/{id} (API key)",
+            method: reqwest::Method::GET,
+            path: format!("/v1/keys/{key_id}"),
+            token: Some(key.into()),
+            body: None,
+        },
+        Scenario {
+            name: "GET /v1/keys/{id} (access token)",
+            method: reqwest::Method::GET,
+            path: format!("/v1/keys/{key_id}"),
+            token: Some(token.into()),
+            body: None,
+        },
+        Scenario {
+            name: "GET /v1/keys?limit=20 (API key)",
+            method: reqwest::Method::GET,
+            path: "/v1/keys?limit=20".into(),
+            token: Some(key.into()),
+            body: None,
+        },
+        Scenario {
+            name: "POST /v1/keys (API key, write)",
+            method: reqwest::Method::POST,
+            path: "/v1/keys".into(),
+            token: Some(key.into()),
+            body: Some(json!({ "label": "bench", "scopes": ["read"] })),
+        },
+    ]
 }

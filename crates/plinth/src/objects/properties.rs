@@ -155,9 +155,11 @@ async fn find(conn: &mut AnyConnection, object_type: &ObjectType, id_or_name: &s
 }
 
 /// Drops the indexes of a property (when it is deleted, or its type is).
-pub async fn drop_indexes(conn: &mut AnyConnection, property: &Property) -> ApiResult<()> {
-    for name in [sql::index_name(&property.id), sql::unique_index_name(&property.id)] {
-        sqlx::query(&sql::drop_index(&name)).execute(&mut *conn).await?;
+pub async fn drop_indexes(conn: &mut AnyConnection, backend: Backend, property: &Property) -> ApiResult<()> {
+    let mut statements = sql::drop_lookup_index(backend, &property.id);
+    statements.push(sql::drop_index(&sql::unique_index_name(&property.id)));
+    for statement in statements {
+        sqlx::query(&statement).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -390,11 +392,15 @@ async fn apply_indexes(
 ) -> ApiResult<()> {
     let had_lookup = before.is_some_and(Property::has_lookup_index);
     let had_unique = before.is_some_and(|p| p.is_unique);
-    if after.has_lookup_index() && !had_lookup {
-        let ddl = sql::create_index(backend, &after.id, &after.object_type_id, &after.name, after.data_type);
-        sqlx::query(&ddl).execute(&mut *conn).await?;
+    let statements = if after.has_lookup_index() && !had_lookup {
+        sql::create_index(backend, &after.id, &after.object_type_id, &after.name, after.data_type)
     } else if !after.has_lookup_index() && had_lookup {
-        sqlx::query(&sql::drop_index(&sql::index_name(&after.id))).execute(&mut *conn).await?;
+        sql::drop_lookup_index(backend, &after.id)
+    } else {
+        Vec::new()
+    };
+    for statement in statements {
+        sqlx::query(&statement).execute(&mut *conn).await?;
     }
     if after.is_unique && !had_unique {
         let ddl = sql::create_unique_index(backend, &after.id, &after.object_type_id, &after.name, after.data_type);
@@ -715,7 +721,7 @@ async fn delete_property(
     let mut tx = app.db.begin_write().await?;
     let object_type = object_types::find(&mut tx, tenant, &type_id).await?;
     let property = find(&mut tx, &object_type, &property_id).await?;
-    drop_indexes(&mut tx, &property).await?;
+    drop_indexes(&mut tx, app.db.backend(), &property).await?;
     sqlx::query("DELETE FROM object_properties WHERE id = $1").bind(&property.id).execute(&mut *tx).await?;
     let entry = Entry {
         action: "property.deleted",

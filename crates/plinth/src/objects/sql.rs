@@ -214,20 +214,44 @@ pub fn unique_index_name(property_id: &str) -> String {
     format!("objuniq_{property_id}")
 }
 
-/// The statement creating a property's lookup and sort index. It leads with the type, so that
-/// the planner sees it serve both the type's equality and the property's order.
-pub fn create_index(backend: Backend, property_id: &str, type_id: &str, name: &str, data_type: DataType) -> String {
+/// The statements creating a property's lookup and sort index. On SQLite it leads with the type,
+/// so that the planner sees one index serve the type's equality and the property's order. On
+/// PostgreSQL the type is left to the partial predicate (which the planner drops from the index
+/// conditions, so a leading type column would cost every seek a full scan), and extended
+/// statistics on the expression give the planner the value distribution that partial indexes
+/// do not collect.
+pub fn create_index(
+    backend: Backend,
+    property_id: &str,
+    type_id: &str,
+    name: &str,
+    data_type: DataType,
+) -> Vec<String> {
     let expr = value_expr(backend, name, data_type);
-    let nulls = match backend {
-        Backend::Postgres => " NULLS FIRST",
-        Backend::Sqlite => "",
-    };
-    format!(
-        "CREATE INDEX IF NOT EXISTS {} ON objects (object_type_id, ({expr}){nulls}, id) \
-         WHERE object_type_id = {} AND deleted_at IS NULL",
-        index_name(property_id),
-        literal(type_id)
-    )
+    let index = index_name(property_id);
+    let partial = format!("WHERE object_type_id = {} AND deleted_at IS NULL", literal(type_id));
+    match backend {
+        Backend::Sqlite => {
+            vec![format!("CREATE INDEX IF NOT EXISTS {index} ON objects (object_type_id, ({expr}), id) {partial}")]
+        }
+        Backend::Postgres => vec![
+            format!("CREATE INDEX IF NOT EXISTS {index} ON objects (({expr}) NULLS FIRST, id) {partial}"),
+            format!("CREATE STATISTICS IF NOT EXISTS {} ON ({expr}) FROM objects", statistics_name(property_id)),
+        ],
+    }
+}
+
+/// The statements dropping a property's lookup index (and its statistics).
+pub fn drop_lookup_index(backend: Backend, property_id: &str) -> Vec<String> {
+    let mut statements = vec![drop_index(&index_name(property_id))];
+    if backend == Backend::Postgres {
+        statements.push(format!("DROP STATISTICS IF EXISTS {}", statistics_name(property_id)));
+    }
+    statements
+}
+
+fn statistics_name(property_id: &str) -> String {
+    format!("objstat_{property_id}")
 }
 
 /// The statement creating a property's unique index: live objects of the type only.
@@ -258,7 +282,7 @@ mod tests {
     fn expressions_match_their_indexes() {
         for backend in [Backend::Sqlite, Backend::Postgres] {
             let expr = value_expr(backend, "price", DataType::Decimal);
-            assert!(create_index(backend, "prop_1", "ot_1", "price", DataType::Decimal).contains(&expr));
+            assert!(create_index(backend, "prop_1", "ot_1", "price", DataType::Decimal)[0].contains(&expr));
             assert!(create_unique_index(backend, "prop_1", "ot_1", "price", DataType::Decimal).contains(&expr));
         }
         assert_eq!(value_expr(Backend::Sqlite, "email", DataType::Email), "json_extract(properties, '$.email')");
