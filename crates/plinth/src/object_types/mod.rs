@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
-use crate::db::is_unique_violation;
+use crate::db::{is_unique_violation, Backend};
 use crate::deletion::{self, DeleteParams, Target, Verdict};
 use crate::http::error::FieldErrors;
 use crate::http::list::{self, Filter, ListSpec, SortField};
@@ -160,6 +160,20 @@ pub async fn find(conn: &mut AnyConnection, tenant: &TenantId, id_or_name: &str)
             .fetch_optional(&mut *conn)
             .await?;
     row.map(ObjectType::try_from).transpose()?.ok_or_else(|| ApiError::not_found("object type"))
+}
+
+/// Locks the type's row until the transaction ends, on PostgreSQL (SQLite's writers are one at a
+/// time already): `exclusive` for a schema change, shared for object writes, so that no object is
+/// written against a schema that is changing under it.
+pub async fn lock(conn: &mut AnyConnection, backend: Backend, type_id: &str, exclusive: bool) -> ApiResult<()> {
+    if backend == Backend::Postgres {
+        let mode = if exclusive { "UPDATE" } else { "SHARE" };
+        sqlx::query(&format!("SELECT id FROM object_types WHERE id = $1 FOR {mode}"))
+            .bind(type_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 pub fn routes() -> OpenApiRouter<App> {

@@ -107,6 +107,20 @@ impl Schema {
         Ok(Schema { object_type, properties })
     }
 
+    /// The schema for writing objects: the type is locked (shared) before its properties are
+    /// read, so a schema change waits for the write or the write sees the change.
+    pub async fn load_for_write(
+        conn: &mut AnyConnection,
+        app: &App,
+        tenant: &TenantId,
+        type_ref: &str,
+    ) -> ApiResult<Schema> {
+        let object_type = object_types::find(conn, tenant, type_ref).await?;
+        object_types::lock(conn, app.db.backend(), &object_type.id, false).await?;
+        let properties = properties::of_type(conn, &object_type.id).await?;
+        Ok(Schema { object_type, properties })
+    }
+
     pub fn property(&self, name: &str) -> Option<&Property> {
         self.properties.iter().find(|p| p.name == name)
     }
@@ -120,7 +134,9 @@ pub fn search_text(properties: &[Property], values: &Map<String, Value>) -> Stri
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str(&text);
+            // Words only, as queries are read: `ada@example.com` is `ada example com` on both
+            // databases (PostgreSQL's parser would otherwise keep it as one token).
+            out.extend(text.chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }));
         }
     }
     out
@@ -143,6 +159,10 @@ fn check_value(schema: &Schema, name: &str, value: &Value, problems: &mut Proble
         None if schema.object_type.additional_properties => {
             if !crate::object_types::is_identifier(name) {
                 problems.add(&field, "property names are lowercase identifiers");
+                return None;
+            }
+            if types::has_nul(value) {
+                problems.add(&field, "must not contain the NUL character");
                 return None;
             }
             Some(value.clone())
@@ -484,7 +504,7 @@ async fn create_object(
     let tenant = auth.tenant()?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
-    let schema = Schema::load(&mut tx, tenant, &type_ref).await?;
+    let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
     let values = validate_new(&schema, &body.properties).map_err(Problems::into_error)?;
     let mut problems = Problems::default();
     let names: Vec<&String> = values.keys().collect();
@@ -540,7 +560,7 @@ async fn update_object(
     let wanted = if_match(&headers)?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
-    let schema = Schema::load(&mut tx, tenant, &type_ref).await?;
+    let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
     let object = fetch(&mut tx, tenant, &schema.object_type.id, &object_id).await?;
     let object = apply_update(&mut tx, tenant, &schema, object, &body.properties, wanted, &who).await?;
     tx.commit().await?;
@@ -601,14 +621,21 @@ async fn delete_object(
     let wanted = if_match(&headers)?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
-    let schema = Schema::load(&mut tx, tenant, &type_ref).await?;
+    let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
     let mut object = fetch(&mut tx, tenant, &schema.object_type.id, &object_id).await?;
     check_version(&object, wanted)?;
     if params.force {
         let target = Target { scope: tenant.as_str(), resource_type: "object", resource_id: &object.id };
-        // Associations and comments will count here; nothing else depends on an object.
-        let dependencies = Vec::new();
-        if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, &params).await? {
+        // Objects whose reference properties point at this one (associations and comments will
+        // count here too).
+        let dependencies = vec![crate::deletion::Dependency {
+            kind: "references",
+            count: referencing_objects(&mut tx, app.db.backend(), &schema, &object.id).await?,
+            label: "live objects whose reference properties point at this object",
+        }];
+        // `?force=true` alone purges; with dependants it first answers 409 with the confirm token.
+        let asked = DeleteParams { force: params.confirm_token.is_some(), confirm_token: params.confirm_token.clone() };
+        if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, &asked).await? {
             tx.rollback().await?;
             return Err(deletion::refuse(app.db.pool(), target, dependencies).await);
         }
@@ -666,7 +693,7 @@ async fn restore_object(
     let tenant = auth.tenant()?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
-    let schema = Schema::load(&mut tx, tenant, &type_ref).await?;
+    let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
     let mut object = fetch(&mut tx, tenant, &schema.object_type.id, &object_id).await?;
     if !object.is_deleted {
         return Err(ApiError::conflict("the object is not in the trash"));
@@ -842,7 +869,7 @@ async fn batch_create(
     check_batch_size(body.objects.len())?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
-    let schema = Schema::load(&mut tx, tenant, &type_ref).await?;
+    let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
     let mut valid = Vec::with_capacity(body.objects.len());
     let mut failed = Vec::new();
     for (index, item) in body.objects.iter().enumerate() {
@@ -969,7 +996,7 @@ async fn batch_update(
     check_batch_size(body.updates.len())?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
-    let schema = Schema::load(&mut tx, tenant, &type_ref).await?;
+    let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
     let mut failed = Vec::new();
     let mut results = Vec::with_capacity(body.updates.len());
     for (index, item) in body.updates.iter().enumerate() {
@@ -1018,6 +1045,36 @@ async fn batch_update(
     }
     tx.commit().await?;
     Ok(Data(results))
+}
+
+/// How many live objects point at `object_id` through a reference property.
+async fn referencing_objects(
+    conn: &mut AnyConnection,
+    backend: crate::db::Backend,
+    schema: &Schema,
+    object_id: &str,
+) -> ApiResult<i64> {
+    let mut pointing = properties::referencing(conn, &schema.object_type.id).await?;
+    pointing.extend(
+        schema
+            .properties
+            .iter()
+            .filter(|p| p.reference_type.as_deref() == Some(schema.object_type.id.as_str()))
+            .cloned(),
+    );
+    let mut total = 0;
+    for property in pointing {
+        let expr = sql::value_expr(backend, &property.name, DataType::Reference);
+        let (count,): (i64,) = sqlx::query_as(&format!(
+            "SELECT COUNT(*) FROM objects WHERE object_type_id = $1 AND deleted_at IS NULL AND {expr} = $2"
+        ))
+        .bind(&property.object_type_id)
+        .bind(object_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        total += count;
+    }
+    Ok(total)
 }
 
 /// What depends on an object type, for its secure deletion.

@@ -164,6 +164,20 @@ pub async fn drop_indexes(conn: &mut AnyConnection, backend: Backend, property: 
     Ok(())
 }
 
+/// Drops the indexes of every property of a tenant, before the tenant is deleted (the rows go
+/// by cascade; the indexes would not).
+pub async fn drop_tenant_indexes(conn: &mut AnyConnection, backend: Backend, tenant_id: &str) -> ApiResult<()> {
+    let rows: Vec<PropertyRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM object_properties WHERE tenant_id = $1"))
+            .bind(tenant_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    for row in rows {
+        drop_indexes(conn, backend, &Property::try_from(row)?).await?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProperty {
@@ -223,7 +237,7 @@ fn validate_enum_values(data_type: DataType, values: Option<&Vec<String>>, error
                 errors.add("enum_values", format!("must hold 1 to {ENUM_VALUES_MAX} values"));
             }
             for (i, value) in values.iter().enumerate() {
-                if value.is_empty() || value.chars().count() > 255 {
+                if value.is_empty() || value.chars().count() > 255 || value.contains('\0') {
                     errors.add("enum_values", "each value must be 1 to 255 characters");
                 } else if values[..i].contains(value) {
                     errors.add("enum_values", format!("`{value}` is named twice"));
@@ -316,10 +330,12 @@ async fn check_existing_values(conn: &mut AnyConnection, backend: Backend, prope
 
 /// Refuses (409, naming them) when live objects share a value of `property`.
 async fn check_no_duplicates(conn: &mut AnyConnection, backend: Backend, property: &Property) -> ApiResult<()> {
-    let expr = sql::value_expr(backend, &property.name, property.data_type);
+    let exprs = sql::unique_exprs(backend, &property.name, property.data_type);
     let groups: Vec<(String, String, i64)> = sqlx::query_as(&format!(
         "SELECT MIN(id), MAX(id), COUNT(*) FROM objects WHERE object_type_id = $1 AND deleted_at IS NULL \
-         AND {expr} IS NOT NULL GROUP BY {expr} HAVING COUNT(*) > 1 LIMIT {NAMED_MAX}"
+         AND {} IS NOT NULL GROUP BY {} HAVING COUNT(*) > 1 LIMIT {NAMED_MAX}",
+        exprs[0],
+        exprs.join(", ")
     ))
     .bind(&property.object_type_id)
     .fetch_all(&mut *conn)
@@ -339,12 +355,11 @@ async fn check_no_duplicates(conn: &mut AnyConnection, backend: Backend, propert
 /// a schema change), or the change is refused when there is none.
 async fn require_values(conn: &mut AnyConnection, backend: Backend, property: &Property) -> ApiResult<()> {
     let missing = format!("NOT ({})", sql::exists_expr(backend, &property.name));
-    let (count,): (i64,) = sqlx::query_as(&format!(
-        "SELECT COUNT(*) FROM objects WHERE object_type_id = $1 AND deleted_at IS NULL AND {missing}"
-    ))
-    .bind(&property.object_type_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (count,): (i64,) =
+        sqlx::query_as(&format!("SELECT COUNT(*) FROM objects WHERE object_type_id = $1 AND {missing}"))
+            .bind(&property.object_type_id)
+            .fetch_one(&mut *conn)
+            .await?;
     if count == 0 {
         return Ok(());
     }
@@ -499,6 +514,7 @@ async fn create_property(
 
     let mut tx = app.db.begin_write().await?;
     let object_type = object_types::find(&mut tx, tenant, &type_id).await?;
+    object_types::lock(&mut tx, app.db.backend(), &object_type.id, true).await?;
     let reference_type = match &body.reference_type {
         Some(target) => match object_types::find(&mut tx, tenant, target).await {
             Ok(target) => Some(target.id),
@@ -641,6 +657,7 @@ async fn update_property(
     let mut errors = FieldErrors::default();
     let mut tx = app.db.begin_write().await?;
     let object_type = object_types::find(&mut tx, tenant, &type_id).await?;
+    object_types::lock(&mut tx, app.db.backend(), &object_type.id, true).await?;
     let before = find(&mut tx, &object_type, &property_id).await?;
     let mut after = before.clone();
     after.is_indexed = body.is_indexed.unwrap_or(before.is_indexed);
@@ -720,6 +737,7 @@ async fn delete_property(
     let tenant: &TenantId = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
     let object_type = object_types::find(&mut tx, tenant, &type_id).await?;
+    object_types::lock(&mut tx, app.db.backend(), &object_type.id, true).await?;
     let property = find(&mut tx, &object_type, &property_id).await?;
     drop_indexes(&mut tx, app.db.backend(), &property).await?;
     sqlx::query("DELETE FROM object_properties WHERE id = $1").bind(&property.id).execute(&mut *tx).await?;

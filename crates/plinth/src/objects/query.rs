@@ -384,7 +384,7 @@ pub fn build(
                     (None, false) => format!("(({expr} IS NULL AND id > {pid}) OR {expr} IS NOT NULL)"),
                     (None, true) => format!("({expr} IS NULL AND id < {pid})"),
                     (Some(value), descending) => {
-                        let pv = binds.push(sql::bind_for(backend, operand_type(property.data_type), value));
+                        let pv = binds.push(sql::bind_for(backend, property.data_type, value));
                         if descending {
                             format!("(({expr} = {pv} AND id < {pid}) OR {expr} < {pv} OR {expr} IS NULL)")
                         } else {

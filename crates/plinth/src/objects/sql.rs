@@ -142,7 +142,7 @@ pub fn set_contains(backend: Backend, name: &str, placeholder: &str) -> String {
 pub fn contains(backend: Backend, expr: &str, placeholder: &str) -> String {
     match backend {
         Backend::Sqlite => format!("instr(lower({expr}), lower({placeholder})) > 0"),
-        Backend::Postgres => format!("strpos(lower({expr}), lower(CAST({placeholder} AS text))) > 0"),
+        Backend::Postgres => format!("strpos(lower({expr}), lower(CAST({placeholder} AS text) COLLATE \"C\")) > 0"),
     }
 }
 
@@ -262,12 +262,25 @@ pub fn create_unique_index(
     name: &str,
     data_type: DataType,
 ) -> String {
-    let expr = value_expr(backend, name, data_type);
+    let exprs: Vec<String> = unique_exprs(backend, name, data_type).iter().map(|e| format!("({e})")).collect();
     format!(
-        "CREATE UNIQUE INDEX IF NOT EXISTS {} ON objects (({expr})) WHERE object_type_id = {} AND deleted_at IS NULL",
+        "CREATE UNIQUE INDEX IF NOT EXISTS {} ON objects ({}) WHERE object_type_id = {} AND deleted_at IS NULL",
         unique_index_name(property_id),
+        exprs.join(", "),
         literal(type_id)
     )
+}
+
+/// What makes two values the same for `is_unique`: the value, and a currency's code with its amount.
+pub fn unique_exprs(backend: Backend, name: &str, data_type: DataType) -> Vec<String> {
+    let mut exprs = vec![value_expr(backend, name, data_type)];
+    if data_type == DataType::Currency {
+        exprs.push(match backend {
+            Backend::Sqlite => format!("json_extract(properties, '$.{name}.code')"),
+            Backend::Postgres => format!("(properties::jsonb -> '{name}' ->> 'code')"),
+        });
+    }
+    exprs
 }
 
 pub fn drop_index(name: &str) -> String {

@@ -205,11 +205,11 @@ impl DataType {
             | DataType::Currency
             | DataType::Date
             | DataType::Datetime
-            | DataType::Time => &[Eq, Ne, Gt, Gte, Lt, Lte, In, Exists],
+            | DataType::Time
+            | DataType::Uuid
+            | DataType::Color => &[Eq, Ne, Gt, Gte, Lt, Lte, In, Exists],
             DataType::Boolean => &[Eq, Ne, Exists],
-            DataType::Enum | DataType::Uuid | DataType::Color | DataType::File | DataType::Reference => {
-                &[Eq, Ne, In, Exists]
-            }
+            DataType::Enum | DataType::File | DataType::Reference => &[Eq, Ne, In, Exists],
             DataType::MultiEnum => &[Contains, Exists],
             DataType::Json => &[Exists],
         }
@@ -332,6 +332,9 @@ impl DataType {
                 ))
             }
             DataType::Json => {
+                if has_nul(value) {
+                    return Err("must not contain the NUL character".into());
+                }
                 let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
                 if size > JSON_MAX_BYTES {
                     return Err(format!("must be at most {JSON_MAX_BYTES} bytes of JSON"));
@@ -404,7 +407,22 @@ impl DataType {
 }
 
 fn as_str<'a>(value: &'a Value, what: &str) -> Result<&'a str, String> {
-    value.as_str().ok_or_else(|| format!("must be {what}"))
+    let text = value.as_str().ok_or_else(|| format!("must be {what}"))?;
+    if text.contains('\0') {
+        return Err("must not contain the NUL character".into());
+    }
+    Ok(text)
+}
+
+/// True when a string or key anywhere in `value` holds NUL, which PostgreSQL's text and jsonb
+/// cannot store.
+pub fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 fn bounded_string(value: &Value, max: usize) -> Result<Value, String> {
@@ -436,7 +454,11 @@ fn decimal(value: &Value) -> Result<String, String> {
     if digits.sign() == bigdecimal::num_bigint::Sign::NoSign {
         return Ok(if scale > 0 { format!("0.{}", "0".repeat(scale as usize)) } else { "0".into() });
     }
-    Ok(number.to_plain_string())
+    let plain = number.to_plain_string();
+    if plain.len() > DECIMAL_MAX_CHARS {
+        return Err(format!("must be at most {DECIMAL_MAX_CHARS} characters written out"));
+    }
+    Ok(plain)
 }
 
 /// ISO 4217 currency codes in use.
@@ -483,6 +505,8 @@ mod tests {
         ok(DataType::String, json!("x".repeat(1024)), json!("x".repeat(1024)));
         bad(DataType::String, json!("x".repeat(1025)));
         bad(DataType::String, json!(5));
+        bad(DataType::String, json!("a\u{0}b"));
+        bad(DataType::Json, json!({ "k": ["a\u{0}"] }));
         ok(DataType::Text, json!("é".repeat(65_536)), json!("é".repeat(65_536)));
         bad(DataType::Text, json!("x".repeat(65_537)));
         ok(
@@ -521,6 +545,8 @@ mod tests {
             json!("123456789012345678901234567890.123456789"),
         );
         bad(DataType::Decimal, json!("1e1000000000"));
+        bad(DataType::Decimal, json!("1e100"));
+        bad(DataType::Decimal, json!("1e-99"));
         bad(DataType::Decimal, json!("abc"));
         bad(DataType::Decimal, json!(""));
         bad(DataType::Decimal, json!(true));

@@ -259,7 +259,7 @@ both_backends! {
 
         let before = app.count("SELECT COUNT(*) FROM objects").await;
         for (name, value) in [
-            ("s", json!("x".repeat(1025))), ("s", json!(1)), ("i", json!(1.5)), ("i", json!("1")),
+            ("s", json!("x".repeat(1025))), ("s", json!(1)), ("s", json!("nul\u{0}")), ("j", json!({ "k": "\u{0}" })), ("i", json!(1.5)), ("i", json!("1")),
             ("i", json!(9_223_372_036_854_775_808u64)), ("n", json!("2")), ("d", json!("1.2.3")), ("b", json!("yes")),
             ("da", json!("2026-02-30")), ("dt", json!("yesterday")), ("ti", json!("25:00")), ("em", json!("nope")),
             ("u", json!("ftp://example.com")), ("ph", json!("12345")), ("en", json!("c")), ("me", json!(["x", "x"])),
@@ -311,6 +311,13 @@ both_backends! {
             json!({ "name": "plan", "data_type": "string", "is_required": true, "default_value": "free" })).await.expect(201);
         let list = app.get("/v1/objects/users/list?filter[plan][eq]=free", &tenant.key).await;
         assert_eq!(list.data()["total"], 3);
+
+        // A unique currency is its amount in its currency.
+        schema(&app, &tenant, "prices", json!([{ "name": "fee", "data_type": "currency", "is_unique": true }])).await;
+        create(&app, &tenant, "prices", json!({ "fee": { "amount": "10", "code": "EUR" } })).await;
+        create(&app, &tenant, "prices", json!({ "fee": { "amount": "10", "code": "USD" } })).await;
+        app.post("/v1/objects/prices", &tenant.key, json!({ "properties": { "fee": { "amount": "10.00", "code": "EUR" } } }))
+            .await.expect_error(409, "CONFLICT");
     }
 
     async fn lists_filter_and_sort_by_typed_properties(app) {
@@ -324,7 +331,7 @@ both_backends! {
             { "name": "active", "data_type": "boolean" },
             { "name": "size", "data_type": "enum", "enum_values": ["s", "m", "l"] },
             { "name": "tags", "data_type": "multi_enum", "enum_values": ["red", "blue"] },
-            { "name": "total", "data_type": "currency" },
+            { "name": "total", "data_type": "currency", "is_sortable": true },
             { "name": "notes", "data_type": "text" },
         ])).await;
         for (name, qty, price, due, active, size, tags) in [
@@ -379,7 +386,7 @@ both_backends! {
         assert_eq!(names(&desc), [json!("date"), json!("banana"), json!("apple"), json!("cherry"), json!("empty")]);
         let by_time = list("sort=-at").await;
         assert_eq!(names(&by_time)[0], "date");
-        for sort in ["qty", "-qty", "name", "-price", "at", "created_at", "-updated_at", "id"] {
+        for sort in ["qty", "-qty", "name", "-price", "at", "total", "-total", "created_at", "-updated_at", "id"] {
             let whole = ids(&list(&format!("sort={sort}")).await);
             let mut paged = Vec::new();
             let mut cursor = String::new();
@@ -427,10 +434,11 @@ both_backends! {
             { "name": "title", "data_type": "string" },
             { "name": "body", "data_type": "rich_text" },
             { "name": "stars", "data_type": "integer", "is_sortable": true },
+            { "name": "contact", "data_type": "email" },
         ])).await;
         create(&app, &tenant, "docs", json!({ "title": "Rust services", "body": "<p>Fast <b>and</b> safe</p>", "stars": 5 })).await;
         create(&app, &tenant, "docs", json!({ "title": "Gardening", "body": "<p>Slow and green</p>", "stars": 3 })).await;
-        create(&app, &tenant, "docs", json!({ "title": "Fast food", "body": "<p>Neither</p>", "stars": 1 })).await;
+        create(&app, &tenant, "docs", json!({ "title": "Fast food", "body": "<p>Neither</p>", "stars": 1, "contact": "chef@diner.example" })).await;
         let search = |body: Value| {
             let (app, key) = (&app, tenant.key.clone());
             async move { app.post("/v1/objects/docs/search", &key, body).await }
@@ -442,6 +450,9 @@ both_backends! {
         fast.expect(200);
         assert_eq!(titles(&fast), ["Rust services", "Fast food"]);
         assert_eq!(titles(&search(json!({ "query": "fast safe" })).await), ["Rust services"]);
+        // Addresses are searched by their words, on both databases.
+        assert_eq!(titles(&search(json!({ "query": "diner.example" })).await), ["Fast food"]);
+        assert_eq!(titles(&search(json!({ "query": "chef" })).await), ["Fast food"]);
         assert_eq!(titles(&search(json!({ "query": "\"unbalanced OR *" })).await), Vec::<String>::new());
         let grouped = search(json!({
             "filters": { "or": [
@@ -529,8 +540,13 @@ both_backends! {
         create(&app, &tenant, "links", json!({ "thing": thing["id"] })).await;
         let refused = app.post("/v1/objects/things", &tenant.key, json!({ "properties": { "n": 2 } })).await;
         refused.expect_error(403, "FEATURE_LIMIT_REACHED");
-        // A purge gives the quota back.
-        app.delete(&format!("/v1/objects/things/{}?force=true", thing["id"].as_str().unwrap()), &tenant.key).await.expect(200);
+        // A purge of an object others point at needs confirmation; it gives the quota back.
+        let purge = format!("/v1/objects/things/{}?force=true", thing["id"].as_str().unwrap());
+        let asked = app.delete(&purge, &tenant.key).await;
+        asked.expect_error(409, "DEPENDENCY_EXISTS");
+        assert_eq!(asked.body["error"]["dependencies"][0]["type"], "references");
+        let token = asked.body["error"]["confirm_token"].as_str().unwrap().to_string();
+        app.delete(&format!("{purge}&confirm_token={token}"), &tenant.key).await.expect(200);
         create(&app, &tenant, "things", json!({ "n": 2 })).await;
 
         let asked = app.delete("/v1/object-types/things", &tenant.key).await;
@@ -638,4 +654,69 @@ both_backends! {
         }).unwrap();
         assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, written, "refused objects write nothing");
     }
+}
+
+both_backends! {
+    async fn every_filterable_type_filters_and_sorts_in_its_own_order(app) {
+        let tenant = app.tenant_on("Orders", "enterprise").await;
+        // Three values per type, smallest first in the type's order (not always in text order).
+        let cases = [
+            ("string", json!(["Apple", "apple", "banana"])),
+            ("integer", json!([-5, 9, 10])),
+            ("number", json!([-1.5, 2, 10.25])),
+            ("percent", json!([0.5, 9, 10])),
+            ("decimal", json!(["-2.5", "9.99", "10"])),
+            ("currency", json!([{ "amount": "2", "code": "EUR" }, { "amount": "9.5", "code": "EUR" }, { "amount": "10", "code": "EUR" }])),
+            ("date", json!(["1999-12-31", "2026-01-09", "2026-01-10"])),
+            ("datetime", json!(["2026-01-01T22:00:00-02:00", "2026-01-02T00:30:00Z", "2026-01-02T00:30:00.5Z"])),
+            ("time", json!(["08:00", "09:30:00", "10:00:00"])),
+            ("email", json!(["a@b.com", "b@a.com", "c@a.com"])),
+            ("url", json!(["http://a.com/", "https://a.com/", "https://b.com/"])),
+            ("phone", json!(["+14155550000", "+442079460958", "+819012345678"])),
+            ("uuid", json!(["00000000-0000-4000-8000-000000000000", "67e55044-10b1-426f-9247-bb680e5fe0c8", "ffffffff-0000-4000-8000-000000000000"])),
+            ("color", json!(["#000000", "#7F7F7F", "#FFFFFF"])),
+        ];
+        for (data_type, values) in cases {
+            let type_name = format!("t_{data_type}");
+            schema(&app, &tenant, &type_name, json!([{ "name": "v", "data_type": data_type, "is_sortable": true, "is_indexed": true }])).await;
+            let mut ids = Vec::new();
+            // Inserted middle, largest, smallest: the sort has to do the work.
+            for index in [1, 2, 0] {
+                let object = create(&app, &tenant, &type_name, json!({ "v": values[index] })).await;
+                ids.push((index, object["id"].as_str().unwrap().to_string()));
+            }
+            ids.sort();
+            let want: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+            let list = |query: String| {
+                let (app, key, path) = (&app, tenant.key.clone(), format!("/v1/objects/{type_name}/list?{query}"));
+                async move { app.get(&path, &key).await }
+            };
+            let asc = list("sort=v".into()).await;
+            assert_eq!(ids_of(&asc), want, "{data_type} ascending: {}", asc.text);
+            let mut reversed = want.clone();
+            reversed.reverse();
+            assert_eq!(ids_of(&list("sort=-v".into()).await), reversed, "{data_type} descending");
+            // The search body takes typed values; gt the middle value is the largest only.
+            let middle = values[1].clone();
+            let middle = if data_type == "currency" { middle["amount"].clone() } else { middle };
+            let body = json!({ "filters": { "property": "v", "op": "gt", "value": middle } });
+            let above = app.post(&format!("/v1/objects/{type_name}/search"), &tenant.key, body).await;
+            assert_eq!(ids_of(&above), [want[2].clone()], "{data_type} gt: {}", above.text);
+            let body = json!({ "filters": { "property": "v", "op": "lte", "value": middle } });
+            let below = app.post(&format!("/v1/objects/{type_name}/search"), &tenant.key, body).await;
+            let mut got = ids_of(&below);
+            got.sort();
+            let mut expected = want[..2].to_vec();
+            expected.sort();
+            assert_eq!(got, expected, "{data_type} lte: {}", below.text);
+            let body = json!({ "filters": { "property": "v", "op": "eq", "value": middle } });
+            let equal = app.post(&format!("/v1/objects/{type_name}/search"), &tenant.key, body).await;
+            assert_eq!(ids_of(&equal), [want[1].clone()], "{data_type} eq: {}", equal.text);
+        }
+    }
+}
+
+fn ids_of(resp: &crate::common::Resp) -> Vec<String> {
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    ids(resp)
 }
