@@ -53,6 +53,8 @@ pub struct AppState {
     pub plans: crate::entitlements::Plans,
     /// Signs list cursors, so that a client cannot forge one.
     pub cursor_key: [u8; 32],
+    /// Encrypts kept idempotent answers (a new key's secret may be in one).
+    pub answer_key: [u8; 32],
     pub started_at: Instant,
     pub openapi_json: axum::body::Bytes,
 }
@@ -279,6 +281,7 @@ impl Server {
             credentials: CredentialCache::new(db_is_embedded),
             limiter,
             cursor_key: master.derive("list-cursor"),
+            answer_key: master.derive("idempotent-answers"),
             plans,
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),

@@ -137,3 +137,44 @@ mod tests {
         assert_eq!(random_alphanumeric(43).len(), 43);
     }
 }
+
+/// Encrypts `plaintext` with AES-256-GCM under `key`, bound to `associated` (a ciphertext moved
+/// to another row does not open). Written as `v1:` and base64 of nonce and ciphertext.
+pub fn seal(key: &[u8; 32], associated: &[u8], plaintext: &[u8]) -> String {
+    use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+    let cipher = aes_gcm::Aes256Gcm::new(key.into());
+    let nonce = aes_gcm::Aes256Gcm::generate_nonce(&mut OsRng);
+    let sealed = cipher
+        .encrypt(&nonce, Payload { msg: plaintext, aad: associated })
+        .expect("AES-GCM encrypts any message of this size");
+    let mut out = nonce.to_vec();
+    out.extend(sealed);
+    format!("v1:{}", base64::engine::general_purpose::STANDARD.encode(out))
+}
+
+/// Opens what `seal` wrote with the same key and associated data; `None` for anything else.
+pub fn open(key: &[u8; 32], associated: &[u8], sealed: &str) -> Option<Vec<u8>> {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let bytes = base64::engine::general_purpose::STANDARD.decode(sealed.strip_prefix("v1:")?).ok()?;
+    if bytes.len() < 12 {
+        return None;
+    }
+    let (nonce, ciphertext) = bytes.split_at(12);
+    let cipher = aes_gcm::Aes256Gcm::new(key.into());
+    cipher.decrypt(nonce.into(), Payload { msg: ciphertext, aad: associated }).ok()
+}
+
+#[cfg(test)]
+mod sealing {
+    #[test]
+    fn sealed_text_opens_only_with_its_key_and_place() {
+        let key = [7u8; 32];
+        let sealed = super::seal(&key, b"row-1", b"plk_live_secret");
+        assert!(!sealed.contains("plk_live_secret"));
+        assert_eq!(super::open(&key, b"row-1", &sealed).as_deref(), Some(&b"plk_live_secret"[..]));
+        assert_eq!(super::open(&key, b"row-2", &sealed), None, "moved to another row");
+        assert_eq!(super::open(&[8u8; 32], b"row-1", &sealed), None, "another key");
+        assert_eq!(super::open(&key, b"row-1", "v1:AAAA"), None);
+        assert_ne!(super::seal(&key, b"row-1", b"x"), super::seal(&key, b"row-1", b"x"), "fresh nonces");
+    }
+}

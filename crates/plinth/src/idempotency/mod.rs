@@ -133,7 +133,13 @@ async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<
                 Claim::Refuse(conflict("a request with this Idempotency-Key is still running"))
             });
         };
-        let (body, original_request_id) = restamp(record.response_body.unwrap_or_default());
+        let kept = record.response_body.unwrap_or_default();
+        // Answers are kept encrypted, bound to their scope and key; a row that does not open
+        // (another master key) cannot be replayed.
+        let Some(kept) = crate::secrets::open(&app.answer_key, associated(scope, key).as_bytes(), &kept) else {
+            return Ok(Claim::Refuse(conflict("this Idempotency-Key's answer cannot be read back: use a new key")));
+        };
+        let (body, original_request_id) = restamp(String::from_utf8_lossy(&kept).into_owned());
         let mut response = Response::new(Body::from(body));
         if let Some(original) = original_request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
             response.headers_mut().insert("original-request-id", original);
@@ -160,6 +166,11 @@ fn restamp(body: String) -> (String, Option<String>) {
     (serde_json::Value::Object(object).to_string(), original)
 }
 
+/// What a kept answer is bound to.
+fn associated(scope: &str, key: &str) -> String {
+    format!("idempotency\n{scope}\n{key}")
+}
+
 async fn finish(app: &App, scope: &str, key: &str, status: u16, body: &Bytes, content_type: Option<&str>) {
     let pool = app.db.pool();
     let outcome = if status >= 500 {
@@ -174,7 +185,7 @@ async fn finish(app: &App, scope: &str, key: &str, status: u16, body: &Bytes, co
              WHERE scope = $4 AND idempotency_key = $5",
         )
         .bind(i64::from(status))
-        .bind(String::from_utf8_lossy(body).into_owned())
+        .bind(crate::secrets::seal(&app.answer_key, associated(scope, key).as_bytes(), body))
         .bind(content_type)
         .bind(scope)
         .bind(key)

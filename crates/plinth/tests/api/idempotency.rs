@@ -38,6 +38,11 @@ both_backends! {
         assert_eq!(again.body["request_id"].as_str(), again.header("x-request-id"));
         assert_eq!(again.data()["key"]["id"], first.data()["key"]["id"]);
         assert_eq!(again.data()["token"], first.data()["token"]);
+        // The kept answer holds the new key's secret: it is stored encrypted.
+        let secret = first.data()["token"].as_str().unwrap();
+        let (kept,): (String,) = sqlx::query_as("SELECT response_body FROM idempotency_keys WHERE idempotency_key = 'create-once-1'")
+            .fetch_one(app.app.db.pool()).await.unwrap();
+        assert!(kept.starts_with("v1:") && !kept.contains(secret), "{kept}");
         assert_eq!(app.get("/v1/keys", &tenant.key).await.data()["total"], 2, "one key was created");
 
         // The same key with another body, or on another route, is a conflict.
