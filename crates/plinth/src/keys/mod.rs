@@ -214,10 +214,21 @@ async fn update_key(
     if changes.rate_limit_tier.is_some() || changes.rate_limit.is_some() {
         ensure_within_plan(&app, &auth, tenant, tier, rate_limit).await?;
     }
+    let mut tx = app.db.begin_write().await?;
+    // Read again under a row lock (PostgreSQL; SQLite's writers are one at a time), so that a
+    // rotation or another change committed meanwhile is neither overwritten nor missed.
+    if app.db.backend() == crate::db::Backend::Postgres {
+        sqlx::query("SELECT id FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
+            .bind(&key_id)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let current = store::get(&mut *tx, tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
+    ensure_not_wider(&auth, &current)?;
     if changes.expires_at.is_some() && current.replaced_by.is_some() {
         return Err(ApiError::conflict("a rotated key stops at the end of its grace period; its expiry cannot change"));
     }
-    let mut tx = app.db.begin_write().await?;
     if !store::update(&mut tx, tenant, &key_id, &changes).await? {
         return Err(ApiError::not_found("API key"));
     }

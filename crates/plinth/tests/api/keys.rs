@@ -326,3 +326,24 @@ both_backends! {
         app.get("/v1/keys", &narrow).await.expect_error(401, "UNAUTHORIZED");
     }
 }
+
+both_backends! {
+    async fn concurrent_changes_to_one_key_keep_each_other(app) {
+        let tenant = app.tenant("Races").await;
+        let (id, _) = app.key(&tenant, json!({ "label": "start", "scopes": ["read"] })).await;
+        let path = format!("/v1/keys/{id}");
+        for round in 0..8 {
+            let label = format!("label-{round}");
+            let scopes = if round % 2 == 0 { json!(["read", "write"]) } else { json!(["read"]) };
+            let (a, b) = tokio::join!(
+                app.patch(&path, &tenant.key, json!({ "label": label })),
+                app.patch(&path, &tenant.key, json!({ "scopes": scopes })),
+            );
+            a.expect(200);
+            b.expect(200);
+            let now = app.get(&path, &tenant.key).await;
+            assert_eq!(now.data()["label"], label.as_str(), "round {round}");
+            assert_eq!(now.data()["scopes"], scopes, "round {round}");
+        }
+    }
+}
