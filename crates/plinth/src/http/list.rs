@@ -23,6 +23,9 @@ use crate::db::{Backend, Db};
 use crate::limits::{LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
 use crate::time;
 
+/// The largest `offset`.
+pub const OFFSET_MAX: u32 = 10_000;
+
 /// The query parameters every list takes.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -31,6 +34,9 @@ pub struct ListQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page (with the same `sort`).
     pub cursor: Option<String>,
+    /// Items to skip, 0 to 10,000, instead of a cursor (pages by cursor stay stable under inserts;
+    /// offsets do not).
+    pub offset: Option<u32>,
     /// RFC 3339: created at or after.
     pub created_after: Option<DateTime<Utc>>,
     /// RFC 3339: created before.
@@ -69,6 +75,7 @@ pub struct ListSpec {
 #[derive(Debug, Clone)]
 pub struct ListParams {
     pub limit: u32,
+    pub offset: u32,
     query: ListQueryOwned,
     cursor_key: [u8; 32],
 }
@@ -98,11 +105,22 @@ impl ListParams {
         if !(1..=LIST_MAX_LIMIT).contains(&limit) {
             return Err(ApiError::invalid("limit", format!("must be between 1 and {LIST_MAX_LIMIT}")));
         }
+        let offset = query.offset.unwrap_or(0);
+        if offset > OFFSET_MAX {
+            return Err(ApiError::invalid(
+                "offset",
+                format!("must be at most {OFFSET_MAX}: page further with `cursor`"),
+            ));
+        }
+        if offset > 0 && query.cursor.as_deref().is_some_and(|c| !c.is_empty()) {
+            return Err(ApiError::bad_request("pass `cursor` or `offset`, not both"));
+        }
         let split = |text: &str| -> Vec<String> {
             text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
         };
         Ok(ListParams {
             limit,
+            offset,
             query: ListQueryOwned {
                 cursor: query.cursor.filter(|c| !c.is_empty()),
                 created_after: query.created_after,
@@ -324,11 +342,12 @@ where
     let sort_columns: String =
         sort.iter().enumerate().map(|(i, (f, _))| format!(", {} AS plinth_sort_{i}", f.column)).collect();
     let sql = format!(
-        "SELECT {}{sort_columns} FROM {} WHERE {where_sql}{keyset} ORDER BY {} LIMIT ${}",
+        "SELECT {}{sort_columns} FROM {} WHERE {where_sql}{keyset} ORDER BY {} LIMIT ${} OFFSET {}",
         spec.columns,
         spec.table,
         order.join(", "),
-        binds.len() + 1
+        binds.len() + 1,
+        params.offset
     );
     let mut args = arguments(&binds)?;
     args.add(params.limit_plus_one()).map_err(|e| ApiError::internal(format!("binding a list limit: {e}")))?;

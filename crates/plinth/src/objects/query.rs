@@ -79,6 +79,8 @@ pub struct ObjectQuery {
     pub sort_text: String,
     pub limit: u32,
     pub cursor: Option<String>,
+    /// Items to skip instead of a cursor.
+    pub offset: u32,
     pub trash: bool,
     pub ranges: Vec<(&'static str, &'static str, DateTime<Utc>)>,
     pub fields: Option<Vec<String>>,
@@ -451,7 +453,11 @@ pub async fn run(app: &App, tenant: &str, schema: &Schema, q: &ObjectQuery) -> A
         &mut binds,
     );
     let keyset = if keyset.is_empty() { keyset } else { format!(" AND {keyset}") };
-    let sql = format!("SELECT {COLUMNS} FROM objects WHERE {where_all}{keyset} ORDER BY {order} LIMIT {}", q.limit + 1);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM objects WHERE {where_all}{keyset} ORDER BY {order} LIMIT {} OFFSET {}",
+        q.limit + 1,
+        q.offset
+    );
     let rows: Vec<ObjectRow> = sqlx::query_as_with(&sql, binds.arguments()?).fetch_all(app.db.pool()).await?;
     let more = rows.len() > q.limit as usize;
     let objects: Vec<Object> =
@@ -489,6 +495,7 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
     let mut errors = FieldErrors::default();
     let mut conditions = Vec::new();
     let (mut limit, mut cursor, mut sort, mut order, mut fields, mut text) = (None, None, None, None, None, None);
+    let mut offset = 0;
     let mut ranges = Vec::new();
     for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
         let value = value.into_owned();
@@ -513,6 +520,10 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
         }
         match key.as_ref() {
             "limit" => limit = Some(value),
+            "offset" => match value.parse::<u32>() {
+                Ok(n) if n <= crate::http::list::OFFSET_MAX => offset = n,
+                _ => errors.add("offset", format!("must be 0 to {}", crate::http::list::OFFSET_MAX)),
+            },
             "cursor" => cursor = Some(value).filter(|c| !c.is_empty()),
             "sort" => sort = Some(value),
             "order" => order = Some(value),
@@ -535,6 +546,9 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
         errors.add("filter", format!("at most {CONDITIONS_MAX} conditions"));
     }
     let limit = parse_limit(limit.as_deref(), &mut errors);
+    if offset > 0 && cursor.is_some() {
+        errors.add("offset", "pass `cursor` or `offset`, not both");
+    }
     let (sort, descending, sort_text) = match parse_sort(schema, sort.as_deref(), order.as_deref()) {
         Ok(parsed) => parsed,
         Err(problem) => {
@@ -554,6 +568,7 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
         sort_text,
         limit,
         cursor,
+        offset,
         trash,
         ranges,
         fields,
@@ -620,6 +635,7 @@ impl SearchBody {
             sort_text,
             limit,
             cursor: self.cursor.filter(|c| !c.is_empty()),
+            offset: 0,
             trash: false,
             ranges: Vec::new(),
             fields,
@@ -636,6 +652,8 @@ pub struct ObjectListParams {
     limit: Option<u32>,
     /// `next_cursor` of the previous page (same sort).
     cursor: Option<String>,
+    /// Objects to skip, 0 to 10,000, instead of a cursor.
+    offset: Option<u32>,
     /// `id`, `created_at`, `updated_at` or a sortable property; `-` for descending. Default `-id`
     /// (newest first). Objects without the property sort as the smallest.
     sort: Option<String>,

@@ -107,3 +107,31 @@ both_backends! {
             .expect_error(400, "BAD_REQUEST");
     }
 }
+
+both_backends! {
+    async fn offset_skips_items_where_a_cursor_is_not_used(app) {
+        let tenant = app.tenant("Offsets").await;
+        for label in ["a", "b", "c"] {
+            app.key(&tenant, json!({ "label": label })).await;
+        }
+        let all = app.get("/v1/keys?sort=label", &tenant.key).await;
+        let labels = |resp: &crate::common::Resp| -> Vec<String> {
+            resp.data()["results"].as_array().unwrap().iter().map(|k| k["label"].as_str().unwrap().to_string()).collect()
+        };
+        let skipped = app.get("/v1/keys?sort=label&offset=2&limit=1", &tenant.key).await;
+        skipped.expect(200);
+        assert_eq!(labels(&skipped), labels(&all)[2..3].to_vec());
+        assert_eq!(skipped.data()["total"], all.data()["total"]);
+        let cursor = app.get("/v1/keys?sort=label&limit=1", &tenant.key).await.data()["next_cursor"].as_str().unwrap().to_string();
+        app.get(&format!("/v1/keys?sort=label&offset=1&cursor={cursor}"), &tenant.key).await.expect_error(400, "BAD_REQUEST");
+        app.get("/v1/keys?offset=10001", &tenant.key).await.expect_error(422, "VALIDATION_FAILED");
+
+        app.post("/v1/object-types", &tenant.key, json!({ "name": "rows" })).await.expect(201);
+        for _ in 0..3 {
+            app.post("/v1/objects/rows", &tenant.key, json!({ "properties": {} })).await.expect(201);
+        }
+        let objects = app.get("/v1/objects/rows/list?sort=id", &tenant.key).await;
+        let page = app.get("/v1/objects/rows/list?sort=id&offset=1&limit=1", &tenant.key).await;
+        assert_eq!(page.data()["results"][0]["id"], objects.data()["results"][1]["id"]);
+    }
+}
