@@ -21,6 +21,9 @@ use crate::id::{self, prefix};
 use crate::scopes::required::{OBJECT_TYPES_DELETE, OBJECT_TYPES_READ, OBJECT_TYPES_WRITE};
 use crate::time;
 
+/// Most object types in one tenant (each property index is a database index: they are bounded).
+pub const TYPES_MAX: i64 = 100;
+
 /// An object type.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ObjectType {
@@ -229,6 +232,13 @@ async fn create_object_type(
         updated_at: now,
     };
     let mut tx = app.db.begin_write().await?;
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM object_types WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    if count >= TYPES_MAX {
+        return Err(ApiError::invalid("name", format!("a tenant has at most {TYPES_MAX} object types")));
+    }
     let inserted =
         sqlx::query(&format!("INSERT INTO object_types ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"))
             .bind(&object_type.id)

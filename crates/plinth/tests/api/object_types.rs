@@ -76,3 +76,14 @@ both_backends! {
         assert_eq!(object_types.unwrap()["count"], 2);
     }
 }
+
+both_backends! {
+    async fn a_tenant_has_at_most_a_hundred_types(app) {
+        let tenant = app.tenant_on("Many types", "enterprise").await;
+        for i in 0..100 {
+            app.post("/v1/object-types", &tenant.key, json!({ "name": format!("t{i}") })).await.expect(201);
+        }
+        app.post("/v1/object-types", &tenant.key, json!({ "name": "one_more" })).await.expect_error(422, "VALIDATION_FAILED");
+        assert_eq!(app.get("/v1/object-types", &tenant.key).await.data()["total"], 100);
+    }
+}
