@@ -55,6 +55,8 @@ pub struct AppState {
     pub cursor_key: [u8; 32],
     /// Encrypts kept idempotent answers (a new key's secret may be in one).
     pub answer_key: [u8; 32],
+    /// Wraps the tenants' data keys.
+    pub wrap_key: [u8; 32],
     pub started_at: Instant,
     pub openapi_json: axum::body::Bytes,
 }
@@ -123,6 +125,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::object_types::routes())
         .merge(crate::objects::properties::routes())
         .merge(crate::objects::routes())
+        .merge(crate::webhooks::routes())
 }
 
 /// The OpenAPI document of every route.
@@ -282,6 +285,7 @@ impl Server {
             limiter,
             cursor_key: master.derive("list-cursor"),
             answer_key: master.derive("idempotent-answers"),
+            wrap_key: master.derive("tenant-data-keys"),
             plans,
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),

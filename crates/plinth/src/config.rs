@@ -111,6 +111,11 @@ pub struct Config {
     /// Log format: `text` or `json`.
     #[arg(long, env = "PLINTH_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    /// Let outbound calls (webhooks) reach private, loopback and link-local addresses, and plain
+    /// `http://` URLs. Off by default: for tests and closed networks.
+    #[arg(long, env = "PLINTH_OUTBOUND_ALLOW_PRIVATE", default_value_t = false)]
+    pub outbound_allow_private: bool,
 }
 
 impl Config {
@@ -128,6 +133,7 @@ impl Config {
             plans_file: None,
             region: "local".into(),
             log_format: "text".into(),
+            outbound_allow_private: false,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod prefix {
     pub const OBJECT: &str = "obj";
     pub const FILE: &str = "file";
     pub const EVENT: &str = "evt";
+    pub const WEBHOOK: &str = "wh";
 }
 
 /// A new identifier with `prefix`, time-ordered.

@@ -14,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod id;
 pub mod idempotency;
+pub mod keyring;
 pub mod keys;
 pub mod limits;
 pub mod object_types;
@@ -26,6 +27,7 @@ pub mod tenants;
 pub mod time;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 pub use app::{App, Server};
 pub use config::Config;

@@ -67,6 +67,9 @@ pub mod required {
     pub const OBJECTS_READ: Required = Required::new("objects", "read");
     pub const OBJECTS_WRITE: Required = Required::new("objects", "write");
     pub const OBJECTS_DELETE: Required = Required::new("objects", "delete");
+    pub const WEBHOOKS_READ: Required = Required::new("webhooks", "read");
+    pub const WEBHOOKS_WRITE: Required = Required::new("webhooks", "write");
+    pub const WEBHOOKS_DELETE: Required = Required::new("webhooks", "delete");
     pub const ENTITLEMENTS_READ: Required = Required::new("entitlements", "read");
     pub const ENTITLEMENTS_WRITE: Required = Required::new("entitlements", "write");
     pub const GOVERNANCE_READ: Required = Required::new("governance", "read");

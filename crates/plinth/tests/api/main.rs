@@ -17,3 +17,4 @@ mod public_keys;
 mod ratelimit;
 mod tenants;
 mod tokens;
+mod webhooks;
