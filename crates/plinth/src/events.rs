@@ -18,7 +18,8 @@ pub struct Event<'a> {
     pub data: Value,
 }
 
-/// Records `event` for `tenant` in the caller's transaction; returns its id.
+/// Records `event` for `tenant` in the caller's transaction, secret-looking fields redacted;
+/// returns its id.
 pub async fn record(conn: &mut AnyConnection, tenant: &str, event: Event<'_>) -> ApiResult<String> {
     let id = id::new_id(prefix::EVENT);
     sqlx::query(
@@ -30,7 +31,8 @@ pub async fn record(conn: &mut AnyConnection, tenant: &str, event: Event<'_>) ->
     .bind(event.kind)
     .bind(event.resource_type)
     .bind(event.resource_id)
-    .bind(event.data.to_string())
+    // Secret-looking fields never reach a payload (the contract's list, as in audit records).
+    .bind(crate::audit::redact(event.data).to_string())
     .bind(time::to_db(&time::now()))
     .execute(&mut *conn)
     .await?;

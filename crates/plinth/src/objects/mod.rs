@@ -324,6 +324,7 @@ async fn record_version(
 /// The version row, outbox event and audit entry of one write.
 async fn record_write(
     conn: &mut AnyConnection,
+    schema: &Schema,
     object: &Object,
     action: &str,
     changed: &[String],
@@ -331,7 +332,8 @@ async fn record_write(
 ) -> ApiResult<()> {
     record_version(conn, object, action, changed, who).await?;
     let kind = format!("object.{action}");
-    let mut data = json!({ "object": object });
+    // The type's name, for subscriptions filtered by `object_types`.
+    let mut data = json!({ "object_type": schema.object_type.name, "object": object });
     if action == "updated" {
         data["changed"] = json!(changed);
     }
@@ -378,7 +380,7 @@ async fn insert(conn: &mut AnyConnection, schema: &Schema, values: Map<String, V
         return Err(unique_conflict(schema, &error).unwrap_or_else(|| error.into()));
     }
     let changed: Vec<String> = object.properties.keys().cloned().collect();
-    record_write(conn, &object, "created", &changed, who).await?;
+    record_write(conn, schema, &object, "created", &changed, who).await?;
     Ok(object)
 }
 
@@ -594,7 +596,7 @@ async fn apply_update(
     object.version += 1;
     object.updated_at = time::now();
     store(conn, schema, &object, expected).await?;
-    record_write(conn, &object, "updated", &changed, who).await?;
+    record_write(conn, schema, &object, "updated", &changed, who).await?;
     Ok(object)
 }
 
@@ -649,7 +651,7 @@ async fn delete_object(
             kind: "object.deleted",
             resource_type: "object",
             resource_id: &object.id,
-            data: json!({ "object": object, "purged": true }),
+            data: json!({ "object_type": schema.object_type.name, "object": object, "purged": true }),
         };
         events::record(&mut tx, tenant.as_str(), event).await?;
         let entry = Entry {
@@ -667,7 +669,7 @@ async fn delete_object(
         object.deleted_at = Some(now);
         object.is_deleted = true;
         store(&mut tx, &schema, &object, expected).await?;
-        record_write(&mut tx, &object, "deleted", &[], &who).await?;
+        record_write(&mut tx, &schema, &object, "deleted", &[], &who).await?;
     }
     tx.commit().await?;
     Ok(crate::http::Deleted::new(object.id))
@@ -704,7 +706,7 @@ async fn restore_object(
     object.deleted_at = None;
     object.is_deleted = false;
     store(&mut tx, &schema, &object, expected).await?;
-    record_write(&mut tx, &object, "restored", &[], &who).await?;
+    record_write(&mut tx, &schema, &object, "restored", &[], &who).await?;
     tx.commit().await?;
     Ok(Data(object))
 }

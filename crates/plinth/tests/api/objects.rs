@@ -185,8 +185,20 @@ both_backends! {
         let events: Vec<(String,)> = sqlx::query_as("SELECT type FROM events ORDER BY id").fetch_all(app.app.db.pool()).await.unwrap();
         let events: Vec<&str> = events.iter().map(|(t,)| t.as_str()).collect();
         assert_eq!(events, ["object.created", "object.updated", "object.updated", "object.deleted", "object.restored", "object.deleted"]);
+        let (data,): (String,) = sqlx::query_as("SELECT data FROM events WHERE type = 'object.updated' ORDER BY id LIMIT 1")
+            .fetch_one(app.app.db.pool()).await.unwrap();
+        let data: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(data["object_type"], "deals");
+        assert_eq!(data["changed"], json!(["amount", "stage"]));
+        assert_eq!(data["object"]["id"], id.as_str());
+        // Secret-looking fields are redacted from event payloads.
+        schema(&app, &tenant, "logins", json!([{ "name": "password", "data_type": "string" }])).await;
+        create(&app, &tenant, "logins", json!({ "password": "hunter2" })).await;
+        let (data,): (String,) = sqlx::query_as("SELECT data FROM events ORDER BY id DESC LIMIT 1")
+            .fetch_one(app.app.db.pool()).await.unwrap();
+        assert!(!data.contains("hunter2") && data.contains("[REDACTED]"), "{data}");
         let log = app.get("/v1/audit-logs?resource_type=object", &tenant.key).await;
-        assert_eq!(log.data()["total"], 6);
+        assert_eq!(log.data()["total"], 7, "six writes of the deal, one login");
     }
 
     async fn objects_are_per_tenant_and_scoped(app) {
