@@ -126,6 +126,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::objects::properties::routes())
         .merge(crate::objects::routes())
         .merge(crate::webhooks::routes())
+        .merge(crate::events::routes())
 }
 
 /// The OpenAPI document of every route.

@@ -67,6 +67,8 @@ pub mod required {
     pub const OBJECTS_READ: Required = Required::new("objects", "read");
     pub const OBJECTS_WRITE: Required = Required::new("objects", "write");
     pub const OBJECTS_DELETE: Required = Required::new("objects", "delete");
+    pub const EVENTS_READ: Required = Required::new("events", "read");
+    pub const EVENTS_WRITE: Required = Required::new("events", "write");
     pub const WEBHOOKS_READ: Required = Required::new("webhooks", "read");
     pub const WEBHOOKS_WRITE: Required = Required::new("webhooks", "write");
     pub const WEBHOOKS_DELETE: Required = Required::new("webhooks", "delete");

@@ -234,7 +234,7 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<String, String> {
 }
 
 /// True for `*`, `<name>.*`, or a dotted event name of lowercase words.
-fn is_event_pattern(pattern: &str) -> bool {
+pub fn is_event_pattern(pattern: &str) -> bool {
     if pattern == "*" {
         return true;
     }

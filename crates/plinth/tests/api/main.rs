@@ -6,6 +6,7 @@ mod audit;
 mod cli;
 mod contract;
 mod entitlements;
+mod events;
 mod governance;
 mod idempotency;
 mod keys;
