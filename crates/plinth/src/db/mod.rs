@@ -132,6 +132,23 @@ impl Db {
     }
 }
 
+/// Locks the row `id` of `table` until the transaction ends, on PostgreSQL: `exclusive` against
+/// other changers (`FOR UPDATE`), else shared (`FOR SHARE`). SQLite's writers are one at a time
+/// already, so there it does nothing. `table` is one of the project's own table names.
+pub async fn lock_row(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    table: &str,
+    id: &str,
+    exclusive: bool,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        let mode = if exclusive { "UPDATE" } else { "SHARE" };
+        sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR {mode}")).bind(id).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// True when `error` is a unique-constraint violation (both backends).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     match error {

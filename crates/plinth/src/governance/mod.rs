@@ -122,9 +122,7 @@ async fn update_governance(
     let mut tx = app.db.begin_write().await?;
     // Concurrent changes queue on the tenant's row (PostgreSQL; SQLite's writers are one at a
     // time), so that neither loses the other's fields.
-    if app.db.backend() == crate::db::Backend::Postgres {
-        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE").bind(tenant.as_str()).execute(&mut *tx).await?;
-    }
+    crate::db::lock_row(&mut tx, app.db.backend(), "tenants", tenant.as_str(), true).await?;
     let mut policy = load(&mut *tx, tenant).await?;
     if let Some(days) = body.audit_retention_days {
         within("audit_retention_days", days, 1..=3650, &mut errors);

@@ -23,6 +23,16 @@ pub struct Query<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
 
+/// For a changes body: distinguishes `"field": null` (`Some(None)`: clear it) from an absent field
+/// (`None`: keep it). Use with `#[serde(default, deserialize_with = "crate::http::extract::present")]`.
+pub fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 const SERDE_PREFIX: &str = "Failed to deserialize the JSON body into the target type: ";
 
 impl From<JsonRejection> for ApiError {

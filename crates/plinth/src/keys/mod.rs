@@ -217,13 +217,7 @@ async fn update_key(
     let mut tx = app.db.begin_write().await?;
     // Read again under a row lock (PostgreSQL; SQLite's writers are one at a time), so that a
     // rotation or another change committed meanwhile is neither overwritten nor missed.
-    if app.db.backend() == crate::db::Backend::Postgres {
-        sqlx::query("SELECT id FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
-            .bind(&key_id)
-            .bind(tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
-    }
+    crate::db::lock_row(&mut tx, app.db.backend(), "api_keys", &key_id, true).await?;
     let current = store::get(&mut *tx, tenant, &key_id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
     ensure_not_wider(&auth, &current)?;
     if changes.expires_at.is_some() && current.replaced_by.is_some() {

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Auth;
@@ -113,13 +113,13 @@ pub struct UpdateKey {
     pub label: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub ip_allowlist: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<Tier>)]
     pub rate_limit_tier: Option<Option<Tier>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<u32>)]
     pub rate_limit: Option<Option<u32>>,
 }
@@ -134,11 +134,6 @@ pub struct RotateKey {
     pub label: Option<String>,
     /// Scopes for the new key; default the old key's.
     pub scopes: Option<Vec<String>>,
-}
-
-/// Distinguishes `"field": null` (Some(None)) from an absent field (None).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A validated key to create.

@@ -109,14 +109,10 @@ pub struct CreateObjectType {
 pub struct UpdateObjectType {
     pub name: Option<String>,
     pub display_name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     pub additional_properties: Option<bool>,
-}
-
-fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// True for `[a-z][a-z0-9_]{0,62}`.
@@ -165,18 +161,11 @@ pub async fn find(conn: &mut AnyConnection, tenant: &TenantId, id_or_name: &str)
     row.map(ObjectType::try_from).transpose()?.ok_or_else(|| ApiError::not_found("object type"))
 }
 
-/// Locks the type's row until the transaction ends, on PostgreSQL (SQLite's writers are one at a
-/// time already): `exclusive` for a schema change, shared for object writes, so that no object is
-/// written against a schema that is changing under it.
+/// Locks the type's row until the transaction ends (PostgreSQL): `exclusive` for a schema
+/// change, shared for object writes, so that no object is written against a schema that is
+/// changing under it.
 pub async fn lock(conn: &mut AnyConnection, backend: Backend, type_id: &str, exclusive: bool) -> ApiResult<()> {
-    if backend == Backend::Postgres {
-        let mode = if exclusive { "UPDATE" } else { "SHARE" };
-        sqlx::query(&format!("SELECT id FROM object_types WHERE id = $1 FOR {mode}"))
-            .bind(type_id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+    Ok(crate::db::lock_row(conn, backend, "object_types", type_id, exclusive).await?)
 }
 
 pub fn routes() -> OpenApiRouter<App> {

@@ -208,11 +208,11 @@ pub struct UpdateProperty {
     pub is_sortable: Option<bool>,
     pub is_unique: Option<bool>,
     pub is_required: Option<bool>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<Object>)]
     pub default_value: Option<Option<Value>>,
     pub enum_values: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     #[schema(value_type = Option<String>)]
@@ -221,10 +221,6 @@ pub struct UpdateProperty {
     pub data_type: Option<Value>,
     #[schema(value_type = Option<String>)]
     pub reference_type: Option<Value>,
-}
-
-fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 fn validate_enum_values(data_type: DataType, values: Option<&Vec<String>>, errors: &mut FieldErrors) {

@@ -274,13 +274,7 @@ impl TestApp {
 
     /// Creates a tenant through the API as the platform admin.
     pub async fn tenant(&self, name: &str) -> TestTenant {
-        let resp = self.post("/v1/tenants", ADMIN_KEY, serde_json::json!({ "name": name })).await;
-        resp.expect(201);
-        TestTenant {
-            id: resp.data()["id"].as_str().unwrap().to_string(),
-            key: resp.data()["api_key"].as_str().unwrap().to_string(),
-            key_id: resp.data()["api_key_id"].as_str().unwrap().to_string(),
-        }
+        self.tenant_on(name, "free").await
     }
 
     /// Creates a tenant on a plan (`free`, `starter`, `pro`, `agency` or `enterprise`).
