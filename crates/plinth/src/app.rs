@@ -57,6 +57,8 @@ pub struct AppState {
     pub answer_key: [u8; 32],
     /// Wraps the tenants' data keys.
     pub wrap_key: [u8; 32],
+    /// Calls to URLs that tenants give (webhooks): no redirects, SSRF-guarded.
+    pub outbound: reqwest::Client,
     pub started_at: Instant,
     pub openapi_json: axum::body::Bytes,
 }
@@ -127,6 +129,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::objects::routes())
         .merge(crate::webhooks::routes())
         .merge(crate::events::routes())
+        .merge(crate::dlq::routes())
 }
 
 /// The OpenAPI document of every route.
@@ -276,6 +279,10 @@ impl Server {
             admin_key(&db, config.admin_key.as_ref().map(Secret::expose)).await?;
         let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
+        let outbound = crate::outbound::client(
+            config.outbound_allow_private,
+            std::time::Duration::from_secs(config.webhooks.timeout_secs),
+        );
         let app = App(Arc::new(AppState {
             db,
             token_keys: TokenKeys::new(&master, config.token_ttl_secs),
@@ -288,6 +295,7 @@ impl Server {
             answer_key: master.derive("idempotent-answers"),
             wrap_key: master.derive("tenant-data-keys"),
             plans,
+            outbound,
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),
         }));
@@ -307,6 +315,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let app = self.app.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
+        let delivery = crate::webhooks::delivery::spawn(app.clone(), stop_rx.clone());
         let maintenance = tokio::spawn(maintain(app.clone(), stop_rx));
 
         let router = router(app.clone());
@@ -321,6 +330,9 @@ impl Server {
         let _ = stop_tx.send(true);
         if let Err(error) = maintenance.await {
             tracing::error!(%error, "maintenance task failed");
+        }
+        if let Err(error) = delivery.await {
+            tracing::error!(%error, "webhook delivery task failed");
         }
         if let Err(error) = app.usage.flush(&app.db).await {
             tracing::error!(%error, "writing usage at shutdown failed");

@@ -116,6 +116,72 @@ pub struct Config {
     /// `http://` URLs. Off by default: for tests and closed networks.
     #[arg(long, env = "PLINTH_OUTBOUND_ALLOW_PRIVATE", default_value_t = false)]
     pub outbound_allow_private: bool,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Waits before each retry of a failed delivery, comma-separated (`5s,5m,30m,2h`); a
+    /// delivery is tried once plus once per entry, then goes to the dead-letter queue.
+    #[arg(
+        long = "webhook-retry-schedule",
+        env = "PLINTH_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub retry_schedule: RetrySchedule,
+
+    /// How long one delivery attempt may take, in seconds.
+    #[arg(long = "webhook-timeout-secs", env = "PLINTH_WEBHOOK_TIMEOUT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub timeout_secs: u64,
+
+    /// Disable an endpoint after this many failed attempts in a row (0: never).
+    #[arg(long = "webhook-disable-after", env = "PLINTH_WEBHOOK_DISABLE_AFTER", default_value_t = 50)]
+    pub disable_after: u32,
+
+    /// Deliveries in flight at once on this node.
+    #[arg(long = "webhook-concurrency", env = "PLINTH_WEBHOOK_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+}
+
+impl Default for WebhookArgs {
+    fn default() -> Self {
+        WebhookArgs { retry_schedule: RetrySchedule::default(), timeout_secs: 15, disable_after: 50, concurrency: 16 }
+    }
+}
+
+/// The waits between delivery attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<std::time::Duration>);
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        "5s,5m,30m,2h,5h,10h,10h".parse().expect("the default schedule parses")
+    }
+}
+
+impl std::str::FromStr for RetrySchedule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let waits = text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| humantime::parse_duration(part).map_err(|e| format!("`{part}`: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if waits.len() > 20 {
+            return Err("at most 20 retries".into());
+        }
+        if let Some(long) = waits.iter().find(|w| w.as_secs() > 7 * 24 * 3600) {
+            return Err(format!("{long:?} is longer than a week"));
+        }
+        Ok(RetrySchedule(waits))
+    }
 }
 
 impl Config {
@@ -134,6 +200,7 @@ impl Config {
             region: "local".into(),
             log_format: "text".into(),
             outbound_allow_private: false,
+            webhooks: WebhookArgs::default(),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The event outbox: every change worth telling is written here, in the transaction that made
 //! it, so that webhooks and realtime can deliver it later and nothing is lost in between.
 
-use serde_json::Value;
-use sqlx::AnyConnection;
+use std::sync::Arc;
 
+use serde_json::Value;
+
+use crate::db::WriteTx;
 use crate::http::ApiResult;
 use crate::id::{self, prefix};
 use crate::time;
@@ -18,10 +20,14 @@ pub struct Event<'a> {
     pub data: Value,
 }
 
-/// Records `event` for `tenant` in the caller's transaction, secret-looking fields redacted;
-/// returns its id.
-pub async fn record(conn: &mut AnyConnection, tenant: &str, event: Event<'_>) -> ApiResult<String> {
+/// Records `event` for `tenant` in the caller's transaction, secret-looking fields redacted, and
+/// queues its webhook deliveries in the same transaction; returns its id. After commit, this
+/// process's realtime listeners receive it.
+pub async fn record(tx: &mut WriteTx, tenant: &str, event: Event<'_>) -> ApiResult<String> {
     let id = id::new_id(prefix::EVENT);
+    let now = time::now();
+    // Secret-looking fields never reach a payload (the contract's list, as in audit records).
+    let data = crate::audit::redact(event.data);
     sqlx::query(
         "INSERT INTO events (id, tenant_id, type, resource_type, resource_id, data, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -31,12 +37,27 @@ pub async fn record(conn: &mut AnyConnection, tenant: &str, event: Event<'_>) ->
     .bind(event.kind)
     .bind(event.resource_type)
     .bind(event.resource_id)
-    // Secret-looking fields never reach a payload (the contract's list, as in audit records).
-    .bind(crate::audit::redact(event.data).to_string())
-    .bind(time::to_db(&time::now()))
-    .execute(&mut *conn)
+    .bind(data.to_string())
+    .bind(time::to_db(&now))
+    .execute(&mut **tx)
     .await?;
+    let payload = Arc::new(payload(&id, event.kind, tenant, &now, data));
+    crate::webhooks::delivery::fan_out(tx, tenant, &payload).await?;
+    tx.recorded_event(payload);
     Ok(id)
+}
+
+/// The JSON an event is delivered as, to webhooks and realtime subscribers: Standard Webhooks'
+/// `type`, `timestamp` and `data`, with the event's id and tenant.
+pub fn payload(id: &str, kind: &str, tenant: &str, at: &time::Timestamp, data: Value) -> Value {
+    serde_json::json!({
+        "id": id,
+        "type": kind,
+        "tenant_id": tenant,
+        "timestamp": at,
+        "created_at": at,
+        "data": data,
+    })
 }
 
 /// The event types the platform emits.

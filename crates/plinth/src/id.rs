@@ -22,6 +22,9 @@ pub mod prefix {
     pub const FILE: &str = "file";
     pub const EVENT: &str = "evt";
     pub const WEBHOOK: &str = "wh";
+    pub const DELIVERY: &str = "msg";
+    pub const ATTEMPT: &str = "atmpt";
+    pub const DLQ_MESSAGE: &str = "dlq";
 }
 
 /// A new identifier with `prefix`, time-ordered.

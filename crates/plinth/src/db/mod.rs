@@ -5,8 +5,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use tokio::sync::{broadcast, watch};
 
 /// Which database the pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,45 @@ pub struct Db {
     /// SQLite has one writer at a time: writers of this process queue here, in order, instead of
     /// polling the database lock with SQLite's busy-wait back-off.
     writer: Arc<tokio::sync::Mutex<()>>,
+    outbox: Arc<Outbox>,
+}
+
+/// What this process hears when a transaction that queued work or recorded events commits.
+#[derive(Debug)]
+pub struct Outbox {
+    /// Bumped after each commit that queued background work: wakes this node's workers.
+    work: watch::Sender<u64>,
+    /// The events committed by this process, as delivered to realtime subscribers.
+    events: broadcast::Sender<Arc<Value>>,
+}
+
+/// How many committed events a slow realtime listener may fall behind before it misses some.
+const OUTBOX_EVENTS_BUFFER: usize = 4096;
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox { work: watch::channel(0).0, events: broadcast::channel(OUTBOX_EVENTS_BUFFER).0 }
+    }
+
+    /// Changes after every commit that queued background work.
+    pub fn work(&self) -> watch::Receiver<u64> {
+        self.work.subscribe()
+    }
+
+    /// Every event this process commits, from now on.
+    pub fn events(&self) -> broadcast::Receiver<Arc<Value>> {
+        self.events.subscribe()
+    }
+
+    /// Tells this process's listeners of an event committed elsewhere (another node).
+    pub fn publish(&self, event: Arc<Value>) {
+        let _ = self.events.send(event);
+    }
+
+    /// Wakes this node's workers.
+    pub fn wake(&self) {
+        self.work.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// A transaction that writes; on SQLite it holds this process's writer turn until it ends.
@@ -30,11 +71,33 @@ pub struct Db {
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    outbox: Arc<Outbox>,
+    queued_work: bool,
+    events: Vec<Arc<Value>>,
 }
 
 impl WriteTx {
+    /// Commits; then wakes the workers if work was queued, and hands the recorded events to
+    /// this process's realtime listeners.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        self.tx.commit().await?;
+        if self.queued_work {
+            self.outbox.wake();
+        }
+        for event in self.events {
+            self.outbox.publish(event);
+        }
+        Ok(())
+    }
+
+    /// Notes that this transaction queued background work, to wake the workers after commit.
+    pub fn queued_work(&mut self) {
+        self.queued_work = true;
+    }
+
+    /// Notes an event recorded in this transaction, for realtime listeners after commit.
+    pub fn recorded_event(&mut self, event: Arc<Value>) {
+        self.events.push(event);
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
@@ -89,7 +152,7 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Db { pool, backend, writer: Arc::new(tokio::sync::Mutex::new(())) })
+        Ok(Db { pool, backend, writer: Arc::new(tokio::sync::Mutex::new(())), outbox: Arc::new(Outbox::new()) })
     }
 
     /// Applies every pending migration of this backend.
@@ -116,10 +179,19 @@ impl Db {
             Backend::Sqlite => {
                 let turn = self.writer.clone().lock_owned().await;
                 let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(WriteTx { tx, _turn: Some(turn) })
+                Ok(self.write_tx(tx, Some(turn)))
             }
-            Backend::Postgres => Ok(WriteTx { tx: self.pool.begin().await?, _turn: None }),
+            Backend::Postgres => Ok(self.write_tx(self.pool.begin().await?, None)),
         }
+    }
+
+    fn write_tx(&self, tx: Transaction<'static, Any>, turn: Option<tokio::sync::OwnedMutexGuard<()>>) -> WriteTx {
+        WriteTx { tx, _turn: turn, outbox: self.outbox.clone(), queued_work: false, events: Vec::new() }
+    }
+
+    /// This process's signals of committed work and events.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// A round trip to the database, for readiness.

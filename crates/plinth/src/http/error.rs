@@ -12,6 +12,8 @@ use super::request_id;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
+    /// A retry of work that cannot be retried (a delivery that succeeded).
+    CannotRetry,
     Unauthorized,
     InsufficientScope,
     Forbidden,
@@ -32,7 +34,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest | ErrorCode::CannotRetry => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::InsufficientScope | ErrorCode::Forbidden | ErrorCode::FeatureLimitReached => {
                 StatusCode::FORBIDDEN
@@ -52,6 +54,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::CannotRetry => "CANNOT_RETRY",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::InsufficientScope => "INSUFFICIENT_SCOPE",
             ErrorCode::Forbidden => "FORBIDDEN",

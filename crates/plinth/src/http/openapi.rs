@@ -47,6 +47,12 @@ Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_
         (name = "Entitlements", description = "Feature limits per plan, per-tenant overrides and usage."),
         (name = "Governance", description = "A tenant's policies: audit retention, session and password limits, a tenant-wide IP allowlist."),
         (name = "Audit logs", description = "Who did what, from where, when: every mutation, refused credential and refused scope."),
+        (name = "Properties", description = "The typed properties of an object type, with their indexes."),
+        (name = "Objects", description = "A tenant's records, typed by their object type: CRUD, versions, trash, batches, queries, search."),
+        (name = "Events", description = "The outbox: every change worth telling, and custom events."),
+        (name = "Webhooks", description = "Endpoints that receive a tenant's events, signed (Standard Webhooks and `X-Plinth-Signature`), retried, logged."),
+        (name = "Webhook Deliveries", description = "Every delivery of an event to an endpoint, with its attempts; retry by hand."),
+        (name = "DLQ", description = "The dead-letter queue: work that ran out of attempts, to retry or discard."),
     )
 )]
 pub struct ApiDoc;

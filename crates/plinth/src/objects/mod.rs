@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
+use crate::db::WriteTx;
 use crate::deletion::{self, DeleteParams, Target, Verdict};
 use crate::entitlements;
 use crate::events::{self, Event};
@@ -323,7 +324,7 @@ async fn record_version(
 
 /// The version row, outbox event and audit entry of one write.
 async fn record_write(
-    conn: &mut AnyConnection,
+    conn: &mut WriteTx,
     schema: &Schema,
     object: &Object,
     action: &str,
@@ -345,12 +346,12 @@ async fn record_write(
         resource_id: &object.id,
         changes: json!({ "object_type_id": object.object_type_id, "version": object.version, "changed": changed }),
     };
-    audit::record(&mut *conn, who, Some(&object.tenant_id), entry).await?;
+    audit::record(&mut **conn, who, Some(&object.tenant_id), entry).await?;
     Ok(())
 }
 
 /// Inserts a validated object with its version, event and audit entry.
-async fn insert(conn: &mut AnyConnection, schema: &Schema, values: Map<String, Value>, who: &Who) -> ApiResult<Object> {
+async fn insert(conn: &mut WriteTx, schema: &Schema, values: Map<String, Value>, who: &Who) -> ApiResult<Object> {
     let now = time::now();
     let object = Object {
         id: id::new_id(prefix::OBJECT),
@@ -374,7 +375,7 @@ async fn insert(conn: &mut AnyConnection, schema: &Schema, values: Map<String, V
     .bind(&object.created_by)
     .bind(time::to_db(&now))
     .bind(search_text(&schema.properties, &object.properties))
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await;
     if let Err(error) = inserted {
         return Err(unique_conflict(schema, &error).unwrap_or_else(|| error.into()));
@@ -571,7 +572,7 @@ async fn update_object(
 
 /// Validates and writes one update; the object as it now is.
 async fn apply_update(
-    conn: &mut AnyConnection,
+    conn: &mut WriteTx,
     tenant: &TenantId,
     schema: &Schema,
     mut object: Object,

@@ -1,6 +1,9 @@
 //! Outbound webhook endpoints (seed 001 and 002): where a tenant's events are delivered, which
 //! events, and the signing secret (`whsec_...`, shown once, stored encrypted under the tenant's
-//! data key). Delivery itself builds on these rows.
+//! data key). Delivery, its logs and the test and replay sends live in `delivery` and `log`.
+
+pub mod delivery;
+pub mod log;
 
 use std::net::IpAddr;
 
@@ -18,10 +21,11 @@ use utoipa_axum::routes;
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::Auth;
+use crate::deletion::{self, DeleteParams, Dependency, Target, Verdict};
 use crate::entitlements;
 use crate::http::error::FieldErrors;
 use crate::http::list::{self, Filter, ListSpec, SortField};
-use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path};
+use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path, Query};
 use crate::id::{self, prefix};
 use crate::keyring;
 use crate::object_types::is_identifier;
@@ -321,6 +325,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(get_webhook, update_webhook, delete_webhook))
         .routes(routes!(rotate_secret))
+        .merge(log::routes())
 }
 
 /// List webhooks
@@ -480,19 +485,46 @@ async fn update_webhook(
 }
 
 /// Delete a webhook
+///
+/// Deletes the endpoint with its delivery log. While deliveries are still on their way
+/// (`pending` or `retrying`) it answers 409 `DEPENDENCY_EXISTS` with a `confirm_token`;
+/// `?force=true&confirm_token=...` then deletes them too.
 #[utoipa::path(delete, path = "/v1/webhooks/{webhook_id}", tag = "Webhooks", security(("bearer" = [])),
-    params(("webhook_id" = String, Path, description = "The webhook's id")),
+    params(("webhook_id" = String, Path, description = "The webhook's id"), DeleteParams),
     responses((status = 200, body = crate::http::response::Envelope<Deleted>),
-              (status = 404, body = crate::http::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody),
+              (status = 409, body = crate::http::error::ErrorBody, description = "`DEPENDENCY_EXISTS`")))]
 async fn delete_webhook(
     auth: Auth,
     State(app): State<App>,
     Path(webhook_id): Path<String>,
+    Query(params): Query<DeleteParams>,
 ) -> ApiResult<Data<Deleted>> {
     auth.require(WEBHOOKS_DELETE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
     let webhook = find(&mut tx, tenant.as_str(), &webhook_id).await?;
+    let (pending,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status IN ('pending', 'retrying')",
+    )
+    .bind(&webhook.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let target = Target { scope: tenant.as_str(), resource_type: "webhook", resource_id: &webhook.id };
+    let dependencies =
+        vec![Dependency { kind: "webhook_deliveries", count: pending, label: "deliveries not yet delivered" }];
+    if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, &params).await? {
+        tx.rollback().await?;
+        return Err(deletion::refuse(app.db.pool(), target, dependencies).await);
+    }
+    sqlx::query(
+        "DELETE FROM dlq_messages WHERE tenant_id = $1 AND reference_id IN \
+         (SELECT id FROM webhook_deliveries WHERE webhook_id = $2)",
+    )
+    .bind(tenant.as_str())
+    .bind(&webhook.id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2")
         .bind(&webhook.id)
         .bind(tenant.as_str())
@@ -503,7 +535,7 @@ async fn delete_webhook(
         action: "webhook.deleted",
         resource_type: "webhook",
         resource_id: &webhook.id,
-        changes: json!({ "url": webhook.url }),
+        changes: json!({ "url": webhook.url, "undelivered": pending }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
     tx.commit().await?;

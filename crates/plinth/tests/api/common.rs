@@ -45,6 +45,32 @@ macro_rules! both_backends {
     };
 }
 
+/// Runs one test body on each backend, with `$backend` bound to it, for tests that start their
+/// servers themselves (own configuration, several nodes).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $backend = $crate::common::Backend::Sqlite;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let $backend = $crate::common::Backend::Postgres;
+                    $body
+                }
+            }
+        )*
+    };
+}
+
 /// Where a test's data lives; kept across restarts.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -179,6 +205,14 @@ impl TestApp {
         Self::start(storage, config).await
     }
 
+    /// Starts a server on fresh storage, its configuration changed by `change`.
+    pub async fn spawn_with(backend: Backend, change: impl FnOnce(&mut Config)) -> TestApp {
+        let storage = Storage::fresh(backend).await;
+        let mut config = storage.config();
+        change(&mut config);
+        Self::start(storage, config).await
+    }
+
     /// Starts a server on `storage` with `config`.
     pub async fn start(storage: Storage, config: Config) -> TestApp {
         let server = plinth::Server::start(config).await.expect("server starts");
@@ -216,6 +250,25 @@ impl TestApp {
         let storage = self.storage.clone();
         let config = storage.config();
         Self::start(storage, config).await
+    }
+
+    /// Stops and starts again on the same storage, the configuration changed by `change`.
+    pub async fn restart_with(mut self, change: impl FnOnce(&mut Config)) -> TestApp {
+        self.stop().await;
+        self.owns_storage = false;
+        let storage = self.storage.clone();
+        let mut config = storage.config();
+        change(&mut config);
+        Self::start(storage, config).await
+    }
+
+    /// Another server on the same storage (a second node, on PostgreSQL).
+    pub async fn another_node(&self, change: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = self.storage.config();
+        change(&mut config);
+        let mut node = Self::start(self.storage.clone(), config).await;
+        node.owns_storage = false;
+        node
     }
 
     pub fn url(&self, path: &str) -> String {
