@@ -130,6 +130,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::webhooks::routes())
         .merge(crate::events::routes())
         .merge(crate::dlq::routes())
+        .merge(crate::inbound::routes())
 }
 
 /// The OpenAPI document of every route.

@@ -119,6 +119,25 @@ pub struct Config {
 
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+
+    #[command(flatten)]
+    pub inbound: InboundArgs,
+}
+
+/// Secrets of the webhooks sent to the platform itself.
+#[derive(Debug, Clone, Default, Args)]
+pub struct InboundArgs {
+    /// The token Meta echoes in the subscription handshake at `/v1/webhooks/inbound/meta-ads`.
+    #[arg(long = "meta-webhook-verify-token", env = "META_WEBHOOK_VERIFY_TOKEN", hide_env_values = true)]
+    pub meta_verify_token: Option<Secret>,
+
+    /// The Meta app secret that signs `X-Hub-Signature-256` on `/v1/webhooks/inbound/meta-ads`.
+    #[arg(long = "meta-app-secret", env = "META_APP_SECRET", hide_env_values = true)]
+    pub meta_app_secret: Option<Secret>,
+
+    /// The Stripe endpoint secret (`whsec_...`) that signs `/webhooks/stripe` (plan changes).
+    #[arg(long = "stripe-webhook-secret", env = "PLINTH_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<Secret>,
 }
 
 /// How webhooks are delivered.
@@ -201,6 +220,7 @@ impl Config {
             log_format: "text".into(),
             outbound_allow_private: false,
             webhooks: WebhookArgs::default(),
+            inbound: InboundArgs::default(),
         }
     }
 }

@@ -147,7 +147,10 @@ pub struct DlqDiscarded {
 }
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(list_messages)).routes(routes!(retry_message)).routes(routes!(discard_message))
+    OpenApiRouter::new()
+        .routes(routes!(list_dlq_messages))
+        .routes(routes!(retry_message))
+        .routes(routes!(discard_message))
 }
 
 async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, msg_id: &str) -> ApiResult<DlqMessage> {
@@ -166,7 +169,7 @@ async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, msg_id: &str) -> Api
 #[utoipa::path(get, path = "/v1/dlq", tag = "DLQ", security(("bearer" = [])),
     params(crate::http::list::ListQuery, DlqFilter),
     responses((status = 200, body = crate::http::response::Envelope<Page<DlqMessage>>)))]
-async fn list_messages(
+async fn list_dlq_messages(
     auth: Auth,
     State(app): State<App>,
     params: ListParams,

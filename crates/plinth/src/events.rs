@@ -61,8 +61,15 @@ pub fn payload(id: &str, kind: &str, tenant: &str, at: &time::Timestamp, data: V
 }
 
 /// The event types the platform emits.
-pub const BUILT_IN: &[&str] =
-    &["object.created", "object.updated", "object.deleted", "object.restored", "webhook.test", "webhook.disabled"];
+pub const BUILT_IN: &[&str] = &[
+    "object.created",
+    "object.updated",
+    "object.deleted",
+    "object.restored",
+    "webhook.test",
+    "webhook.disabled",
+    "tenant.plan_changed",
+];
 
 /// Prefixes custom events may not take: they belong to the platform's own events.
 const RESERVED: &[&str] = &["object", "webhook", "file", "user", "inbound", "api_key", "tenant", "custom_reserved"];
@@ -181,7 +188,8 @@ mod routes_impl {
     async fn types_of(app: &App, auth: &Auth) -> ApiResult<Vec<String>> {
         auth.require(EVENTS_READ)?;
         let custom: Vec<(String,)> = sqlx::query_as(
-            "SELECT DISTINCT type FROM events WHERE tenant_id = $1 AND resource_type = 'custom' ORDER BY type LIMIT 200",
+            "SELECT DISTINCT type FROM events WHERE tenant_id = $1 AND resource_type IN ('custom', 'inbound_message') \
+             ORDER BY type LIMIT 200",
         )
         .bind(auth.tenant()?.as_str())
         .fetch_all(app.db.pool())

@@ -25,6 +25,9 @@ pub mod prefix {
     pub const DELIVERY: &str = "msg";
     pub const ATTEMPT: &str = "atmpt";
     pub const DLQ_MESSAGE: &str = "dlq";
+    pub const INBOUND_SOURCE: &str = "src";
+    pub const INBOUND_MESSAGE: &str = "inmsg";
+    pub const PLATFORM_EVENT: &str = "pwe";
 }
 
 /// A new identifier with `prefix`, time-ordered.

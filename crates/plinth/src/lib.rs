@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod id;
 pub mod idempotency;
+pub mod inbound;
 pub mod keyring;
 pub mod keys;
 pub mod limits;

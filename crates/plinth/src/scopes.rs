@@ -75,6 +75,9 @@ pub mod required {
     pub const DLQ_READ: Required = Required::new("dlq", "read");
     pub const DLQ_WRITE: Required = Required::new("dlq", "write");
     pub const DLQ_DELETE: Required = Required::new("dlq", "delete");
+    pub const INBOUND_READ: Required = Required::new("inbound", "read");
+    pub const INBOUND_WRITE: Required = Required::new("inbound", "write");
+    pub const INBOUND_DELETE: Required = Required::new("inbound", "delete");
     pub const ENTITLEMENTS_READ: Required = Required::new("entitlements", "read");
     pub const ENTITLEMENTS_WRITE: Required = Required::new("entitlements", "write");
     pub const GOVERNANCE_READ: Required = Required::new("governance", "read");

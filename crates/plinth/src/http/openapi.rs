@@ -52,6 +52,7 @@ Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_
         (name = "Events", description = "The outbox: every change worth telling, and custom events."),
         (name = "Webhooks", description = "Endpoints that receive a tenant's events, signed (Standard Webhooks and `X-Plinth-Signature`), retried, logged."),
         (name = "Webhook Deliveries", description = "Every delivery of an event to an endpoint, with its attempts; retry by hand."),
+        (name = "Inbound", description = "Webhooks from other services, verified by their signatures: a tenant's inbound sources, Stripe billing, Meta."),
         (name = "DLQ", description = "The dead-letter queue: work that ran out of attempts, to retry or discard."),
     )
 )]
@@ -127,7 +128,9 @@ fn complete_operations(openapi: &mut OpenApiDoc) {
             if secured || operation.operation_id.as_deref() == Some("create_token") {
                 add_missing(operation, "429", "Over the rate limit (`RATE_LIMITED`), with `Retry-After`");
             }
-            if operation.request_body.is_some() {
+            // Webhooks from other services take their bodies as sent; the rest take JSON.
+            let raw = operation.tags.as_ref().is_some_and(|tags| tags.iter().any(|t| t == "Inbound"));
+            if operation.request_body.is_some() && !raw {
                 add_missing(operation, "400", "Malformed JSON (`BAD_REQUEST`)");
                 add_missing(operation, "413", "Body over the limit (`PAYLOAD_TOO_LARGE`)");
                 add_missing(operation, "415", "Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`)");

@@ -10,6 +10,7 @@ mod entitlements;
 mod events;
 mod governance;
 mod idempotency;
+mod inbound;
 mod keys;
 mod lists;
 mod object_types;
