@@ -59,6 +59,8 @@ pub struct AppState {
     pub wrap_key: [u8; 32],
     /// Calls to URLs that tenants give (webhooks): no redirects, SSRF-guarded.
     pub outbound: reqwest::Client,
+    /// This node's realtime connections.
+    pub realtime: crate::realtime::Hub,
     pub started_at: Instant,
     pub openapi_json: axum::body::Bytes,
 }
@@ -131,6 +133,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::events::routes())
         .merge(crate::dlq::routes())
         .merge(crate::inbound::routes())
+        .merge(crate::realtime::routes())
 }
 
 /// The OpenAPI document of every route.
@@ -297,6 +300,7 @@ impl Server {
             wrap_key: master.derive("tenant-data-keys"),
             plans,
             outbound,
+            realtime: crate::realtime::Hub::default(),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),
         }));
@@ -317,6 +321,12 @@ impl Server {
         let app = self.app.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let delivery = crate::webhooks::delivery::spawn(app.clone(), stop_rx.clone());
+        let listener = match (&app.config.storage.database_url, app.db.backend()) {
+            (Some(url), crate::db::Backend::Postgres) => {
+                Some(crate::realtime::notify::spawn(app.clone(), url.clone(), stop_rx.clone()))
+            }
+            _ => None,
+        };
         let maintenance = tokio::spawn(maintain(app.clone(), stop_rx));
 
         let router = router(app.clone());
@@ -334,6 +344,12 @@ impl Server {
         }
         if let Err(error) = delivery.await {
             tracing::error!(%error, "webhook delivery task failed");
+        }
+        if let Some(Err(error)) = match listener {
+            Some(listener) => Some(listener.await),
+            None => None,
+        } {
+            tracing::error!(%error, "the notification listener failed");
         }
         if let Err(error) = app.usage.flush(&app.db).await {
             tracing::error!(%error, "writing usage at shutdown failed");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::db::WriteTx;
+use crate::db::{Backend, WriteTx};
 use crate::http::ApiResult;
 use crate::id::{self, prefix};
 use crate::time;
@@ -43,6 +43,15 @@ pub async fn record(tx: &mut WriteTx, tenant: &str, event: Event<'_>) -> ApiResu
     .await?;
     let payload = Arc::new(payload(&id, event.kind, tenant, &now, data));
     crate::webhooks::delivery::fan_out(tx, tenant, &payload).await?;
+    if tx.backend() == Backend::Postgres {
+        // Other nodes hear of it at commit (a notification is sent only if the transaction commits).
+        let note = crate::realtime::notify::note(tx.node(), &payload);
+        sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS sent")
+            .bind(crate::realtime::notify::CHANNEL)
+            .bind(note)
+            .execute(&mut **tx)
+            .await?;
+    }
     tx.recorded_event(payload);
     Ok(id)
 }

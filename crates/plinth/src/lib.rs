@@ -24,6 +24,7 @@ pub mod objects;
 pub mod outbound;
 pub mod public_keys;
 pub mod ratelimit;
+pub mod realtime;
 pub mod scopes;
 pub mod secrets;
 pub mod tenants;

@@ -72,6 +72,7 @@ pub mod required {
     pub const WEBHOOKS_READ: Required = Required::new("webhooks", "read");
     pub const WEBHOOKS_WRITE: Required = Required::new("webhooks", "write");
     pub const WEBHOOKS_DELETE: Required = Required::new("webhooks", "delete");
+    pub const FILES_READ: Required = Required::new("files", "read");
     pub const DLQ_READ: Required = Required::new("dlq", "read");
     pub const DLQ_WRITE: Required = Required::new("dlq", "write");
     pub const DLQ_DELETE: Required = Required::new("dlq", "delete");

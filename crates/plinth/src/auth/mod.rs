@@ -182,15 +182,40 @@ async fn identify_request(app: &App, credential: &str, ip: IpAddr, tenant: Optio
     Ok(auth)
 }
 
+/// Streaming routes a browser opens without headers (`WebSocket`, `EventSource`).
+const QUERY_CREDENTIAL_PATHS: &[&str] = &["/v1/realtime", "/events/stream", "/v1/events/stream"];
+
+/// The `?token=` credential of a streaming route, which cannot carry `Authorization` from a
+/// browser.
+fn query_credential(request: &Request) -> Option<String> {
+    if !QUERY_CREDENTIAL_PATHS.contains(&request.uri().path()) {
+        return None;
+    }
+    let query = request.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|value| !value.is_empty())
+}
+
 /// Middleware: identifies the caller of every request that carries `Authorization`, before the
 /// shared machinery (rate limits) and the handler run. A refused credential is kept, and
 /// answered as 401 by any route that needs a caller.
 pub async fn identify(State(app): State<App>, mut request: Request, next: Next) -> Response {
-    if request.headers().contains_key(axum::http::header::AUTHORIZATION) {
+    let query_token = if request.headers().contains_key(axum::http::header::AUTHORIZATION) {
+        None
+    } else {
+        query_credential(&request)
+    };
+    if request.headers().contains_key(axum::http::header::AUTHORIZATION) || query_token.is_some() {
         let ip = client_ip(request.headers(), request.extensions(), &app.config.trusted_proxies);
         let tenant = tenant_header(request.headers()).map(str::to_owned);
         let user_agent = request.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let outcome = match bearer(request.headers()).map(str::to_owned) {
+        let credential = match query_token {
+            Some(token) => Ok(token),
+            None => bearer(request.headers()).map(str::to_owned),
+        };
+        let outcome = match credential {
             Ok(credential) => identify_request(&app, &credential, ip, tenant.as_deref()).await,
             Err(error) => Err(error.into()),
         };

@@ -26,6 +26,8 @@ pub struct Db {
     /// polling the database lock with SQLite's busy-wait back-off.
     writer: Arc<tokio::sync::Mutex<()>>,
     outbox: Arc<Outbox>,
+    /// This process among the nodes sharing the database.
+    node: Arc<str>,
 }
 
 /// What this process hears when a transaction that queued work or recorded events commits.
@@ -74,6 +76,8 @@ pub struct WriteTx {
     outbox: Arc<Outbox>,
     queued_work: bool,
     events: Vec<Arc<Value>>,
+    backend: Backend,
+    node: Arc<str>,
 }
 
 impl WriteTx {
@@ -98,6 +102,15 @@ impl WriteTx {
     /// Notes an event recorded in this transaction, for realtime listeners after commit.
     pub fn recorded_event(&mut self, event: Arc<Value>) {
         self.events.push(event);
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// This process's node id.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
@@ -152,7 +165,8 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Db { pool, backend, writer: Arc::new(tokio::sync::Mutex::new(())), outbox: Arc::new(Outbox::new()) })
+        let node = crate::secrets::random_alphanumeric(12).into();
+        Ok(Db { pool, backend, writer: Arc::new(tokio::sync::Mutex::new(())), outbox: Arc::new(Outbox::new()), node })
     }
 
     /// Applies every pending migration of this backend.
@@ -186,7 +200,20 @@ impl Db {
     }
 
     fn write_tx(&self, tx: Transaction<'static, Any>, turn: Option<tokio::sync::OwnedMutexGuard<()>>) -> WriteTx {
-        WriteTx { tx, _turn: turn, outbox: self.outbox.clone(), queued_work: false, events: Vec::new() }
+        WriteTx {
+            tx,
+            _turn: turn,
+            outbox: self.outbox.clone(),
+            queued_work: false,
+            events: Vec::new(),
+            backend: self.backend,
+            node: self.node.clone(),
+        }
+    }
+
+    /// This process's node id, random at each start.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// This process's signals of committed work and events.

@@ -53,6 +53,7 @@ Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_
         (name = "Webhooks", description = "Endpoints that receive a tenant's events, signed (Standard Webhooks and `X-Plinth-Signature`), retried, logged."),
         (name = "Webhook Deliveries", description = "Every delivery of an event to an endpoint, with its attempts; retry by hand."),
         (name = "Inbound", description = "Webhooks from other services, verified by their signatures: a tenant's inbound sources, Stripe billing, Meta."),
+        (name = "Realtime", description = "A tenant's events as they commit: WebSocket channels and Server-Sent Events with resume."),
         (name = "DLQ", description = "The dead-letter queue: work that ran out of attempts, to retry or discard."),
     )
 )]

@@ -18,6 +18,7 @@ mod objects;
 mod public;
 mod public_keys;
 mod ratelimit;
+mod realtime;
 mod receiver;
 mod tenants;
 mod tokens;

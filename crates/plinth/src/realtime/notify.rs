@@ -1,0 +1,119 @@
+//! Several nodes on one PostgreSQL: each event's transaction sends a notification on
+//! `plinth_events` (delivered only if it commits), and every node listens, handing the events of
+//! other nodes to its own realtime listeners and waking its delivery workers. A notification
+//! carries the event itself when it fits, else its id, which the listener reads back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::time;
+
+/// The notification channel.
+pub const CHANNEL: &str = "plinth_events";
+/// PostgreSQL refuses payloads of 8000 bytes or more; larger events travel by id.
+const PAYLOAD_MAX: usize = 7500;
+
+/// The notification text for `event`, recorded by `node`.
+pub fn note(node: &str, event: &Value) -> String {
+    let whole = json!({ "node": node, "event": event }).to_string();
+    if whole.len() <= PAYLOAD_MAX {
+        return whole;
+    }
+    json!({ "node": node, "id": event["id"], "tenant_id": event["tenant_id"] }).to_string()
+}
+
+/// Starts listening (PostgreSQL only); stops when `stop` turns true.
+pub fn spawn(app: App, url: String, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(listen(app, url, stop))
+}
+
+async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
+    loop {
+        let mut listener = match connect(&url).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "listening for other nodes' events failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) => hear(&app, notification.payload()).await,
+                    // The connection dropped: notifications in between are lost to realtime
+                    // (SSE clients resume from the outbox; deliveries are polled for anyway).
+                    Ok(None) => tracing::warn!("the notification connection dropped; reconnecting"),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading notifications failed; reconnecting");
+                        break;
+                    }
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+async fn connect(url: &str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn hear(app: &App, text: &str) {
+    let Ok(note) = serde_json::from_str::<Value>(text) else { return };
+    if note["node"].as_str() == Some(app.db.node()) {
+        return;
+    }
+    // Another node recorded it: its deliveries may be due here as well.
+    app.db.outbox().wake();
+    let event = match note.get("event") {
+        Some(event) => event.clone(),
+        None => match read_back(app, note["id"].as_str().unwrap_or_default()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "reading back another node's event failed");
+                return;
+            }
+        },
+    };
+    app.db.outbox().publish(Arc::new(event));
+}
+
+async fn read_back(app: &App, id: &str) -> Result<Option<Value>, sqlx::Error> {
+    let row: Option<(String, String, String, String)> =
+        sqlx::query_as("SELECT tenant_id, type, data, created_at FROM events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(app.db.pool())
+            .await?;
+    Ok(row.and_then(|(tenant, kind, data, created_at)| {
+        let at = time::from_db(&created_at).ok()?;
+        Some(crate::events::payload(id, &kind, &tenant, &at, serde_json::from_str(&data).ok()?))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_events_travel_by_id() {
+        let small = json!({ "id": "evt_1", "tenant_id": "tn_1", "data": {} });
+        assert!(serde_json::from_str::<Value>(&note("n", &small)).unwrap()["event"].is_object());
+        let large = json!({ "id": "evt_2", "tenant_id": "tn_1", "data": { "x": "y".repeat(10_000) } });
+        let text = note("n", &large);
+        assert!(text.len() < 200);
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["id"], "evt_2");
+        assert!(parsed.get("event").is_none());
+    }
+}
