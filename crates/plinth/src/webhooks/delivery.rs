@@ -282,6 +282,17 @@ async fn run(app: App, mut stop: watch::Receiver<bool>) {
 /// Leases up to `limit` due deliveries of active endpoints to this worker.
 async fn claim(app: &App, limit: usize) -> ApiResult<Vec<Claimed>> {
     let now = time::now();
+    // A read first, so that an idle node does not take the write lock to find nothing.
+    let due: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM webhook_deliveries WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
+         LIMIT 1",
+    )
+    .bind(time::to_db(&now))
+    .fetch_optional(app.db.pool())
+    .await?;
+    if due.is_none() {
+        return Ok(Vec::new());
+    }
     let lease = Duration::from_secs(app.config.webhooks.timeout_secs) + LEASE_MARGIN;
     let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
     let token = secrets::random_alphanumeric(24);

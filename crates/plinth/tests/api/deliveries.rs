@@ -277,22 +277,29 @@ on_both_backends! {
         let webhook = app.get(&format!("/v1/webhooks/{id}"), &tenant.key).await;
         assert_eq!(webhook.data()["failure_count"], 0, "tests do not count against the endpoint");
 
+        // A redirect is not followed: it is a failure.
+        receiver.answer(&[302]);
+        let redirected = app.post(&format!("/v1/webhooks/{id}/test"), &tenant.key, json!({})).await;
+        assert_eq!(redirected.data()["success"], false);
+        assert_eq!(redirected.data()["status_code"], 302);
+        assert!(redirected.data()["error"].as_str().unwrap().contains("redirects are not followed"));
+
         // Replays: a past event again (a new webhook-id, the same event), or a payload of one's own.
         receiver.always(200);
         let event_id = track(&app, &tenant, "sale.closed", json!({ "amount": 5 })).await;
-        let first = receiver.wait_for(3).await;
+        let first = receiver.wait_for(4).await;
         let replayed = app.post(&format!("/v1/webhooks/{id}/replay"), &tenant.key, json!({ "event": event_id })).await;
         replayed.expect(201);
         assert_eq!(replayed.data()["status"], "pending");
         assert_eq!(replayed.data()["event_id"], event_id.as_str());
-        let got = receiver.wait_for(4).await;
-        assert_ne!(got[3].header("webhook-id"), first[2].header("webhook-id"));
-        assert_eq!(got[3].body, first[2].body);
+        let got = receiver.wait_for(5).await;
+        assert_ne!(got[4].header("webhook-id"), first[3].header("webhook-id"));
+        assert_eq!(got[4].body, first[3].body);
         let own = app.post(&format!("/v1/webhooks/{id}/replay"), &tenant.key, json!({ "payload": { "type": "sale.manual", "x": 1 } })).await;
         own.expect(201);
         assert_eq!(own.data()["event_type"], "sale.manual");
-        let got = receiver.wait_for(5).await;
-        assert_eq!(got[4].json(), json!({ "type": "sale.manual", "x": 1 }));
+        let got = receiver.wait_for(6).await;
+        assert_eq!(got[5].json(), json!({ "type": "sale.manual", "x": 1 }));
 
         for bad in [json!({}), json!({ "event": event_id, "payload": {} }), json!({ "payload": [1] }), json!({ "payload": {}, "event_type": "Bad" })] {
             let resp = app.post(&format!("/v1/webhooks/{id}/replay"), &tenant.key, bad.clone()).await;
@@ -303,6 +310,22 @@ on_both_backends! {
         let other = app.tenant("Other").await;
         app.post(&format!("/v1/webhooks/{id}/replay"), &other.key, json!({ "event": event_id })).await.expect_error(404, "NOT_FOUND");
         app.post(&format!("/v1/webhooks/{id}/test"), &other.key, json!({})).await.expect_error(404, "NOT_FOUND");
+    }
+
+    async fn slow_receivers_time_out(backend) {
+        let app = TestApp::spawn_with(backend, |config| {
+            delivering(config);
+            config.webhooks.timeout_secs = 1;
+        }).await;
+        let receiver = Receiver::start().await;
+        receiver.delay(Duration::from_secs(3));
+        let tenant = app.tenant("Slow").await;
+        let (id, _) = endpoint(&app, &tenant, json!({ "url": receiver.url("/in"), "events": ["*"] })).await;
+        let tested = app.post(&format!("/v1/webhooks/{id}/test"), &tenant.key, json!({})).await;
+        tested.expect(200);
+        assert_eq!(tested.data()["success"], false);
+        assert!(tested.data()["status_code"].is_null());
+        assert!(tested.data()["error"].as_str().unwrap().contains("timed out"), "{}", tested.text);
     }
 
     async fn deleting_an_endpoint_with_deliveries_on_their_way_asks_first(backend) {
