@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+mod events;
 use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "plk_admin_bench_0123456789abcdefghijklmnopqrstuvwx";
 
-struct Options {
+pub(crate) struct Options {
     requests: usize,
     concurrency: usize,
     database_url: Option<String>,
@@ -26,6 +28,8 @@ struct Options {
     store: usize,
     /// Seconds to wait after loading, so that PostgreSQL's autovacuum analyses the new rows.
     settle: u64,
+    /// Measure event recording, webhook delivery and realtime latency instead.
+    events: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -36,6 +40,7 @@ fn options() -> anyhow::Result<Options> {
         binary: "target/release/plinth".into(),
         store: 0,
         settle: 0,
+        events: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -47,6 +52,7 @@ fn options() -> anyhow::Result<Options> {
             "--binary" => options.binary = value()?,
             "--store" => options.store = value()?.parse()?,
             "--settle" => options.settle = value()?.parse()?,
+            "--events" => options.events = true,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -54,7 +60,7 @@ fn options() -> anyhow::Result<Options> {
 }
 
 #[derive(Clone)]
-struct Scenario {
+pub(crate) struct Scenario {
     name: &'static str,
     method: reqwest::Method,
     path: String,
@@ -62,13 +68,13 @@ struct Scenario {
     body: Option<Value>,
 }
 
-struct Outcome {
+pub(crate) struct Outcome {
     latencies: Vec<Duration>,
     elapsed: Duration,
     failures: usize,
 }
 
-async fn drive(client: &reqwest::Client, base: &str, scenario: &Scenario, options: &Options) -> Outcome {
+pub(crate) async fn drive(client: &reqwest::Client, base: &str, scenario: &Scenario, options: &Options) -> Outcome {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -110,7 +116,7 @@ async fn drive(client: &reqwest::Client, base: &str, scenario: &Scenario, option
     Outcome { latencies, elapsed: started.elapsed(), failures }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -150,6 +156,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &options.database_url {
         command.args(["--database-url", url]);
     }
+    if options.events {
+        // Webhooks go to a receiver on loopback.
+        command.env("PLINTH_OUTBOUND_ALLOW_PRIVATE", "true");
+    }
     let mut server = command.spawn().with_context(|| format!("starting {} (build it first)", options.binary))?;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(options.concurrency).build()?;
@@ -186,6 +196,13 @@ async fn main() -> anyhow::Result<()> {
         call(&client, reqwest::Method::POST, format!("{base}/v1/token"), &key, json!({ "api_key": key })).await?;
     let token = token["data"]["token"].as_str().context("token")?.to_string();
 
+    if options.events {
+        events::run(&client, &base, &key, options.requests, options.concurrency).await?;
+        server.start_kill()?;
+        let _ = server.wait().await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+        return Ok(());
+    }
     let scenarios = if options.store > 0 {
         store_scenarios(&client, &base, &key, &options).await?
     } else {

@@ -44,6 +44,8 @@ CREATE TABLE platform_webhook_events (
 );
 CREATE UNIQUE INDEX platform_webhook_events_external ON platform_webhook_events (provider, external_id);
 
--- The billing provider's customer of a tenant, learned from its checkout.
+-- The billing provider's customer of a tenant, learned from its checkout, and the creation time
+-- (Unix seconds) of the last billing event applied, so that a late, older event changes nothing.
 ALTER TABLE tenants ADD COLUMN billing_customer_id TEXT;
+ALTER TABLE tenants ADD COLUMN billing_event_at BIGINT;
 CREATE INDEX tenants_billing_customer ON tenants (billing_customer_id);

@@ -35,6 +35,12 @@ pub fn new_id(prefix: &str) -> String {
     encode(prefix, Uuid::now_v7())
 }
 
+/// The smallest id with `prefix` made at `unix_millis`: ids at or above it were made then or
+/// later.
+pub fn lower_bound(prefix: &str, unix_millis: u64) -> String {
+    encode(prefix, uuid::Builder::from_unix_timestamp_millis(unix_millis, &[0; 10]).into_uuid())
+}
+
 /// Renders `uuid` as a TypeID with `prefix`.
 pub fn encode(prefix: &str, uuid: Uuid) -> String {
     let mut value = uuid.as_u128();

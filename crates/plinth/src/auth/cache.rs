@@ -22,11 +22,23 @@ pub struct CredentialCache {
     enabled: bool,
     generation: AtomicU64,
     entries: RwLock<HashMap<String, (Arc<KeyCredential>, Instant)>>,
+    /// Told of every change, for long-lived streams that check their credential again.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl CredentialCache {
     pub fn new(enabled: bool) -> Self {
-        CredentialCache { enabled, generation: AtomicU64::new(0), entries: RwLock::new(HashMap::new()) }
+        CredentialCache {
+            enabled,
+            generation: AtomicU64::new(0),
+            entries: RwLock::new(HashMap::new()),
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Changes after every change to credentials on this node.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Read before loading from the database; pass to `insert`.
@@ -62,6 +74,8 @@ impl CredentialCache {
         let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.clear();
+        drop(entries);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

@@ -3,7 +3,7 @@
 
 pub mod cache;
 mod client_ip;
-mod credential;
+pub mod credential;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -185,17 +185,24 @@ async fn identify_request(app: &App, credential: &str, ip: IpAddr, tenant: Optio
 /// Streaming routes a browser opens without headers (`WebSocket`, `EventSource`).
 const QUERY_CREDENTIAL_PATHS: &[&str] = &["/v1/realtime", "/events/stream", "/v1/events/stream"];
 
-/// The `?token=` credential of a streaming route, which cannot carry `Authorization` from a
-/// browser.
-fn query_credential(request: &Request) -> Option<String> {
-    if !QUERY_CREDENTIAL_PATHS.contains(&request.uri().path()) {
+/// The credential a request carries: its bearer header, or on a streaming route `?token=`.
+pub fn credential_of(request_headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    if let Ok(credential) = bearer(request_headers) {
+        return Some(credential.to_string());
+    }
+    if !QUERY_CREDENTIAL_PATHS.contains(&uri.path()) {
         return None;
     }
-    let query = request.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes())
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
         .find(|(name, _)| name == "token")
         .map(|(_, value)| value.trim().to_string())
         .filter(|value| !value.is_empty())
+}
+
+/// The `?token=` credential of a streaming route, which cannot carry `Authorization` from a
+/// browser.
+fn query_credential(request: &Request) -> Option<String> {
+    credential_of(&HeaderMap::new(), request.uri())
 }
 
 /// Middleware: identifies the caller of every request that carries `Authorization`, before the

@@ -554,9 +554,12 @@ async fn open_source(app: &App, source_id: &str) -> ApiResult<Opened> {
 fn external_id(scheme: &str, headers: &HeaderMap, payload: &Value) -> Option<String> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     match scheme {
+        // Signed ids: the sender's own.
         "standard-webhooks" => header("webhook-id"),
-        "github-sha256" => header("x-github-delivery"),
         "stripe" => payload["id"].as_str().map(str::to_string),
+        // GitHub's delivery header is not signed and Meta gives none: the signature of the body
+        // names the delivery, so a captured request re-sent under another id is stored once.
+        "github-sha256" | "meta" => header("x-hub-signature-256").map(|s| s.to_ascii_lowercase()),
         _ => None,
     }
     .filter(|id| !id.is_empty() && id.len() <= 200)
@@ -586,7 +589,8 @@ async fn receive(
     if let Err(reason) = verify::verify(&source.scheme, &source.secret, &headers, &body, now.timestamp()) {
         return Err(ApiError::unauthorized(format!("the webhook signature does not verify: {reason}")));
     }
-    let text = String::from_utf8_lossy(&body).to_string();
+    // PostgreSQL's text holds no NUL: it is kept as U+FFFD, like any byte that is not UTF-8.
+    let text = String::from_utf8_lossy(&body).replace('\0', "\u{FFFD}");
     let payload: Value = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
     let external = external_id(&source.scheme, &headers, &payload);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -631,7 +635,15 @@ async fn receive(
     match stored {
         // The same delivery, received twice at once: the other copy is kept.
         Err(error) if crate::db::is_unique_violation(&error) => {
-            return Ok(Data(Received { received: true, id: message_id, duplicate: true }))
+            tx.rollback().await?;
+            let kept: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM inbound_messages WHERE source_id = $1 AND external_id = $2")
+                    .bind(&source.id)
+                    .bind(&external)
+                    .fetch_optional(app.db.pool())
+                    .await?;
+            let id = kept.map(|(id,)| id).unwrap_or(message_id);
+            return Ok(Data(Received { received: true, id, duplicate: true }));
         }
         other => other?,
     };

@@ -121,36 +121,73 @@ fn tier_of(object: &Value) -> Option<Tier> {
     named.iter().filter_map(|v| v.as_str()).find_map(Tier::parse)
 }
 
+/// A tenant a billing event is about: its id, tier, and the creation time of the last billing
+/// event applied to it.
+type BillingTenant = (String, String, Option<i64>);
+
 /// The tenant a billing object is about: named in its metadata or as the checkout's
-/// `client_reference_id`, else the tenant whose billing customer it is.
-async fn tenant_of(conn: &mut sqlx::AnyConnection, object: &Value) -> ApiResult<Option<(String, String)>> {
+/// `client_reference_id`, else the one tenant whose billing customer it is.
+async fn tenant_of(conn: &mut sqlx::AnyConnection, object: &Value) -> ApiResult<Result<BillingTenant, String>> {
+    const COLUMNS: &str = "id, tier, billing_event_at";
     let named = [&object["metadata"]["tenant_id"], &object["client_reference_id"]];
     for candidate in named.iter().filter_map(|v| v.as_str()) {
-        let found: Option<(String, String)> = sqlx::query_as("SELECT id, tier FROM tenants WHERE id = $1")
+        let found: Option<BillingTenant> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
             .bind(candidate)
             .fetch_optional(&mut *conn)
             .await?;
-        if found.is_some() {
-            return Ok(found);
+        if let Some(found) = found {
+            return Ok(Ok(found));
         }
     }
-    match object["customer"].as_str() {
-        Some(customer) => Ok(sqlx::query_as("SELECT id, tier FROM tenants WHERE billing_customer_id = $1")
+    let Some(customer) = object["customer"].as_str() else {
+        return Ok(Err("ignored: the event names no tenant and no customer".into()));
+    };
+    let mut found: Vec<BillingTenant> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE billing_customer_id = $1 LIMIT 2"))
             .bind(customer)
-            .fetch_optional(&mut *conn)
-            .await?),
-        None => Ok(None),
+            .fetch_all(&mut *conn)
+            .await?;
+    match found.len() {
+        1 => Ok(Ok(found.remove(0))),
+        0 => Ok(Err("ignored: no tenant matches the event".into())),
+        _ => Ok(Err(format!("ignored: several tenants have the customer {customer}: name the tenant in metadata"))),
+    }
+}
+
+/// The tier an event asks for, or why it changes nothing.
+fn wanted_tier(kind: &str, object: &Value) -> Result<Tier, String> {
+    let named = || tier_of(object).ok_or_else(|| "ignored: the event names no tier".to_string());
+    match kind {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            match object["payment_status"].as_str() {
+                Some("paid" | "no_payment_required") => named(),
+                other => {
+                    Err(format!("ignored: the checkout is not paid yet ({})", other.unwrap_or("no payment_status")))
+                }
+            }
+        }
+        "customer.subscription.updated" => match object["status"].as_str() {
+            Some("active" | "trialing") => named(),
+            Some("canceled" | "unpaid" | "incomplete_expired") => Ok(Tier::Free),
+            other => {
+                Err(format!("ignored: a subscription that is {} keeps the plan", other.unwrap_or("without status")))
+            }
+        },
+        "customer.subscription.deleted" => Ok(Tier::Free),
+        other => Err(format!("ignored: `{other}` does not change plans")),
     }
 }
 
 /// Receive Stripe's billing webhooks
 ///
 /// Verifies `Stripe-Signature` with `PLINTH_STRIPE_WEBHOOK_SECRET` (401 when it does not, or
-/// when its timestamp is more than 5 minutes away) and applies, once per event id:
-/// `checkout.session.completed` (the tenant in `client_reference_id` or `metadata.tenant_id`
-/// moves to `metadata.tier`, and its customer is remembered), `customer.subscription.updated`
-/// (the subscription's tier, or `free` once it is canceled or unpaid) and
-/// `customer.subscription.deleted` (back to `free`). Other events are kept and ignored.
+/// when its timestamp is more than 5 minutes away) and applies, once per event id and never an
+/// event older than the last one applied: a paid `checkout.session.completed` (or
+/// `checkout.session.async_payment_succeeded`) moves the tenant in `client_reference_id` or
+/// `metadata.tenant_id` to `metadata.tier` and remembers its customer;
+/// `customer.subscription.updated` moves the customer's tenant to the subscription's tier while
+/// `active` or `trialing`, or to `free` once `canceled` or `unpaid`;
+/// `customer.subscription.deleted` moves it to `free`. Other events are kept and ignored.
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "Inbound",
     request_body(content = Object, description = "Stripe's event, as sent"),
     responses((status = 200, body = crate::http::response::Envelope<PlatformReceived>),
@@ -171,45 +208,44 @@ async fn stripe(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiR
         return Err(ApiError::bad_request("the event has no `id` or `type`"));
     };
     let object = &event["data"]["object"];
+    let created = event["created"].as_i64();
     let mut tx = app.db.begin_write().await?;
     let tenant = tenant_of(&mut tx, object).await?;
-    let wanted = match kind {
-        "checkout.session.completed" => Ok(tier_of(object)),
-        "customer.subscription.updated" => match object["status"].as_str() {
-            Some("canceled" | "unpaid" | "incomplete_expired") => Ok(Some(Tier::Free)),
-            _ => Ok(tier_of(object)),
-        },
-        "customer.subscription.deleted" => Ok(Some(Tier::Free)),
-        other => Err(format!("ignored: `{other}` does not change plans")),
+    let tenant_id = tenant.as_ref().ok().map(|(id, _, _)| id.clone());
+    let change = match (&tenant, wanted_tier(kind, object)) {
+        (Err(ignored), _) => Err(ignored.clone()),
+        (_, Err(ignored)) => Err(ignored),
+        (Ok((_, _, Some(last))), Ok(_)) if created.is_some_and(|at| at < *last) => {
+            Err("ignored: older than the last billing event applied".to_string())
+        }
+        (Ok((id, previous, _)), Ok(tier)) => Ok((id.clone(), previous.clone(), tier)),
     };
-    let (outcome, change) = match (wanted, &tenant) {
-        (Err(ignored), _) => (ignored, None),
-        (Ok(_), None) => ("ignored: no tenant matches the event".to_string(), None),
-        (Ok(None), Some((id, _))) => (format!("ignored: the event names no tier for {id}"), None),
-        (Ok(Some(tier)), Some((id, previous))) => (
-            format!("applied: {id} moves from {previous} to {}", tier.as_str()),
-            Some((id.clone(), previous.clone(), tier)),
-        ),
+    let outcome = match &change {
+        Ok((id, previous, tier)) => format!("applied: {id} moves from {previous} to {}", tier.as_str()),
+        Err(ignored) => ignored.clone(),
     };
-    let tenant_id = tenant.as_ref().map(|(id, _)| id.as_str());
-    if !keep(&mut tx, "stripe", Some(event_id), kind, tenant_id, &outcome, &event.to_string()).await? {
+    if !keep(&mut tx, "stripe", Some(event_id), kind, tenant_id.as_deref(), &outcome, &event.to_string()).await? {
         return Ok(Data(PlatformReceived { received: true, duplicate: true, outcome: "already received".into() }));
     }
-    if let (Some(customer), Some(id), "checkout.session.completed") = (object["customer"].as_str(), tenant_id, kind) {
-        sqlx::query("UPDATE tenants SET billing_customer_id = $1 WHERE id = $2")
-            .bind(customer)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let changing = change.as_ref().map(|_| app.credentials_changing());
-    if let Some((id, previous, tier)) = &change {
-        sqlx::query("UPDATE tenants SET tier = $1, updated_at = $2 WHERE id = $3")
-            .bind(tier.as_str())
-            .bind(time::to_db(&time::now()))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+    let changing = change.as_ref().ok().map(|_| app.credentials_changing());
+    if let Ok((id, previous, tier)) = &change {
+        if let (Some(customer), true) = (object["customer"].as_str(), kind.starts_with("checkout.session.")) {
+            sqlx::query("UPDATE tenants SET billing_customer_id = $1 WHERE id = $2")
+                .bind(customer)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE tenants SET tier = $1, billing_event_at = COALESCE($2, billing_event_at), updated_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(tier.as_str())
+        .bind(created)
+        .bind(time::to_db(&time::now()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let who = Who {
             actor_type: "webhook",
             actor_id: Some("stripe".into()),

@@ -18,7 +18,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn recent(timestamp: i64, now: i64) -> Result<(), &'static str> {
-    if (now - timestamp).abs() > TOLERANCE_SECS {
+    if now.abs_diff(timestamp) > TOLERANCE_SECS.unsigned_abs() {
         Err("the signed timestamp is more than 5 minutes away")
     } else {
         Ok(())
@@ -127,6 +127,12 @@ mod tests {
         assert!(verify("standard-webhooks", secret, &good, b"{}", 1614265330).is_err(), "another body");
         assert!(verify("standard-webhooks", "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &good, body, 1614265330).is_err());
         assert!(verify("standard-webhooks", secret, &HeaderMap::new(), body, 1614265330).is_err());
+        let extreme = headers(&[
+            ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek".into()),
+            ("webhook-timestamp", i64::MIN.to_string()),
+            ("webhook-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".into()),
+        ]);
+        assert!(verify("standard-webhooks", secret, &extreme, body, i64::MAX).is_err(), "no overflow");
     }
 
     #[test]

@@ -39,6 +39,40 @@ const CHANNELS_MAX: usize = 100;
 /// Largest frame a client may send.
 const CLIENT_FRAME_MAX: usize = 16 * 1024;
 
+/// How often a stream's credential is checked again at the latest (at once after any change to
+/// credentials on this node).
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// The credential a stream was opened with, checked again while the stream lasts: a revoked key
+/// or an expired token ends it.
+pub struct Recheck {
+    credential: String,
+    ip: std::net::IpAddr,
+    changes: tokio::sync::watch::Receiver<u64>,
+    next: tokio::time::Instant,
+}
+
+impl Recheck {
+    pub fn new(app: &App, credential: String, ip: std::net::IpAddr) -> Recheck {
+        Recheck { credential, ip, changes: app.credentials.changes(), next: tokio::time::Instant::now() + RECHECK }
+    }
+
+    /// Waits until the credential is due for a check (a change to credentials, or the interval
+    /// passed), then checks it: false when it no longer holds.
+    pub async fn due_and_valid(&mut self, app: &App) -> bool {
+        tokio::select! {
+            changed = self.changes.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep_until(self.next).await;
+                }
+            }
+            _ = tokio::time::sleep_until(self.next) => {}
+        }
+        self.next = tokio::time::Instant::now() + RECHECK;
+        crate::auth::credential::authenticate(app, &self.credential, self.ip).await.is_ok()
+    }
+}
+
 /// The live connections of this node, for stats.
 #[derive(Debug, Default)]
 pub struct Hub {
@@ -179,14 +213,19 @@ pub fn routes() -> OpenApiRouter<App> {
 async fn connect(
     auth: Auth,
     State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let tenant = auth.tenant()?.as_str().to_string();
     let upgrade = upgrade.map_err(|_| ApiError::bad_request("this route upgrades to a WebSocket: connect with one"))?;
+    let credential =
+        crate::auth::credential_of(&headers, &uri).ok_or_else(|| ApiError::unauthorized("missing credential"))?;
+    let recheck = Recheck::new(&app, credential, auth.client_ip);
     Ok(upgrade
         .max_message_size(CLIENT_FRAME_MAX)
         .max_frame_size(CLIENT_FRAME_MAX)
-        .on_upgrade(move |socket| session(app, auth, tenant, socket)))
+        .on_upgrade(move |socket| session(app, auth, tenant, recheck, socket)))
 }
 
 /// Sends one frame, or gives up on a client that does not take it in time.
@@ -202,7 +241,7 @@ fn error_frame(code: &str, message: impl Into<String>) -> Message {
     text(json!({ "type": "error", "error": { "code": code, "message": message.into() } }))
 }
 
-async fn session(app: App, auth: Auth, tenant: String, mut socket: WebSocket) {
+async fn session(app: App, auth: Auth, tenant: String, mut recheck: Recheck, mut socket: WebSocket) {
     let mut events = app.db.outbox().events();
     let mut channels: HashSet<String> = HashSet::new();
     let registered = Hub::register(&app, &tenant, "websocket", HashSet::new());
@@ -249,6 +288,14 @@ async fn session(app: App, auth: Auth, tenant: String, mut socket: WebSocket) {
                 }
                 Err(RecvError::Closed) => break,
             },
+            valid = recheck.due_and_valid(&app) => {
+                if !valid {
+                    let reason = "the credential was revoked or has expired";
+                    let close = CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: reason.into() };
+                    let _ = send(&mut socket, Message::Close(Some(close))).await;
+                    break;
+                }
+            }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > IDLE_LIMIT || !send(&mut socket, Message::Ping(Default::default())).await {
                     break;

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::broadcast::{self, error::RecvError};
 use utoipa::IntoParams;
 
-use super::{Hub, Registered};
+use super::{Hub, Recheck, Registered};
 use crate::app::App;
 use crate::auth::Auth;
 use crate::http::error::FieldErrors;
@@ -59,6 +59,9 @@ struct Cursor {
     replayed: HashSet<String>,
     /// When the stream began listening: events recorded well before cannot come live.
     listening_since: time::Timestamp,
+    recheck: Recheck,
+    /// The id given as `Last-Event-ID`, not to be sent again.
+    resumed_from: Option<String>,
     _registered: Registered,
 }
 
@@ -97,6 +100,9 @@ impl Cursor {
     async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Cursor)> {
         loop {
             if let Some(event) = self.backlog.pop_front() {
+                if self.resumed_from.as_deref() == event["id"].as_str() {
+                    continue;
+                }
                 let recorded = event["created_at"].as_str().and_then(|at| time::from_db(at).ok());
                 if recorded.is_some_and(|at| at >= self.listening_since - IN_FLIGHT) {
                     self.replayed.insert(event["id"].as_str().unwrap_or_default().to_string());
@@ -114,7 +120,17 @@ impl Cursor {
                 self.backlog.extend(page);
                 continue;
             }
-            match self.live.recv().await {
+            let received = tokio::select! {
+                received = self.live.recv() => received,
+                valid = self.recheck.due_and_valid(&self.app) => {
+                    if valid {
+                        continue;
+                    }
+                    // The credential was revoked or expired: the stream ends.
+                    return None;
+                }
+            };
+            match received {
                 Ok(event) => {
                     if event["tenant_id"].as_str() != Some(self.tenant.as_str()) || !wanted(&self.patterns, &event) {
                         continue;
@@ -131,7 +147,35 @@ impl Cursor {
     }
 }
 
-fn open(app: App, auth: &Auth, headers: &HeaderMap, query: StreamQuery) -> ApiResult<Response> {
+/// Where the outbox is read from when resuming after `last`. On PostgreSQL, transactions commit
+/// out of id order and nodes' clocks differ, so the replay starts a few seconds before `last`:
+/// the client may see those events again (de-duplicate on the id), never miss one.
+async fn resume_point(app: &App, tenant: &str, last: &str) -> ApiResult<String> {
+    if app.db.backend() != crate::db::Backend::Postgres {
+        return Ok(last.to_string());
+    }
+    let at: Option<(String,)> = sqlx::query_as("SELECT created_at FROM events WHERE id = $1 AND tenant_id = $2")
+        .bind(last)
+        .bind(tenant)
+        .fetch_optional(app.db.pool())
+        .await?;
+    let Some((at,)) = at else { return Ok(last.to_string()) };
+    let since = time::from_db(&at)? - RESUME_OVERLAP;
+    let bound = id::lower_bound(prefix::EVENT, since.timestamp_millis().max(0) as u64);
+    // Just below the bound, so that `id > after` includes it.
+    Ok(bound.trim_end_matches('0').to_string())
+}
+
+/// How far before `Last-Event-ID` a PostgreSQL replay starts.
+const RESUME_OVERLAP: chrono::Duration = chrono::Duration::seconds(5);
+
+async fn open(
+    app: App,
+    auth: &Auth,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    query: StreamQuery,
+) -> ApiResult<Response> {
     auth.require(EVENTS_READ)?;
     let tenant = auth.tenant()?.as_str().to_string();
     let mut errors = FieldErrors::default();
@@ -152,19 +196,28 @@ fn open(app: App, auth: &Auth, headers: &HeaderMap, query: StreamQuery) -> ApiRe
         errors.add("last_event_id", "must be an event id (`evt_...`)");
     }
     errors.finish()?;
+    let credential = crate::auth::credential_of(headers, uri)
+        .ok_or_else(|| crate::http::ApiError::unauthorized("missing credential"))?;
+    let replay_after = match &last {
+        Some(last) => Some(resume_point(&app, &tenant, last).await?),
+        None => None,
+    };
     // Listen before reading the outbox, so that nothing falls between the two.
     let live = app.db.outbox().events();
     let channels: HashSet<String> = patterns.iter().map(|p| format!("events:{p}")).collect();
     let registered = Hub::register(&app, &tenant, "sse", channels);
+    let recheck = Recheck::new(&app, credential, auth.client_ip);
     let cursor = Cursor {
         app,
         tenant,
         patterns,
         live,
         backlog: VecDeque::new(),
-        replay_after: last,
+        replay_after,
         replayed: HashSet::new(),
         listening_since: time::now(),
+        recheck,
+        resumed_from: last,
         _registered: registered,
     };
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
@@ -184,9 +237,10 @@ pub async fn stream(
     auth: Auth,
     State(app): State<App>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Query(query): Query<StreamQuery>,
 ) -> ApiResult<Response> {
-    open(app, &auth, &headers, query)
+    open(app, &auth, &headers, &uri, query).await
 }
 
 /// Stream events (under /v1)
@@ -197,7 +251,8 @@ pub async fn stream_v1(
     auth: Auth,
     State(app): State<App>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Query(query): Query<StreamQuery>,
 ) -> ApiResult<Response> {
-    open(app, &auth, &headers, query)
+    open(app, &auth, &headers, &uri, query).await
 }

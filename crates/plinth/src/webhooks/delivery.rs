@@ -193,7 +193,12 @@ pub async fn send(app: &App, url: &str, secrets: &[String], msg_id: &str, body: 
             }
         }
     }
-    let text: String = String::from_utf8_lossy(&read).chars().take(RESPONSE_KEEP_CHARS).collect();
+    // Kept as text: PostgreSQL's holds no NUL, so it becomes U+FFFD like any byte that is not UTF-8.
+    let text: String = String::from_utf8_lossy(&read)
+        .chars()
+        .take(RESPONSE_KEEP_CHARS)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect();
     let success = status.is_success() && read_error.is_none();
     let error = if success {
         None
@@ -220,6 +225,8 @@ struct Claimed {
     tenant_id: String,
     webhook_id: String,
     payload: String,
+    /// This attempt's number: counted when claimed, so that an attempt whose outcome is never
+    /// written (the node died) still counts.
     attempt: i64,
     max_attempts: Option<i64>,
     #[sqlx(skip)]
@@ -284,8 +291,9 @@ async fn claim(app: &App, limit: usize) -> ApiResult<Vec<Claimed>> {
     let now = time::now();
     // A read first, so that an idle node does not take the write lock to find nothing.
     let due: Option<(String,)> = sqlx::query_as(
-        "SELECT id FROM webhook_deliveries WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
-         LIMIT 1",
+        "SELECT d.id FROM webhook_deliveries d WHERE d.next_attempt_at <= $1 \
+         AND (d.lease_until IS NULL OR d.lease_until < $1) \
+         AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.status = 'active') LIMIT 1",
     )
     .bind(time::to_db(&now))
     .fetch_optional(app.db.pool())
@@ -299,7 +307,7 @@ async fn claim(app: &App, limit: usize) -> ApiResult<Vec<Claimed>> {
     let lock = if app.db.backend() == Backend::Postgres { " FOR UPDATE OF d SKIP LOCKED" } else { "" };
     let mut tx = app.db.begin_write().await?;
     let mut claimed: Vec<Claimed> = sqlx::query_as(&format!(
-        "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2 WHERE id IN (\
+        "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2, attempt = attempt + 1 WHERE id IN (\
          SELECT d.id FROM webhook_deliveries d WHERE d.next_attempt_at <= $3 \
          AND (d.lease_until IS NULL OR d.lease_until < $3) \
          AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.status = 'active') \
@@ -320,30 +328,35 @@ async fn claim(app: &App, limit: usize) -> ApiResult<Vec<Claimed>> {
 
 /// One attempt of a claimed delivery, its outcome written back.
 async fn attempt(app: &App, delivery: Claimed) {
-    let target: Result<Option<(String,)>, sqlx::Error> = sqlx::query_as("SELECT url FROM webhooks WHERE id = $1")
-        .bind(&delivery.webhook_id)
-        .fetch_optional(app.db.pool())
-        .await;
-    let url = match target {
-        Ok(Some((url,))) => url,
-        // Deleted meanwhile: its deliveries went with it.
-        Ok(None) => return,
-        Err(error) => {
-            tracing::warn!(%error, delivery = %delivery.id, "loading a webhook endpoint failed; will retry");
-            return;
+    let limit = delivery.max_attempts.unwrap_or_else(|| default_max_attempts(app));
+    let outcome = if delivery.attempt > limit {
+        // The last attempt was made but its outcome never written: no attempt is left.
+        Outcome::failed(Instant::now(), "no attempts left: the outcome of the last one was not recorded".into())
+    } else {
+        match target(app, &delivery).await {
+            Ok(Some((url, secrets))) => send(app, &url, &secrets, &delivery.id, &delivery.payload).await,
+            // Deleted meanwhile: its deliveries went with it.
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(?error, delivery = %delivery.id, "loading a webhook endpoint failed");
+                Outcome::failed(Instant::now(), "the endpoint could not be loaded; will retry".into())
+            }
         }
     };
-    let secrets = match super::signing_secrets(app, &delivery.tenant_id, &delivery.webhook_id).await {
-        Ok(secrets) => secrets,
-        Err(error) => {
-            tracing::warn!(?error, delivery = %delivery.id, "opening a webhook secret failed; will retry");
-            return;
-        }
-    };
-    let outcome = send(app, &url, &secrets, &delivery.id, &delivery.payload).await;
     if let Err(error) = settle(app, &delivery, &outcome).await {
         tracing::warn!(?error, delivery = %delivery.id, "recording a webhook attempt failed; it will be sent again");
     }
+}
+
+/// The endpoint's URL and signing secrets, or `None` when it is gone.
+async fn target(app: &App, delivery: &Claimed) -> ApiResult<Option<(String, Vec<String>)>> {
+    let url: Option<(String,)> = sqlx::query_as("SELECT url FROM webhooks WHERE id = $1")
+        .bind(&delivery.webhook_id)
+        .fetch_optional(app.db.pool())
+        .await?;
+    let Some((url,)) = url else { return Ok(None) };
+    let secrets = super::signing_secrets(app, &delivery.tenant_id, &delivery.webhook_id).await?;
+    Ok(Some((url, secrets)))
 }
 
 /// Records an attempt's log row.
@@ -377,7 +390,7 @@ pub async fn record_attempt(
 /// failures in a row.
 async fn settle(app: &App, delivery: &Claimed, outcome: &Outcome) -> ApiResult<()> {
     let now = time::now();
-    let attempts = delivery.attempt + 1;
+    let attempts = delivery.attempt;
     let limit = delivery.max_attempts.unwrap_or_else(|| default_max_attempts(app));
     let schedule = &app.config.webhooks.retry_schedule.0;
     let (status, next) = if outcome.success {
@@ -389,14 +402,13 @@ async fn settle(app: &App, delivery: &Claimed, outcome: &Outcome) -> ApiResult<(
         ("failed", None)
     };
     let mut tx = app.db.begin_write().await?;
-    record_attempt(&mut tx, &delivery.tenant_id, &delivery.id, attempts, outcome).await?;
     let updated = sqlx::query(
         "UPDATE webhook_deliveries SET status = $1, attempt = $2, next_attempt_at = $3, lease_until = NULL, \
          lease_token = NULL, response_code = $4, last_error = $5, delivered_at = COALESCE($6, delivered_at), \
          updated_at = $7 WHERE id = $8 AND lease_token = $9",
     )
     .bind(status)
-    .bind(attempts)
+    .bind(attempts.min(limit))
     .bind(next.as_ref().map(time::to_db))
     .bind(outcome.status_code.map(i64::from))
     .bind(&outcome.error)
@@ -406,13 +418,23 @@ async fn settle(app: &App, delivery: &Claimed, outcome: &Outcome) -> ApiResult<(
     .bind(&delivery.lease_token)
     .execute(&mut *tx)
     .await?;
-    if updated.rows_affected() == 1 && status == "failed" {
-        crate::dlq::add_delivery(&mut tx, &delivery.tenant_id, &delivery.id, attempts, outcome.error.as_deref())
-            .await?;
+    if updated.rows_affected() == 0 {
+        // The lease was lost (it ran out, or the delivery was deleted): whoever holds the
+        // delivery now records its own attempt.
+        return Ok(());
     }
-    if updated.rows_affected() == 1 {
-        tx.queued_work();
+    record_attempt(&mut tx, &delivery.tenant_id, &delivery.id, attempts, outcome).await?;
+    if status == "failed" {
+        crate::dlq::add_delivery(
+            &mut tx,
+            &delivery.tenant_id,
+            &delivery.id,
+            attempts.min(limit),
+            outcome.error.as_deref(),
+        )
+        .await?;
     }
+    tx.queued_work();
     endpoint_health(app, &mut tx, &delivery.tenant_id, &delivery.webhook_id, outcome.success).await?;
     tx.commit().await?;
     Ok(())

@@ -239,8 +239,15 @@ on_both_backends! {
         let tenant = app.tenant("Customer").await;
         assert_eq!(tier(&app, &tenant.id).await, "free");
 
-        let checkout = json!({ "id": "evt_c1", "type": "checkout.session.completed", "data": { "object": {
-            "client_reference_id": tenant.id, "customer": "cus_123", "metadata": { "tier": "pro" } } } });
+        // A checkout not paid yet changes nothing.
+        let unpaid = json!({ "id": "evt_c0", "type": "checkout.session.completed", "created": 50, "data": { "object": {
+            "client_reference_id": tenant.id, "customer": "cus_123", "payment_status": "unpaid", "metadata": { "tier": "pro" } } } });
+        let ignored = stripe_event(&app, unpaid).await;
+        assert!(ignored.data()["outcome"].as_str().unwrap().contains("not paid"), "{}", ignored.text);
+        assert_eq!(tier(&app, &tenant.id).await, "free");
+
+        let checkout = json!({ "id": "evt_c1", "type": "checkout.session.completed", "created": 100, "data": { "object": {
+            "client_reference_id": tenant.id, "customer": "cus_123", "payment_status": "paid", "metadata": { "tier": "pro" } } } });
         let applied = stripe_event(&app, checkout.clone()).await;
         applied.expect(200);
         assert!(applied.data()["outcome"].as_str().unwrap().starts_with("applied"), "{}", applied.text);
@@ -253,17 +260,27 @@ on_both_backends! {
         assert_eq!(tier(&app, &tenant.id).await, "starter");
 
         // Later events find the tenant by its customer.
-        let updated = json!({ "id": "evt_u1", "type": "customer.subscription.updated", "data": { "object": {
+        let updated = json!({ "id": "evt_u1", "type": "customer.subscription.updated", "created": 200, "data": { "object": {
             "customer": "cus_123", "status": "active", "items": { "data": [{ "price": { "lookup_key": "agency" } }] } } } });
         stripe_event(&app, updated).await.expect(200);
         assert_eq!(tier(&app, &tenant.id).await, "agency");
-        let past_due = json!({ "id": "evt_u2", "type": "customer.subscription.updated", "data": { "object": {
-            "customer": "cus_123", "status": "unpaid" } } });
+        let past_due = json!({ "id": "evt_u2", "type": "customer.subscription.updated", "created": 250, "data": { "object": {
+            "customer": "cus_123", "status": "past_due", "metadata": { "tier": "pro" } } } });
         stripe_event(&app, past_due).await.expect(200);
+        assert_eq!(tier(&app, &tenant.id).await, "agency", "a subscription past due keeps its plan");
+        let unpaid = json!({ "id": "evt_u3", "type": "customer.subscription.updated", "created": 300, "data": { "object": {
+            "customer": "cus_123", "status": "unpaid" } } });
+        stripe_event(&app, unpaid).await.expect(200);
         assert_eq!(tier(&app, &tenant.id).await, "free");
         app.patch(&format!("/v1/tenants/{}", tenant.id), ADMIN_KEY, json!({ "tier": "pro" })).await.expect(200);
-        let deleted = json!({ "id": "evt_d1", "type": "customer.subscription.deleted", "data": { "object": { "customer": "cus_123" } } });
+        let deleted = json!({ "id": "evt_d1", "type": "customer.subscription.deleted", "created": 400, "data": { "object": { "customer": "cus_123" } } });
         stripe_event(&app, deleted).await.expect(200);
+        assert_eq!(tier(&app, &tenant.id).await, "free");
+        // An older event arriving late changes nothing.
+        let late = json!({ "id": "evt_u0", "type": "customer.subscription.updated", "created": 350, "data": { "object": {
+            "customer": "cus_123", "status": "active", "metadata": { "tier": "enterprise" } } } });
+        let late = stripe_event(&app, late).await;
+        assert!(late.data()["outcome"].as_str().unwrap().contains("older"), "{}", late.text);
         assert_eq!(tier(&app, &tenant.id).await, "free");
 
         // Unknown customers and other events are kept and ignored.
@@ -272,7 +289,7 @@ on_both_backends! {
         ignored.expect(200);
         assert!(ignored.data()["outcome"].as_str().unwrap().starts_with("ignored"));
         stripe_event(&app, json!({ "id": "evt_i", "type": "invoice.paid", "data": { "object": { "customer": "cus_123" } } })).await.expect(200);
-        assert_eq!(app.count("SELECT COUNT(*) FROM platform_webhook_events WHERE provider = 'stripe'").await, 6);
+        assert_eq!(app.count("SELECT COUNT(*) FROM platform_webhook_events WHERE provider = 'stripe'").await, 9);
 
         // The tenant sees its plan changes as events; the audit log names Stripe.
         let events = app.get("/v1/events/list?type=tenant.plan_changed", &tenant.key).await;
@@ -286,7 +303,7 @@ on_both_backends! {
             deliver(&app, "/webhooks/stripe", &headers, &forged).await.expect_error(401, "UNAUTHORIZED");
         }
         assert_eq!(tier(&app, &tenant.id).await, "free");
-        assert_eq!(app.count("SELECT COUNT(*) FROM platform_webhook_events WHERE provider = 'stripe'").await, 6);
+        assert_eq!(app.count("SELECT COUNT(*) FROM platform_webhook_events WHERE provider = 'stripe'").await, 9);
     }
 
     async fn metas_app_wide_callback_answers_the_handshake_and_verifies(backend) {

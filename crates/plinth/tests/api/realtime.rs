@@ -95,6 +95,32 @@ async fn track(app: &TestApp, tenant: &TestTenant, kind: &str) -> String {
 }
 
 both_backends! {
+    async fn streams_end_when_their_credential_is_revoked(app) {
+        let tenant = app.tenant("Revoke").await;
+        let (key_id, key) = app.key(&tenant, json!({ "scopes": ["events:read"] })).await;
+        let mut socket = open_socket(&app, &key).await;
+        let mut stream = EventStream::open(&app, "/v1/events/stream", Some(&key), None).await;
+        app.delete(&format!("/v1/keys/{key_id}"), &tenant.key).await.expect(200);
+        loop {
+            let message = tokio::time::timeout(WAIT, socket.next()).await.expect("closed in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    assert_eq!(u16::from(frame.code), 1008);
+                    assert!(frame.reason.contains("revoked"));
+                    break;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+        let ended = tokio::time::timeout(WAIT, async {
+            while let Ok(Some(_)) = stream.response.chunk().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the event stream ends");
+        app.get("/v1/events/stream", &key).await.expect_error(401, "UNAUTHORIZED");
+    }
+
     async fn websocket_subscribers_get_their_tenants_events_only(app) {
         let tenant = app.tenant("Live").await;
         let other = app.tenant("Other").await;

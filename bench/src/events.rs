@@ -1,0 +1,149 @@
+//! `--events`: what recording an event costs with and without a webhook endpoint to fan out to,
+//! how fast queued deliveries drain to a receiver on loopback, and how long an event takes to
+//! reach a WebSocket subscriber and a Server-Sent Events stream.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{call, drive, percentile, Options, Scenario};
+
+/// Realtime round trips measured, one at a time.
+const ROUND_TRIPS: usize = 500;
+
+struct Receiver {
+    count: AtomicUsize,
+    last: Mutex<Option<Instant>>,
+}
+
+async fn receiver() -> anyhow::Result<(String, Arc<Receiver>)> {
+    let state = Arc::new(Receiver { count: AtomicUsize::new(0), last: Mutex::new(None) });
+    let shared = state.clone();
+    let app = axum::Router::new().fallback(move || {
+        let state = shared.clone();
+        async move {
+            state.count.fetch_add(1, Ordering::Relaxed);
+            *state.last.lock().unwrap() = Some(Instant::now());
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, state))
+}
+
+fn report(name: &str, mut latencies: Vec<Duration>, elapsed: Duration, failures: usize) {
+    latencies.sort();
+    println!(
+        "{:<52} {:>8.0}µs {:>8.0}µs {:>10.0} {:>7}",
+        name,
+        percentile(&latencies, 0.5).as_secs_f64() * 1e6,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e6,
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        failures
+    );
+}
+
+pub async fn run(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let event = Scenario {
+        name: "POST /v1/events",
+        method: reqwest::Method::POST,
+        path: "/v1/events".into(),
+        token: Some(key.into()),
+        body: Some(json!({ "event_type": "bench.tick", "data": { "n": 1, "note": "a small payload" } })),
+    };
+    let options =
+        Options { requests, concurrency, database_url: None, binary: String::new(), store: 0, settle: 0, events: true };
+    println!("events: {requests} requests per scenario, concurrency {concurrency}");
+    println!("{:<52} {:>10} {:>10} {:>10} {:>7}", "scenario", "median", "p99", "per s", "failed");
+
+    let warm = Options { requests: concurrency * 4, ..options_like(&options) };
+    drive(client, base, &event, &warm).await;
+    let plain = drive(client, base, &event, &options).await;
+    report("POST /v1/events, no endpoint", plain.latencies, plain.elapsed, plain.failures);
+
+    let (url, received) = receiver().await?;
+    let hook = json!({ "url": url, "events": ["*"] });
+    call(client, reqwest::Method::POST, format!("{base}/v1/webhooks"), key, hook).await?;
+    let started = Instant::now();
+    let fanned = drive(client, base, &event, &options).await;
+    report("POST /v1/events, one endpoint (delivery queued)", fanned.latencies, fanned.elapsed, fanned.failures);
+    let expected = requests - fanned.failures;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while received.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = received.count.load(Ordering::Relaxed);
+    let last = received.last.lock().unwrap().unwrap_or_else(Instant::now);
+    let drained = last.duration_since(started);
+    println!(
+        "deliveries: {delivered}/{expected} received, {:.0} per s from the first request to the last delivery; \
+         the last arrived {:.0} ms after the last request answered",
+        delivered as f64 / drained.as_secs_f64(),
+        last.saturating_duration_since(started + fanned.elapsed).as_secs_f64() * 1e3
+    );
+
+    // Realtime: one event at a time, from sending the request to the frame or SSE event.
+    let ws_url = format!("{}/v1/realtime?token={key}", base.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.context("opening the WebSocket")?;
+    socket.next().await;
+    socket.send(Message::Text(json!({ "type": "subscribe", "channel": "events:bench.*" }).to_string().into())).await?;
+    socket.next().await;
+    let mut stream = client.get(format!("{base}/v1/events/stream?types=bench.*")).bearer_auth(key).send().await?;
+    let mut ws_latencies = Vec::new();
+    let mut sse_latencies = Vec::new();
+    let mut buffer = String::new();
+    let body = json!({ "event_type": "bench.ping", "data": {} });
+    let round_trips = Instant::now();
+    for _ in 0..ROUND_TRIPS {
+        let sent = Instant::now();
+        let answer = call(client, reqwest::Method::POST, format!("{base}/v1/events"), key, body.clone()).await?;
+        let id = answer["data"]["id"].as_str().context("event id")?.to_string();
+        loop {
+            let frame =
+                tokio::time::timeout(Duration::from_secs(10), socket.next()).await?.context("socket closed")??;
+            if let Message::Text(text) = frame {
+                let frame: Value = serde_json::from_str(text.as_str())?;
+                if frame["event"]["id"] == id.as_str() {
+                    ws_latencies.push(sent.elapsed());
+                    break;
+                }
+            }
+        }
+        while !buffer.contains(&format!("id: {id}")) && !buffer.contains(&format!("id:{id}")) {
+            let chunk =
+                tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await??.context("stream ended")?;
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        sse_latencies.push(sent.elapsed());
+        buffer.clear();
+    }
+    let elapsed = round_trips.elapsed();
+    report("event -> WebSocket frame (request sent to frame)", ws_latencies, elapsed, 0);
+    report("event -> SSE event (request sent to event)", sse_latencies, elapsed, 0);
+    Ok(())
+}
+
+fn options_like(options: &Options) -> Options {
+    Options {
+        requests: options.requests,
+        concurrency: options.concurrency,
+        database_url: None,
+        binary: String::new(),
+        store: 0,
+        settle: 0,
+        events: true,
+    }
+}
