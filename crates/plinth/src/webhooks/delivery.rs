@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 use sqlx::FromRow;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::app::App;
@@ -32,6 +32,10 @@ const CLAIM_BATCH: usize = 32;
 const POLL: Duration = Duration::from_secs(1);
 /// How much longer than one attempt's timeout a lease lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// Most outcomes written in one transaction.
+const SETTLE_BATCH: usize = 64;
+/// Outcomes waiting to be written, at most; attempts wait past it.
+const SETTLE_QUEUE: usize = 1024;
 /// Most of a receiver's answer that is read.
 const RESPONSE_READ_MAX: usize = 64 * 1024;
 /// Most of a receiver's answer that is kept in the delivery log.
@@ -242,6 +246,8 @@ async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(app.config.webhooks.concurrency as usize));
     let mut wake = app.db.outbox().work();
     let mut running = JoinSet::new();
+    let (outcomes, settling) = mpsc::channel::<(Claimed, Outcome)>(SETTLE_QUEUE);
+    let settler = tokio::spawn(settle_all(app.clone(), settling));
     loop {
         if *stop.borrow() {
             break;
@@ -259,9 +265,11 @@ async fn run(app: App, mut stop: watch::Receiver<bool>) {
         let more = free > 0 && claimed.len() == free;
         for delivery in claimed {
             let Ok(permit) = permits.clone().acquire_owned().await else { break };
-            let app = app.clone();
+            let (app, outcomes) = (app.clone(), outcomes.clone());
             running.spawn(async move {
-                attempt(&app, delivery).await;
+                if let Some(done) = attempt(&app, delivery).await {
+                    let _ = outcomes.send(done).await;
+                }
                 drop(permit);
             });
         }
@@ -283,6 +291,26 @@ async fn run(app: App, mut stop: watch::Receiver<bool>) {
     let finish = async { while running.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(5), finish).await.is_err() {
         running.abort_all();
+    }
+    // The outcomes gathered so far are written before the database closes.
+    drop(outcomes);
+    let _ = settler.await;
+}
+
+/// Writes outcomes as they come, up to `SETTLE_BATCH` in one transaction: one commit (and on
+/// SQLite one sync) for many deliveries.
+async fn settle_all(app: App, mut settling: mpsc::Receiver<(Claimed, Outcome)>) {
+    let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    while settling.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        if let Err(error) = settle(&app, &batch).await {
+            tracing::warn!(?error, "recording webhook attempts together failed; recording them one by one");
+            for done in &batch {
+                if let Err(error) = settle(&app, std::slice::from_ref(done)).await {
+                    tracing::warn!(?error, delivery = %done.0.id, "recording a webhook attempt failed; it will be sent again");
+                }
+            }
+        }
+        batch.clear();
     }
 }
 
@@ -326,8 +354,8 @@ async fn claim(app: &App, limit: usize) -> ApiResult<Vec<Claimed>> {
     Ok(claimed)
 }
 
-/// One attempt of a claimed delivery, its outcome written back.
-async fn attempt(app: &App, delivery: Claimed) {
+/// One attempt of a claimed delivery; its outcome, to be written back.
+async fn attempt(app: &App, delivery: Claimed) -> Option<(Claimed, Outcome)> {
     let limit = delivery.max_attempts.unwrap_or_else(|| default_max_attempts(app));
     let outcome = if delivery.attempt > limit {
         // The last attempt was made but its outcome never written: no attempt is left.
@@ -336,16 +364,14 @@ async fn attempt(app: &App, delivery: Claimed) {
         match target(app, &delivery).await {
             Ok(Some((url, secrets))) => send(app, &url, &secrets, &delivery.id, &delivery.payload).await,
             // Deleted meanwhile: its deliveries went with it.
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(error) => {
                 tracing::warn!(?error, delivery = %delivery.id, "loading a webhook endpoint failed");
                 Outcome::failed(Instant::now(), "the endpoint could not be loaded; will retry".into())
             }
         }
     };
-    if let Err(error) = settle(app, &delivery, &outcome).await {
-        tracing::warn!(?error, delivery = %delivery.id, "recording a webhook attempt failed; it will be sent again");
-    }
+    Some((delivery, outcome))
 }
 
 /// The endpoint's URL and signing secrets, or `None` when it is gone.
@@ -388,7 +414,16 @@ pub async fn record_attempt(
 /// Writes an attempt's outcome: the log row, the delivery's new state (done, retrying, or dead
 /// and in the dead-letter queue), and the endpoint's health, disabling it after too many
 /// failures in a row.
-async fn settle(app: &App, delivery: &Claimed, outcome: &Outcome) -> ApiResult<()> {
+async fn settle(app: &App, done: &[(Claimed, Outcome)]) -> ApiResult<()> {
+    let mut tx = app.db.begin_write().await?;
+    for (delivery, outcome) in done {
+        settle_one(app, &mut tx, delivery, outcome).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn settle_one(app: &App, tx: &mut WriteTx, delivery: &Claimed, outcome: &Outcome) -> ApiResult<()> {
     let now = time::now();
     let attempts = delivery.attempt;
     let limit = delivery.max_attempts.unwrap_or_else(|| default_max_attempts(app));
@@ -401,7 +436,6 @@ async fn settle(app: &App, delivery: &Claimed, outcome: &Outcome) -> ApiResult<(
     } else {
         ("failed", None)
     };
-    let mut tx = app.db.begin_write().await?;
     let updated = sqlx::query(
         "UPDATE webhook_deliveries SET status = $1, attempt = $2, next_attempt_at = $3, lease_until = NULL, \
          lease_token = NULL, response_code = $4, last_error = $5, delivered_at = COALESCE($6, delivered_at), \
@@ -416,28 +450,20 @@ async fn settle(app: &App, delivery: &Claimed, outcome: &Outcome) -> ApiResult<(
     .bind(time::to_db(&now))
     .bind(&delivery.id)
     .bind(&delivery.lease_token)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     if updated.rows_affected() == 0 {
         // The lease was lost (it ran out, or the delivery was deleted): whoever holds the
         // delivery now records its own attempt.
         return Ok(());
     }
-    record_attempt(&mut tx, &delivery.tenant_id, &delivery.id, attempts, outcome).await?;
+    record_attempt(tx, &delivery.tenant_id, &delivery.id, attempts, outcome).await?;
     if status == "failed" {
-        crate::dlq::add_delivery(
-            &mut tx,
-            &delivery.tenant_id,
-            &delivery.id,
-            attempts.min(limit),
-            outcome.error.as_deref(),
-        )
-        .await?;
+        crate::dlq::add_delivery(tx, &delivery.tenant_id, &delivery.id, attempts.min(limit), outcome.error.as_deref())
+            .await?;
     }
     tx.queued_work();
-    endpoint_health(app, &mut tx, &delivery.tenant_id, &delivery.webhook_id, outcome.success).await?;
-    tx.commit().await?;
-    Ok(())
+    endpoint_health(app, tx, &delivery.tenant_id, &delivery.webhook_id, outcome.success).await
 }
 
 /// Counts an attempt on the endpoint; disables it, and records `webhook.disabled`, when it has
