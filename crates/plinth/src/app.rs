@@ -262,7 +262,7 @@ pub struct Server {
 impl Server {
     pub async fn start(config: Config) -> Result<Server, StartupError> {
         let master = MasterKey::load(config.master_key.as_ref().map(Secret::expose), &config.storage.data_dir)?;
-        let db = open_database(&config.storage).await?;
+        let db = open_database(&config.storage).await?.with_events_buffer(config.realtime_buffer);
         if db.backend() == crate::db::Backend::Postgres && config.master_key.is_none() {
             tracing::warn!(
                 "PostgreSQL without PLINTH_MASTER_KEY: this node uses its own master.key, so tokens and \

@@ -122,6 +122,12 @@ pub struct Config {
 
     #[command(flatten)]
     pub inbound: InboundArgs,
+
+    /// Events a realtime listener may fall behind before it is disconnected (it then
+    /// reconnects; an SSE client resumes from the outbox). Bounds the memory slow listeners hold.
+    #[arg(long, env = "PLINTH_REALTIME_BUFFER", default_value_t = crate::db::OUTBOX_EVENTS_BUFFER,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=1_000_000))]
+    pub realtime_buffer: usize,
 }
 
 /// Secrets of the webhooks sent to the platform itself.
@@ -221,6 +227,7 @@ impl Config {
             outbound_allow_private: false,
             webhooks: WebhookArgs::default(),
             inbound: InboundArgs::default(),
+            realtime_buffer: crate::db::OUTBOX_EVENTS_BUFFER,
         }
     }
 }

@@ -40,11 +40,11 @@ pub struct Outbox {
 }
 
 /// How many committed events a slow realtime listener may fall behind before it misses some.
-const OUTBOX_EVENTS_BUFFER: usize = 4096;
+pub const OUTBOX_EVENTS_BUFFER: usize = 4096;
 
 impl Outbox {
-    fn new() -> Self {
-        Outbox { work: watch::channel(0).0, events: broadcast::channel(OUTBOX_EVENTS_BUFFER).0 }
+    fn new(events_buffer: usize) -> Self {
+        Outbox { work: watch::channel(0).0, events: broadcast::channel(events_buffer.max(1)).0 }
     }
 
     /// Changes after every commit that queued background work.
@@ -166,7 +166,13 @@ impl Db {
             .connect_with(options)
             .await?;
         let node = crate::secrets::random_alphanumeric(12).into();
-        Ok(Db { pool, backend, writer: Arc::new(tokio::sync::Mutex::new(())), outbox: Arc::new(Outbox::new()), node })
+        Ok(Db {
+            pool,
+            backend,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            outbox: Arc::new(Outbox::new(OUTBOX_EVENTS_BUFFER)),
+            node,
+        })
     }
 
     /// Applies every pending migration of this backend.
@@ -209,6 +215,12 @@ impl Db {
             backend: self.backend,
             node: self.node.clone(),
         }
+    }
+
+    /// Sets how far a realtime listener may fall behind; before anything listens.
+    pub fn with_events_buffer(mut self, events: usize) -> Db {
+        self.outbox = Arc::new(Outbox::new(events));
+        self
     }
 
     /// This process's node id, random at each start.

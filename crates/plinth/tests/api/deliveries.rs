@@ -396,10 +396,15 @@ on_both_backends! {
     }
 }
 
-/// A node killed (SIGKILL) while deliveries are in flight: after a restart every one arrives.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_survive_a_killed_process() {
-    let storage = crate::common::Storage::fresh(Backend::Sqlite).await;
+// A node killed (SIGKILL) while deliveries are in flight: after a restart every one arrives.
+on_both_backends! {
+    async fn deliveries_survive_a_killed_process(backend) {
+        killed_mid_delivery(backend).await;
+    }
+}
+
+async fn killed_mid_delivery(backend: Backend) {
+    let storage = crate::common::Storage::fresh(backend).await;
     let receiver = Receiver::start().await;
     receiver.delay(Duration::from_secs(3));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

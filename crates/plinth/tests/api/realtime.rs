@@ -253,3 +253,34 @@ async fn realtime_fans_out_across_nodes() {
         }
     }
 }
+
+/// A subscriber that stops reading is disconnected once it falls behind; the server does not
+/// queue for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_disconnected() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |config| config.realtime_buffer = 16).await;
+    let tenant = app.tenant_on("Slow", "pro").await;
+    let mut socket = open_socket(&app, &tenant.key).await;
+    command(&mut socket, json!({ "type": "subscribe", "channel": "events:*" })).await;
+    // Never read again: large events fill the socket's buffers, then the server's small one.
+    let pad = "x".repeat(60_000);
+    let mut disconnected = false;
+    for _ in 0..400 {
+        app.post("/v1/events", &tenant.key, json!({ "event_type": "bulk.item", "data": { "pad": pad } }))
+            .await
+            .expect(201);
+        if app.get("/v1/realtime/stats", &tenant.key).await.data()["connections"] == 0 {
+            disconnected = true;
+            break;
+        }
+    }
+    for _ in 0..300 {
+        if disconnected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        disconnected = app.get("/v1/realtime/stats", &tenant.key).await.data()["connections"] == 0;
+    }
+    assert!(disconnected, "the slow subscriber was disconnected");
+    drop(socket);
+}
