@@ -383,6 +383,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             if let Err(error) = crate::deletion::purge_expired(app.db.pool()).await {
                 tracing::warn!(%error, "purging expired confirm tokens failed");
             }
+            if let Err(error) = crate::webhooks::delivery::prune(&app).await {
+                tracing::warn!(%error, "pruning the webhook delivery log failed");
+            }
             if let Err(error) = crate::idempotency::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired idempotent answers failed");
             }

@@ -108,6 +108,23 @@ pub async fn queue(
     Ok(id)
 }
 
+/// How long finished deliveries stay in the log.
+const LOG_DAYS: i64 = 30;
+
+/// Forgets deliveries finished more than 30 days ago, with their attempts; failed ones still in
+/// the dead-letter queue stay until it is dealt with.
+pub async fn prune(app: &App) -> Result<u64, sqlx::Error> {
+    let cutoff = time::to_db(&(time::now() - chrono::Duration::days(LOG_DAYS)));
+    let done = sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE updated_at < $1 AND status IN ('success', 'failed') \
+         AND NOT EXISTS (SELECT 1 FROM dlq_messages m WHERE m.reference_id = webhook_deliveries.id)",
+    )
+    .bind(cutoff)
+    .execute(app.db.pool())
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// The attempts a delivery gets when it has no override: one, and one per retry wait.
 pub fn default_max_attempts(app: &App) -> i64 {
     1 + app.config.webhooks.retry_schedule.0.len() as i64

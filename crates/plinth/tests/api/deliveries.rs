@@ -193,6 +193,18 @@ on_both_backends! {
         assert_eq!(discarded.data()["discarded"], true);
         assert_eq!(app.get("/v1/dlq", &tenant.key).await.data()["total"], 0);
         assert_eq!(app.get(&format!("/v1/webhook-deliveries/{fourth}"), &tenant.key).await.data()["status"], "failed");
+
+        // After 30 days the log forgets finished deliveries, except those still dead-lettered.
+        track(&app, &tenant, "order.kept", json!({})).await;
+        let got = receiver.wait_for(17).await;
+        let kept = got[14].header("webhook-id").to_string();
+        settled(&app, &tenant.key, &kept, "failed").await;
+        sqlx::query("UPDATE webhook_deliveries SET updated_at = '2020-01-01T00:00:00.000000Z'")
+            .execute(app.app.db.pool()).await.unwrap();
+        assert_eq!(plinth::webhooks::delivery::prune(&app.app).await.unwrap(), 4);
+        assert_eq!(app.count("SELECT COUNT(*) FROM webhook_deliveries").await, 1);
+        assert_eq!(app.count("SELECT COUNT(*) FROM webhook_attempts WHERE delivery_id NOT IN (SELECT id FROM webhook_deliveries)").await, 0);
+        app.get(&format!("/v1/webhook-deliveries/{kept}"), &tenant.key).await.expect(200);
     }
 
     async fn endpoints_that_keep_failing_are_disabled(backend) {
