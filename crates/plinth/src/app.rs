@@ -134,6 +134,8 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::dlq::routes())
         .merge(crate::inbound::routes())
         .merge(crate::realtime::routes())
+        .merge(crate::vault::routes())
+        .merge(crate::ai::routes())
 }
 
 /// The OpenAPI document of every route.

@@ -28,6 +28,7 @@ pub mod prefix {
     pub const INBOUND_SOURCE: &str = "src";
     pub const INBOUND_MESSAGE: &str = "inmsg";
     pub const PLATFORM_EVENT: &str = "pwe";
+    pub const AI_PROVIDER: &str = "aip";
 }
 
 /// A new identifier with `prefix`, time-ordered.

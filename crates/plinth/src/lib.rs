@@ -1,5 +1,6 @@
 //! Plinth: a self-hosted, multi-tenant API platform in one binary.
 
+pub mod ai;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod tenants;
 pub mod time;
 pub mod tokens;
 pub mod usage;
+pub mod vault;
 pub mod webhooks;
 
 pub use app::{App, Server};

@@ -12,8 +12,21 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("schema", &["object-types", "properties", "schema"]),
     ("files", &["files"]),
     ("auth", &["users", "auth", "sessions"]),
-    ("ai", &["ai", "chat", "models", "embeddings"]),
-    ("admin", &["api-keys", "public-keys", "tokens", "tenants", "usage", "audit-logs", "governance", "entitlements"]),
+    ("ai", &["ai", "chat", "models", "embeddings", "ai-providers", "ai-usage"]),
+    (
+        "admin",
+        &[
+            "api-keys",
+            "public-keys",
+            "tokens",
+            "tenants",
+            "usage",
+            "audit-logs",
+            "governance",
+            "entitlements",
+            "credentials",
+        ],
+    ),
 ];
 
 /// What a route needs: one fine scope.
@@ -72,6 +85,14 @@ pub mod required {
     pub const WEBHOOKS_READ: Required = Required::new("webhooks", "read");
     pub const WEBHOOKS_WRITE: Required = Required::new("webhooks", "write");
     pub const WEBHOOKS_DELETE: Required = Required::new("webhooks", "delete");
+    pub const CREDENTIALS_READ: Required = Required::new("credentials", "read");
+    pub const CREDENTIALS_WRITE: Required = Required::new("credentials", "write");
+    pub const CREDENTIALS_DELETE: Required = Required::new("credentials", "delete");
+    pub const AI_READ: Required = Required::new("ai", "read");
+    pub const AI_WRITE: Required = Required::new("ai", "write");
+    pub const AI_PROVIDERS_READ: Required = Required::new("ai-providers", "read");
+    pub const AI_PROVIDERS_WRITE: Required = Required::new("ai-providers", "write");
+    pub const AI_PROVIDERS_DELETE: Required = Required::new("ai-providers", "delete");
     pub const FILES_READ: Required = Required::new("files", "read");
     pub const DLQ_READ: Required = Required::new("dlq", "read");
     pub const DLQ_WRITE: Required = Required::new("dlq", "write");

@@ -54,6 +54,8 @@ Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_
         (name = "Webhook Deliveries", description = "Every delivery of an event to an endpoint, with its attempts; retry by hand."),
         (name = "Inbound", description = "Webhooks from other services, verified by their signatures: a tenant's inbound sources, Stripe billing, Meta."),
         (name = "Realtime", description = "A tenant's events as they commit: WebSocket channels and Server-Sent Events with resume."),
+        (name = "Credentials", description = "The credentials vault: a tenant's keys for third-party services, encrypted, shown only masked."),
+        (name = "AI", description = "AI provider instances and the provider priority list."),
         (name = "DLQ", description = "The dead-letter queue: work that ran out of attempts, to retry or discard."),
     )
 )]

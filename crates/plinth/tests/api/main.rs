@@ -22,4 +22,5 @@ mod realtime;
 mod receiver;
 mod tenants;
 mod tokens;
+mod vault;
 mod webhooks;
