@@ -59,6 +59,9 @@ pub struct AppState {
     pub wrap_key: [u8; 32],
     /// Calls to URLs that tenants give (webhooks): no redirects, SSRF-guarded.
     pub outbound: reqwest::Client,
+    /// Calls to AI providers at the server's configured base URLs, and at tenants' own.
+    pub ai_trusted: reqwest::Client,
+    pub ai_guarded: reqwest::Client,
     /// This node's realtime connections.
     pub realtime: crate::realtime::Hub,
     pub started_at: Instant,
@@ -285,6 +288,7 @@ impl Server {
             admin_key(&db, config.admin_key.as_ref().map(Secret::expose)).await?;
         let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
+        let allow_private = config.outbound_allow_private;
         let outbound = crate::outbound::client(
             config.outbound_allow_private,
             std::time::Duration::from_secs(config.webhooks.timeout_secs),
@@ -302,6 +306,8 @@ impl Server {
             wrap_key: master.derive("tenant-data-keys"),
             plans,
             outbound,
+            ai_trusted: crate::outbound::ai_client(allow_private, true),
+            ai_guarded: crate::outbound::ai_client(allow_private, false),
             realtime: crate::realtime::Hub::default(),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),

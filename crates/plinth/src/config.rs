@@ -123,11 +123,39 @@ pub struct Config {
     #[command(flatten)]
     pub inbound: InboundArgs,
 
+    #[command(flatten)]
+    pub ai: AiArgs,
+
     /// Events a realtime listener may fall behind before it is disconnected (it then
     /// reconnects; an SSE client resumes from the outbox). Bounds the memory slow listeners hold.
     #[arg(long, env = "PLINTH_REALTIME_BUFFER", default_value_t = crate::db::OUTBOX_EVENTS_BUFFER,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=1_000_000))]
     pub realtime_buffer: usize,
+}
+
+/// Where the AI providers are, written as their official SDKs write them.
+#[derive(Debug, Clone, Args)]
+pub struct AiArgs {
+    #[arg(long = "openai-base-url", env = "PLINTH_OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    pub openai_base_url: String,
+    #[arg(long = "anthropic-base-url", env = "PLINTH_ANTHROPIC_BASE_URL", default_value = "https://api.anthropic.com")]
+    pub anthropic_base_url: String,
+    #[arg(
+        long = "openrouter-base-url",
+        env = "PLINTH_OPENROUTER_BASE_URL",
+        default_value = "https://openrouter.ai/api/v1"
+    )]
+    pub openrouter_base_url: String,
+}
+
+impl Default for AiArgs {
+    fn default() -> Self {
+        AiArgs {
+            openai_base_url: "https://api.openai.com/v1".into(),
+            anthropic_base_url: "https://api.anthropic.com".into(),
+            openrouter_base_url: "https://openrouter.ai/api/v1".into(),
+        }
+    }
 }
 
 /// Secrets of the webhooks sent to the platform itself.
@@ -227,6 +255,7 @@ impl Config {
             outbound_allow_private: false,
             webhooks: WebhookArgs::default(),
             inbound: InboundArgs::default(),
+            ai: AiArgs::default(),
             realtime_buffer: crate::db::OUTBOX_EVENTS_BUFFER,
         }
     }

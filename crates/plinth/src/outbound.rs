@@ -31,13 +31,25 @@ impl Resolve for PublicOnly {
 
 /// The client for calls to URLs that tenants give.
 pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+    builder(allow_private, Some(timeout))
+}
+
+/// A client for AI providers: no overall timeout (answers stream for minutes), the SSRF guard
+/// unless `trusted` (URLs from the server's own configuration).
+pub fn ai_client(allow_private: bool, trusted: bool) -> reqwest::Client {
+    builder(allow_private || trusted, None)
+}
+
+fn builder(allow_private: bool, timeout: Option<Duration>) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .connect_timeout(timeout.unwrap_or(Duration::from_secs(10)).min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("Plinth/", env!("CARGO_PKG_VERSION")));
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
     if !allow_private {
         builder = builder.dns_resolver(Arc::new(PublicOnly));
     }

@@ -88,6 +88,9 @@ pub mod required {
     pub const CREDENTIALS_READ: Required = Required::new("credentials", "read");
     pub const CREDENTIALS_WRITE: Required = Required::new("credentials", "write");
     pub const CREDENTIALS_DELETE: Required = Required::new("credentials", "delete");
+    pub const CHAT_WRITE: Required = Required::new("chat", "write");
+    pub const EMBEDDINGS_WRITE: Required = Required::new("embeddings", "write");
+    pub const MODELS_READ: Required = Required::new("models", "read");
     pub const AI_READ: Required = Required::new("ai", "read");
     pub const AI_WRITE: Required = Required::new("ai", "write");
     pub const AI_PROVIDERS_READ: Required = Required::new("ai-providers", "read");

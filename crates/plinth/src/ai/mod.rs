@@ -1,6 +1,8 @@
 //! The AI side: named provider instances and the tenant's provider priority list. The gateway
 //! (OpenAI-compatible endpoint, native routes, failover) builds on these.
 
+pub mod anthropic;
+pub mod compat;
 pub mod priority;
 pub mod providers;
 
@@ -12,5 +14,5 @@ use crate::app::App;
 pub const BUILT_IN: &[&str] = &["openai", "anthropic", "openrouter", "claude-cli", "openai-cli"];
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().merge(priority::routes()).merge(providers::routes())
+    OpenApiRouter::new().merge(priority::routes()).merge(providers::routes()).merge(compat::routes())
 }

@@ -8,6 +8,8 @@ mod contract;
 mod deliveries;
 mod entitlements;
 mod events;
+mod fakes;
+mod gateway;
 mod governance;
 mod idempotency;
 mod inbound;

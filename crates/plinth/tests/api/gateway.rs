@@ -1,0 +1,277 @@
+//! The OpenAI-compatible endpoint against fake providers: routing, pass-through, Anthropic
+//! translation both ways (answers and streams), errors in OpenAI's shape.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{TestApp, TestTenant};
+use crate::fakes::Fake;
+use crate::on_both_backends;
+
+struct Providers {
+    openai: Fake,
+    anthropic: Fake,
+    openrouter: Fake,
+}
+
+async fn gateway(backend: crate::common::Backend) -> (TestApp, Providers) {
+    let providers = Providers {
+        openai: Fake::openai().await,
+        anthropic: Fake::anthropic().await,
+        openrouter: Fake::openai().await,
+    };
+    let (openai, anthropic, openrouter) = (
+        providers.openai.base_url.clone(),
+        providers.anthropic.base_url.clone(),
+        providers.openrouter.base_url.clone(),
+    );
+    let app = TestApp::spawn_with(backend, move |config| {
+        config.outbound_allow_private = true;
+        config.ai.openai_base_url = openai;
+        config.ai.anthropic_base_url = anthropic;
+        config.ai.openrouter_base_url = openrouter;
+    })
+    .await;
+    (app, providers)
+}
+
+async fn credentials(app: &TestApp, tenant: &TestTenant) {
+    for (service, body) in [
+        ("openai", json!({ "api_key": "sk-openai-test-key-0001", "organization": "org-7" })),
+        ("anthropic", json!({ "api_key": "sk-ant-test-key-0002" })),
+        (
+            "openrouter",
+            json!({ "api_key": "sk-or-test-key-0003", "referer": "https://app.example", "app_title": "Plinth tests" }),
+        ),
+    ] {
+        let resp = app
+            .send(app.request(Method::PUT, &format!("/v1/credentials/{service}"), Some(&tenant.key)).json(&body))
+            .await;
+        resp.expect(201);
+    }
+}
+
+async fn complete(app: &TestApp, path: &str, key: Option<&str>, body: Value) -> crate::common::Resp {
+    app.send(app.request(Method::POST, path, key).json(&body)).await
+}
+
+/// The `data:` payloads of an SSE body.
+fn frames(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+on_both_backends! {
+    async fn models_route_to_their_providers(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Gateway").await;
+        credentials(&app, &tenant).await;
+        let hello = json!([{ "role": "user", "content": "hi" }]);
+
+        // OpenAI: passed through as it is, with the tenant's key and organization.
+        let answer = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello })).await;
+        answer.expect(200);
+        assert_eq!(answer.header("x-plinth-provider"), Some("openai"));
+        assert_eq!(answer.body["object"], "chat.completion");
+        assert_eq!(answer.body["choices"][0]["message"]["content"], "echo: hi");
+        assert!(answer.body.get("success").is_none(), "no envelope");
+        let seen = fakes.openai.last();
+        assert_eq!(seen.path, "/v1/chat/completions");
+        assert_eq!(seen.header("authorization"), "Bearer sk-openai-test-key-0001");
+        assert_eq!(seen.header("openai-organization"), "org-7");
+        assert_eq!(seen.body["model"], "gpt-4o-mini");
+        let prefixed = complete(&app, "/v1/ai/completions", Some(&tenant.key), json!({ "model": "openai/gpt-4o", "messages": hello })).await;
+        prefixed.expect(200);
+        assert_eq!(fakes.openai.last().body["model"], "gpt-4o");
+
+        // Anything else: OpenRouter, the model verbatim.
+        let routed = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "google/gemini-2.5-flash", "messages": hello })).await;
+        routed.expect(200);
+        assert_eq!(routed.header("x-plinth-provider"), Some("openrouter"));
+        let seen = fakes.openrouter.last();
+        assert_eq!(seen.body["model"], "google/gemini-2.5-flash");
+        assert_eq!(seen.header("authorization"), "Bearer sk-or-test-key-0003");
+        assert_eq!(seen.header("http-referer"), "https://app.example");
+        assert_eq!(seen.header("x-title"), "Plinth tests");
+
+        // Anthropic: translated there and back.
+        let claude = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({
+            "model": "claude-sonnet-4-6",
+            "messages": [{ "role": "system", "content": "Be brief." }, { "role": "user", "content": "hi" }],
+            "max_tokens": 100, "temperature": 0.5, "stop": ["END"], "n": 1, "seed": 3, "user": "u", "logprobs": false
+        })).await;
+        claude.expect(200);
+        assert_eq!(claude.header("x-plinth-provider"), Some("anthropic"));
+        assert_eq!(claude.body["object"], "chat.completion");
+        assert_eq!(claude.body["id"], "chatcmpl-msg_fake");
+        assert_eq!(claude.body["choices"][0]["message"]["content"], "Hello from Claude: [{\"text\":\"hi\",\"type\":\"text\"}]");
+        assert_eq!(claude.body["choices"][0]["finish_reason"], "stop");
+        assert_eq!(claude.body["usage"], json!({ "prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18 }));
+        let seen = fakes.anthropic.last();
+        assert_eq!(seen.path, "/v1/messages");
+        assert_eq!(seen.header("x-api-key"), "sk-ant-test-key-0002");
+        assert_eq!(seen.header("anthropic-version"), "2023-06-01");
+        assert_eq!(seen.body["system"], "Be brief.");
+        assert_eq!(seen.body["max_tokens"], 100);
+        assert_eq!(seen.body["stop_sequences"], json!(["END"]));
+        assert!(seen.body.get("seed").is_none() && seen.body.get("n").is_none());
+        let prefixed = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "anthropic/claude-3-5-haiku", "messages": hello })).await;
+        prefixed.expect(200);
+        assert_eq!(fakes.anthropic.last().body["model"], "claude-3-5-haiku");
+
+        // A tenant's own provider instance, by name.
+        let instance = app.post("/v1/ai-providers", &tenant.key, json!({
+            "name": "local", "provider_type": "openai-compatible", "base_url": fakes.openrouter.base_url
+        })).await;
+        instance.expect(201);
+        let local = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "local/llama-3.1-8b", "messages": hello })).await;
+        local.expect(200);
+        assert_eq!(local.header("x-plinth-provider"), Some("local"));
+        assert_eq!(fakes.openrouter.last().body["model"], "llama-3.1-8b");
+        assert_eq!(fakes.openrouter.last().header("authorization"), "", "an instance without a key sends none");
+
+        // Embeddings go the same way; Anthropic has none.
+        let embedded = complete(&app, "/v1/embeddings", Some(&tenant.key), json!({ "model": "text-embedding-3-small", "input": "hello" })).await;
+        embedded.expect(200);
+        assert_eq!(embedded.body["data"][0]["embedding"], json!([0.25, -0.5, 0.75]));
+        assert_eq!(fakes.openai.last().path, "/v1/embeddings");
+        let refused = complete(&app, "/v1/embeddings", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "input": "x" })).await;
+        assert_eq!(refused.status, 400);
+        assert_eq!(refused.body["error"]["type"], "invalid_request_error");
+    }
+
+    async fn tool_calls_and_streams_translate(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Tools").await;
+        credentials(&app, &tenant).await;
+        let tools = json!([{ "type": "function", "function": { "name": "weather", "description": "Weather now",
+            "parameters": { "type": "object", "properties": { "city": { "type": "string" } }, "required": ["city"] } } }]);
+
+        let called = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({
+            "model": "claude-sonnet-4-6", "messages": [{ "role": "user", "content": "Weather in Paris and Oslo?" }],
+            "tools": tools, "tool_choice": "auto"
+        })).await;
+        called.expect(200);
+        assert_eq!(called.body["choices"][0]["finish_reason"], "tool_calls");
+        let calls = called.body["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 2, "parallel tool calls");
+        assert_eq!(calls[0]["id"], "toolu_1");
+        assert_eq!(calls[0]["type"], "function");
+        assert_eq!(calls[0]["function"]["name"], "weather");
+        assert_eq!(calls[0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+        let seen = fakes.anthropic.last();
+        assert_eq!(seen.body["tools"][0]["input_schema"]["required"], json!(["city"]));
+        assert_eq!(seen.body["tool_choice"], json!({ "type": "auto" }));
+
+        // The loop continues with the results; they reach Anthropic as tool_result blocks.
+        let answered = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({
+            "model": "claude-sonnet-4-6",
+            "messages": [
+                { "role": "user", "content": "Weather in Paris and Oslo?" },
+                called.body["choices"][0]["message"].clone(),
+                { "role": "tool", "tool_call_id": "toolu_1", "content": "sunny" },
+                { "role": "tool", "tool_call_id": "toolu_2", "content": "snow" }
+            ]
+        })).await;
+        answered.expect(200);
+        let sent = fakes.anthropic.last().body;
+        assert_eq!(sent["messages"][1]["content"][1], json!({ "type": "tool_use", "id": "toolu_1", "name": "weather", "input": { "city": "Paris" } }));
+        assert_eq!(sent["messages"][2]["content"], json!([
+            { "type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny" },
+            { "type": "tool_result", "tool_use_id": "toolu_2", "content": "snow" }
+        ]));
+
+        // Anthropic's stream, translated frame by frame.
+        let streamed = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({
+            "model": "claude-sonnet-4-6", "messages": [{ "role": "user", "content": "go" }], "tools": tools,
+            "stream": true, "stream_options": { "include_usage": true }
+        })).await;
+        streamed.expect(200);
+        assert!(streamed.header("content-type").unwrap().starts_with("text/event-stream"));
+        assert_eq!(fakes.anthropic.last().body["stream"], true);
+        let frames = frames(&streamed.text);
+        assert_eq!(frames.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| serde_json::from_str(f).unwrap()).collect();
+        assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+        assert_eq!(chunks[0]["choices"][0]["delta"], json!({ "role": "assistant", "content": "" }));
+        let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        assert_eq!(text, "Hello");
+        let call_start = chunks.iter().find(|c| c["choices"][0]["delta"]["tool_calls"][0]["id"] == "toolu_1").unwrap();
+        assert_eq!(call_start["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "weather");
+        let arguments: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(arguments, "{\"city\": \"Paris\"}");
+        assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["usage"], json!({ "prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18 }));
+
+        // OpenAI's stream passes through untouched.
+        let passed = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({
+            "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "go" }], "stream": true
+        })).await;
+        passed.expect(200);
+        let frames = self::frames(&passed.text);
+        assert_eq!(frames.len(), 5);
+        assert_eq!(frames[4], "[DONE]");
+        let text: String = frames[..4].iter().filter_map(|f| serde_json::from_str::<Value>(f).ok()).filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string)).collect();
+        assert_eq!(text, "Hello");
+    }
+
+    async fn gateway_errors_take_openais_shape(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Errors").await;
+        let hello = json!([{ "role": "user", "content": "hi" }]);
+        // No credentials for the provider the model goes to.
+        let missing = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "messages": hello })).await;
+        assert_eq!(missing.status, 401);
+        assert_eq!(missing.body["error"]["code"], "missing_credentials");
+        assert!(missing.body["error"]["message"].as_str().unwrap().contains("PUT /v1/credentials/anthropic"));
+        assert!(fakes.anthropic.seen().is_empty());
+        // Another tenant's credentials are never used.
+        let other = app.tenant("Other").await;
+        credentials(&app, &other).await;
+        let still = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello })).await;
+        assert_eq!(still.status, 401);
+        assert!(fakes.openai.seen().is_empty());
+
+        credentials(&app, &tenant).await;
+        let anonymous = complete(&app, "/v1/chat/completions", None, json!({ "model": "gpt-4o-mini", "messages": hello })).await;
+        assert_eq!(anonymous.status, 401);
+        assert_eq!(anonymous.body["error"]["code"], "invalid_api_key");
+        assert!(anonymous.body.get("success").is_none());
+        let garbled = app.send(app.request(Method::POST, "/v1/chat/completions", Some(&tenant.key)).header("content-type", "application/json").body("{nope")).await;
+        assert_eq!(garbled.status, 400);
+        assert_eq!(garbled.body["error"]["type"], "invalid_request_error");
+        for bad in [json!({ "messages": hello }), json!({ "model": "gpt-4o-mini" }), json!({ "model": "gpt-4o-mini", "messages": [] })] {
+            let resp = complete(&app, "/v1/chat/completions", Some(&tenant.key), bad.clone()).await;
+            assert_eq!(resp.status, 400, "{bad}: {}", resp.text);
+        }
+        let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        let refused = complete(&app, "/v1/chat/completions", Some(&reader), json!({ "model": "gpt-4o-mini", "messages": hello })).await;
+        assert_eq!(refused.status, 403);
+        assert_eq!(refused.body["error"]["type"], "permission_error");
+
+        // A provider's own errors keep their status, in OpenAI's shape.
+        fakes.anthropic.fail_with(&[429]);
+        let limited = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "messages": hello })).await;
+        assert_eq!(limited.status, 429);
+        assert_eq!(limited.body["error"]["type"], "rate_limit_error");
+        assert_eq!(limited.body["error"]["message"], "fake failure 429");
+        fakes.openai.fail_with(&[503]);
+        let down = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello })).await;
+        assert_eq!(down.status, 503);
+        assert_eq!(down.body["error"]["message"], "fake failure 503");
+        // A provider that cannot be reached: 502.
+        let instance = app.post("/v1/ai-providers", &tenant.key, json!({
+            "name": "gone", "provider_type": "openai-compatible", "base_url": "http://127.0.0.1:9/v1"
+        })).await;
+        instance.expect(201);
+        let unreachable = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gone/x", "messages": hello })).await;
+        assert_eq!(unreachable.status, 502);
+        assert_eq!(unreachable.body["error"]["code"], "upstream_unavailable");
+    }
+}
