@@ -8,6 +8,16 @@ if [ -z "${PLINTH_TEST_DATABASE_URL:-}" ]; then
   source scripts/pg-start.sh
 fi
 
+# The official openai client, for the gateway's compatibility test.
+if [ -z "${PLINTH_TEST_PYTHON:-}" ]; then
+  if [ ! -x target/py-tests/bin/python ] || ! target/py-tests/bin/python -c 'import openai' 2>/dev/null; then
+    mkdir -p target
+    python3 -m venv target/py-tests
+    target/py-tests/bin/pip install --quiet --disable-pip-version-check "openai>=1.40"
+  fi
+  export PLINTH_TEST_PYTHON="$PWD/target/py-tests/bin/python"
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -65,7 +65,7 @@ pub async fn run(
         body: Some(json!({ "event_type": "bench.tick", "data": { "n": 1, "note": "a small payload" } })),
     };
     let options =
-        Options { requests, concurrency, database_url: None, binary: String::new(), store: 0, settle: 0, events: true };
+        Options { requests, concurrency, database_url: None, binary: String::new(), store: 0, settle: 0, events: true, gateway: false };
     println!("events: {requests} requests per scenario, concurrency {concurrency}");
     println!("{:<52} {:>10} {:>10} {:>10} {:>7}", "scenario", "median", "p99", "per s", "failed");
 
@@ -136,7 +136,7 @@ pub async fn run(
     Ok(())
 }
 
-fn options_like(options: &Options) -> Options {
+pub(crate) fn options_like(options: &Options) -> Options {
     Options {
         requests: options.requests,
         concurrency: options.concurrency,
@@ -145,5 +145,6 @@ fn options_like(options: &Options) -> Options {
         store: 0,
         settle: 0,
         events: true,
+        gateway: false,
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 mod events;
+mod gateway;
 use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "plk_admin_bench_0123456789abcdefghijklmnopqrstuvwx";
@@ -30,6 +31,8 @@ pub(crate) struct Options {
     settle: u64,
     /// Measure event recording, webhook delivery and realtime latency instead.
     events: bool,
+    /// Measure what the AI gateway adds to a call against a fake provider instead.
+    gateway: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -41,6 +44,7 @@ fn options() -> anyhow::Result<Options> {
         store: 0,
         settle: 0,
         events: false,
+        gateway: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -53,6 +57,7 @@ fn options() -> anyhow::Result<Options> {
             "--store" => options.store = value()?.parse()?,
             "--settle" => options.settle = value()?.parse()?,
             "--events" => options.events = true,
+            "--gateway" => options.gateway = true,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -160,6 +165,11 @@ async fn main() -> anyhow::Result<()> {
         // Webhooks go to a receiver on loopback.
         command.env("PLINTH_OUTBOUND_ALLOW_PRIVATE", "true");
     }
+    let provider = if options.gateway { Some(gateway::fake_provider().await?) } else { None };
+    if let Some(provider) = &provider {
+        command.env("PLINTH_OPENAI_BASE_URL", format!("{provider}/v1"));
+        command.env("PLINTH_ANTHROPIC_BASE_URL", provider);
+    }
     let mut server = command.spawn().with_context(|| format!("starting {} (build it first)", options.binary))?;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(options.concurrency).build()?;
@@ -196,6 +206,13 @@ async fn main() -> anyhow::Result<()> {
         call(&client, reqwest::Method::POST, format!("{base}/v1/token"), &key, json!({ "api_key": key })).await?;
     let token = token["data"]["token"].as_str().context("token")?.to_string();
 
+    if let Some(provider) = &provider {
+        gateway::run(&client, &base, provider, &key, &options).await?;
+        server.start_kill()?;
+        let _ = server.wait().await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+        return Ok(());
+    }
     if options.events {
         events::run(&client, &base, &key, options.requests, options.concurrency).await?;
         server.start_kill()?;

@@ -274,4 +274,34 @@ on_both_backends! {
         assert_eq!(unreachable.status, 502);
         assert_eq!(unreachable.body["error"]["code"], "upstream_unavailable");
     }
+
+    async fn the_official_openai_client_works_through_the_gateway(backend) {
+        let (app, _fakes) = gateway(backend).await;
+        let tenant = app.tenant("Python").await;
+        credentials(&app, &tenant).await;
+        let python = std::env::var("PLINTH_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/openai_client.py");
+        let output = tokio::process::Command::new(&python)
+            .arg(&script)
+            .env("PLINTH_BASE_URL", &app.base)
+            .env("PLINTH_API_KEY", &tenant.key)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running {python}: {e} (scripts/test.sh installs the openai client)"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "the openai client failed (scripts/test.sh installs it):\n{stderr}");
+        let got: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(got["plain"]["content"], "Hello from Claude: [{\"text\":\"hi\",\"type\":\"text\"}]");
+        assert_eq!(got["plain"]["finish_reason"], "stop");
+        assert_eq!(got["plain"]["total_tokens"], 18);
+        assert_eq!(got["tools"]["finish_reason"], "tool_calls");
+        assert_eq!(got["tools"]["calls"], json!([
+            { "id": "toolu_1", "name": "weather", "arguments": { "city": "Paris" } },
+            { "id": "toolu_2", "name": "weather", "arguments": { "city": "Oslo" } }
+        ]));
+        assert_eq!(got["stream"]["text"], "Hello");
+        assert_eq!(got["stream"]["finish_reason"], "tool_calls");
+        assert_eq!(got["stream"]["usage"], 18);
+        assert_eq!(got["stream"]["calls"], json!([{ "id": "toolu_1", "name": "weather", "arguments": { "city": "Paris" } }]));
+    }
 }
