@@ -64,8 +64,16 @@ pub async fn run(
         token: Some(key.into()),
         body: Some(json!({ "event_type": "bench.tick", "data": { "n": 1, "note": "a small payload" } })),
     };
-    let options =
-        Options { requests, concurrency, database_url: None, binary: String::new(), store: 0, settle: 0, events: true, gateway: false };
+    let options = Options {
+        requests,
+        concurrency,
+        database_url: None,
+        binary: String::new(),
+        store: 0,
+        settle: 0,
+        events: true,
+        gateway: false,
+    };
     println!("events: {requests} requests per scenario, concurrency {concurrency}");
     println!("{:<52} {:>10} {:>10} {:>10} {:>7}", "scenario", "median", "p99", "per s", "failed");
 

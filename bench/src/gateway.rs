@@ -39,7 +39,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     for service in ["openai", "anthropic"] {
         let url = format!("{base}/v1/credentials/{service}");
-        let response = client.put(url).bearer_auth(key).json(&json!({ "api_key": "sk-bench-0123456789abcdef" })).send().await?;
+        let response =
+            client.put(url).bearer_auth(key).json(&json!({ "api_key": "sk-bench-0123456789abcdef" })).send().await?;
         anyhow::ensure!(response.status().is_success(), "storing {service} credentials: {}", response.status());
     }
     let messages = json!([{ "role": "user", "content": "Say hello." }]);

@@ -62,6 +62,8 @@ pub struct AppState {
     /// Calls to AI providers at the server's configured base URLs, and at tenants' own.
     pub ai_trusted: reqwest::Client,
     pub ai_guarded: reqwest::Client,
+    /// Model prices, for the cost of AI calls.
+    pub ai_prices: crate::ai::usage::Prices,
     /// This node's realtime connections.
     pub realtime: crate::realtime::Hub,
     pub started_at: Instant,
@@ -289,6 +291,11 @@ impl Server {
         let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
         let allow_private = config.outbound_allow_private;
+        let prices_text = match &config.ai.prices_file {
+            Some(path) => Some(std::fs::read_to_string(path)?),
+            None => None,
+        };
+        let ai_prices = crate::ai::usage::Prices::load(prices_text.as_deref()).map_err(StartupError::Plans)?;
         let outbound = crate::outbound::client(
             config.outbound_allow_private,
             std::time::Duration::from_secs(config.webhooks.timeout_secs),
@@ -308,6 +315,7 @@ impl Server {
             outbound,
             ai_trusted: crate::outbound::ai_client(allow_private, true),
             ai_guarded: crate::outbound::ai_client(allow_private, false),
+            ai_prices,
             realtime: crate::realtime::Hub::default(),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),

@@ -146,6 +146,11 @@ pub struct AiArgs {
         default_value = "https://openrouter.ai/api/v1"
     )]
     pub openrouter_base_url: String,
+
+    /// A JSON file of model prices over the built-in ones:
+    /// `{"gpt-4o-mini": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}}` (US dollars).
+    #[arg(long = "ai-prices-file", env = "PLINTH_AI_PRICES_FILE")]
+    pub prices_file: Option<PathBuf>,
 }
 
 impl Default for AiArgs {
@@ -154,6 +159,7 @@ impl Default for AiArgs {
             openai_base_url: "https://api.openai.com/v1".into(),
             anthropic_base_url: "https://api.anthropic.com".into(),
             openrouter_base_url: "https://openrouter.ai/api/v1".into(),
+            prices_file: None,
         }
     }
 }

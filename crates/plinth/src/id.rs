@@ -29,6 +29,7 @@ pub mod prefix {
     pub const INBOUND_MESSAGE: &str = "inmsg";
     pub const PLATFORM_EVENT: &str = "pwe";
     pub const AI_PROVIDER: &str = "aip";
+    pub const AI_USAGE: &str = "aiu";
 }
 
 /// A new identifier with `prefix`, time-ordered.

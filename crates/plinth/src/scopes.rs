@@ -91,6 +91,7 @@ pub mod required {
     pub const CHAT_WRITE: Required = Required::new("chat", "write");
     pub const EMBEDDINGS_WRITE: Required = Required::new("embeddings", "write");
     pub const MODELS_READ: Required = Required::new("models", "read");
+    pub const AI_USAGE_READ: Required = Required::new("ai-usage", "read");
     pub const AI_READ: Required = Required::new("ai", "read");
     pub const AI_WRITE: Required = Required::new("ai", "write");
     pub const AI_PROVIDERS_READ: Required = Required::new("ai-providers", "read");

@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::anthropic::{self, StreamTranslator};
+use super::usage::Call;
 use crate::app::App;
 use crate::auth::Auth;
 use crate::http::ApiError;
@@ -31,12 +32,12 @@ pub struct OpenAiError {
     status: StatusCode,
     message: String,
     kind: &'static str,
-    code: Option<&'static str>,
+    code: Option<String>,
 }
 
 impl OpenAiError {
     pub fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
-        OpenAiError { status, message: message.into(), kind, code }
+        OpenAiError { status, message: message.into(), kind, code: code.map(str::to_string) }
     }
 
     fn invalid(message: impl Into<String>) -> Self {
@@ -51,15 +52,18 @@ impl OpenAiError {
 impl From<ApiError> for OpenAiError {
     fn from(error: ApiError) -> Self {
         let status = error.code.status();
-        let (kind, code) = match status.as_u16() {
-            401 => ("invalid_request_error", Some("invalid_api_key")),
-            403 => ("permission_error", Some("insufficient_scope")),
-            404 => ("invalid_request_error", Some("not_found")),
-            429 => ("rate_limit_error", Some("rate_limit_exceeded")),
-            400..=499 => ("invalid_request_error", None),
-            _ => ("api_error", None),
+        let kind = match status.as_u16() {
+            401 => "invalid_request_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
         };
-        OpenAiError { status, message: error.message, kind, code }
+        let code = match status.as_u16() {
+            401 => "invalid_api_key".to_string(),
+            _ => error.code.as_str().to_ascii_lowercase(),
+        };
+        OpenAiError { status, message: error.message, kind, code: Some(code) }
     }
 }
 
@@ -90,6 +94,8 @@ pub struct Upstream {
     pub headers: Vec<(&'static str, String)>,
     /// The base URL is the server's own configuration, not a tenant's.
     pub trusted: bool,
+    /// A provider instance's configuration (its prices).
+    pub instance: Option<Value>,
 }
 
 /// The provider a model string names, and the model as that provider knows it: (provider, model).
@@ -123,6 +129,7 @@ pub async fn resolve(app: &App, tenant: &str, model: &str) -> Result<Upstream, O
                 Some(url) => (url.to_string(), false),
                 None => (default_base(app, &kind).to_string(), true),
             };
+            let config = config.clone();
             return Ok(Upstream {
                 provider: head.to_string(),
                 wire,
@@ -131,6 +138,7 @@ pub async fn resolve(app: &App, tenant: &str, model: &str) -> Result<Upstream, O
                 model: rest.to_string(),
                 headers: Vec::new(),
                 trusted,
+                instance: Some(config),
             });
         }
     }
@@ -164,6 +172,7 @@ pub async fn resolve(app: &App, tenant: &str, model: &str) -> Result<Upstream, O
         model: upstream_model,
         headers,
         trusted: true,
+        instance: None,
     })
 }
 
@@ -228,22 +237,50 @@ fn with_provider(mut response: Response, provider: &str) -> Response {
     response
 }
 
-/// An upstream answer passed through as it arrives: status, content type and body.
-fn pass_through(upstream: reqwest::Response) -> Response {
-    let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = upstream.headers().get(reqwest::header::CONTENT_TYPE).cloned();
-    let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
-    *response.status_mut() = status;
+/// The caller's tenant and credential, with the scope checked and the budget and `ai_tokens`
+/// allowing one more call.
+async fn caller(
+    app: &App,
+    auth: Result<Auth, ApiError>,
+    scope: Required,
+) -> Result<(String, Option<String>), OpenAiError> {
+    let auth = auth?;
+    auth.require(scope)?;
+    let tenant = auth.tenant()?.as_str().to_string();
+    super::usage::check(app, &tenant).await?;
+    Ok((tenant, auth.actor.key_id().map(str::to_string)))
+}
+
+fn call(tenant: String, key_id: Option<String>, upstream: &Upstream, operation: &'static str) -> Call {
+    Call {
+        tenant,
+        key_id,
+        provider: upstream.provider.clone(),
+        model: upstream.model.clone(),
+        operation,
+        started: std::time::Instant::now(),
+        instance: upstream.instance.clone(),
+    }
+}
+
+/// Tokens an OpenAI-format answer says it used: (input, output).
+fn openai_usage(usage: &Value) -> (u64, u64) {
+    (usage["prompt_tokens"].as_u64().unwrap_or(0), usage["completion_tokens"].as_u64().unwrap_or(0))
+}
+
+/// A whole (not streamed) upstream answer, recorded and passed on as it came.
+async fn buffered(app: &App, call: &Call, answer: reqwest::Response) -> Result<Response, OpenAiError> {
+    let status = answer.status().as_u16();
+    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    let bytes = answer.bytes().await.map_err(failed)?;
+    let (input, output) = serde_json::from_slice::<Value>(&bytes).map(|v| openai_usage(&v["usage"])).unwrap_or((0, 0));
+    call.record(app, status, input, output).await;
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     if let Some(content_type) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
         response.headers_mut().insert(header::CONTENT_TYPE, content_type);
     }
-    response
-}
-
-async fn caller(auth: Result<Auth, ApiError>, scope: Required) -> Result<String, OpenAiError> {
-    let auth = auth?;
-    auth.require(scope)?;
-    Ok(auth.tenant()?.as_str().to_string())
+    Ok(response)
 }
 
 fn json_body(bytes: &Bytes) -> Result<Value, OpenAiError> {
@@ -291,39 +328,139 @@ async fn ai_completions(auth: Result<Auth, ApiError>, State(app): State<App>, bo
 }
 
 async fn complete(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Result<Response, OpenAiError> {
-    let tenant = caller(auth, CHAT_WRITE).await?;
+    let (tenant, key_id) = caller(&app, auth, CHAT_WRITE).await?;
     let mut body = json_body(&bytes)?;
     let model = model_of(&body)?;
     if body["messages"].as_array().is_none_or(|m| m.is_empty()) {
         return Err(OpenAiError::invalid("`messages` must be a non-empty array"));
     }
     let upstream = resolve(&app, &tenant, &model).await?;
+    let call = call(tenant, key_id, &upstream, "chat");
     let stream = body["stream"] == true;
     let response = match upstream.wire {
         Wire::OpenAi => {
             body["model"] = json!(upstream.model);
-            let answer = upstream.post(&app, "/chat/completions")?.json(&body).send().await.map_err(failed)?;
-            pass_through(answer)
+            let wants_usage = body["stream_options"]["include_usage"] == true;
+            if stream {
+                // Usage is always asked of the provider, so that streams are counted too; the
+                // usage frame reaches the client only when it asked for it.
+                body["stream_options"]["include_usage"] = json!(true);
+            }
+            let sent = upstream.post(&app, "/chat/completions")?.json(&body).send().await;
+            let answer = match sent {
+                Ok(answer) => answer,
+                Err(error) => {
+                    call.record(&app, 502, 0, 0).await;
+                    return Err(failed(error));
+                }
+            };
+            if stream && answer.status().is_success() {
+                metered_stream(app.clone(), call, answer, wants_usage)
+            } else {
+                buffered(&app, &call, answer).await?
+            }
         }
         Wire::Anthropic => {
             let request = anthropic::request(&body, &upstream.model).map_err(OpenAiError::invalid)?;
-            let answer = upstream.post(&app, "/v1/messages")?.json(&request).send().await.map_err(failed)?;
+            let sent = upstream.post(&app, "/v1/messages")?.json(&request).send().await;
+            let answer = match sent {
+                Ok(answer) => answer,
+                Err(error) => {
+                    call.record(&app, 502, 0, 0).await;
+                    return Err(failed(error));
+                }
+            };
             if !answer.status().is_success() {
                 let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 let error: Value = answer.json().await.unwrap_or(Value::Null);
+                call.record(&app, status.as_u16(), 0, 0).await;
                 (status, [(header::CONTENT_TYPE, "application/json")], anthropic::error(&error).to_string())
                     .into_response()
             } else if stream {
                 let include_usage = body["stream_options"]["include_usage"] == true;
-                translate_stream(answer, &upstream.model, include_usage)
+                translate_stream(app.clone(), call, answer, &upstream.model, include_usage)
             } else {
                 let answer: Value = answer.json().await.map_err(failed)?;
                 let created = crate::time::now().timestamp();
-                axum::Json(anthropic::response(&answer, created)).into_response()
+                let translated = anthropic::response(&answer, created);
+                let (input, output) = openai_usage(&translated["usage"]);
+                call.record(&app, 200, input, output).await;
+                axum::Json(translated).into_response()
             }
         }
     };
     Ok(with_provider(response, &upstream.provider))
+}
+
+/// Where a passed-through stream is: whole frames are forwarded as they complete.
+struct Metering {
+    bytes: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    pending: String,
+    ready: VecDeque<Bytes>,
+    usage: (u64, u64),
+    wants_usage: bool,
+    finished: bool,
+    app: App,
+    call: Call,
+}
+
+/// An OpenAI-format stream passed through frame by frame, its usage frame read for the record
+/// (and dropped when the client did not ask for it).
+fn metered_stream(app: App, call: Call, answer: reqwest::Response, wants_usage: bool) -> Response {
+    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+    let state = Metering {
+        bytes: answer.bytes_stream().boxed(),
+        pending: String::new(),
+        ready: VecDeque::new(),
+        usage: (0, 0),
+        wants_usage,
+        finished: false,
+        app,
+        call,
+    };
+    let body = stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(bytes) = state.ready.pop_front() {
+                return Some((Ok::<Bytes, std::convert::Infallible>(bytes), state));
+            }
+            if state.finished {
+                return None;
+            }
+            match state.bytes.next().await {
+                Some(Ok(chunk)) => {
+                    state.pending.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = state.pending.find("\n\n") {
+                        let frame: String = state.pending.drain(..end + 2).collect();
+                        let data = frame.lines().find_map(|l| l.strip_prefix("data:")).map(str::trim);
+                        let parsed = data.and_then(|d| serde_json::from_str::<Value>(d).ok());
+                        let usage_only = parsed.as_ref().is_some_and(|v| {
+                            v["usage"].is_object() && v["choices"].as_array().is_some_and(|c| c.is_empty())
+                        });
+                        if let Some(usage) = parsed.as_ref().map(|v| &v["usage"]).filter(|u| u.is_object()) {
+                            state.usage = openai_usage(usage);
+                        }
+                        if !usage_only || state.wants_usage {
+                            state.ready.push_back(Bytes::from(frame));
+                        }
+                    }
+                }
+                Some(Err(_)) | None => {
+                    if !state.pending.trim().is_empty() {
+                        state.ready.push_back(Bytes::from(std::mem::take(&mut state.pending)));
+                    }
+                    state.finished = true;
+                    let (app, call, (input, output)) = (state.app.clone(), state.call.clone(), state.usage);
+                    tokio::spawn(async move { call.record(&app, 200, input, output).await });
+                }
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let content_type = content_type
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+        .unwrap_or(HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    response
 }
 
 /// Where a translated stream is.
@@ -332,6 +469,21 @@ struct Translating {
     translator: StreamTranslator,
     ready: VecDeque<Bytes>,
     done: bool,
+    recorded: bool,
+    app: App,
+    call: Call,
+}
+
+impl Translating {
+    /// Records the stream's usage once, when it ends.
+    fn record(&mut self) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        let (app, call, (input, output)) = (self.app.clone(), self.call.clone(), self.translator.usage());
+        tokio::spawn(async move { call.record(&app, 200, input, output).await });
+    }
 }
 
 fn frame(chunk: &Value) -> Bytes {
@@ -343,13 +495,16 @@ fn frame(chunk: &Value) -> Bytes {
 
 /// Anthropic's stream as OpenAI chunks, each sent as soon as its event arrives; an error in the
 /// middle becomes an error frame and `[DONE]`.
-fn translate_stream(answer: reqwest::Response, model: &str, include_usage: bool) -> Response {
+fn translate_stream(app: App, call: Call, answer: reqwest::Response, model: &str, include_usage: bool) -> Response {
     let events = answer.bytes_stream().eventsource().map(|event| event.map_err(|e| e.to_string())).boxed();
     let state = Translating {
         events,
         translator: StreamTranslator::new(model, crate::time::now().timestamp(), include_usage),
         ready: VecDeque::new(),
         done: false,
+        recorded: false,
+        app,
+        call,
     };
     let body = stream::unfold(state, |mut state| async move {
         loop {
@@ -357,6 +512,7 @@ fn translate_stream(answer: reqwest::Response, model: &str, include_usage: bool)
                 return Some((Ok::<Bytes, std::convert::Infallible>(bytes), state));
             }
             if state.done {
+                state.record();
                 return None;
             }
             match state.events.next().await {
@@ -404,7 +560,7 @@ async fn embeddings(auth: Result<Auth, ApiError>, State(app): State<App>, body: 
 }
 
 async fn embed(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Result<Response, OpenAiError> {
-    let tenant = caller(auth, EMBEDDINGS_WRITE).await?;
+    let (tenant, key_id) = caller(&app, auth, EMBEDDINGS_WRITE).await?;
     let mut body = json_body(&bytes)?;
     let model = model_of(&body)?;
     if body["input"].is_null() {
@@ -418,8 +574,15 @@ async fn embed(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Result<R
         )));
     }
     body["model"] = json!(upstream.model);
-    let answer = upstream.post(&app, "/embeddings")?.json(&body).send().await.map_err(failed)?;
-    Ok(with_provider(pass_through(answer), &upstream.provider))
+    let call = call(tenant, key_id, &upstream, "embeddings");
+    let answer = match upstream.post(&app, "/embeddings")?.json(&body).send().await {
+        Ok(answer) => answer,
+        Err(error) => {
+            call.record(&app, 502, 0, 0).await;
+            return Err(failed(error));
+        }
+    };
+    Ok(with_provider(buffered(&app, &call, answer).await?, &upstream.provider))
 }
 
 #[cfg(test)]

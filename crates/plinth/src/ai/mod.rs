@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod compat;
 pub mod priority;
 pub mod providers;
+pub mod usage;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -14,5 +15,9 @@ use crate::app::App;
 pub const BUILT_IN: &[&str] = &["openai", "anthropic", "openrouter", "claude-cli", "openai-cli"];
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().merge(priority::routes()).merge(providers::routes()).merge(compat::routes())
+    OpenApiRouter::new()
+        .merge(priority::routes())
+        .merge(providers::routes())
+        .merge(compat::routes())
+        .merge(usage::routes())
 }

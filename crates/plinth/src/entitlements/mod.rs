@@ -248,6 +248,38 @@ pub async fn consume(
     }
 }
 
+/// Refuses (403 `FEATURE_LIMIT_REACHED`) when the tenant has used all of `name` this period.
+pub async fn ensure_room(conn: &mut AnyConnection, app: &App, tenant: &TenantId, name: &str) -> ApiResult<()> {
+    let feature = feature(name)?;
+    let tier = tier_of(conn, tenant).await?;
+    let Some(limit) = limit_of(conn, &app.plans, tenant, tier, feature).await? else { return Ok(()) };
+    let used = used(&mut *conn, tenant, feature).await?;
+    if used >= limit {
+        return Err(limit_reached(app, feature, used, limit));
+    }
+    Ok(())
+}
+
+/// Counts `quantity` of `name` that was spent already (tokens an answer used), past the limit
+/// if need be: the next call is refused, not this one.
+pub async fn add(conn: &mut AnyConnection, tenant: &TenantId, name: &str, quantity: i64) -> ApiResult<()> {
+    let feature = feature(name)?;
+    if quantity <= 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO usage_counters (tenant_id, metric, period, count) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, metric, period) DO UPDATE SET count = usage_counters.count + excluded.count",
+    )
+    .bind(tenant.as_str())
+    .bind(feature.name)
+    .bind(period_key(feature))
+    .bind(quantity)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Gives back `quantity` of a counted feature (objects purged, say), in the caller's transaction.
 pub async fn release(conn: &mut AnyConnection, tenant: &TenantId, name: &str, quantity: i64) -> ApiResult<()> {
     let feature = feature(name)?;

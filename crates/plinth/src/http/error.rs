@@ -14,6 +14,8 @@ pub enum ErrorCode {
     BadRequest,
     /// A retry of work that cannot be retried (a delivery that succeeded).
     CannotRetry,
+    /// The tenant's monthly AI budget is spent.
+    BudgetExceeded,
     Unauthorized,
     InsufficientScope,
     Forbidden,
@@ -36,9 +38,10 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::CannotRetry => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::InsufficientScope | ErrorCode::Forbidden | ErrorCode::FeatureLimitReached => {
-                StatusCode::FORBIDDEN
-            }
+            ErrorCode::InsufficientScope
+            | ErrorCode::Forbidden
+            | ErrorCode::FeatureLimitReached
+            | ErrorCode::BudgetExceeded => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict | ErrorCode::IdempotencyConflict | ErrorCode::DependencyExists => StatusCode::CONFLICT,
@@ -55,6 +58,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "BAD_REQUEST",
             ErrorCode::CannotRetry => "CANNOT_RETRY",
+            ErrorCode::BudgetExceeded => "BUDGET_EXCEEDED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::InsufficientScope => "INSUFFICIENT_SCOPE",
             ErrorCode::Forbidden => "FORBIDDEN",

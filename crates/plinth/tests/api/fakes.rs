@@ -122,13 +122,19 @@ async fn openai(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, b
                             "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
                 )
             };
-            sse(vec![
+            let mut frames = vec![
                 chunk(json!({ "role": "assistant", "content": "" }), Value::Null),
                 chunk(json!({ "content": "Hel" }), Value::Null),
                 chunk(json!({ "content": "lo" }), Value::Null),
                 chunk(json!({}), json!("stop")),
-                "data: [DONE]\n\n".to_string(),
-            ])
+            ];
+            if body["stream_options"]["include_usage"] == true {
+                let usage = json!({ "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+                                    "choices": [], "usage": { "prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13 } });
+                frames.push(format!("data: {usage}\n\n"));
+            }
+            frames.push("data: [DONE]\n\n".to_string());
+            sse(frames)
         }
         "/v1/chat/completions" => axum::Json(json!({
             "id": "chatcmpl-fake",

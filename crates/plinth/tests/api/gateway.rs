@@ -304,4 +304,82 @@ on_both_backends! {
         assert_eq!(got["stream"]["usage"], 18);
         assert_eq!(got["stream"]["calls"], json!([{ "id": "toolu_1", "name": "weather", "arguments": { "city": "Paris" } }]));
     }
+
+    async fn calls_are_metered_and_budgets_hold(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Metered").await;
+        credentials(&app, &tenant).await;
+        let hello = json!([{ "role": "user", "content": "hi" }]);
+        complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello })).await.expect(200);
+        complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "messages": hello })).await.expect(200);
+        // A stream is counted although the client did not ask for usage, which it does not see.
+        let streamed = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello, "stream": true })).await;
+        streamed.expect(200);
+        assert_eq!(fakes.openai.last().body["stream_options"]["include_usage"], true);
+        assert_eq!(frames(&streamed.text).len(), 5, "no usage frame the client did not ask for");
+        let asked = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({
+            "model": "gpt-4o-mini", "messages": hello, "stream": true, "stream_options": { "include_usage": true }
+        })).await;
+        assert_eq!(frames(&asked.text).len(), 6);
+        let claude_stream = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "messages": hello, "stream": true })).await;
+        claude_stream.expect(200);
+        complete(&app, "/v1/embeddings", Some(&tenant.key), json!({ "model": "text-embedding-3-small", "input": "x" })).await.expect(200);
+        fakes.anthropic.fail_with(&[500]);
+        complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "messages": hello })).await;
+
+        // Stream records are written as the stream ends.
+        let mut rows = 0;
+        for _ in 0..100 {
+            rows = app.count("SELECT COUNT(*) FROM ai_usage").await;
+            if rows == 7 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(rows, 7);
+        let (input, output, cost): (i64, i64, i64) = sqlx::query_as(
+            "SELECT input_tokens, output_tokens, cost_nano_usd FROM ai_usage WHERE model = 'claude-sonnet-4-6' AND status = 200 ORDER BY created_at LIMIT 1",
+        ).fetch_one(app.app.db.pool()).await.unwrap();
+        // 11 input and 7 output tokens at $3 and $15 per million.
+        assert_eq!((input, output, cost), (11, 7, 138_000));
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_usage WHERE model = 'gpt-4o-mini' AND input_tokens = 9 AND output_tokens = 4 AND cost_nano_usd = 3750").await, 3);
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_usage WHERE model = 'claude-sonnet-4-6' AND input_tokens = 11 AND output_tokens = 7").await, 2);
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_usage WHERE status = 500").await, 1);
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_usage WHERE key_id IS NULL").await, 0);
+
+        let summary = app.get("/v1/ai-usage?view=summary", &tenant.key).await;
+        summary.expect(200);
+        assert_eq!(summary.data()["total"]["calls"], 7);
+        // 3 x 3,750 + 2 x 138,000 + 3 x 20 nano-dollars.
+        assert_eq!(summary.data()["total"]["cost_usd"], "0.00028731", "{}", summary.text);
+        let providers: Vec<&str> = summary.data()["by_provider"].as_array().unwrap().iter().map(|p| p["provider"].as_str().unwrap()).collect();
+        assert_eq!(providers, vec!["anthropic", "openai"]);
+        let daily = app.get("/v1/ai-usage", &tenant.key).await;
+        daily.expect(200);
+        assert!(daily.data()["usage"].as_array().unwrap().iter().any(|d| d["model"] == "text-embedding-3-small"));
+        app.get("/v1/ai-usage?from=yesterday", &tenant.key).await.expect_error(422, "VALIDATION_FAILED");
+        let other = app.tenant("Other").await;
+        assert_eq!(app.get("/v1/ai-usage?view=summary", &other.key).await.data()["total"]["calls"], 0);
+
+        // Over the budget: refused before any provider is called.
+        let budget = app.send(app.request(Method::PUT, "/v1/ai/budget", Some(&tenant.key)).json(&json!({ "ai_budget_usd": "0.0002" }))).await;
+        budget.expect(200);
+        assert_eq!(budget.data()["spent_usd"], "0.00028731");
+        assert_eq!(budget.data()["remaining_usd"], "0");
+        let calls_before = fakes.openai.seen().len();
+        let refused = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello })).await;
+        assert_eq!(refused.status, 403);
+        assert_eq!(refused.body["error"]["code"], "budget_exceeded");
+        assert_eq!(fakes.openai.seen().len(), calls_before);
+        app.send(app.request(Method::PUT, "/v1/ai/budget", Some(&tenant.key)).json(&json!({ "ai_budget_usd": "-1" }))).await.expect_error(422, "VALIDATION_FAILED");
+        app.send(app.request(Method::PUT, "/v1/ai/budget", Some(&tenant.key)).json(&json!({ "ai_budget_usd": null }))).await.expect(200);
+        complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello })).await.expect(200);
+
+        // The ai_tokens entitlement: used up, the next call is refused too.
+        let path = format!("/v1/tenants/{}/entitlements", tenant.id);
+        app.patch(&path, crate::common::ADMIN_KEY, json!({ "limits": { "ai_tokens": 50 } })).await.expect(200);
+        let limited = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello })).await;
+        assert_eq!(limited.status, 403);
+        assert_eq!(limited.body["error"]["code"], "feature_limit_reached");
+    }
 }
