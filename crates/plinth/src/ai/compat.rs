@@ -121,29 +121,15 @@ pub fn route(model: &str) -> (&'static str, String) {
 /// Resolves the upstream of `model` for `tenant`: one of its provider instances by name
 /// (`<name>/<model>`), else the routing rules, with the credentials from the vault.
 pub async fn resolve(app: &App, tenant: &str, model: &str) -> Result<Upstream, OpenAiError> {
-    let mut conn = app.db.pool().acquire().await.map_err(ApiError::from)?;
     if let Some((head, rest)) = model.split_once('/') {
-        if let Some((kind, key, config)) = super::providers::open(&mut conn, app, tenant, head).await? {
-            let wire = if kind == "anthropic" { Wire::Anthropic } else { Wire::OpenAi };
-            let (base_url, trusted) = match config["base_url"].as_str() {
-                Some(url) => (url.to_string(), false),
-                None => (default_base(app, &kind).to_string(), true),
-            };
-            let config = config.clone();
-            return Ok(Upstream {
-                provider: head.to_string(),
-                wire,
-                base_url,
-                api_key: key,
-                model: rest.to_string(),
-                headers: Vec::new(),
-                trusted,
-                instance: Some(config),
-            });
+        if !super::BUILT_IN.contains(&head) {
+            if let Some(upstream) = upstream_for(app, tenant, head, rest).await? {
+                return Ok(upstream);
+            }
         }
     }
     let (provider, upstream_model) = route(model);
-    let fields = crate::vault::open(&mut conn, app, tenant, provider).await?.ok_or_else(|| {
+    upstream_for(app, tenant, provider, &upstream_model).await?.ok_or_else(|| {
         OpenAiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
@@ -153,7 +139,44 @@ pub async fn resolve(app: &App, tenant: &str, model: &str) -> Result<Upstream, O
                  PUT /v1/credentials/{provider} {{\"api_key\": \"...\"}}"
             ),
         )
-    })?;
+    })
+}
+
+/// The upstream of `provider` (a provider slug with credentials in the vault, or one of the
+/// tenant's instances by name) for `model`; `None` when the tenant has no such credentials or
+/// instance.
+pub async fn upstream_for(
+    app: &App,
+    tenant: &str,
+    provider: &str,
+    model: &str,
+) -> Result<Option<Upstream>, OpenAiError> {
+    let mut conn = app.db.pool().acquire().await.map_err(ApiError::from)?;
+    if !super::BUILT_IN.contains(&provider) {
+        let Some((kind, key, config)) = super::providers::open(&mut conn, app, tenant, provider).await? else {
+            return Ok(None);
+        };
+        let wire = if kind == "anthropic" { Wire::Anthropic } else { Wire::OpenAi };
+        let (base_url, trusted) = match config["base_url"].as_str() {
+            Some(url) => (url.to_string(), false),
+            None => (default_base(app, &kind).to_string(), true),
+        };
+        return Ok(Some(Upstream {
+            provider: provider.to_string(),
+            wire,
+            base_url,
+            api_key: key,
+            model: model.to_string(),
+            headers: Vec::new(),
+            trusted,
+            instance: Some(config),
+        }));
+    }
+    if !matches!(provider, "openai" | "anthropic" | "openrouter") {
+        // The CLI providers ride a subscription on the server, which this one does not have.
+        return Ok(None);
+    }
+    let Some(fields) = crate::vault::open(&mut conn, app, tenant, provider).await? else { return Ok(None) };
     let field = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
     let mut headers = Vec::new();
     match provider {
@@ -164,16 +187,16 @@ pub async fn resolve(app: &App, tenant: &str, model: &str) -> Result<Upstream, O
         }
         _ => {}
     }
-    Ok(Upstream {
+    Ok(Some(Upstream {
         provider: provider.to_string(),
         wire: if provider == "anthropic" { Wire::Anthropic } else { Wire::OpenAi },
         base_url: default_base(app, provider).to_string(),
         api_key: field("api_key"),
-        model: upstream_model,
+        model: model.to_string(),
         headers,
         trusted: true,
         instance: None,
-    })
+    }))
 }
 
 fn default_base<'a>(app: &'a App, provider: &str) -> &'a str {
@@ -607,4 +630,80 @@ mod tests {
             assert_eq!(route(model), (provider, upstream.to_string()), "{model}");
         }
     }
+}
+
+/// Why one attempt at a provider failed.
+#[derive(Debug)]
+pub struct Failure {
+    /// The provider's status, or 502/504 when it could not be reached or did not answer.
+    pub status: u16,
+    pub message: String,
+}
+
+impl Failure {
+    /// Whether the next provider should be tried (seed 000): 5xx, 401, 403, 429, timeouts and
+    /// connection errors; any other 4xx is the caller's and surfaces at once.
+    pub fn fails_over(&self) -> bool {
+        self.status >= 500 || matches!(self.status, 401 | 403 | 429)
+    }
+}
+
+/// One non-streamed chat completion at `upstream`, `body` in OpenAI's format: the answer in
+/// OpenAI's format (translated from Anthropic's), recorded as usage either way.
+pub async fn chat_once(
+    app: &App,
+    tenant: &str,
+    key_id: Option<String>,
+    upstream: &Upstream,
+    mut body: Value,
+) -> Result<Value, Failure> {
+    let call = call(tenant.to_string(), key_id, upstream, "chat");
+    let unreachable = |error: reqwest::Error| Failure {
+        status: if error.is_timeout() { 504 } else { 502 },
+        message: crate::outbound::describe(&error),
+    };
+    let sent = match upstream.wire {
+        Wire::OpenAi => {
+            body["model"] = json!(upstream.model);
+            match upstream.post(app, "/chat/completions") {
+                Ok(request) => request.json(&body).send().await,
+                Err(error) => return Err(Failure { status: 502, message: error.message }),
+            }
+        }
+        Wire::Anthropic => {
+            let request =
+                anthropic::request(&body, &upstream.model).map_err(|message| Failure { status: 400, message })?;
+            match upstream.post(app, "/v1/messages") {
+                Ok(post) => post.json(&request).send().await,
+                Err(error) => return Err(Failure { status: 502, message: error.message }),
+            }
+        }
+    };
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(error) => {
+            call.record(app, 502, 0, 0).await;
+            return Err(unreachable(error));
+        }
+    };
+    let status = answer.status().as_u16();
+    let value: Value = match answer.json().await {
+        Ok(value) => value,
+        Err(error) => {
+            call.record(app, status, 0, 0).await;
+            return Err(unreachable(error));
+        }
+    };
+    if !(200..300).contains(&status) {
+        call.record(app, status, 0, 0).await;
+        let message = value["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
+        return Err(Failure { status, message });
+    }
+    let completion = match upstream.wire {
+        Wire::OpenAi => value,
+        Wire::Anthropic => anthropic::response(&value, crate::time::now().timestamp()),
+    };
+    let (input, output) = openai_usage(&completion["usage"]);
+    call.record(app, status, input, output).await;
+    Ok(completion)
 }

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod compat;
+pub mod native;
 pub mod priority;
 pub mod providers;
 pub mod usage;
@@ -20,4 +21,5 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(providers::routes())
         .merge(compat::routes())
         .merge(usage::routes())
+        .merge(native::routes())
 }

@@ -148,12 +148,13 @@ fn month_start() -> String {
 }
 
 async fn spent_this_month(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<i64> {
-    let (spent,): (Option<i64>,) =
-        sqlx::query_as("SELECT CAST(SUM(cost_nano_usd) AS BIGINT) FROM ai_usage WHERE tenant_id = $1 AND created_at >= $2")
-            .bind(tenant)
-            .bind(month_start())
-            .fetch_one(&mut *conn)
-            .await?;
+    let (spent,): (Option<i64>,) = sqlx::query_as(
+        "SELECT CAST(SUM(cost_nano_usd) AS BIGINT) FROM ai_usage WHERE tenant_id = $1 AND created_at >= $2",
+    )
+    .bind(tenant)
+    .bind(month_start())
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(spent.unwrap_or(0))
 }
 

@@ -382,4 +382,94 @@ on_both_backends! {
         assert_eq!(limited.status, 403);
         assert_eq!(limited.body["error"]["code"], "feature_limit_reached");
     }
+
+    async fn native_chat_fails_over_along_the_priority_list(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Failover").await;
+        credentials(&app, &tenant).await;
+        let order = json!({ "providers": ["anthropic", "openai", "openrouter"] });
+        app.send(app.request(Method::PUT, "/v1/ai/provider-priority", Some(&tenant.key)).json(&order)).await.expect(200);
+
+        // The first answers: its default model, the envelope, the header.
+        let answered = app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi", "system": "Be brief.",
+            "history": [{ "role": "user", "content": "earlier" }, { "role": "assistant", "content": "yes" }] })).await;
+        answered.expect(200);
+        assert_eq!(answered.header("x-plinth-provider"), Some("anthropic"));
+        assert_eq!(answered.data()["provider"], "anthropic");
+        assert_eq!(answered.data()["model"], "claude-sonnet-4-6");
+        assert!(answered.data()["content"].as_str().unwrap().starts_with("Hello from Claude"));
+        assert_eq!(answered.data()["usage"]["total_tokens"], 18);
+        let sent = fakes.anthropic.last().body;
+        assert_eq!(sent["system"], "Be brief.");
+        assert_eq!(sent["messages"].as_array().unwrap().len(), 3);
+
+        // Each failing status moves on to the next provider, which answers with its own default model.
+        for status in [500, 502, 503, 401, 403, 429] {
+            fakes.anthropic.fail_with(&[status]);
+            let moved = app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi" })).await;
+            moved.expect(200);
+            assert_eq!(moved.data()["provider"], "openai", "after {status}");
+            assert_eq!(moved.data()["model"], "gpt-4o-mini");
+            assert_eq!(moved.data()["attempts"][0], json!({ "provider": "anthropic", "status": status, "error": format!("fake failure {status}") }));
+            assert_eq!(fakes.openai.last().body["model"], "gpt-4o-mini");
+        }
+        // Two down, the third answers.
+        fakes.anthropic.fail_with(&[503]);
+        fakes.openai.fail_with(&[500]);
+        let third = app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi" })).await;
+        third.expect(200);
+        assert_eq!(third.data()["provider"], "openrouter");
+        assert_eq!(fakes.openrouter.last().body["model"], "openai/gpt-4o-mini");
+
+        // Other 4xx answer at once; nothing else is tried.
+        let before = fakes.openai.seen().len();
+        for status in [400, 422] {
+            fakes.anthropic.fail_with(&[status]);
+            let refused = app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi" })).await;
+            refused.expect_error(400, "BAD_REQUEST");
+            assert_eq!(refused.body["error"]["attempts"].as_array().unwrap().len(), 1);
+        }
+        assert_eq!(fakes.openai.seen().len(), before);
+
+        // A named provider: that one only, no failover.
+        fakes.anthropic.fail_with(&[503]);
+        let named = app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi", "provider": "anthropic" })).await;
+        named.expect_error(503, "UPSTREAM_UNAVAILABLE");
+        assert_eq!(fakes.openai.seen().len(), before);
+        let chosen = app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi", "provider": "openrouter", "model": "google/gemini-2.5-flash" })).await;
+        chosen.expect(200);
+        assert_eq!(fakes.openrouter.last().body["model"], "google/gemini-2.5-flash");
+
+        // All failing: 503 with every attempt.
+        fakes.anthropic.fail_with(&[500]);
+        fakes.openai.fail_with(&[500]);
+        fakes.openrouter.fail_with(&[500]);
+        let down = app.post("/v1/ai/chat", &tenant.key, json!({ "message": "hi" })).await;
+        down.expect_error(503, "UPSTREAM_UNAVAILABLE");
+        assert_eq!(down.body["error"]["attempts"].as_array().unwrap().len(), 3);
+
+        // Providers without credentials are skipped; a named one without them is 401.
+        let other = app.tenant("Sparse").await;
+        app.send(app.request(Method::PUT, "/v1/credentials/openai", Some(&other.key)).json(&json!({ "api_key": "sk-openai-test-key-0009" }))).await.expect(201);
+        let list = json!({ "providers": ["anthropic", "openai"] });
+        app.send(app.request(Method::PUT, "/v1/ai/provider-priority", Some(&other.key)).json(&list)).await.expect(200);
+        let skipped = app.post("/v1/ai/chat", &other.key, json!({ "prompt": "hi" })).await;
+        skipped.expect(200);
+        assert_eq!(skipped.data()["attempts"][0], json!({ "provider": "anthropic", "status": null, "error": "no credentials" }));
+        assert_eq!(fakes.openai.last().header("authorization"), "Bearer sk-openai-test-key-0009");
+        app.post("/v1/ai/chat", &other.key, json!({ "prompt": "hi", "provider": "anthropic" })).await.expect_error(401, "UNAUTHORIZED");
+
+        for bad in [
+            json!({}),
+            json!({ "prompt": "a", "message": "b" }),
+            json!({ "prompt": "a", "history": (0..21).map(|_| json!({ "role": "user", "content": "x" })).collect::<Vec<_>>() }),
+            json!({ "prompt": "a", "history": [{ "role": "user", "content": "x".repeat(51 * 1024) }] }),
+            json!({ "prompt": "a", "history": [{ "role": "system", "content": "x" }] }),
+            json!({ "prompt": "a", "temperature": 3 }),
+        ] {
+            let resp = app.post("/v1/ai/chat", &tenant.key, bad.clone()).await;
+            assert_eq!(resp.status, 422, "{}", resp.text);
+        }
+        assert!(app.count("SELECT COUNT(*) FROM ai_usage WHERE status = 500").await >= 4, "failed attempts are recorded");
+    }
 }

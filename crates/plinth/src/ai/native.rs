@@ -1,0 +1,267 @@
+//! The native AI routes (seed 000), in the envelope: `POST /v1/ai/chat`. Without `provider` the
+//! tenant's priority list is walked: providers without credentials (or without chat) are
+//! skipped, and the next survivor is tried when one fails with 5xx, 401, 403, 429, a timeout or
+//! a connection error; any other 4xx surfaces at once. With `provider`, exactly that one.
+
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::compat::{chat_once, upstream_for, OpenAiError};
+use crate::app::App;
+use crate::auth::Auth;
+use crate::http::error::FieldErrors;
+use crate::http::{ApiError, ApiResult, Data, ErrorCode, Json};
+use crate::scopes::required::CHAT_WRITE;
+
+/// Most history messages.
+const HISTORY_MAX: usize = 20;
+/// Most bytes of history.
+const HISTORY_MAX_BYTES: usize = 50 * 1024;
+/// Most bytes of the prompt, and of the system text.
+const TEXT_MAX_BYTES: usize = 32 * 1024;
+
+/// A chat request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// The user's message (`message` is accepted too).
+    pub prompt: Option<String>,
+    pub message: Option<String>,
+    /// Earlier turns, oldest first: at most 20 messages and 50 KB.
+    pub history: Option<Vec<Turn>>,
+    pub system: Option<String>,
+    /// Exactly this provider (`anthropic`, `openai`, `openrouter`, or an instance's name), no
+    /// failover; otherwise the priority list.
+    pub provider: Option<String>,
+    /// The provider's default when absent (`claude-sonnet-4-6`, `gpt-4o-mini`,
+    /// `openai/gpt-4o-mini`, an instance's `default_models.chat`).
+    pub model: Option<String>,
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+}
+
+/// One turn of history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+/// One provider tried.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tried {
+    pub provider: String,
+    /// The provider's status; none when it was skipped.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// A chat answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatAnswer {
+    /// The provider that answered (also the `X-Plinth-Provider` header).
+    pub provider: String,
+    pub model: String,
+    pub content: String,
+    pub finish_reason: Option<String>,
+    /// `prompt_tokens`, `completion_tokens`, `total_tokens`.
+    #[schema(value_type = Object)]
+    pub usage: Value,
+    /// Every provider tried or skipped, in order.
+    pub attempts: Vec<Tried>,
+}
+
+/// The model a provider uses when the request names none (seed 000's table).
+fn default_model(provider: &str, instance: Option<&Value>) -> Option<String> {
+    match provider {
+        "anthropic" | "claude-cli" => Some("claude-sonnet-4-6".into()),
+        "openai" => Some("gpt-4o-mini".into()),
+        "openai-cli" => Some("gpt-5".into()),
+        "openrouter" => Some("openai/gpt-4o-mini".into()),
+        _ => instance.and_then(|config| config["default_models"]["chat"].as_str()).map(str::to_string),
+    }
+}
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(chat))
+}
+
+fn check(body: &ChatRequest, errors: &mut FieldErrors) -> Option<String> {
+    let prompt = match (&body.prompt, &body.message) {
+        (Some(_), Some(_)) => {
+            errors.add("prompt", "give `prompt` or `message`, not both");
+            None
+        }
+        (Some(text), None) | (None, Some(text)) if !text.trim().is_empty() && text.len() <= TEXT_MAX_BYTES => {
+            Some(text.clone())
+        }
+        _ => {
+            errors.add("prompt", format!("is required: 1 byte to {} KB of text", TEXT_MAX_BYTES / 1024));
+            None
+        }
+    };
+    if let Some(history) = &body.history {
+        if history.len() > HISTORY_MAX {
+            errors.add("history", format!("at most {HISTORY_MAX} messages"));
+        }
+        if history.iter().map(|t| t.content.len()).sum::<usize>() > HISTORY_MAX_BYTES {
+            errors.add("history", format!("at most {} KB", HISTORY_MAX_BYTES / 1024));
+        }
+        if history.iter().any(|t| t.role != "user" && t.role != "assistant") {
+            errors.add("history", "roles are `user` or `assistant`");
+        }
+    }
+    if body.system.as_ref().is_some_and(|s| s.len() > TEXT_MAX_BYTES) {
+        errors.add("system", format!("at most {} KB", TEXT_MAX_BYTES / 1024));
+    }
+    if body.model.as_ref().is_some_and(|m| m.trim().is_empty() || m.len() > 200) {
+        errors.add("model", "must be 1 to 200 characters");
+    }
+    if body.max_tokens.is_some_and(|n| n == 0 || n > 200_000) {
+        errors.add("max_tokens", "must be 1 to 200000");
+    }
+    if body.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        errors.add("temperature", "must be between 0 and 2");
+    }
+    prompt
+}
+
+fn api_error(error: OpenAiError) -> ApiError {
+    let body = error.into_response();
+    let status = body.status();
+    let code = match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        400..=499 => ErrorCode::BadRequest,
+        _ => ErrorCode::UpstreamUnavailable,
+    };
+    ApiError::new(code, format!("the AI call failed ({status})"))
+}
+
+/// Chat
+///
+/// One answer from the first provider that gives one: `provider`, or the tenant's priority list
+/// with failover (5xx, 401, 403, 429, timeouts and connection errors move on; other 4xx answer
+/// at once). `attempts` tells which were tried. 403 `BUDGET_EXCEEDED` over the monthly budget.
+#[utoipa::path(post, path = "/v1/ai/chat", tag = "AI", security(("bearer" = [])),
+    request_body = ChatRequest,
+    responses((status = 200, body = crate::http::response::Envelope<ChatAnswer>),
+              (status = 401, body = crate::http::error::ErrorBody, description = "No credentials for the named provider"),
+              (status = 403, body = crate::http::error::ErrorBody, description = "`BUDGET_EXCEEDED` or `FEATURE_LIMIT_REACHED`"),
+              (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
+async fn chat(auth: Auth, State(app): State<App>, Json(body): Json<ChatRequest>) -> ApiResult<Response> {
+    auth.require(CHAT_WRITE)?;
+    let tenant = auth.tenant()?.as_str().to_string();
+    let mut errors = FieldErrors::default();
+    let prompt = check(&body, &mut errors);
+    errors.finish()?;
+    super::usage::check(&app, &tenant).await?;
+    let explicit = body.provider.is_some();
+    let candidates = match &body.provider {
+        Some(provider) => vec![provider.clone()],
+        None => {
+            let mut conn = app.db.pool().acquire().await?;
+            super::priority::get(&mut conn, &tenant).await?
+        }
+    };
+    if candidates.is_empty() {
+        return Err(ApiError::invalid(
+            "provider",
+            "no AI provider is configured: store credentials with PUT /v1/credentials/anthropic (or openai, openrouter)",
+        ));
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = body.system.as_ref().filter(|s| !s.trim().is_empty()) {
+        messages.push(json!({ "role": "system", "content": system }));
+    }
+    for turn in body.history.iter().flatten() {
+        messages.push(json!({ "role": turn.role, "content": turn.content }));
+    }
+    messages.push(json!({ "role": "user", "content": prompt.unwrap_or_default() }));
+    let mut request = json!({ "messages": messages });
+    if let Some(max_tokens) = body.max_tokens {
+        request["max_tokens"] = json!(max_tokens);
+    }
+    if let Some(temperature) = body.temperature {
+        request["temperature"] = json!(temperature);
+    }
+    let mut attempts = Vec::new();
+    let key_id = auth.actor.key_id().map(str::to_string);
+    for provider in &candidates {
+        let placeholder = body.model.clone().unwrap_or_default();
+        let upstream = upstream_for(&app, &tenant, provider, &placeholder).await.map_err(api_error)?;
+        let Some(mut upstream) = upstream else {
+            if explicit {
+                return Err(ApiError::unauthorized(format!(
+                    "this tenant has no credentials for `{provider}`: store them with PUT /v1/credentials/{provider}"
+                )));
+            }
+            attempts.push(Tried { provider: provider.clone(), status: None, error: Some("no credentials".into()) });
+            continue;
+        };
+        match body.model.clone().or_else(|| default_model(provider, upstream.instance.as_ref())) {
+            Some(model) => upstream.model = model,
+            None => {
+                attempts.push(Tried {
+                    provider: provider.clone(),
+                    status: None,
+                    error: Some("no model named, and no default".into()),
+                });
+                continue;
+            }
+        }
+        match chat_once(&app, &tenant, key_id.clone(), &upstream, request.clone()).await {
+            Ok(completion) => {
+                attempts.push(Tried { provider: provider.clone(), status: Some(200), error: None });
+                let choice = &completion["choices"][0];
+                let answer = ChatAnswer {
+                    provider: provider.clone(),
+                    model: completion["model"].as_str().unwrap_or(&upstream.model).to_string(),
+                    content: choice["message"]["content"].as_str().unwrap_or_default().to_string(),
+                    finish_reason: choice["finish_reason"].as_str().map(str::to_string),
+                    usage: completion["usage"].clone(),
+                    attempts,
+                };
+                let mut response = Data(answer).into_response();
+                if let Ok(value) = HeaderValue::from_str(provider) {
+                    response.headers_mut().insert("x-plinth-provider", value);
+                }
+                return Ok(response);
+            }
+            Err(failure) => {
+                let fails_over = failure.fails_over();
+                attempts.push(Tried {
+                    provider: provider.clone(),
+                    status: Some(failure.status),
+                    error: Some(failure.message.clone()),
+                });
+                if explicit || !fails_over {
+                    let code = if (400..500).contains(&failure.status) && !fails_over {
+                        ErrorCode::BadRequest
+                    } else {
+                        ErrorCode::UpstreamUnavailable
+                    };
+                    let mut error =
+                        ApiError::new(code, format!("{provider} answered {}: {}", failure.status, failure.message));
+                    error.extra.insert("attempts".into(), json!(attempts));
+                    return Err(error);
+                }
+            }
+        }
+    }
+    let mut error = if attempts.iter().all(|a| a.status.is_none()) {
+        ApiError::invalid("provider", "no provider in the priority list has credentials and a model")
+    } else {
+        ApiError::new(ErrorCode::UpstreamUnavailable, "every provider in the priority list failed")
+    };
+    error.extra.insert("attempts".into(), json!(attempts));
+    Err(error)
+}
