@@ -64,6 +64,8 @@ pub struct AppState {
     pub ai_guarded: reqwest::Client,
     /// Model prices, for the cost of AI calls.
     pub ai_prices: crate::ai::usage::Prices,
+    /// Providers' model lists, kept five minutes.
+    pub ai_models: crate::ai::compat::ModelCache,
     /// This node's realtime connections.
     pub realtime: crate::realtime::Hub,
     pub started_at: Instant,
@@ -316,6 +318,7 @@ impl Server {
             ai_trusted: crate::outbound::ai_client(allow_private, true),
             ai_guarded: crate::outbound::ai_client(allow_private, false),
             ai_prices,
+            ai_models: Default::default(),
             realtime: crate::realtime::Hub::default(),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),

@@ -323,7 +323,11 @@ fn model_of(body: &Value) -> Result<String, OpenAiError> {
 }
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(chat_completions)).routes(routes!(ai_completions)).routes(routes!(embeddings))
+    OpenApiRouter::new()
+        .routes(routes!(chat_completions))
+        .routes(routes!(ai_completions))
+        .routes(routes!(embeddings))
+        .routes(routes!(list_models))
 }
 
 /// Create a chat completion (OpenAI-compatible)
@@ -706,4 +710,110 @@ pub async fn chat_once(
     let (input, output) = openai_usage(&completion["usage"]);
     call.record(app, status, input, output).await;
     Ok(completion)
+}
+
+/// How long a provider's model list is kept.
+const MODELS_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Model lists per (tenant, provider), kept five minutes.
+#[derive(Debug, Default)]
+pub struct ModelCache(std::sync::Mutex<std::collections::HashMap<(String, String), Listed>>);
+
+/// A model list and when it was read.
+type Listed = (std::time::Instant, Vec<Value>);
+
+impl ModelCache {
+    fn get(&self, tenant: &str, provider: &str) -> Option<Vec<Value>> {
+        let cache = self.0.lock().ok()?;
+        let (at, models) = cache.get(&(tenant.to_string(), provider.to_string()))?;
+        (at.elapsed() < MODELS_TTL).then(|| models.clone())
+    }
+
+    fn put(&self, tenant: &str, provider: &str, models: Vec<Value>) {
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert((tenant.to_string(), provider.to_string()), (std::time::Instant::now(), models));
+        }
+    }
+}
+
+/// The models `upstream`'s provider offers, live (kept five minutes), as OpenAI model objects:
+/// the second value tells whether they came from the cache.
+pub async fn models_of(app: &App, tenant: &str, upstream: &Upstream) -> Result<(Vec<Value>, bool), Failure> {
+    if let Some(models) = app.ai_models.get(tenant, &upstream.provider) {
+        return Ok((models, true));
+    }
+    let path = if upstream.wire == Wire::Anthropic { "/v1/models" } else { "/models" };
+    let url = format!("{}{path}", upstream.base_url.trim_end_matches('/'));
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|_| Failure { status: 502, message: "the base URL is not a URL".into() })?;
+    if !upstream.trusted {
+        crate::outbound::check_target(&parsed, app.config.outbound_allow_private)
+            .map_err(|message| Failure { status: 502, message })?;
+    }
+    let mut request = upstream.client(app).get(parsed).timeout(std::time::Duration::from_secs(15));
+    request = match (upstream.wire, &upstream.api_key) {
+        (Wire::Anthropic, Some(key)) => {
+            request.header("x-api-key", key).header("anthropic-version", anthropic::API_VERSION)
+        }
+        (Wire::OpenAi, Some(key)) => request.bearer_auth(key),
+        _ => request,
+    };
+    let answer = request.send().await.map_err(|e| Failure { status: 502, message: crate::outbound::describe(&e) })?;
+    let status = answer.status().as_u16();
+    let body: Value =
+        answer.json().await.map_err(|e| Failure { status: 502, message: crate::outbound::describe(&e) })?;
+    if !(200..300).contains(&status) {
+        let message = body["error"]["message"].as_str().unwrap_or("the provider refused").to_string();
+        return Err(Failure { status, message });
+    }
+    let models: Vec<Value> = body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str().map(|id| (id, m)))
+        .map(|(id, m)| {
+            let id = if super::BUILT_IN.contains(&upstream.provider.as_str()) { id.to_string() } else { format!("{}/{id}", upstream.provider) };
+            json!({ "id": id, "object": "model", "created": m["created"].as_i64().unwrap_or(0), "owned_by": upstream.provider })
+        })
+        .collect();
+    app.ai_models.put(tenant, &upstream.provider, models.clone());
+    Ok((models, false))
+}
+
+/// List models (OpenAI-compatible)
+///
+/// The models of every provider the tenant has credentials for, live from each (kept five
+/// minutes), in OpenAI's list format; a provider's own instances list theirs as `<name>/<model>`.
+#[utoipa::path(get, path = "/v1/models", tag = "AI", security(("bearer" = [])),
+    responses((status = 200, body = Object, description = "`{object: \"list\", data: [{id, object, created, owned_by}]}`")))]
+pub async fn list_models(auth: Result<Auth, ApiError>, State(app): State<App>) -> Response {
+    let listed = async {
+        let auth = auth?;
+        auth.require(crate::scopes::required::MODELS_READ)?;
+        let tenant = auth.tenant()?.as_str().to_string();
+        let mut conn = app.db.pool().acquire().await.map_err(ApiError::from)?;
+        let mut providers = super::priority::get(&mut conn, &tenant).await?;
+        drop(conn);
+        for built_in in ["openai", "anthropic", "openrouter"] {
+            if !providers.iter().any(|p| p == built_in) {
+                providers.push(built_in.to_string());
+            }
+        }
+        let mut data = Vec::new();
+        for provider in providers {
+            let Some(upstream) = upstream_for(&app, &tenant, &provider, "").await? else { continue };
+            match models_of(&app, &tenant, &upstream).await {
+                Ok((models, _)) => data.extend(models),
+                Err(failure) => tracing::info!(provider, status = failure.status, "listing a provider's models failed"),
+            }
+        }
+        Ok::<Value, OpenAiError>(json!({ "object": "list", "data": data }))
+    };
+    match listed.await {
+        Ok(list) => axum::Json(list).into_response(),
+        Err(error) => error.into_response(),
+    }
 }

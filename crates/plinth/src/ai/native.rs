@@ -91,7 +91,61 @@ fn default_model(provider: &str, instance: Option<&Value>) -> Option<String> {
 }
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(chat))
+    OpenApiRouter::new().routes(routes!(chat)).routes(routes!(models))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ModelsQuery {
+    /// `anthropic`, `openai`, `openrouter` or an instance's name; the first provider of the
+    /// priority list with credentials when absent.
+    pub provider: Option<String>,
+}
+
+/// A provider's models.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    pub provider: String,
+    /// `{id, object, created, owned_by}` as the provider lists them.
+    #[schema(value_type = Vec<Object>)]
+    pub models: Vec<Value>,
+    /// Whether the list came from the five-minute cache.
+    pub cached: bool,
+}
+
+/// List a provider's models
+///
+/// Live from the provider, kept five minutes.
+#[utoipa::path(get, path = "/v1/ai/models", tag = "AI", security(("bearer" = [])),
+    params(ModelsQuery),
+    responses((status = 200, body = crate::http::response::Envelope<ModelList>),
+              (status = 401, body = crate::http::error::ErrorBody, description = "No credentials for the provider"),
+              (status = 503, body = crate::http::error::ErrorBody, description = "The provider failed")))]
+async fn models(
+    auth: Auth,
+    State(app): State<App>,
+    crate::http::Query(query): crate::http::Query<ModelsQuery>,
+) -> ApiResult<Data<ModelList>> {
+    auth.require(crate::scopes::required::MODELS_READ)?;
+    let tenant = auth.tenant()?.as_str().to_string();
+    let candidates = match query.provider {
+        Some(provider) => vec![provider],
+        None => {
+            let mut conn = app.db.pool().acquire().await?;
+            super::priority::get(&mut conn, &tenant).await?
+        }
+    };
+    for provider in candidates {
+        let Some(upstream) = upstream_for(&app, &tenant, &provider, "").await.map_err(api_error)? else { continue };
+        return match super::compat::models_of(&app, &tenant, &upstream).await {
+            Ok((models, cached)) => Ok(Data(ModelList { provider, models, cached })),
+            Err(failure) => Err(ApiError::new(
+                ErrorCode::UpstreamUnavailable,
+                format!("{provider} answered {}: {}", failure.status, failure.message),
+            )),
+        };
+    }
+    Err(ApiError::unauthorized("no credentials for that provider: store them with PUT /v1/credentials/{provider}"))
 }
 
 fn check(body: &ChatRequest, errors: &mut FieldErrors) -> Option<String> {

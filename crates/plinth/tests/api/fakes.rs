@@ -161,6 +161,11 @@ async fn anthropic(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap
         let error = json!({ "type": "error", "error": { "type": kind, "message": format!("fake failure {status}") } });
         return (StatusCode::from_u16(status).unwrap(), axum::Json(error)).into_response();
     }
+    if uri.path() == "/v1/models" && headers.get("x-api-key").is_some() {
+        let models = json!({ "data": [{ "id": "claude-sonnet-4-6", "type": "model", "display_name": "Claude Sonnet 4.6",
+                                        "created_at": "2026-01-01T00:00:00Z" }], "has_more": false });
+        return axum::Json(models).into_response();
+    }
     if uri.path() != "/v1/messages" || headers.get("anthropic-version").is_none() || headers.get("x-api-key").is_none()
     {
         let error =

@@ -472,4 +472,31 @@ on_both_backends! {
         }
         assert!(app.count("SELECT COUNT(*) FROM ai_usage WHERE status = 500").await >= 4, "failed attempts are recorded");
     }
+
+    async fn models_are_listed_live_and_kept_five_minutes(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Models").await;
+        credentials(&app, &tenant).await;
+        let listed = app.get("/v1/models", &tenant.key).await;
+        listed.expect(200);
+        assert_eq!(listed.body["object"], "list");
+        let owners: Vec<(String, String)> = listed.body["data"].as_array().unwrap().iter()
+            .map(|m| (m["owned_by"].as_str().unwrap().to_string(), m["id"].as_str().unwrap().to_string())).collect();
+        assert!(owners.contains(&("anthropic".into(), "claude-sonnet-4-6".into())), "{owners:?}");
+        assert!(owners.contains(&("openai".into(), "gpt-4o-mini".into())), "{owners:?}");
+        assert!(owners.contains(&("openrouter".into(), "gpt-4o-mini".into())), "{owners:?}");
+        let calls = fakes.openai.seen().len() + fakes.anthropic.seen().len();
+        app.get("/v1/models", &tenant.key).await.expect(200);
+        assert_eq!(fakes.openai.seen().len() + fakes.anthropic.seen().len(), calls, "the second listing comes from the cache");
+
+        let native = app.get("/v1/ai/models?provider=anthropic", &tenant.key).await;
+        native.expect(200);
+        assert_eq!(native.data()["provider"], "anthropic");
+        assert_eq!(native.data()["cached"], true);
+        assert_eq!(native.data()["models"][0]["id"], "claude-sonnet-4-6");
+        app.get("/v1/ai/models?provider=nobody", &tenant.key).await.expect_error(401, "UNAUTHORIZED");
+        let other = app.tenant("Other").await;
+        assert_eq!(app.get("/v1/models", &other.key).await.body["data"], json!([]));
+        assert_eq!(app.get_public("/v1/models").await.body["error"]["code"], "invalid_api_key");
+    }
 }
