@@ -817,3 +817,34 @@ pub async fn list_models(auth: Result<Auth, ApiError>, State(app): State<App>) -
         Err(error) => error.into_response(),
     }
 }
+
+/// One embeddings call at an OpenAI-format `upstream`: the answer, recorded as usage.
+pub async fn embed_once(
+    app: &App,
+    tenant: &str,
+    key_id: Option<String>,
+    upstream: &Upstream,
+    input: Value,
+) -> Result<Value, Failure> {
+    let call = call(tenant.to_string(), key_id, upstream, "embeddings");
+    let request = upstream.post(app, "/embeddings").map_err(|e| Failure { status: 502, message: e.message })?;
+    let answer = match request.json(&json!({ "model": upstream.model, "input": input })).send().await {
+        Ok(answer) => answer,
+        Err(error) => {
+            call.record(app, 502, 0, 0).await;
+            return Err(Failure {
+                status: if error.is_timeout() { 504 } else { 502 },
+                message: crate::outbound::describe(&error),
+            });
+        }
+    };
+    let status = answer.status().as_u16();
+    let value: Value = answer.json().await.unwrap_or(Value::Null);
+    let (input_tokens, _) = openai_usage(&value["usage"]);
+    call.record(app, status, input_tokens, 0).await;
+    if !(200..300).contains(&status) {
+        let message = value["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
+        return Err(Failure { status, message });
+    }
+    Ok(value)
+}

@@ -91,7 +91,7 @@ fn default_model(provider: &str, instance: Option<&Value>) -> Option<String> {
 }
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(chat)).routes(routes!(models))
+    OpenApiRouter::new().routes(routes!(chat)).routes(routes!(generate)).routes(routes!(models)).routes(routes!(embed))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -212,6 +212,21 @@ fn api_error(error: OpenAiError) -> ApiError {
               (status = 403, body = crate::http::error::ErrorBody, description = "`BUDGET_EXCEEDED` or `FEATURE_LIMIT_REACHED`"),
               (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
 async fn chat(auth: Auth, State(app): State<App>, Json(body): Json<ChatRequest>) -> ApiResult<Response> {
+    run_chat(app, auth, body).await
+}
+
+/// Generate text
+///
+/// `prompt` in, text out: the same as `POST /v1/ai/chat` (same fields, failover and answer).
+#[utoipa::path(post, path = "/v1/ai/generate", tag = "AI", security(("bearer" = [])),
+    request_body = ChatRequest,
+    responses((status = 200, body = crate::http::response::Envelope<ChatAnswer>),
+              (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
+async fn generate(auth: Auth, State(app): State<App>, Json(body): Json<ChatRequest>) -> ApiResult<Response> {
+    run_chat(app, auth, body).await
+}
+
+async fn run_chat(app: App, auth: Auth, body: ChatRequest) -> ApiResult<Response> {
     auth.require(CHAT_WRITE)?;
     let tenant = auth.tenant()?.as_str().to_string();
     let mut errors = FieldErrors::default();
@@ -316,6 +331,139 @@ async fn chat(auth: Auth, State(app): State<App>, Json(body): Json<ChatRequest>)
     } else {
         ApiError::new(ErrorCode::UpstreamUnavailable, "every provider in the priority list failed")
     };
+    error.extra.insert("attempts".into(), json!(attempts));
+    Err(error)
+}
+
+/// An embeddings request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequest {
+    /// A text, or up to 100 texts.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Exactly this provider; otherwise the priority list's providers that have embeddings.
+    pub provider: Option<String>,
+    /// `text-embedding-3-small` (OpenAI) or `openai/text-embedding-3-small` (OpenRouter) when absent.
+    pub model: Option<String>,
+}
+
+/// Embeddings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Embeddings {
+    pub provider: String,
+    pub model: String,
+    /// One vector per input, in order.
+    pub embeddings: Vec<Vec<f64>>,
+    #[schema(value_type = Object)]
+    pub usage: Value,
+}
+
+/// Create embeddings
+///
+/// Vectors for one text or many, from `provider` or the first provider of the priority list
+/// that has embeddings (Anthropic has none), with failover as for chat.
+#[utoipa::path(post, path = "/v1/ai/embeddings", tag = "AI", security(("bearer" = [])),
+    request_body = EmbedRequest,
+    responses((status = 200, body = crate::http::response::Envelope<Embeddings>),
+              (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`")))]
+async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest>) -> ApiResult<Data<Embeddings>> {
+    auth.require(crate::scopes::required::EMBEDDINGS_WRITE)?;
+    let tenant = auth.tenant()?.as_str().to_string();
+    let texts = match &body.input {
+        Value::String(text) if !text.is_empty() => 1,
+        Value::Array(items)
+            if (1..=100).contains(&items.len()) && items.iter().all(|i| i.as_str().is_some_and(|t| !t.is_empty())) =>
+        {
+            items.len()
+        }
+        _ => return Err(ApiError::invalid("input", "must be a text or 1 to 100 texts")),
+    };
+    if serde_json::to_vec(&body.input).map(|v| v.len()).unwrap_or(usize::MAX) > 1024 * 1024 {
+        return Err(ApiError::invalid("input", "must be at most 1 MB"));
+    }
+    super::usage::check(&app, &tenant).await?;
+    let explicit = body.provider.is_some();
+    let candidates = match &body.provider {
+        Some(provider) => vec![provider.clone()],
+        None => {
+            let mut conn = app.db.pool().acquire().await?;
+            super::priority::get(&mut conn, &tenant).await?
+        }
+    };
+    let key_id = auth.actor.key_id().map(str::to_string);
+    let mut attempts = Vec::new();
+    for provider in &candidates {
+        let Some(mut upstream) = upstream_for(&app, &tenant, provider, "").await.map_err(api_error)? else {
+            if explicit {
+                return Err(ApiError::unauthorized(format!("this tenant has no credentials for `{provider}`")));
+            }
+            attempts.push(Tried { provider: provider.clone(), status: None, error: Some("no credentials".into()) });
+            continue;
+        };
+        let default = match provider.as_str() {
+            "openai" => Some("text-embedding-3-small".to_string()),
+            "openrouter" => Some("openai/text-embedding-3-small".to_string()),
+            _ => {
+                upstream.instance.as_ref().and_then(|c| c["default_models"]["embeddings"].as_str()).map(str::to_string)
+            }
+        };
+        let model = body.model.clone().or(default);
+        let (Some(model), super::compat::Wire::OpenAi) = (model, upstream.wire) else {
+            if explicit {
+                return Err(ApiError::invalid(
+                    "provider",
+                    format!("`{provider}` has no embeddings (or no model was named)"),
+                ));
+            }
+            attempts.push(Tried { provider: provider.clone(), status: None, error: Some("no embeddings".into()) });
+            continue;
+        };
+        upstream.model = model;
+        match super::compat::embed_once(&app, &tenant, key_id.clone(), &upstream, body.input.clone()).await {
+            Ok(answer) => {
+                let mut data: Vec<&Value> = answer["data"].as_array().map(|d| d.iter().collect()).unwrap_or_default();
+                data.sort_by_key(|d| d["index"].as_u64().unwrap_or(0));
+                let embeddings: Vec<Vec<f64>> = data
+                    .iter()
+                    .map(|d| {
+                        d["embedding"]
+                            .as_array()
+                            .map(|v| v.iter().filter_map(Value::as_f64).collect())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                if embeddings.len() != texts {
+                    return Err(ApiError::new(
+                        ErrorCode::UpstreamUnavailable,
+                        format!("{provider} answered {} vectors for {texts} texts", embeddings.len()),
+                    ));
+                }
+                return Ok(Data(Embeddings {
+                    provider: provider.clone(),
+                    model: upstream.model,
+                    embeddings,
+                    usage: answer["usage"].clone(),
+                }));
+            }
+            Err(failure) => {
+                let fails_over = failure.fails_over();
+                attempts.push(Tried {
+                    provider: provider.clone(),
+                    status: Some(failure.status),
+                    error: Some(failure.message.clone()),
+                });
+                if explicit || !fails_over {
+                    let code = if fails_over { ErrorCode::UpstreamUnavailable } else { ErrorCode::BadRequest };
+                    let mut error =
+                        ApiError::new(code, format!("{provider} answered {}: {}", failure.status, failure.message));
+                    error.extra.insert("attempts".into(), json!(attempts));
+                    return Err(error);
+                }
+            }
+        }
+    }
+    let mut error = ApiError::new(ErrorCode::UpstreamUnavailable, "no provider in the priority list gave embeddings");
     error.extra.insert("attempts".into(), json!(attempts));
     Err(error)
 }

@@ -499,4 +499,33 @@ on_both_backends! {
         assert_eq!(app.get("/v1/models", &other.key).await.body["data"], json!([]));
         assert_eq!(app.get_public("/v1/models").await.body["error"]["code"], "invalid_api_key");
     }
+
+    async fn native_generate_and_embeddings(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Native").await;
+        credentials(&app, &tenant).await;
+        let order = json!({ "providers": ["anthropic", "openai", "openrouter"] });
+        app.send(app.request(Method::PUT, "/v1/ai/provider-priority", Some(&tenant.key)).json(&order)).await.expect(200);
+        let generated = app.post("/v1/ai/generate", &tenant.key, json!({ "prompt": "a haiku" })).await;
+        generated.expect(200);
+        assert_eq!(generated.data()["provider"], "anthropic");
+
+        // Anthropic has no embeddings: skipped; OpenAI answers with its default model.
+        let embedded = app.post("/v1/ai/embeddings", &tenant.key, json!({ "input": "hello" })).await;
+        embedded.expect(200);
+        assert_eq!(embedded.data()["provider"], "openai");
+        assert_eq!(embedded.data()["model"], "text-embedding-3-small");
+        assert_eq!(embedded.data()["embeddings"], json!([[0.25, -0.5, 0.75]]));
+        assert_eq!(fakes.openai.last().path, "/v1/embeddings");
+        // OpenAI failing moves on to OpenRouter.
+        fakes.openai.fail_with(&[503]);
+        let moved = app.post("/v1/ai/embeddings", &tenant.key, json!({ "input": ["hello"] })).await;
+        moved.expect(200);
+        assert_eq!(moved.data()["provider"], "openrouter");
+        assert_eq!(fakes.openrouter.last().body["model"], "openai/text-embedding-3-small");
+        app.post("/v1/ai/embeddings", &tenant.key, json!({ "input": "x", "provider": "anthropic" })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/ai/embeddings", &tenant.key, json!({ "input": [] })).await.expect_error(422, "VALIDATION_FAILED");
+        // Two texts, but the fake answers one vector: not passed off as an answer.
+        app.post("/v1/ai/embeddings", &tenant.key, json!({ "input": ["a", "b"], "provider": "openai" })).await.expect_error(503, "UPSTREAM_UNAVAILABLE");
+    }
 }

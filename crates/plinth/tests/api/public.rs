@@ -110,6 +110,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/embeddings"),
     ("get", "/v1/ai-usage"),
     ("post", "/v1/ai/chat"),
+    ("post", "/v1/ai/generate"),
+    ("post", "/v1/ai/embeddings"),
     ("get", "/v1/models"),
     ("get", "/v1/ai/models"),
     ("get", "/v1/ai/budget"),
