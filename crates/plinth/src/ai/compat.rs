@@ -471,9 +471,15 @@ fn metered_stream(app: App, call: Call, answer: reqwest::Response, wants_usage: 
                         }
                     }
                 }
-                Some(Err(_)) | None => {
+                ended => {
                     if !state.pending.trim().is_empty() {
                         state.ready.push_back(Bytes::from(std::mem::take(&mut state.pending)));
+                    }
+                    if let Some(Err(error)) = ended {
+                        // Broken mid-stream: said as an error frame, never retried elsewhere.
+                        let message = format!("the provider's stream broke: {}", crate::outbound::describe(&error));
+                        let frame = json!({ "error": { "message": message, "type": "upstream_error", "code": "stream_interrupted" } });
+                        state.ready.push_back(Bytes::from(format!("data: {frame}\n\ndata: [DONE]\n\n")));
                     }
                     state.finished = true;
                     let (app, call, (input, output)) = (state.app.clone(), state.call.clone(), state.usage);
@@ -847,4 +853,59 @@ pub async fn embed_once(
         return Err(Failure { status, message });
     }
     Ok(value)
+}
+
+/// Starts a streamed chat completion at `upstream` (`body` in OpenAI's format): the streaming
+/// answer once the provider has accepted it, or why it did not (before any byte was sent, so
+/// the caller may try another provider).
+pub async fn stream_once(
+    app: &App,
+    tenant: &str,
+    key_id: Option<String>,
+    upstream: &Upstream,
+    mut body: Value,
+) -> Result<Response, Failure> {
+    let call = call(tenant.to_string(), key_id, upstream, "stream");
+    body["stream"] = json!(true);
+    let wants_usage = body["stream_options"]["include_usage"] == true;
+    let sent = match upstream.wire {
+        Wire::OpenAi => {
+            body["model"] = json!(upstream.model);
+            body["stream_options"]["include_usage"] = json!(true);
+            match upstream.post(app, "/chat/completions") {
+                Ok(request) => request.json(&body).send().await,
+                Err(error) => return Err(Failure { status: 502, message: error.message }),
+            }
+        }
+        Wire::Anthropic => {
+            let request =
+                anthropic::request(&body, &upstream.model).map_err(|message| Failure { status: 400, message })?;
+            match upstream.post(app, "/v1/messages") {
+                Ok(post) => post.json(&request).send().await,
+                Err(error) => return Err(Failure { status: 502, message: error.message }),
+            }
+        }
+    };
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(error) => {
+            call.record(app, 502, 0, 0).await;
+            return Err(Failure {
+                status: if error.is_timeout() { 504 } else { 502 },
+                message: crate::outbound::describe(&error),
+            });
+        }
+    };
+    let status = answer.status().as_u16();
+    if !(200..300).contains(&status) {
+        call.record(app, status, 0, 0).await;
+        let value: Value = answer.json().await.unwrap_or(Value::Null);
+        let message = value["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
+        return Err(Failure { status, message });
+    }
+    let response = match upstream.wire {
+        Wire::OpenAi => metered_stream(app.clone(), call, answer, wants_usage),
+        Wire::Anthropic => translate_stream(app.clone(), call, answer, &upstream.model, wants_usage),
+    };
+    Ok(with_provider(response, &upstream.provider))
 }

@@ -91,7 +91,12 @@ fn default_model(provider: &str, instance: Option<&Value>) -> Option<String> {
 }
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(chat)).routes(routes!(generate)).routes(routes!(models)).routes(routes!(embed))
+    OpenApiRouter::new()
+        .routes(routes!(chat))
+        .routes(routes!(generate))
+        .routes(routes!(ai_stream))
+        .routes(routes!(models))
+        .routes(routes!(embed))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -226,7 +231,25 @@ async fn generate(auth: Auth, State(app): State<App>, Json(body): Json<ChatReque
     run_chat(app, auth, body).await
 }
 
+/// Stream a chat answer (Server-Sent Events)
+///
+/// The same body as `POST /v1/ai/chat`; the answer is `text/event-stream` of OpenAI
+/// `chat.completion.chunk` frames ending with `data: [DONE]`, the provider named in
+/// `X-Plinth-Provider`. Providers are tried in priority order until one accepts the request;
+/// once bytes flow there is no failover, and an error in the middle arrives as an error frame.
+#[utoipa::path(post, path = "/v1/ai/stream", tag = "AI", security(("bearer" = [])),
+    request_body = ChatRequest,
+    responses((status = 200, content_type = "text/event-stream", body = String, description = "The stream"),
+              (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
+async fn ai_stream(auth: Auth, State(app): State<App>, Json(body): Json<ChatRequest>) -> ApiResult<Response> {
+    answer(app, auth, body, true).await
+}
+
 async fn run_chat(app: App, auth: Auth, body: ChatRequest) -> ApiResult<Response> {
+    answer(app, auth, body, false).await
+}
+
+async fn answer(app: App, auth: Auth, body: ChatRequest, streamed: bool) -> ApiResult<Response> {
     auth.require(CHAT_WRITE)?;
     let tenant = auth.tenant()?.as_str().to_string();
     let mut errors = FieldErrors::default();
@@ -287,7 +310,15 @@ async fn run_chat(app: App, auth: Auth, body: ChatRequest) -> ApiResult<Response
                 continue;
             }
         }
-        match chat_once(&app, &tenant, key_id.clone(), &upstream, request.clone()).await {
+        let outcome = if streamed {
+            match super::compat::stream_once(&app, &tenant, key_id.clone(), &upstream, request.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(failure) => Err(failure),
+            }
+        } else {
+            chat_once(&app, &tenant, key_id.clone(), &upstream, request.clone()).await
+        };
+        match outcome {
             Ok(completion) => {
                 attempts.push(Tried { provider: provider.clone(), status: Some(200), error: None });
                 let choice = &completion["choices"][0];

@@ -528,4 +528,31 @@ on_both_backends! {
         // Two texts, but the fake answers one vector: not passed off as an answer.
         app.post("/v1/ai/embeddings", &tenant.key, json!({ "input": ["a", "b"], "provider": "openai" })).await.expect_error(503, "UPSTREAM_UNAVAILABLE");
     }
+
+    async fn native_streams_fail_over_before_the_first_byte(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Streams").await;
+        credentials(&app, &tenant).await;
+        let order = json!({ "providers": ["anthropic", "openai"] });
+        app.send(app.request(Method::PUT, "/v1/ai/provider-priority", Some(&tenant.key)).json(&order)).await.expect(200);
+        let streamed = app.post("/v1/ai/stream", &tenant.key, json!({ "prompt": "go" })).await;
+        streamed.expect(200);
+        assert_eq!(streamed.header("x-plinth-provider"), Some("anthropic"));
+        assert!(streamed.header("content-type").unwrap().starts_with("text/event-stream"));
+        let got = frames(&streamed.text);
+        assert_eq!(got.last().unwrap(), "[DONE]");
+        let text: String = got[..got.len() - 1].iter().filter_map(|f| serde_json::from_str::<Value>(f).ok())
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string)).collect();
+        assert_eq!(text, "Hello");
+        // The first provider refusing before any byte: the next one streams.
+        fakes.anthropic.fail_with(&[529]);
+        let moved = app.post("/v1/ai/stream", &tenant.key, json!({ "prompt": "go" })).await;
+        moved.expect(200);
+        assert_eq!(moved.header("x-plinth-provider"), Some("openai"));
+        assert_eq!(frames(&moved.text).last().unwrap(), "[DONE]");
+        assert_eq!(fakes.openai.last().body["stream"], true);
+        // Named, no failover.
+        fakes.anthropic.fail_with(&[500]);
+        app.post("/v1/ai/stream", &tenant.key, json!({ "prompt": "go", "provider": "anthropic" })).await.expect_error(503, "UPSTREAM_UNAVAILABLE");
+    }
 }

@@ -111,6 +111,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/ai-usage"),
     ("post", "/v1/ai/chat"),
     ("post", "/v1/ai/generate"),
+    ("post", "/v1/ai/stream"),
     ("post", "/v1/ai/embeddings"),
     ("get", "/v1/models"),
     ("get", "/v1/ai/models"),
