@@ -95,6 +95,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(chat))
         .routes(routes!(generate))
         .routes(routes!(ai_stream))
+        .routes(routes!(vision))
         .routes(routes!(models))
         .routes(routes!(embed))
 }
@@ -242,14 +243,68 @@ async fn generate(auth: Auth, State(app): State<App>, Json(body): Json<ChatReque
     responses((status = 200, content_type = "text/event-stream", body = String, description = "The stream"),
               (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
 async fn ai_stream(auth: Auth, State(app): State<App>, Json(body): Json<ChatRequest>) -> ApiResult<Response> {
-    answer(app, auth, body, true).await
+    answer(app, auth, body, true, None).await
 }
 
 async fn run_chat(app: App, auth: Auth, body: ChatRequest) -> ApiResult<Response> {
-    answer(app, auth, body, false).await
+    answer(app, auth, body, false, None).await
 }
 
-async fn answer(app: App, auth: Auth, body: ChatRequest, streamed: bool) -> ApiResult<Response> {
+/// A question about an image.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VisionRequest {
+    pub prompt: String,
+    /// An `https://` image URL the provider fetches...
+    pub image_url: Option<String>,
+    /// ...or the image itself, base64, with its `media_type` (`image/png`, `image/jpeg`, ...).
+    pub image_base64: Option<String>,
+    pub media_type: Option<String>,
+    pub system: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub max_tokens: Option<u64>,
+}
+
+/// Ask about an image
+///
+/// A prompt and an image (`image_url`, or `image_base64` with `media_type`), answered like
+/// `POST /v1/ai/chat` (priority list, failover, the same answer).
+#[utoipa::path(post, path = "/v1/ai/vision", tag = "AI", security(("bearer" = [])),
+    request_body = VisionRequest,
+    responses((status = 200, body = crate::http::response::Envelope<ChatAnswer>),
+              (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
+async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionRequest>) -> ApiResult<Response> {
+    let image = match (&body.image_url, &body.image_base64, &body.media_type) {
+        (Some(url), None, _) if url.starts_with("https://") && url.len() <= 4096 => url.clone(),
+        (None, Some(data), Some(media)) if media.starts_with("image/") && !data.is_empty() => {
+            use base64::Engine;
+            if base64::engine::general_purpose::STANDARD.decode(data).is_err() {
+                return Err(ApiError::invalid("image_base64", "must be base64"));
+            }
+            format!("data:{media};base64,{data}")
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "image_url",
+                "give an https:// `image_url`, or `image_base64` with an `image/...` `media_type`",
+            ))
+        }
+    };
+    let chat = ChatRequest {
+        prompt: Some(body.prompt),
+        message: None,
+        history: None,
+        system: body.system,
+        provider: body.provider,
+        model: body.model,
+        max_tokens: body.max_tokens,
+        temperature: None,
+    };
+    answer(app, auth, chat, false, Some(image)).await
+}
+
+async fn answer(app: App, auth: Auth, body: ChatRequest, streamed: bool, image: Option<String>) -> ApiResult<Response> {
     auth.require(CHAT_WRITE)?;
     let tenant = auth.tenant()?.as_str().to_string();
     let mut errors = FieldErrors::default();
@@ -277,7 +332,12 @@ async fn answer(app: App, auth: Auth, body: ChatRequest, streamed: bool) -> ApiR
     for turn in body.history.iter().flatten() {
         messages.push(json!({ "role": turn.role, "content": turn.content }));
     }
-    messages.push(json!({ "role": "user", "content": prompt.unwrap_or_default() }));
+    let text = prompt.unwrap_or_default();
+    let content = match &image {
+        Some(url) => json!([{ "type": "text", "text": text }, { "type": "image_url", "image_url": { "url": url } }]),
+        None => json!(text),
+    };
+    messages.push(json!({ "role": "user", "content": content }));
     let mut request = json!({ "messages": messages });
     if let Some(max_tokens) = body.max_tokens {
         request["max_tokens"] = json!(max_tokens);

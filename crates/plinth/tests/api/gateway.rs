@@ -555,4 +555,22 @@ on_both_backends! {
         fakes.anthropic.fail_with(&[500]);
         app.post("/v1/ai/stream", &tenant.key, json!({ "prompt": "go", "provider": "anthropic" })).await.expect_error(503, "UPSTREAM_UNAVAILABLE");
     }
+
+    async fn vision_sends_the_image_as_the_provider_wants_it(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Vision").await;
+        credentials(&app, &tenant).await;
+        let seen = app.post("/v1/ai/vision", &tenant.key, json!({ "prompt": "What is this?", "image_url": "https://example.com/cat.png", "provider": "anthropic" })).await;
+        seen.expect(200);
+        let content = &fakes.anthropic.last().body["messages"][0]["content"];
+        assert_eq!(content[1], json!({ "type": "image", "source": { "type": "url", "url": "https://example.com/cat.png" } }));
+        let inline = app.post("/v1/ai/vision", &tenant.key, json!({ "prompt": "And this?", "image_base64": "iVBORw0KGgo=", "media_type": "image/png", "provider": "openai" })).await;
+        inline.expect(200);
+        assert_eq!(fakes.openai.last().body["messages"][0]["content"][1]["image_url"]["url"], "data:image/png;base64,iVBORw0KGgo=");
+        for bad in [json!({ "prompt": "x" }), json!({ "prompt": "x", "image_url": "http://example.com/a.png" }),
+                    json!({ "prompt": "x", "image_base64": "!!", "media_type": "image/png" })] {
+            let resp = app.post("/v1/ai/vision", &tenant.key, bad.clone()).await;
+            assert_eq!(resp.status, 422, "{bad}: {}", resp.text);
+        }
+    }
 }
