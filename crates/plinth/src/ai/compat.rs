@@ -909,3 +909,72 @@ pub async fn stream_once(
     };
     Ok(with_provider(response, &upstream.provider))
 }
+
+/// One image generation at `upstream`: the images as base64 (`{b64_json}` each), whatever form
+/// the provider answers in. OpenAI's Images API, or OpenRouter's image models through chat
+/// completions with `modalities`.
+pub async fn image_once(
+    app: &App,
+    tenant: &str,
+    key_id: Option<String>,
+    upstream: &Upstream,
+    prompt: &str,
+    size: Option<&str>,
+    n: u64,
+) -> Result<Vec<Value>, Failure> {
+    let call = call(tenant.to_string(), key_id, upstream, "image");
+    let through_chat = upstream.provider == "openrouter";
+    let (path, body) = if through_chat {
+        let body = json!({ "model": upstream.model, "messages": [{ "role": "user", "content": prompt }], "modalities": ["image", "text"] });
+        ("/chat/completions", body)
+    } else {
+        let mut body = json!({ "model": upstream.model, "prompt": prompt, "n": n });
+        if let Some(size) = size {
+            body["size"] = json!(size);
+        }
+        if upstream.model.starts_with("dall-e") {
+            body["response_format"] = json!("b64_json");
+        }
+        ("/images/generations", body)
+    };
+    let request = upstream.post(app, path).map_err(|e| Failure { status: 502, message: e.message })?;
+    let answer = match request.json(&body).send().await {
+        Ok(answer) => answer,
+        Err(error) => {
+            call.record(app, 502, 0, 0).await;
+            return Err(Failure {
+                status: if error.is_timeout() { 504 } else { 502 },
+                message: crate::outbound::describe(&error),
+            });
+        }
+    };
+    let status = answer.status().as_u16();
+    let value: Value = answer.json().await.unwrap_or(Value::Null);
+    let (input, output) = openai_usage(&value["usage"]);
+    call.record(app, status, input, output).await;
+    if !(200..300).contains(&status) {
+        let message = value["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
+        return Err(Failure { status, message });
+    }
+    let images: Vec<Value> = if through_chat {
+        value["choices"][0]["message"]["images"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|image| image["image_url"]["url"].as_str())
+            .filter_map(|url| url.split_once(";base64,").map(|(_, data)| json!({ "b64_json": data })))
+            .collect()
+    } else {
+        value["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["b64_json"].as_str())
+            .map(|b| json!({ "b64_json": b }))
+            .collect()
+    };
+    if images.is_empty() {
+        return Err(Failure { status: 502, message: "the provider answered no image as base64".into() });
+    }
+    Ok(images)
+}

@@ -96,6 +96,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(generate))
         .routes(routes!(ai_stream))
         .routes(routes!(vision))
+        .routes(routes!(image))
         .routes(routes!(models))
         .routes(routes!(embed))
 }
@@ -555,6 +556,121 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
         }
     }
     let mut error = ApiError::new(ErrorCode::UpstreamUnavailable, "no provider in the priority list gave embeddings");
+    error.extra.insert("attempts".into(), json!(attempts));
+    Err(error)
+}
+
+/// An image to generate.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRequest {
+    pub prompt: String,
+    /// `openai` or `openrouter`; otherwise the priority list's providers that make images.
+    pub provider: Option<String>,
+    /// `gpt-image-1` (OpenAI's default), `dall-e-3`, `google/gemini-2.5-flash-image-preview`
+    /// (OpenRouter's default), `google/gemini-3-pro-image-preview`.
+    pub model: Option<String>,
+    /// Such as `1024x1024` (OpenAI).
+    pub size: Option<String>,
+    /// 1 to 4 images (OpenAI).
+    pub n: Option<u64>,
+}
+
+/// Generated images.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Images {
+    pub provider: String,
+    pub model: String,
+    /// `{b64_json}` each, whichever provider made them.
+    #[schema(value_type = Vec<Object>)]
+    pub images: Vec<Value>,
+    pub attempts: Vec<Tried>,
+}
+
+/// Generate an image
+///
+/// OpenAI (`gpt-image-1`, `dall-e-3`) or OpenRouter's image models, always answered as
+/// `{b64_json}`; the priority list's failover as for chat.
+#[utoipa::path(post, path = "/v1/ai/image", tag = "AI", security(("bearer" = [])),
+    request_body = ImageRequest,
+    responses((status = 200, body = crate::http::response::Envelope<Images>),
+              (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`")))]
+async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest>) -> ApiResult<Data<Images>> {
+    auth.require(CHAT_WRITE)?;
+    let tenant = auth.tenant()?.as_str().to_string();
+    let mut errors = FieldErrors::default();
+    if body.prompt.trim().is_empty() || body.prompt.len() > TEXT_MAX_BYTES {
+        errors.add("prompt", format!("is required: at most {} KB", TEXT_MAX_BYTES / 1024));
+    }
+    if body.n.is_some_and(|n| !(1..=4).contains(&n)) {
+        errors.add("n", "must be 1 to 4");
+    }
+    if body.size.as_ref().is_some_and(|s| s.len() > 20) {
+        errors.add("size", "must be a size such as `1024x1024`");
+    }
+    errors.finish()?;
+    super::usage::check(&app, &tenant).await?;
+    let explicit = body.provider.is_some();
+    let candidates = match &body.provider {
+        Some(provider) => vec![provider.clone()],
+        None => {
+            let mut conn = app.db.pool().acquire().await?;
+            super::priority::get(&mut conn, &tenant).await?
+        }
+    };
+    let key_id = auth.actor.key_id().map(str::to_string);
+    let mut attempts = Vec::new();
+    for provider in &candidates {
+        let default = match provider.as_str() {
+            "openai" => Some("gpt-image-1"),
+            "openrouter" => Some("google/gemini-2.5-flash-image-preview"),
+            _ => None,
+        };
+        let upstream = match default {
+            Some(_) => upstream_for(&app, &tenant, provider, "").await.map_err(api_error)?,
+            None => None,
+        };
+        let Some(mut upstream) = upstream else {
+            if explicit {
+                return Err(ApiError::invalid(
+                    "provider",
+                    format!("`{provider}` makes no images here, or has no credentials"),
+                ));
+            }
+            attempts.push(Tried {
+                provider: provider.clone(),
+                status: None,
+                error: Some("no image generation or no credentials".into()),
+            });
+            continue;
+        };
+        upstream.model = body.model.clone().unwrap_or_else(|| default.unwrap_or_default().to_string());
+        let n = body.n.unwrap_or(1);
+        match super::compat::image_once(&app, &tenant, key_id.clone(), &upstream, &body.prompt, body.size.as_deref(), n)
+            .await
+        {
+            Ok(images) => {
+                attempts.push(Tried { provider: provider.clone(), status: Some(200), error: None });
+                return Ok(Data(Images { provider: provider.clone(), model: upstream.model, images, attempts }));
+            }
+            Err(failure) => {
+                let fails_over = failure.fails_over();
+                attempts.push(Tried {
+                    provider: provider.clone(),
+                    status: Some(failure.status),
+                    error: Some(failure.message.clone()),
+                });
+                if explicit || !fails_over {
+                    let code = if fails_over { ErrorCode::UpstreamUnavailable } else { ErrorCode::BadRequest };
+                    let mut error =
+                        ApiError::new(code, format!("{provider} answered {}: {}", failure.status, failure.message));
+                    error.extra.insert("attempts".into(), json!(attempts));
+                    return Err(error);
+                }
+            }
+        }
+    }
+    let mut error = ApiError::new(ErrorCode::UpstreamUnavailable, "no provider in the priority list made the image");
     error.extra.insert("attempts".into(), json!(attempts));
     Err(error)
 }

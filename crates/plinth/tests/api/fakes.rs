@@ -113,6 +113,13 @@ async fn openai(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, b
             "usage": { "prompt_tokens": 3, "total_tokens": 3 },
         }))
         .into_response(),
+        "/v1/images/generations" => axum::Json(json!({ "created": 1, "data": [{ "b64_json": "aW1hZ2U=" }] })).into_response(),
+        "/v1/chat/completions" if body["modalities"].as_array().is_some_and(|m| m.contains(&json!("image"))) => axum::Json(json!({
+            "id": "chatcmpl-img", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{ "index": 0, "finish_reason": "stop", "message": { "role": "assistant", "content": "",
+                "images": [{ "type": "image_url", "image_url": { "url": "data:image/png;base64,cGl4ZWxz" } }] } }],
+        }))
+        .into_response(),
         "/v1/models" => axum::Json(json!({ "object": "list", "data": [{ "id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "fake" }] })).into_response(),
         "/v1/chat/completions" if body["stream"] == true => {
             let chunk = |delta: Value, finish: Value| {

@@ -573,4 +573,33 @@ on_both_backends! {
             assert_eq!(resp.status, 422, "{bad}: {}", resp.text);
         }
     }
+
+    async fn images_come_back_as_base64_from_either_provider(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Images").await;
+        credentials(&app, &tenant).await;
+        let made = app.post("/v1/ai/image", &tenant.key, json!({ "prompt": "a red fox", "provider": "openai", "size": "1024x1024" })).await;
+        made.expect(200);
+        assert_eq!(made.data()["model"], "gpt-image-1");
+        assert_eq!(made.data()["images"], json!([{ "b64_json": "aW1hZ2U=" }]));
+        let sent = fakes.openai.last();
+        assert_eq!(sent.path, "/v1/images/generations");
+        assert_eq!(sent.body["size"], "1024x1024");
+        assert!(sent.body.get("response_format").is_none(), "gpt-image-1 takes no response_format");
+        app.post("/v1/ai/image", &tenant.key, json!({ "prompt": "a fox", "provider": "openai", "model": "dall-e-3" })).await.expect(200);
+        assert_eq!(fakes.openai.last().body["response_format"], "b64_json");
+        let routed = app.post("/v1/ai/image", &tenant.key, json!({ "prompt": "a fox", "provider": "openrouter" })).await;
+        routed.expect(200);
+        assert_eq!(routed.data()["model"], "google/gemini-2.5-flash-image-preview");
+        assert_eq!(routed.data()["images"], json!([{ "b64_json": "cGl4ZWxz" }]), "OpenRouter's data URLs normalised");
+        // Without a provider: Anthropic (first in the list) makes no images and is skipped.
+        let order = json!({ "providers": ["anthropic", "openai"] });
+        app.send(app.request(Method::PUT, "/v1/ai/provider-priority", Some(&tenant.key)).json(&order)).await.expect(200);
+        let listed = app.post("/v1/ai/image", &tenant.key, json!({ "prompt": "a fox" })).await;
+        listed.expect(200);
+        assert_eq!(listed.data()["provider"], "openai");
+        assert_eq!(listed.data()["attempts"][0]["provider"], "anthropic");
+        app.post("/v1/ai/image", &tenant.key, json!({ "prompt": "a fox", "provider": "anthropic" })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/ai/image", &tenant.key, json!({ "prompt": "a fox", "n": 9 })).await.expect_error(422, "VALIDATION_FAILED");
+    }
 }

@@ -113,6 +113,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/ai/generate"),
     ("post", "/v1/ai/stream"),
     ("post", "/v1/ai/vision"),
+    ("post", "/v1/ai/image"),
     ("post", "/v1/ai/embeddings"),
     ("get", "/v1/models"),
     ("get", "/v1/ai/models"),
