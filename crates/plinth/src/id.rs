@@ -30,6 +30,8 @@ pub mod prefix {
     pub const PLATFORM_EVENT: &str = "pwe";
     pub const AI_PROVIDER: &str = "aip";
     pub const AI_USAGE: &str = "aiu";
+    pub const CONVERSATION: &str = "conv";
+    pub const AI_MESSAGE: &str = "aimsg";
 }
 
 /// A new identifier with `prefix`, time-ordered.

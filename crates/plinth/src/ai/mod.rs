@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod compat;
+pub mod conversations;
 pub mod native;
 pub mod priority;
 pub mod providers;
@@ -22,4 +23,5 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(compat::routes())
         .merge(usage::routes())
         .merge(native::routes())
+        .merge(conversations::routes())
 }

@@ -244,11 +244,11 @@ async fn generate(auth: Auth, State(app): State<App>, Json(body): Json<ChatReque
     responses((status = 200, content_type = "text/event-stream", body = String, description = "The stream"),
               (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
 async fn ai_stream(auth: Auth, State(app): State<App>, Json(body): Json<ChatRequest>) -> ApiResult<Response> {
-    answer(app, auth, body, true, None).await
+    Ok(respond(answer(app, auth, body, true, None).await?))
 }
 
 async fn run_chat(app: App, auth: Auth, body: ChatRequest) -> ApiResult<Response> {
-    answer(app, auth, body, false, None).await
+    Ok(respond(answer(app, auth, body, false, None).await?))
 }
 
 /// A question about an image.
@@ -302,10 +302,38 @@ async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionReque
         max_tokens: body.max_tokens,
         temperature: None,
     };
-    answer(app, auth, chat, false, Some(image)).await
+    Ok(respond(answer(app, auth, chat, false, Some(image)).await?))
 }
 
-async fn answer(app: App, auth: Auth, body: ChatRequest, streamed: bool, image: Option<String>) -> ApiResult<Response> {
+/// What a chat came to: an answer, or a stream already under way.
+pub enum Answered {
+    Chat(ChatAnswer),
+    Stream(Response),
+}
+
+/// The answer as a response, the provider named in `X-Plinth-Provider`.
+fn respond(answered: Answered) -> Response {
+    match answered {
+        Answered::Chat(answer) => {
+            let provider = answer.provider.clone();
+            let mut response = Data(answer).into_response();
+            if let Ok(value) = HeaderValue::from_str(&provider) {
+                response.headers_mut().insert("x-plinth-provider", value);
+            }
+            response
+        }
+        Answered::Stream(response) => response,
+    }
+}
+
+/// Answers a chat request: the priority list walked with failover, or the named provider.
+pub async fn answer(
+    app: App,
+    auth: Auth,
+    body: ChatRequest,
+    streamed: bool,
+    image: Option<String>,
+) -> ApiResult<Answered> {
     auth.require(CHAT_WRITE)?;
     let tenant = auth.tenant()?.as_str().to_string();
     let mut errors = FieldErrors::default();
@@ -373,7 +401,7 @@ async fn answer(app: App, auth: Auth, body: ChatRequest, streamed: bool, image: 
         }
         let outcome = if streamed {
             match super::compat::stream_once(&app, &tenant, key_id.clone(), &upstream, request.clone()).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok(Answered::Stream(response)),
                 Err(failure) => Err(failure),
             }
         } else {
@@ -391,11 +419,7 @@ async fn answer(app: App, auth: Auth, body: ChatRequest, streamed: bool, image: 
                     usage: completion["usage"].clone(),
                     attempts,
                 };
-                let mut response = Data(answer).into_response();
-                if let Ok(value) = HeaderValue::from_str(provider) {
-                    response.headers_mut().insert("x-plinth-provider", value);
-                }
-                return Ok(response);
+                return Ok(Answered::Chat(answer));
             }
             Err(failure) => {
                 let fails_over = failure.fails_over();

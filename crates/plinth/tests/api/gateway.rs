@@ -602,4 +602,54 @@ on_both_backends! {
         app.post("/v1/ai/image", &tenant.key, json!({ "prompt": "a fox", "provider": "anthropic" })).await.expect_error(422, "VALIDATION_FAILED");
         app.post("/v1/ai/image", &tenant.key, json!({ "prompt": "a fox", "n": 9 })).await.expect_error(422, "VALIDATION_FAILED");
     }
+
+    async fn conversations_remember(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Memory").await;
+        credentials(&app, &tenant).await;
+        let started = app.post("/v1/ai/conversations", &tenant.key, json!({ "title": "Trip", "system": "You plan trips.", "provider": "anthropic" })).await;
+        started.expect(201);
+        let id = started.data()["id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("conv_"));
+        let first = app.post(&format!("/v1/ai/conversations/{id}/chat"), &tenant.key, json!({ "prompt": "Paris in May?" })).await;
+        first.expect(200);
+        assert_eq!(first.data()["conversation_id"], id.as_str());
+        assert_eq!(first.data()["provider"], "anthropic");
+        app.post(&format!("/v1/ai/conversations/{id}/chat"), &tenant.key, json!({ "message": "And June?" })).await.expect(200);
+        // The second turn carried the first as history, with the conversation's system text.
+        let sent = fakes.anthropic.last().body;
+        assert_eq!(sent["system"], "You plan trips.");
+        let texts: Vec<String> = sent["messages"].as_array().unwrap().iter().map(|m| m["content"][0]["text"].as_str().unwrap_or_default().to_string()).collect();
+        assert_eq!(texts.len(), 3);
+        assert_eq!(texts[0], "Paris in May?");
+        assert!(texts[1].starts_with("Hello from Claude"));
+        assert_eq!(texts[2], "And June?");
+        let read = app.get(&format!("/v1/ai/conversations/{id}"), &tenant.key).await;
+        read.expect(200);
+        let roles: Vec<&str> = read.data()["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, vec!["user", "assistant", "user", "assistant"]);
+        assert_eq!(read.data()["messages"][1]["provider"], "anthropic");
+
+        // Seed 000's form starts one and continues it.
+        let fresh = app.post("/v1/ai/conversation", &tenant.key, json!({ "prompt": "Hello", "provider": "openai" })).await;
+        fresh.expect(200);
+        let fresh_id = fresh.data()["conversation_id"].as_str().unwrap().to_string();
+        app.post("/v1/ai/conversation", &tenant.key, json!({ "prompt": "Again", "conversation_id": fresh_id })).await.expect(200);
+        assert_eq!(fakes.openai.last().body["messages"].as_array().unwrap().len(), 3);
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_conversations").await, 2);
+        // A failed first turn leaves no empty conversation behind.
+        fakes.openai.fail_with(&[500]);
+        app.post("/v1/ai/conversation", &tenant.key, json!({ "prompt": "Hello", "provider": "openai" })).await.expect_error(503, "UPSTREAM_UNAVAILABLE");
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_conversations").await, 2);
+
+        let renamed = app.patch(&format!("/v1/ai/conversations/{id}"), &tenant.key, json!({ "title": "Summer trip" })).await;
+        renamed.expect(200);
+        assert_eq!(renamed.data()["system"], "You plan trips.");
+        assert_eq!(app.get("/v1/ai/conversations", &tenant.key).await.data()["total"], 2);
+        let other = app.tenant("Other").await;
+        app.get(&format!("/v1/ai/conversations/{id}"), &other.key).await.expect_error(404, "NOT_FOUND");
+        app.post(&format!("/v1/ai/conversations/{id}/chat"), &other.key, json!({ "prompt": "x" })).await.expect_error(404, "NOT_FOUND");
+        app.delete(&format!("/v1/ai/conversations/{id}"), &tenant.key).await.expect(200);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_messages WHERE conversation_id = '{id}'")).await, 0);
+    }
 }
