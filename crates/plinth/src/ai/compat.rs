@@ -656,6 +656,58 @@ impl Failure {
     pub fn fails_over(&self) -> bool {
         self.status >= 500 || matches!(self.status, 401 | 403 | 429)
     }
+
+    fn unreachable(error: &reqwest::Error) -> Failure {
+        Failure { status: if error.is_timeout() { 504 } else { 502 }, message: crate::outbound::describe(error) }
+    }
+
+    fn refused(status: u16, body: &Value) -> Failure {
+        let message = body["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
+        Failure { status, message }
+    }
+}
+
+/// Sends `body` to `path` at `upstream`; a request that never got an answer is recorded.
+async fn send(
+    app: &App,
+    call: &Call,
+    upstream: &Upstream,
+    path: &str,
+    body: &Value,
+) -> Result<reqwest::Response, Failure> {
+    let request = upstream.post(app, path).map_err(|error| Failure { status: 502, message: error.message })?;
+    match request.json(body).send().await {
+        Ok(answer) => Ok(answer),
+        Err(error) => {
+            call.record(app, 502, 0, 0).await;
+            Err(Failure::unreachable(&error))
+        }
+    }
+}
+
+/// Sends `body` to `path` and reads the whole JSON answer: the body when 2xx (the caller
+/// records its usage), the failure otherwise (recorded here).
+async fn exchange(
+    app: &App,
+    call: &Call,
+    upstream: &Upstream,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, Value), Failure> {
+    let answer = send(app, call, upstream, path, body).await?;
+    let status = answer.status().as_u16();
+    let value: Value = match answer.json().await {
+        Ok(value) => value,
+        Err(error) => {
+            call.record(app, status, 0, 0).await;
+            return Err(Failure::unreachable(&error));
+        }
+    };
+    if !(200..300).contains(&status) {
+        call.record(app, status, 0, 0).await;
+        return Err(Failure::refused(status, &value));
+    }
+    Ok((status, value))
 }
 
 /// One non-streamed chat completion at `upstream`, `body` in OpenAI's format: the answer in
@@ -668,47 +720,18 @@ pub async fn chat_once(
     mut body: Value,
 ) -> Result<Value, Failure> {
     let call = call(tenant.to_string(), key_id, upstream, "chat");
-    let unreachable = |error: reqwest::Error| Failure {
-        status: if error.is_timeout() { 504 } else { 502 },
-        message: crate::outbound::describe(&error),
-    };
-    let sent = match upstream.wire {
+    let (path, request) = match upstream.wire {
         Wire::OpenAi => {
             body["model"] = json!(upstream.model);
-            match upstream.post(app, "/chat/completions") {
-                Ok(request) => request.json(&body).send().await,
-                Err(error) => return Err(Failure { status: 502, message: error.message }),
-            }
+            ("/chat/completions", body)
         }
         Wire::Anthropic => {
             let request =
                 anthropic::request(&body, &upstream.model).map_err(|message| Failure { status: 400, message })?;
-            match upstream.post(app, "/v1/messages") {
-                Ok(post) => post.json(&request).send().await,
-                Err(error) => return Err(Failure { status: 502, message: error.message }),
-            }
+            ("/v1/messages", request)
         }
     };
-    let answer = match sent {
-        Ok(answer) => answer,
-        Err(error) => {
-            call.record(app, 502, 0, 0).await;
-            return Err(unreachable(error));
-        }
-    };
-    let status = answer.status().as_u16();
-    let value: Value = match answer.json().await {
-        Ok(value) => value,
-        Err(error) => {
-            call.record(app, status, 0, 0).await;
-            return Err(unreachable(error));
-        }
-    };
-    if !(200..300).contains(&status) {
-        call.record(app, status, 0, 0).await;
-        let message = value["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
-        return Err(Failure { status, message });
-    }
+    let (status, value) = exchange(app, &call, upstream, path, &request).await?;
     let completion = match upstream.wire {
         Wire::OpenAi => value,
         Wire::Anthropic => anthropic::response(&value, crate::time::now().timestamp()),
@@ -833,25 +856,10 @@ pub async fn embed_once(
     input: Value,
 ) -> Result<Value, Failure> {
     let call = call(tenant.to_string(), key_id, upstream, "embeddings");
-    let request = upstream.post(app, "/embeddings").map_err(|e| Failure { status: 502, message: e.message })?;
-    let answer = match request.json(&json!({ "model": upstream.model, "input": input })).send().await {
-        Ok(answer) => answer,
-        Err(error) => {
-            call.record(app, 502, 0, 0).await;
-            return Err(Failure {
-                status: if error.is_timeout() { 504 } else { 502 },
-                message: crate::outbound::describe(&error),
-            });
-        }
-    };
-    let status = answer.status().as_u16();
-    let value: Value = answer.json().await.unwrap_or(Value::Null);
+    let body = json!({ "model": upstream.model, "input": input });
+    let (status, value) = exchange(app, &call, upstream, "/embeddings", &body).await?;
     let (input_tokens, _) = openai_usage(&value["usage"]);
     call.record(app, status, input_tokens, 0).await;
-    if !(200..300).contains(&status) {
-        let message = value["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
-        return Err(Failure { status, message });
-    }
     Ok(value)
 }
 
@@ -868,40 +876,23 @@ pub async fn stream_once(
     let call = call(tenant.to_string(), key_id, upstream, "stream");
     body["stream"] = json!(true);
     let wants_usage = body["stream_options"]["include_usage"] == true;
-    let sent = match upstream.wire {
+    let (path, request) = match upstream.wire {
         Wire::OpenAi => {
             body["model"] = json!(upstream.model);
             body["stream_options"]["include_usage"] = json!(true);
-            match upstream.post(app, "/chat/completions") {
-                Ok(request) => request.json(&body).send().await,
-                Err(error) => return Err(Failure { status: 502, message: error.message }),
-            }
+            ("/chat/completions", body)
         }
         Wire::Anthropic => {
             let request =
                 anthropic::request(&body, &upstream.model).map_err(|message| Failure { status: 400, message })?;
-            match upstream.post(app, "/v1/messages") {
-                Ok(post) => post.json(&request).send().await,
-                Err(error) => return Err(Failure { status: 502, message: error.message }),
-            }
+            ("/v1/messages", request)
         }
     };
-    let answer = match sent {
-        Ok(answer) => answer,
-        Err(error) => {
-            call.record(app, 502, 0, 0).await;
-            return Err(Failure {
-                status: if error.is_timeout() { 504 } else { 502 },
-                message: crate::outbound::describe(&error),
-            });
-        }
-    };
+    let answer = send(app, &call, upstream, path, &request).await?;
     let status = answer.status().as_u16();
     if !(200..300).contains(&status) {
         call.record(app, status, 0, 0).await;
-        let value: Value = answer.json().await.unwrap_or(Value::Null);
-        let message = value["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
-        return Err(Failure { status, message });
+        return Err(Failure::refused(status, &answer.json().await.unwrap_or(Value::Null)));
     }
     let response = match upstream.wire {
         Wire::OpenAi => metered_stream(app.clone(), call, answer, wants_usage),
@@ -937,25 +928,9 @@ pub async fn image_once(
         }
         ("/images/generations", body)
     };
-    let request = upstream.post(app, path).map_err(|e| Failure { status: 502, message: e.message })?;
-    let answer = match request.json(&body).send().await {
-        Ok(answer) => answer,
-        Err(error) => {
-            call.record(app, 502, 0, 0).await;
-            return Err(Failure {
-                status: if error.is_timeout() { 504 } else { 502 },
-                message: crate::outbound::describe(&error),
-            });
-        }
-    };
-    let status = answer.status().as_u16();
-    let value: Value = answer.json().await.unwrap_or(Value::Null);
+    let (status, value) = exchange(app, &call, upstream, path, &body).await?;
     let (input, output) = openai_usage(&value["usage"]);
     call.record(app, status, input, output).await;
-    if !(200..300).contains(&status) {
-        let message = value["error"]["message"].as_str().unwrap_or("the provider refused the request").to_string();
-        return Err(Failure { status, message });
-    }
     let images: Vec<Value> = if through_chat {
         value["choices"][0]["message"]["images"]
             .as_array()

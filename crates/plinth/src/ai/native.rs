@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::compat::{chat_once, upstream_for, OpenAiError};
+use super::compat::{chat_once, upstream_for, Failure, OpenAiError};
 use crate::app::App;
 use crate::auth::Auth;
 use crate::http::error::FieldErrors;
@@ -90,6 +90,40 @@ fn default_model(provider: &str, instance: Option<&Value>) -> Option<String> {
     }
 }
 
+/// The providers to try: the named one alone, or the tenant's priority list.
+async fn candidates(app: &App, tenant: &str, named: Option<&String>) -> ApiResult<Vec<String>> {
+    match named {
+        Some(provider) => Ok(vec![provider.clone()]),
+        None => {
+            let mut conn = app.db.pool().acquire().await?;
+            super::priority::get(&mut conn, tenant).await
+        }
+    }
+}
+
+/// Notes a failed attempt at `provider`; the error to answer with when no other provider may
+/// be tried (the provider was named, or the failure is the caller's: a 4xx other than 401,
+/// 403 and 429).
+fn failed(provider: &str, failure: Failure, explicit: bool, attempts: &mut Vec<Tried>) -> Option<ApiError> {
+    let fails_over = failure.fails_over();
+    attempts.push(Tried {
+        provider: provider.to_string(),
+        status: Some(failure.status),
+        error: Some(failure.message.clone()),
+    });
+    if !explicit && fails_over {
+        return None;
+    }
+    let code = if (400..500).contains(&failure.status) && !fails_over {
+        ErrorCode::BadRequest
+    } else {
+        ErrorCode::UpstreamUnavailable
+    };
+    let mut error = ApiError::new(code, format!("{provider} answered {}: {}", failure.status, failure.message));
+    error.extra.insert("attempts".into(), json!(attempts));
+    Some(error)
+}
+
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(chat))
@@ -135,13 +169,7 @@ async fn models(
 ) -> ApiResult<Data<ModelList>> {
     auth.require(crate::scopes::required::MODELS_READ)?;
     let tenant = auth.tenant()?.as_str().to_string();
-    let candidates = match query.provider {
-        Some(provider) => vec![provider],
-        None => {
-            let mut conn = app.db.pool().acquire().await?;
-            super::priority::get(&mut conn, &tenant).await?
-        }
-    };
+    let candidates = candidates(&app, &tenant, query.provider.as_ref()).await?;
     for provider in candidates {
         let Some(upstream) = upstream_for(&app, &tenant, &provider, "").await.map_err(api_error)? else { continue };
         return match super::compat::models_of(&app, &tenant, &upstream).await {
@@ -341,13 +369,7 @@ pub async fn answer(
     errors.finish()?;
     super::usage::check(&app, &tenant).await?;
     let explicit = body.provider.is_some();
-    let candidates = match &body.provider {
-        Some(provider) => vec![provider.clone()],
-        None => {
-            let mut conn = app.db.pool().acquire().await?;
-            super::priority::get(&mut conn, &tenant).await?
-        }
-    };
+    let candidates = candidates(&app, &tenant, body.provider.as_ref()).await?;
     if candidates.is_empty() {
         return Err(ApiError::invalid(
             "provider",
@@ -422,21 +444,7 @@ pub async fn answer(
                 return Ok(Answered::Chat(answer));
             }
             Err(failure) => {
-                let fails_over = failure.fails_over();
-                attempts.push(Tried {
-                    provider: provider.clone(),
-                    status: Some(failure.status),
-                    error: Some(failure.message.clone()),
-                });
-                if explicit || !fails_over {
-                    let code = if (400..500).contains(&failure.status) && !fails_over {
-                        ErrorCode::BadRequest
-                    } else {
-                        ErrorCode::UpstreamUnavailable
-                    };
-                    let mut error =
-                        ApiError::new(code, format!("{provider} answered {}: {}", failure.status, failure.message));
-                    error.extra.insert("attempts".into(), json!(attempts));
+                if let Some(error) = failed(provider, failure, explicit, &mut attempts) {
                     return Err(error);
                 }
             }
@@ -500,13 +508,7 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
     }
     super::usage::check(&app, &tenant).await?;
     let explicit = body.provider.is_some();
-    let candidates = match &body.provider {
-        Some(provider) => vec![provider.clone()],
-        None => {
-            let mut conn = app.db.pool().acquire().await?;
-            super::priority::get(&mut conn, &tenant).await?
-        }
-    };
+    let candidates = candidates(&app, &tenant, body.provider.as_ref()).await?;
     let key_id = auth.actor.key_id().map(str::to_string);
     let mut attempts = Vec::new();
     for provider in &candidates {
@@ -563,17 +565,7 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
                 }));
             }
             Err(failure) => {
-                let fails_over = failure.fails_over();
-                attempts.push(Tried {
-                    provider: provider.clone(),
-                    status: Some(failure.status),
-                    error: Some(failure.message.clone()),
-                });
-                if explicit || !fails_over {
-                    let code = if fails_over { ErrorCode::UpstreamUnavailable } else { ErrorCode::BadRequest };
-                    let mut error =
-                        ApiError::new(code, format!("{provider} answered {}: {}", failure.status, failure.message));
-                    error.extra.insert("attempts".into(), json!(attempts));
+                if let Some(error) = failed(provider, failure, explicit, &mut attempts) {
                     return Err(error);
                 }
             }
@@ -635,13 +627,7 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
     errors.finish()?;
     super::usage::check(&app, &tenant).await?;
     let explicit = body.provider.is_some();
-    let candidates = match &body.provider {
-        Some(provider) => vec![provider.clone()],
-        None => {
-            let mut conn = app.db.pool().acquire().await?;
-            super::priority::get(&mut conn, &tenant).await?
-        }
-    };
+    let candidates = candidates(&app, &tenant, body.provider.as_ref()).await?;
     let key_id = auth.actor.key_id().map(str::to_string);
     let mut attempts = Vec::new();
     for provider in &candidates {
@@ -678,17 +664,7 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
                 return Ok(Data(Images { provider: provider.clone(), model: upstream.model, images, attempts }));
             }
             Err(failure) => {
-                let fails_over = failure.fails_over();
-                attempts.push(Tried {
-                    provider: provider.clone(),
-                    status: Some(failure.status),
-                    error: Some(failure.message.clone()),
-                });
-                if explicit || !fails_over {
-                    let code = if fails_over { ErrorCode::UpstreamUnavailable } else { ErrorCode::BadRequest };
-                    let mut error =
-                        ApiError::new(code, format!("{provider} answered {}: {}", failure.status, failure.message));
-                    error.extra.insert("attempts".into(), json!(attempts));
+                if let Some(error) = failed(provider, failure, explicit, &mut attempts) {
                     return Err(error);
                 }
             }

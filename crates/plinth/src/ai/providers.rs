@@ -135,9 +135,7 @@ pub struct UpdateProvider {
 }
 
 fn is_name(name: &str) -> bool {
-    (1..=50).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && !super::BUILT_IN.contains(&name)
+    crate::object_types::is_slug(name) && !super::BUILT_IN.contains(&name)
 }
 
 fn check_key(key: &str, errors: &mut FieldErrors) {

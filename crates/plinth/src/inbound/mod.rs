@@ -27,6 +27,7 @@ use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path, Query};
 use crate::id::{self, prefix};
 use crate::keyring;
+use crate::object_types::is_slug;
 use crate::scopes::required::{INBOUND_DELETE, INBOUND_READ, INBOUND_WRITE};
 use crate::time;
 
@@ -233,11 +234,6 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(platform::routes())
 }
 
-fn is_source_name(name: &str) -> bool {
-    (1..=50).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn check_secret(scheme: &str, secret: &str) -> Result<(), String> {
     if secret.len() < 8 || secret.len() > 512 || secret.trim() != secret {
         return Err("must be 8 to 512 characters, without surrounding spaces".into());
@@ -303,7 +299,7 @@ async fn create_source(
     auth.require(INBOUND_WRITE)?;
     let tenant = auth.tenant()?;
     let mut errors = FieldErrors::default();
-    if !is_source_name(&body.name) {
+    if !is_slug(&body.name) {
         errors.add("name", "must be 1 to 50 lowercase letters, digits, `-` or `_`");
     }
     if !verify::SCHEMES.contains(&body.scheme.as_str()) {

@@ -123,6 +123,13 @@ pub fn is_identifier(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// True for a short name of `[a-z0-9_-]{1,50}`: inbound sources, provider instances, custom
+/// vault services and their fields.
+pub fn is_slug(name: &str) -> bool {
+    (1..=50).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// `support_tickets` -> `Support Tickets`.
 fn title_case(name: &str) -> String {
     name.split('_')

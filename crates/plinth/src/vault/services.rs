@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::hint;
 use crate::http::error::FieldErrors;
+use crate::object_types::is_slug;
 
 /// Largest value of one field.
 const VALUE_MAX: usize = 8 * 1024;
@@ -94,11 +95,6 @@ pub enum Service {
     Custom,
 }
 
-fn is_custom_name(name: &str) -> bool {
-    (1..=50).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn check_value(field: &str, value: &Value, errors: &mut FieldErrors) -> Option<String> {
     match value {
         Value::String(text) if text.trim().is_empty() => errors.add(field, "must not be empty"),
@@ -117,7 +113,7 @@ fn check_value(field: &str, value: &Value, errors: &mut FieldErrors) -> Option<S
 impl Service {
     pub fn named(name: &str) -> Option<Service> {
         if let Some(custom) = name.strip_prefix("custom:") {
-            return is_custom_name(custom).then_some(Service::Custom);
+            return is_slug(custom).then_some(Service::Custom);
         }
         SERVICES.iter().find(|s| s.name == name).map(Service::Known)
     }
@@ -144,7 +140,7 @@ impl Service {
                     errors.add("body", format!("must hold 1 to {CUSTOM_FIELDS_MAX} fields"));
                 }
                 for (name, value) in given {
-                    if !is_custom_name(&name) {
+                    if !is_slug(&name) {
                         errors.add(&name, "field names are lowercase letters, digits, `-` and `_`");
                         continue;
                     }
