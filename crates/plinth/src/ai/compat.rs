@@ -323,11 +323,7 @@ fn model_of(body: &Value) -> Result<String, OpenAiError> {
 }
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(chat_completions))
-        .routes(routes!(ai_completions))
-        .routes(routes!(embeddings))
-        .routes(routes!(list_models))
+    OpenApiRouter::new().routes(routes!(chat_completions)).routes(routes!(embeddings)).routes(routes!(list_models))
 }
 
 /// Create a chat completion (OpenAI-compatible)
@@ -335,22 +331,13 @@ pub fn routes() -> OpenApiRouter<App> {
 /// OpenAI's request and answer, without the envelope; errors as `{error: {message, type, code}}`.
 /// The model picks the provider (see the AI docs); the answer names it in `X-Plinth-Provider`.
 /// `"stream": true` answers `text/event-stream` of `chat.completion.chunk` frames and `[DONE]`.
+/// Also at `/v1/ai/completions`.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "AI", security(("bearer" = [])),
     request_body(content = Object, description = "OpenAI's chat completion request"),
     responses((status = 200, body = Object, description = "OpenAI's chat completion, or its stream"),
               (status = 400, body = Object, description = "`{error: {message, type, code}}`"),
               (status = 401, body = Object, description = "No credential, or no credentials for the provider")))]
 async fn chat_completions(auth: Result<Auth, ApiError>, State(app): State<App>, body: Bytes) -> Response {
-    complete(app, auth, body).await.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// Create a chat completion (alias)
-///
-/// The same as `POST /v1/chat/completions`.
-#[utoipa::path(post, path = "/v1/ai/completions", tag = "AI", security(("bearer" = [])),
-    request_body(content = Object, description = "OpenAI's chat completion request"),
-    responses((status = 200, body = Object, description = "OpenAI's chat completion, or its stream")))]
-async fn ai_completions(auth: Result<Auth, ApiError>, State(app): State<App>, body: Bytes) -> Response {
     complete(app, auth, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 

@@ -10,8 +10,12 @@ use utoipa::{Modify, OpenApi};
 use super::error::ErrorBody;
 
 /// Paths served again under a second name: (canonical prefix, alias prefix, what is excluded).
-pub const ALIASES: &[(&str, &str, &str)] =
-    &[("/v1/tenants", "/v1/workspaces", ""), ("/v1/keys", "/v1/api-keys", "/v1/keys/public")];
+pub const ALIASES: &[(&str, &str, &str)] = &[
+    ("/v1/tenants", "/v1/workspaces", ""),
+    ("/v1/keys", "/v1/api-keys", "/v1/keys/public"),
+    ("/v1/events/stream", "/events/stream", ""),
+    ("/v1/chat/completions", "/v1/ai/completions", ""),
+];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -156,7 +160,8 @@ fn add_aliases(openapi: &mut OpenApiDoc) {
             let mut item = item.clone();
             let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
             for operation in operations.into_iter().flatten() {
-                operation.operation_id = operation.operation_id.as_ref().map(|id| format!("{id}_via_{}", &alias[4..]));
+                let via = alias.trim_start_matches("/v1").trim_start_matches('/').replace(['/', '-'], "_");
+                operation.operation_id = operation.operation_id.as_ref().map(|id| format!("{id}_via_{via}"));
                 let note = format!("Alias of `{canonical}`.");
                 operation.description = Some(match operation.description.take() {
                     Some(text) => format!("{text}\n\n{note}"),
@@ -203,5 +208,7 @@ mod tests {
         assert_eq!(canonical_path("/v1/api-keys/public"), None);
         assert_eq!(canonical_path("/v1/api-keysx"), None);
         assert_eq!(canonical_path("/v1/keys"), None);
+        assert_eq!(canonical_path("/events/stream").as_deref(), Some("/v1/events/stream"));
+        assert_eq!(canonical_path("/v1/ai/completions").as_deref(), Some("/v1/chat/completions"));
     }
 }

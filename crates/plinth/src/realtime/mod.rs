@@ -191,11 +191,7 @@ enum Command {
 }
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(connect))
-        .routes(routes!(stats))
-        .routes(routes!(sse::stream))
-        .routes(routes!(sse::stream_v1))
+    OpenApiRouter::new().routes(routes!(connect)).routes(routes!(stats)).routes(routes!(sse::stream))
 }
 
 /// Open a realtime connection

@@ -229,25 +229,11 @@ async fn open(
 ///
 /// The tenant's events as they commit, filtered by `types`; with `Last-Event-ID` (or
 /// `?last_event_id=`) it first sends the events after that one from the outbox. Needs
-/// `events:read`; `?token=` carries the credential for `EventSource`.
-#[utoipa::path(get, path = "/events/stream", tag = "Realtime", security(("bearer" = [])),
-    params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
-    responses((status = 200, content_type = "text/event-stream", body = String, description = "The event stream")))]
-pub async fn stream(
-    auth: Auth,
-    State(app): State<App>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Query(query): Query<StreamQuery>,
-) -> ApiResult<Response> {
-    open(app, &auth, &headers, &uri, query).await
-}
-
-/// Stream events (under /v1)
+/// `events:read`; `?token=` carries the credential for `EventSource`. Also at `/events/stream`.
 #[utoipa::path(get, path = "/v1/events/stream", tag = "Realtime", security(("bearer" = [])),
     params(StreamQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses((status = 200, content_type = "text/event-stream", body = String, description = "The event stream")))]
-pub async fn stream_v1(
+pub async fn stream(
     auth: Auth,
     State(app): State<App>,
     headers: HeaderMap,
