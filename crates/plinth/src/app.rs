@@ -66,6 +66,10 @@ pub struct AppState {
     pub ai_prices: crate::ai::usage::Prices,
     /// Providers' model lists, kept five minutes.
     pub ai_models: crate::ai::compat::ModelCache,
+    /// Stored file bytes.
+    pub files: crate::files::Files,
+    /// Signs the public links of uploads.
+    pub link_key: [u8; 32],
     /// This node's realtime connections.
     pub realtime: crate::realtime::Hub,
     pub started_at: Instant,
@@ -170,6 +174,7 @@ async fn limit_body(State(max): State<usize>, request: Request, next: Next) -> R
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    let max = crate::limits::body_limit(request.uri().path(), max);
     if declared.is_some_and(|len| len > max) {
         return ApiError::new(ErrorCode::PayloadTooLarge, format!("request body exceeds the limit of {max} bytes"))
             .into_response();
@@ -302,6 +307,8 @@ impl Server {
             config.outbound_allow_private,
             std::time::Duration::from_secs(config.webhooks.timeout_secs),
         );
+        let files_dir = config.storage.files_dir.clone().unwrap_or_else(|| config.storage.data_dir.join("files"));
+        let files = crate::files::Files::local(&files_dir)?;
         let app = App(Arc::new(AppState {
             db,
             token_keys: TokenKeys::new(&master, config.token_ttl_secs),
@@ -319,6 +326,8 @@ impl Server {
             ai_guarded: crate::outbound::ai_client(allow_private, false),
             ai_prices,
             ai_models: Default::default(),
+            files,
+            link_key: master.derive("upload-links"),
             realtime: crate::realtime::Hub::default(),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),
@@ -404,6 +413,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             }
             if let Err(error) = crate::webhooks::delivery::prune(&app).await {
                 tracing::warn!(%error, "pruning the webhook delivery log failed");
+            }
+            if let Err(error) = crate::ai::uploads::purge_expired(&app).await {
+                tracing::warn!(?error, "removing expired uploads failed");
             }
             if let Err(error) = crate::idempotency::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired idempotent answers failed");

@@ -28,6 +28,12 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 impl std::str::FromStr for Secret {
     type Err = std::convert::Infallible;
 
@@ -46,6 +52,10 @@ pub struct StorageArgs {
     /// PostgreSQL URL (postgres://...). When absent, the embedded SQLite database is used.
     #[arg(long, env = "PLINTH_DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// Folder for stored files (uploaded images); `<data-dir>/files` when unset.
+    #[arg(long, env = "PLINTH_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
 
     /// Largest number of pooled database connections.
     #[arg(long, env = "PLINTH_DB_MAX_CONNECTIONS", default_value_t = 10)]
@@ -103,6 +113,11 @@ pub struct Config {
     /// Where a tenant upgrades its plan: named in `FEATURE_LIMIT_REACHED` answers.
     #[arg(long, env = "PLINTH_UPGRADE_URL")]
     pub upgrade_url: Option<String>,
+
+    /// Where clients reach this server (`https://api.example.com`), for the links it hands out
+    /// (signed upload URLs); the request's `Host` when unset.
+    #[arg(long, env = "PLINTH_PUBLIC_URL")]
+    pub public_url: Option<String>,
 
     /// Deployment region reported by `GET /health`.
     #[arg(long, env = "PLINTH_REGION", default_value = "local")]
@@ -248,7 +263,7 @@ impl Config {
     pub fn for_data_dir(data_dir: PathBuf) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            storage: StorageArgs { data_dir, database_url: None, db_max_connections: 10 },
+            storage: StorageArgs { data_dir, database_url: None, files_dir: None, db_max_connections: 10 },
             admin_key: None,
             master_key: None,
             token_ttl_secs: 3600,
@@ -256,6 +271,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             upgrade_url: None,
             plans_file: None,
+            public_url: None,
             region: "local".into(),
             log_format: "text".into(),
             outbound_allow_private: false,

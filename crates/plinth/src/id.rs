@@ -32,6 +32,7 @@ pub mod prefix {
     pub const AI_USAGE: &str = "aiu";
     pub const CONVERSATION: &str = "conv";
     pub const AI_MESSAGE: &str = "aimsg";
+    pub const AI_UPLOAD: &str = "aiup";
 }
 
 /// A new identifier with `prefix`, time-ordered.

@@ -11,6 +11,7 @@ pub mod deletion;
 pub mod dlq;
 pub mod entitlements;
 pub mod events;
+pub mod files;
 pub mod governance;
 pub mod health;
 pub mod http;

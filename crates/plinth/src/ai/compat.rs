@@ -22,6 +22,7 @@ use super::anthropic::{self, StreamTranslator};
 use super::usage::Call;
 use crate::app::App;
 use crate::auth::Auth;
+use crate::config::Secret;
 use crate::http::ApiError;
 use crate::scopes::required::{CHAT_WRITE, EMBEDDINGS_WRITE};
 use crate::scopes::Required;
@@ -120,16 +121,16 @@ pub fn route(model: &str) -> (&'static str, String) {
 
 /// Resolves the upstream of `model` for `tenant`: one of its provider instances by name
 /// (`<name>/<model>`), else the routing rules, with the credentials from the vault.
-pub async fn resolve(app: &App, tenant: &str, model: &str) -> Result<Upstream, OpenAiError> {
+pub async fn resolve(app: &App, tenant: &str, model: &str, key: Option<&Secret>) -> Result<Upstream, OpenAiError> {
     if let Some((head, rest)) = model.split_once('/') {
         if !super::BUILT_IN.contains(&head) {
-            if let Some(upstream) = upstream_for(app, tenant, head, rest).await? {
+            if let Some(upstream) = upstream_for(app, tenant, head, rest, key).await? {
                 return Ok(upstream);
             }
         }
     }
     let (provider, upstream_model) = route(model);
-    upstream_for(app, tenant, provider, &upstream_model).await?.ok_or_else(|| {
+    upstream_for(app, tenant, provider, &upstream_model, key).await?.ok_or_else(|| {
         OpenAiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
@@ -144,16 +145,18 @@ pub async fn resolve(app: &App, tenant: &str, model: &str) -> Result<Upstream, O
 
 /// The upstream of `provider` (a provider slug with credentials in the vault, or one of the
 /// tenant's instances by name) for `model`; `None` when the tenant has no such credentials or
-/// instance.
+/// instance. `key`, a per-request credential, wins over the stored one for this call only (and
+/// makes a built-in provider usable without a vault entry).
 pub async fn upstream_for(
     app: &App,
     tenant: &str,
     provider: &str,
     model: &str,
+    key: Option<&Secret>,
 ) -> Result<Option<Upstream>, OpenAiError> {
     let mut conn = app.db.pool().acquire().await.map_err(ApiError::from)?;
     if !super::BUILT_IN.contains(&provider) {
-        let Some((kind, key, config)) = super::providers::open(&mut conn, app, tenant, provider).await? else {
+        let Some((kind, stored, config)) = super::providers::open(&mut conn, app, tenant, provider).await? else {
             return Ok(None);
         };
         let wire = if kind == "anthropic" { Wire::Anthropic } else { Wire::OpenAi };
@@ -165,7 +168,7 @@ pub async fn upstream_for(
             provider: provider.to_string(),
             wire,
             base_url,
-            api_key: key,
+            api_key: key.map(|k| k.expose().to_string()).or(stored),
             model: model.to_string(),
             headers: Vec::new(),
             trusted,
@@ -176,7 +179,11 @@ pub async fn upstream_for(
         // The CLI providers ride a subscription on the server, which this one does not have.
         return Ok(None);
     }
-    let Some(fields) = crate::vault::open(&mut conn, app, tenant, provider).await? else { return Ok(None) };
+    let fields = match (crate::vault::open(&mut conn, app, tenant, provider).await?, key) {
+        (Some(fields), _) => fields,
+        (None, Some(_)) => serde_json::Map::new(),
+        (None, None) => return Ok(None),
+    };
     let field = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
     let mut headers = Vec::new();
     match provider {
@@ -191,7 +198,7 @@ pub async fn upstream_for(
         provider: provider.to_string(),
         wire: if provider == "anthropic" { Wire::Anthropic } else { Wire::OpenAi },
         base_url: default_base(app, provider).to_string(),
-        api_key: field("api_key"),
+        api_key: key.map(|k| k.expose().to_string()).or_else(|| field("api_key")),
         model: model.to_string(),
         headers,
         trusted: true,
@@ -315,6 +322,19 @@ fn json_body(bytes: &Bytes) -> Result<Value, OpenAiError> {
     Ok(body)
 }
 
+/// Takes the per-request provider credential (`api_key`) out of the body, so that it reaches
+/// the provider only as its credential, never inside the request sent on.
+fn take_key(body: &mut Value) -> Result<Option<Secret>, OpenAiError> {
+    match body.as_object_mut().and_then(|fields| fields.remove("api_key")) {
+        None => Ok(None),
+        Some(Value::String(key)) => {
+            crate::vault::check_override(&key).map_err(|e| OpenAiError::invalid(format!("`api_key` {e}")))?;
+            Ok(Some(Secret::new(key)))
+        }
+        Some(_) => Err(OpenAiError::invalid("`api_key` must be a string")),
+    }
+}
+
 fn model_of(body: &Value) -> Result<String, OpenAiError> {
     match body["model"].as_str() {
         Some(model) if !model.trim().is_empty() && model.len() <= 200 => Ok(model.to_string()),
@@ -344,11 +364,12 @@ async fn chat_completions(auth: Result<Auth, ApiError>, State(app): State<App>, 
 async fn complete(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Result<Response, OpenAiError> {
     let (tenant, key_id) = caller(&app, auth, CHAT_WRITE).await?;
     let mut body = json_body(&bytes)?;
+    let key = take_key(&mut body)?;
     let model = model_of(&body)?;
     if body["messages"].as_array().is_none_or(|m| m.is_empty()) {
         return Err(OpenAiError::invalid("`messages` must be a non-empty array"));
     }
-    let upstream = resolve(&app, &tenant, &model).await?;
+    let upstream = resolve(&app, &tenant, &model, key.as_ref()).await?;
     let call = call(tenant, key_id, &upstream, "chat");
     let stream = body["stream"] == true;
     let response = match upstream.wire {
@@ -582,11 +603,12 @@ async fn embeddings(auth: Result<Auth, ApiError>, State(app): State<App>, body: 
 async fn embed(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Result<Response, OpenAiError> {
     let (tenant, key_id) = caller(&app, auth, EMBEDDINGS_WRITE).await?;
     let mut body = json_body(&bytes)?;
+    let key = take_key(&mut body)?;
     let model = model_of(&body)?;
     if body["input"].is_null() {
         return Err(OpenAiError::invalid("`input` is required"));
     }
-    let upstream = resolve(&app, &tenant, &model).await?;
+    let upstream = resolve(&app, &tenant, &model, key.as_ref()).await?;
     if upstream.wire == Wire::Anthropic {
         return Err(OpenAiError::invalid(format!(
             "{} has no embeddings: use an OpenAI or OpenRouter model",
@@ -820,7 +842,7 @@ pub async fn list_models(auth: Result<Auth, ApiError>, State(app): State<App>) -
         }
         let mut data = Vec::new();
         for provider in providers {
-            let Some(upstream) = upstream_for(&app, &tenant, &provider, "").await? else { continue };
+            let Some(upstream) = upstream_for(&app, &tenant, &provider, "", None).await? else { continue };
             match models_of(&app, &tenant, &upstream).await {
                 Ok((models, _)) => data.extend(models),
                 Err(failure) => tracing::info!(provider, status = failure.status, "listing a provider's models failed"),

@@ -125,6 +125,9 @@ pub struct Say {
     pub model: Option<String>,
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
+    /// A per-request credential for `provider`, as on `POST /v1/ai/chat`.
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<crate::config::Secret>,
 }
 
 /// The answer of a turn.
@@ -348,6 +351,7 @@ async fn turn(
         model: say.model.clone().or_else(|| settings(|f| f.model.clone(), |c| c.model.clone())),
         max_tokens: say.max_tokens,
         temperature: say.temperature,
+        api_key: say.api_key.clone(),
     };
     if say.prompt.is_some() && say.message.is_some() {
         return Err(ApiError::invalid("prompt", "give `prompt` or `message`, not both"));

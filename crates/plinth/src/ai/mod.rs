@@ -7,6 +7,7 @@ pub mod conversations;
 pub mod native;
 pub mod priority;
 pub mod providers;
+pub mod uploads;
 pub mod usage;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -24,4 +25,5 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(usage::routes())
         .merge(native::routes())
         .merge(conversations::routes())
+        .merge(uploads::routes())
 }

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::compat::{chat_once, upstream_for, Failure, OpenAiError};
 use crate::app::App;
 use crate::auth::Auth;
+use crate::config::Secret;
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Data, ErrorCode, Json};
 use crate::scopes::required::CHAT_WRITE;
@@ -44,6 +45,10 @@ pub struct ChatRequest {
     pub model: Option<String>,
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
+    /// A per-request credential for `provider` (required with it): used for this call instead of
+    /// the vault's, never stored, logged or sent on in the body.
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<Secret>,
 }
 
 /// One turn of history.
@@ -87,6 +92,17 @@ fn default_model(provider: &str, instance: Option<&Value>) -> Option<String> {
         "openai-cli" => Some("gpt-5".into()),
         "openrouter" => Some("openai/gpt-4o-mini".into()),
         _ => instance.and_then(|config| config["default_models"]["chat"].as_str()).map(str::to_string),
+    }
+}
+
+/// Checks a per-request credential: it is for the named provider alone.
+fn check_key(key: Option<&Secret>, provider: Option<&String>, errors: &mut FieldErrors) {
+    let Some(key) = key else { return };
+    if provider.is_none() {
+        errors.add("api_key", "is one provider's credential: name that provider in `provider`");
+    }
+    if let Err(error) = crate::vault::check_override(key.expose()) {
+        errors.add("api_key", error);
     }
 }
 
@@ -171,7 +187,9 @@ async fn models(
     let tenant = auth.tenant()?.as_str().to_string();
     let candidates = candidates(&app, &tenant, query.provider.as_ref()).await?;
     for provider in candidates {
-        let Some(upstream) = upstream_for(&app, &tenant, &provider, "").await.map_err(api_error)? else { continue };
+        let Some(upstream) = upstream_for(&app, &tenant, &provider, "", None).await.map_err(api_error)? else {
+            continue;
+        };
         return match super::compat::models_of(&app, &tenant, &upstream).await {
             Ok((models, cached)) => Ok(Data(ModelList { provider, models, cached })),
             Err(failure) => Err(ApiError::new(
@@ -220,6 +238,7 @@ fn check(body: &ChatRequest, errors: &mut FieldErrors) -> Option<String> {
     if body.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
         errors.add("temperature", "must be between 0 and 2");
     }
+    check_key(body.api_key.as_ref(), body.provider.as_ref(), errors);
     prompt
 }
 
@@ -286,27 +305,38 @@ pub struct VisionRequest {
     pub prompt: String,
     /// An `https://` image URL the provider fetches...
     pub image_url: Option<String>,
-    /// ...or the image itself, base64, with its `media_type` (`image/png`, `image/jpeg`, ...).
+    /// ...or the image itself, base64, with its `media_type` (`image/png`, `image/jpeg`, ...)...
     pub image_base64: Option<String>,
     pub media_type: Option<String>,
+    /// ...or an image uploaded with `POST /v1/ai/upload` (sent to the provider inline).
+    pub upload_id: Option<String>,
     pub system: Option<String>,
     pub provider: Option<String>,
     pub model: Option<String>,
     pub max_tokens: Option<u64>,
+    /// A per-request credential for `provider` (required with it): used for this call instead of
+    /// the vault's, never stored, logged or sent on in the body.
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<Secret>,
 }
 
 /// Ask about an image
 ///
-/// A prompt and an image (`image_url`, or `image_base64` with `media_type`), answered like
+/// A prompt and an image (`image_url`, `image_base64` with `media_type`, or the `upload_id` of
+/// `POST /v1/ai/upload`), answered like
 /// `POST /v1/ai/chat` (priority list, failover, the same answer).
 #[utoipa::path(post, path = "/v1/ai/vision", tag = "AI", security(("bearer" = [])),
     request_body = VisionRequest,
     responses((status = 200, body = crate::http::response::Envelope<ChatAnswer>),
               (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
 async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionRequest>) -> ApiResult<Response> {
-    let image = match (&body.image_url, &body.image_base64, &body.media_type) {
-        (Some(url), None, _) if url.starts_with("https://") && url.len() <= 4096 => url.clone(),
-        (None, Some(data), Some(media)) if media.starts_with("image/") && !data.is_empty() => {
+    let image = match (&body.image_url, &body.image_base64, &body.media_type, &body.upload_id) {
+        (Some(url), None, _, None) if url.starts_with("https://") && url.len() <= 4096 => url.clone(),
+        (None, None, None, Some(upload)) if upload.len() <= 64 => {
+            auth.require(CHAT_WRITE)?;
+            super::uploads::data_url(&app, auth.tenant()?.as_str(), upload).await?
+        }
+        (None, Some(data), Some(media), None) if media.starts_with("image/") && !data.is_empty() => {
             use base64::Engine;
             if base64::engine::general_purpose::STANDARD.decode(data).is_err() {
                 return Err(ApiError::invalid("image_base64", "must be base64"));
@@ -316,7 +346,8 @@ async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionReque
         _ => {
             return Err(ApiError::invalid(
                 "image_url",
-                "give an https:// `image_url`, or `image_base64` with an `image/...` `media_type`",
+                "give one of: an https:// `image_url`, `image_base64` with an `image/...` `media_type`, or an \
+                 `upload_id` from POST /v1/ai/upload",
             ))
         }
     };
@@ -329,6 +360,7 @@ async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionReque
         model: body.model,
         max_tokens: body.max_tokens,
         temperature: None,
+        api_key: body.api_key,
     };
     Ok(respond(answer(app, auth, chat, false, Some(image)).await?))
 }
@@ -400,7 +432,8 @@ pub async fn answer(
     let key_id = auth.actor.key_id().map(str::to_string);
     for provider in &candidates {
         let placeholder = body.model.clone().unwrap_or_default();
-        let upstream = upstream_for(&app, &tenant, provider, &placeholder).await.map_err(api_error)?;
+        let upstream =
+            upstream_for(&app, &tenant, provider, &placeholder, body.api_key.as_ref()).await.map_err(api_error)?;
         let Some(mut upstream) = upstream else {
             if explicit {
                 return Err(ApiError::unauthorized(format!(
@@ -470,6 +503,10 @@ pub struct EmbedRequest {
     pub provider: Option<String>,
     /// `text-embedding-3-small` (OpenAI) or `openai/text-embedding-3-small` (OpenRouter) when absent.
     pub model: Option<String>,
+    /// A per-request credential for `provider` (required with it): used for this call instead of
+    /// the vault's, never stored, logged or sent on in the body.
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<Secret>,
 }
 
 /// Embeddings.
@@ -503,6 +540,9 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
         }
         _ => return Err(ApiError::invalid("input", "must be a text or 1 to 100 texts")),
     };
+    let mut errors = FieldErrors::default();
+    check_key(body.api_key.as_ref(), body.provider.as_ref(), &mut errors);
+    errors.finish()?;
     if serde_json::to_vec(&body.input).map(|v| v.len()).unwrap_or(usize::MAX) > 1024 * 1024 {
         return Err(ApiError::invalid("input", "must be at most 1 MB"));
     }
@@ -512,7 +552,9 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
     let key_id = auth.actor.key_id().map(str::to_string);
     let mut attempts = Vec::new();
     for provider in &candidates {
-        let Some(mut upstream) = upstream_for(&app, &tenant, provider, "").await.map_err(api_error)? else {
+        let Some(mut upstream) =
+            upstream_for(&app, &tenant, provider, "", body.api_key.as_ref()).await.map_err(api_error)?
+        else {
             if explicit {
                 return Err(ApiError::unauthorized(format!("this tenant has no credentials for `{provider}`")));
             }
@@ -590,6 +632,10 @@ pub struct ImageRequest {
     pub size: Option<String>,
     /// 1 to 4 images (OpenAI).
     pub n: Option<u64>,
+    /// A per-request credential for `provider` (required with it): used for this call instead of
+    /// the vault's, never stored, logged or sent on in the body.
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<Secret>,
 }
 
 /// Generated images.
@@ -624,6 +670,7 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
     if body.size.as_ref().is_some_and(|s| s.len() > 20) {
         errors.add("size", "must be a size such as `1024x1024`");
     }
+    check_key(body.api_key.as_ref(), body.provider.as_ref(), &mut errors);
     errors.finish()?;
     super::usage::check(&app, &tenant).await?;
     let explicit = body.provider.is_some();
@@ -637,7 +684,7 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
             _ => None,
         };
         let upstream = match default {
-            Some(_) => upstream_for(&app, &tenant, provider, "").await.map_err(api_error)?,
+            Some(_) => upstream_for(&app, &tenant, provider, "", body.api_key.as_ref()).await.map_err(api_error)?,
             None => None,
         };
         let Some(mut upstream) = upstream else {

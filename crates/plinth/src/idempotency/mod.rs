@@ -215,12 +215,13 @@ pub async fn enforce(State(app): State<App>, request: Request, next: Next) -> Re
     };
     let scope = scope_of(&auth);
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, app.config.max_body_bytes).await {
+    let limit = crate::limits::body_limit(parts.uri.path(), app.config.max_body_bytes);
+    let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => {
             return ApiError::new(
                 ErrorCode::PayloadTooLarge,
-                format!("request body exceeds the limit of {} bytes", app.config.max_body_bytes),
+                format!("request body exceeds the limit of {limit} bytes"),
             )
             .into_response()
         }

@@ -69,6 +69,18 @@ pub fn hint(secret: &str) -> String {
     format!("{head}...{tail}")
 }
 
+/// Most characters of a per-request provider credential.
+pub const OVERRIDE_MAX_CHARS: usize = 1024;
+
+/// Checks a per-request credential (seed 000's hybrid services: the value in the body wins over
+/// the vault for that one call and is never stored, logged or sent on in the body).
+pub fn check_override(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > OVERRIDE_MAX_CHARS || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("must be 1 to {OVERRIDE_MAX_CHARS} printable characters without spaces"));
+    }
+    Ok(())
+}
+
 /// The tenant's credentials for `service`, opened, or `None` when none are stored.
 pub async fn open(
     conn: &mut sqlx::AnyConnection,

@@ -372,4 +372,36 @@ impl TestApp {
         let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.app.db.pool()).await.expect(sql);
         n
     }
+
+    /// True when `needle` is anywhere in the stored database: the SQLite files, or every row of
+    /// every table on PostgreSQL.
+    pub async fn stored_anywhere(&self, needle: &str) -> bool {
+        match self.storage.backend {
+            Backend::Sqlite => ["plinth.db", "plinth.db-wal"].iter().any(|file| {
+                std::fs::read(self.storage.data_dir.join(file))
+                    .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                    .unwrap_or(false)
+            }),
+            Backend::Postgres => {
+                let tables: Vec<(String,)> = sqlx::query_as(
+                    "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+                )
+                .fetch_all(self.app.db.pool())
+                .await
+                .unwrap();
+                assert!(tables.len() > 20, "the tables are listed");
+                for (table,) in tables {
+                    let sql =
+                        format!("SELECT COUNT(*) FROM \"{table}\" AS r WHERE CAST(r AS TEXT) LIKE '%' || $1 || '%'");
+                    let (n,): (i64,) =
+                        sqlx::query_as(&sql).bind(needle).fetch_one(self.app.db.pool()).await.expect(&sql);
+                    if n > 0 {
+                        return true;
+                    }
+                }
+                false
+            }
+        }
+    }
 }

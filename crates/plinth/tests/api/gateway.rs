@@ -653,3 +653,157 @@ on_both_backends! {
         assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_messages WHERE conversation_id = '{id}'")).await, 0);
     }
 }
+
+/// A small PNG: the signature, then bytes.
+fn png() -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend((0..2048u32).map(|i| (i * 7 % 251) as u8));
+    bytes
+}
+
+async fn upload_raw(app: &TestApp, key: &str, query: &str, content_type: &str, bytes: Vec<u8>) -> crate::common::Resp {
+    let request = app.request(Method::POST, &format!("/v1/ai/upload{query}"), Some(key));
+    app.send(request.header("content-type", content_type).body(bytes)).await
+}
+
+on_both_backends! {
+    async fn uploads_answer_signed_links_and_feed_vision(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Uploads").await;
+        credentials(&app, &tenant).await;
+        let image = png();
+
+        let made = upload_raw(&app, &tenant.key, "", "image/png", image.clone()).await;
+        made.expect(201);
+        let upload = made.data().clone();
+        let id = upload["id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("aiup_"), "{id}");
+        assert_eq!(upload["content_type"], "image/png");
+        assert_eq!(upload["size_bytes"], image.len());
+        let url = upload["url"].as_str().unwrap().to_string();
+        assert!(url.starts_with(&format!("{}/v1/ai/uploads/{id}?expires=", app.base)), "{url}");
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_uploads WHERE id = '{id}' AND tenant_id = '{}'", tenant.id)).await, 1);
+
+        // The link works without a credential and gives the bytes back.
+        let fetched = reqwest::get(&url).await.unwrap();
+        assert_eq!(fetched.status(), 200);
+        assert_eq!(fetched.headers()["content-type"], "image/png");
+        assert_eq!(fetched.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(fetched.bytes().await.unwrap().to_vec(), image);
+        // A link altered in any part does not.
+        let (path, query) = url.strip_prefix(&app.base).unwrap().split_once('?').unwrap();
+        let expires: i64 = query.split('&').next().unwrap().trim_start_matches("expires=").parse().unwrap();
+        let signature = query.rsplit_once("signature=").unwrap().1.to_string();
+        for altered in [
+            format!("{path}?expires={}&signature={signature}", expires + 3600),
+            format!("{path}?expires={expires}&signature={}", "0".repeat(64)),
+            format!("/v1/ai/uploads/aiup_0000000000000000000000000?expires={expires}&signature={signature}"),
+        ] {
+            app.get_public(&altered).await.expect_error(403, "FORBIDDEN");
+        }
+
+        // A multipart form works too; anything but an image is refused and leaves nothing.
+        let boundary = "plinth-test-boundary";
+        let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.gif\"\r\nContent-Type: image/gif\r\n\r\n").into_bytes();
+        form.extend_from_slice(b"GIF89a\x01\x00\x01\x00");
+        form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let formed = upload_raw(&app, &tenant.key, "?expires_in=3600", &format!("multipart/form-data; boundary={boundary}"), form).await;
+        formed.expect(201);
+        assert_eq!(formed.data()["content_type"], "image/gif");
+        assert_eq!(formed.data()["size_bytes"], 10);
+        let before = app.count("SELECT COUNT(*) FROM ai_uploads").await;
+        upload_raw(&app, &tenant.key, "", "image/png", b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>".to_vec()).await.expect_error(422, "VALIDATION_FAILED");
+        upload_raw(&app, &tenant.key, "", "image/png", Vec::new()).await.expect_error(422, "VALIDATION_FAILED");
+        upload_raw(&app, &tenant.key, "", "application/json", b"{}".to_vec()).await.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
+        upload_raw(&app, &tenant.key, "?expires_in=10", "image/png", image.clone()).await.expect_error(422, "VALIDATION_FAILED");
+        // Over 20 MB: refused from the declared length, often before the client has written it
+        // all (then the client sees the connection close instead of the 413).
+        let mut huge = png();
+        huge.resize(21 * 1024 * 1024, 0);
+        let request = app.request(Method::POST, "/v1/ai/upload", Some(&tenant.key)).header("content-type", "image/png");
+        if let Ok(refused) = request.body(huge).send().await {
+            assert_eq!(refused.status(), 413);
+        }
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_uploads").await, before);
+        let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        upload_raw(&app, &reader, "", "image/png", image.clone()).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        upload_raw(&app, "plk_not_a_key", "", "image/png", image.clone()).await.expect_error(401, "UNAUTHORIZED");
+
+        // Vision takes the upload's id and sends the bytes inline.
+        let seen = app.post("/v1/ai/vision", &tenant.key, json!({ "prompt": "What is this?", "upload_id": id, "provider": "openai" })).await;
+        seen.expect(200);
+        use base64::Engine;
+        let inline = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&image));
+        assert_eq!(fakes.openai.last().body["messages"][0]["content"][1]["image_url"]["url"], inline);
+        let other = app.tenant("Not the owner").await;
+        credentials(&app, &other).await;
+        app.post("/v1/ai/vision", &other.key, json!({ "prompt": "x", "upload_id": id, "provider": "openai" })).await.expect_error(422, "VALIDATION_FAILED");
+
+        // Once expired, the link and the id stop working, and upkeep removes row and bytes.
+        let stored = app.storage.data_dir.join("files").join("ai-uploads").join(&tenant.id).join(&id);
+        assert!(stored.exists(), "the bytes are in the file store");
+        sqlx::query("UPDATE ai_uploads SET expires_at = $1 WHERE id = $2")
+            .bind("2020-01-01T00:00:00.000000Z").bind(&id).execute(app.app.db.pool()).await.unwrap();
+        assert_eq!(reqwest::get(&url).await.unwrap().status(), 404);
+        app.post("/v1/ai/vision", &tenant.key, json!({ "prompt": "x", "upload_id": id, "provider": "openai" })).await.expect_error(422, "VALIDATION_FAILED");
+        assert_eq!(plinth::ai::uploads::purge_expired(&app.app).await.unwrap(), 1);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_uploads WHERE id = '{id}'")).await, 0);
+        assert!(!stored.exists(), "the bytes are removed");
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_uploads").await, 1, "the unexpired upload stays");
+    }
+
+    async fn per_request_keys_win_for_one_call_and_are_never_kept(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Hybrid").await;
+        credentials(&app, &tenant).await;
+        const OVERRIDE: &str = "sk-override-PERREQUEST-7f6e5d4c3b2a";
+
+        // Native route: the body's key goes to the provider as its credential, not in the body.
+        let chat = app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi", "provider": "openai", "api_key": OVERRIDE })).await;
+        chat.expect(200);
+        let seen = fakes.openai.last();
+        assert_eq!(seen.header("authorization"), format!("Bearer {OVERRIDE}"));
+        assert!(!seen.body.to_string().contains(OVERRIDE), "{}", seen.body);
+        // The vault stays the fallback for the next call.
+        app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi", "provider": "openai" })).await.expect(200);
+        assert_eq!(fakes.openai.last().header("authorization"), "Bearer sk-openai-test-key-0001");
+
+        // A tenant with nothing in the vault can still call with its own key.
+        let keyless = app.tenant("Keyless").await;
+        let answered = app.post("/v1/ai/chat", &keyless.key, json!({ "prompt": "hi", "provider": "anthropic", "api_key": OVERRIDE })).await;
+        answered.expect(200);
+        assert_eq!(answered.data()["provider"], "anthropic");
+        let seen = fakes.anthropic.last();
+        assert_eq!(seen.header("x-api-key"), OVERRIDE);
+        assert!(!seen.body.to_string().contains(OVERRIDE));
+        app.post("/v1/ai/chat", &keyless.key, json!({ "prompt": "hi", "provider": "anthropic" })).await.expect_error(401, "UNAUTHORIZED");
+        // The key is for one named provider.
+        app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi", "api_key": OVERRIDE })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/ai/chat", &tenant.key, json!({ "prompt": "hi", "provider": "openai", "api_key": "has spaces" })).await.expect_error(422, "VALIDATION_FAILED");
+        let embedded = app.post("/v1/ai/embeddings", &keyless.key, json!({ "input": "hi", "provider": "openai", "api_key": OVERRIDE })).await;
+        embedded.expect(200);
+        assert_eq!(fakes.openai.last().header("authorization"), format!("Bearer {OVERRIDE}"));
+
+        // The OpenAI-compatible endpoint: `api_key` in the body, for the provider the model picks.
+        let hello = json!([{ "role": "user", "content": "hi" }]);
+        complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello, "api_key": OVERRIDE })).await.expect(200);
+        let seen = fakes.openai.last();
+        assert_eq!(seen.header("authorization"), format!("Bearer {OVERRIDE}"));
+        assert!(seen.body.get("api_key").is_none(), "stripped: {}", seen.body);
+        let streamed = complete(&app, "/v1/chat/completions", Some(&keyless.key), json!({ "model": "claude-sonnet-4-6", "messages": hello, "api_key": OVERRIDE, "stream": true })).await;
+        streamed.expect(200);
+        assert!(streamed.text.contains("[DONE]"));
+        let seen = fakes.anthropic.last();
+        assert_eq!(seen.header("x-api-key"), OVERRIDE);
+        assert!(!seen.body.to_string().contains(OVERRIDE));
+        let refused = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello, "api_key": 7 })).await;
+        assert_eq!(refused.status, 400);
+        assert_eq!(refused.body["error"]["type"], "invalid_request_error");
+
+        // Counted like any call, and stored nowhere: not in usage, audit, events or anything else.
+        let counted = app.count(&format!("SELECT COUNT(*) FROM ai_usage WHERE tenant_id = '{}' AND status = 200", keyless.id)).await;
+        assert!(counted >= 2, "the chat and the embeddings are recorded: {counted}");
+        assert!(!app.stored_anywhere(OVERRIDE).await, "the per-request key is stored");
+        assert!(app.stored_anywhere(&tenant.id).await, "the check finds what is stored");
+    }
+}

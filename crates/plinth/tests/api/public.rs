@@ -114,6 +114,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/ai/stream"),
     ("post", "/v1/ai/vision"),
     ("post", "/v1/ai/image"),
+    ("post", "/v1/ai/upload"),
+    ("get", "/v1/ai/uploads/{upload_id}"),
     ("get", "/v1/ai/conversations"),
     ("post", "/v1/ai/conversations"),
     ("get", "/v1/ai/conversations/{conversation_id}"),

@@ -4,33 +4,13 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::common::{Backend, TestApp};
+use crate::common::TestApp;
 
 const OPENAI_KEY: &str = "sk-proj-VAULTSECRET0123456789a1b2";
 const ANTHROPIC_KEY: &str = "sk-ant-api03-VAULTSECRET9876543210c3d4";
 
 async fn put(app: &TestApp, path: &str, key: &str, body: Value) -> crate::common::Resp {
     app.send(app.request(Method::PUT, path, Some(key)).json(&body)).await
-}
-
-/// True when `needle` appears anywhere in the stored database (the SQLite files, or every text
-/// column of the tables that could hold it on PostgreSQL).
-async fn stored_anywhere(app: &TestApp, needle: &str) -> bool {
-    match app.storage.backend {
-        Backend::Sqlite => ["plinth.db", "plinth.db-wal"].iter().any(|file| {
-            std::fs::read(app.storage.data_dir.join(file))
-                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                .unwrap_or(false)
-        }),
-        Backend::Postgres => {
-            let sql = "SELECT COUNT(*) FROM (SELECT sealed || hints AS t FROM service_credentials \
-                       UNION ALL SELECT COALESCE(api_key, '') || COALESCE(api_key_hint, '') || config FROM ai_providers \
-                       UNION ALL SELECT changes FROM audit_logs UNION ALL SELECT data FROM events) AS everything \
-                       WHERE t LIKE '%' || $1 || '%'";
-            let (n,): (i64,) = sqlx::query_as(sql).bind(needle).fetch_one(app.app.db.pool()).await.unwrap();
-            n > 0
-        }
-    }
 }
 
 both_backends! {
@@ -66,9 +46,9 @@ both_backends! {
 
         // Nothing secret at rest, in the audit log or in events.
         for secret in [OPENAI_KEY, ANTHROPIC_KEY, "crm-token-0123456789", "meta-app-secret-012345"] {
-            assert!(!stored_anywhere(&app, secret).await, "{secret} is stored in the clear");
+            assert!(!app.stored_anywhere(secret).await, "{secret} is stored in the clear");
         }
-        assert!(stored_anywhere(&app, "v24.0").await, "the check finds what is stored in the clear");
+        assert!(app.stored_anywhere("v24.0").await, "the check finds what is stored in the clear");
         let opened = {
             let mut conn = app.app.db.pool().acquire().await.unwrap();
             plinth::vault::open(&mut conn, &app.app, &tenant.id, "anthropic").await.unwrap().unwrap()
@@ -141,7 +121,7 @@ both_backends! {
         keyed.expect(201);
         assert_eq!(keyed.data()["api_key_hint"], "sk-...c3d4");
         assert!(!keyed.text.contains(ANTHROPIC_KEY));
-        assert!(!stored_anywhere(&app, ANTHROPIC_KEY).await);
+        assert!(!app.stored_anywhere(ANTHROPIC_KEY).await);
         let keyed_id = keyed.data()["id"].as_str().unwrap().to_string();
         let mut conn = app.app.db.pool().acquire().await.unwrap();
         let (kind, key, _) = plinth::ai::providers::open(&mut conn, &app.app, &tenant.id, "team-claude").await.unwrap().unwrap();
