@@ -44,6 +44,8 @@ pub struct AppState {
     /// Hex SHA-256 of the platform admin key.
     pub admin_key_hash: String,
     pub token_keys: TokenKeys,
+    /// Signs end users' access tokens.
+    pub user_tokens: crate::users::sessions::UserTokenKeys,
     pub usage: UsageRecorder,
     /// Verified credentials, so that a request needs no database round trip to authenticate.
     pub credentials: CredentialCache,
@@ -147,6 +149,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::realtime::routes())
         .merge(crate::vault::routes())
         .merge(crate::ai::routes())
+        .merge(crate::users::routes())
 }
 
 /// The OpenAPI document of every route.
@@ -312,6 +315,7 @@ impl Server {
         let app = App(Arc::new(AppState {
             db,
             token_keys: TokenKeys::new(&master, config.token_ttl_secs),
+            user_tokens: crate::users::sessions::UserTokenKeys::new(&master, config.token_ttl_secs),
             config,
             admin_key_hash,
             usage: UsageRecorder::default(),

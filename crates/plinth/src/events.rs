@@ -78,6 +78,13 @@ pub const BUILT_IN: &[&str] = &[
     "webhook.test",
     "webhook.disabled",
     "tenant.plan_changed",
+    "user.created",
+    "user.updated",
+    "user.banned",
+    "user.deleted",
+    "user.signed_in",
+    "user.sign_in_failed",
+    "user.session_ended",
 ];
 
 /// Prefixes custom events may not take: they belong to the platform's own events.

@@ -33,6 +33,8 @@ pub mod prefix {
     pub const CONVERSATION: &str = "conv";
     pub const AI_MESSAGE: &str = "aimsg";
     pub const AI_UPLOAD: &str = "aiup";
+    pub const USER: &str = "usr";
+    pub const SESSION: &str = "sess";
 }
 
 /// A new identifier with `prefix`, time-ordered.

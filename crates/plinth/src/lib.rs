@@ -33,6 +33,7 @@ pub mod tenants;
 pub mod time;
 pub mod tokens;
 pub mod usage;
+pub mod users;
 pub mod vault;
 pub mod webhooks;
 

@@ -11,7 +11,7 @@ pub const BROAD: &[&str] = &["read", "write", "schema", "files", "auth", "ai", "
 const GROUPS: &[(&str, &[&str])] = &[
     ("schema", &["object-types", "properties", "schema"]),
     ("files", &["files"]),
-    ("auth", &["users", "auth", "sessions"]),
+    ("auth", &["users", "auth", "sessions", "auth-config"]),
     ("ai", &["ai", "chat", "models", "embeddings", "ai-providers", "ai-usage"]),
     (
         "admin",
@@ -108,6 +108,11 @@ pub mod required {
     pub const ENTITLEMENTS_WRITE: Required = Required::new("entitlements", "write");
     pub const GOVERNANCE_READ: Required = Required::new("governance", "read");
     pub const GOVERNANCE_WRITE: Required = Required::new("governance", "write");
+    pub const USERS_READ: Required = Required::new("users", "read");
+    pub const USERS_WRITE: Required = Required::new("users", "write");
+    pub const USERS_DELETE: Required = Required::new("users", "delete");
+    pub const AUTH_CONFIG_READ: Required = Required::new("auth-config", "read");
+    pub const AUTH_CONFIG_WRITE: Required = Required::new("auth-config", "write");
 }
 
 fn is_name(part: &str) -> bool {

@@ -86,6 +86,7 @@ impl From<&Auth> for Who {
             Actor::ApiKey { key_id } => ("api_key", Some(key_id.clone())),
             Actor::Token { key_id, .. } => ("token", Some(key_id.clone())),
             Actor::TenantJwt { public_key_id } => ("tenant_jwt", Some(public_key_id.clone())),
+            Actor::User { user_id, .. } => ("user", Some(user_id.clone())),
         };
         Who {
             actor_type,

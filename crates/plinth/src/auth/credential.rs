@@ -115,6 +115,9 @@ pub async fn authenticate(app: &App, credential: &str, ip: IpAddr) -> Result<Aut
         let header =
             jsonwebtoken::decode_header(credential).map_err(|_| ApiError::unauthorized("malformed bearer token"))?;
         return match header.alg {
+            Algorithm::HS256 if header.kid.as_deref() == Some(crate::users::sessions::KID) => {
+                crate::users::sessions::authenticate(app, credential, ip).await
+            }
             Algorithm::HS256 => tokens::authenticate(app, credential, ip).await,
             Algorithm::RS256 | Algorithm::ES256 => {
                 Ok(public_keys::authenticate(app, credential, header.alg, header.kid.as_deref(), ip).await?)

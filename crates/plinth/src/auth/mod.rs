@@ -52,6 +52,8 @@ pub enum Actor {
     Token { key_id: String, jti: String },
     /// A JWT the tenant signed with the private half of an uploaded public key.
     TenantJwt { public_key_id: String },
+    /// A signed-in end user's access token.
+    User { user_id: String, session_id: String, role: String },
 }
 
 impl Actor {

@@ -64,6 +64,7 @@ fn scope_of(auth: &Auth) -> String {
         crate::auth::Actor::Admin => "admin",
         crate::auth::Actor::ApiKey { key_id } | crate::auth::Actor::Token { key_id, .. } => key_id.as_str(),
         crate::auth::Actor::TenantJwt { public_key_id } => public_key_id.as_str(),
+        crate::auth::Actor::User { user_id, .. } => user_id.as_str(),
     };
     format!("{tenant}/{credential}")
 }

@@ -24,5 +24,6 @@ mod realtime;
 mod receiver;
 mod tenants;
 mod tokens;
+mod users;
 mod vault;
 mod webhooks;

@@ -1,0 +1,303 @@
+//! A tenant's auth settings (seed 002's Auth Config): which sign-in methods are on, whether
+//! anyone may sign up, where `redirect_to` may point, the branding the public
+//! `GET /v1/tenant-config` shows, and email templates.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::App;
+use crate::audit::{self, Entry, Who};
+use crate::auth::Auth;
+use crate::http::error::FieldErrors;
+use crate::http::{ApiError, ApiResult, Data, Json};
+use crate::scopes::required::{AUTH_CONFIG_READ, AUTH_CONFIG_WRITE};
+use crate::time;
+
+/// Most redirect allowlist entries.
+const REDIRECTS_MAX: usize = 50;
+/// Longest template text.
+const TEMPLATE_MAX_BYTES: usize = 32 * 1024;
+
+/// Sign-in methods.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Methods {
+    pub password: bool,
+    pub magic_link: bool,
+    /// Codes by SMS.
+    pub otp: bool,
+    pub anonymous: bool,
+}
+
+impl Default for Methods {
+    fn default() -> Self {
+        Methods { password: true, magic_link: true, otp: false, anonymous: false }
+    }
+}
+
+/// An email's subject and text, with `{{link}}`, `{{code}}`, `{{email}}` and `{{brand_name}}`
+/// filled in.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub subject: String,
+    pub body: String,
+}
+
+/// Email templates; absent ones use the built-in text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_email: Option<Template>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_password: Option<Template>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub magic_link: Option<Template>,
+}
+
+/// What the sign-in page shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Branding {
+    pub brand_name: Option<String>,
+    pub logo_url: Option<String>,
+    pub primary_color: Option<String>,
+}
+
+/// A tenant's auth settings.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub methods: Methods,
+    /// `open` (anyone signs up) or `invite_only` (only users an admin created).
+    pub signup: String,
+    /// Where `redirect_to` may point: exact URLs, or a prefix ending in `*`
+    /// (`https://app.example.com/*`). Empty: no `redirect_to` is accepted.
+    pub redirect_allowlist: Vec<String>,
+    pub branding: Branding,
+    pub email_templates: Templates,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            methods: Methods::default(),
+            signup: "open".into(),
+            redirect_allowlist: Vec::new(),
+            branding: Branding::default(),
+            email_templates: Templates::default(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether `url` may be a `redirect_to`.
+    pub fn allows_redirect(&self, url: &str) -> bool {
+        self.redirect_allowlist.iter().any(|allowed| match allowed.strip_suffix('*') {
+            Some(prefix) => url.starts_with(prefix),
+            None => url == allowed,
+        })
+    }
+
+    /// Refuses a `redirect_to` that the allowlist does not admit.
+    pub fn check_redirect(&self, redirect_to: Option<&str>) -> ApiResult<()> {
+        match redirect_to {
+            Some(url) if !self.allows_redirect(url) => {
+                Err(ApiError::invalid("redirect_to", "is not in the tenant's redirect allowlist"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The tenant's settings, or the defaults.
+pub async fn load(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<AuthConfig> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT config FROM auth_configs WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some((text,)) => serde_json::from_str(&text).map_err(ApiError::internal),
+        None => Ok(AuthConfig::default()),
+    }
+}
+
+fn check(config: &AuthConfig, errors: &mut FieldErrors) {
+    if !matches!(config.signup.as_str(), "open" | "invite_only") {
+        errors.add("signup", "must be `open` or `invite_only`");
+    }
+    if config.redirect_allowlist.len() > REDIRECTS_MAX {
+        errors.add("redirect_allowlist", format!("at most {REDIRECTS_MAX} entries"));
+    }
+    for entry in &config.redirect_allowlist {
+        let base = entry.strip_suffix('*').unwrap_or(entry);
+        let parsed = url::Url::parse(base);
+        let ok = entry.len() <= 2048
+            && parsed.is_ok_and(|u| matches!(u.scheme(), "https" | "http") || !u.cannot_be_a_base())
+            && !base.contains('*');
+        if !ok {
+            errors.add("redirect_allowlist", format!("`{entry}` must be a URL, or a URL prefix ending in `*`"));
+        }
+    }
+    let brand = &config.branding;
+    if brand.brand_name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+        errors.add("branding.brand_name", "at most 100 characters");
+    }
+    if brand.logo_url.as_ref().is_some_and(|u| !u.starts_with("https://") || u.len() > 2048) {
+        errors.add("branding.logo_url", "must be an https:// URL");
+    }
+    if brand
+        .primary_color
+        .as_ref()
+        .is_some_and(|c| !(c.len() == 7 && c.starts_with('#') && c[1..].bytes().all(|b| b.is_ascii_hexdigit())))
+    {
+        errors.add("branding.primary_color", "must be a colour such as `#3366ff`");
+    }
+    let templates = &config.email_templates;
+    for (name, template) in [
+        ("verify_email", &templates.verify_email),
+        ("reset_password", &templates.reset_password),
+        ("magic_link", &templates.magic_link),
+    ] {
+        if let Some(t) = template {
+            if t.subject.trim().is_empty() || t.subject.len() > 200 || t.subject.contains(['\r', '\n']) {
+                errors.add(&format!("email_templates.{name}.subject"), "1 to 200 characters on one line");
+            }
+            if t.body.trim().is_empty() || t.body.len() > TEMPLATE_MAX_BYTES {
+                errors.add(&format!("email_templates.{name}.body"), "1 byte to 32 KB");
+            }
+            if name != "verify_email" && !t.body.contains("{{link}}") && !t.body.contains("{{code}}") {
+                errors.add(&format!("email_templates.{name}.body"), "must contain `{{link}}`");
+            }
+        }
+    }
+}
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(get_config, set_config)).routes(routes!(tenant_config))
+}
+
+/// Get auth config
+///
+/// The tenant's auth settings, defaults included.
+#[utoipa::path(get, path = "/v1/auth-config", tag = "Auth Config", security(("bearer" = [])),
+    responses((status = 200, body = crate::http::response::Envelope<AuthConfig>),
+              (status = 401, body = crate::http::error::ErrorBody)))]
+async fn get_config(auth: Auth, State(app): State<App>) -> ApiResult<Data<AuthConfig>> {
+    auth.require(AUTH_CONFIG_READ)?;
+    let mut conn = app.db.pool().acquire().await?;
+    Ok(Data(load(&mut conn, auth.tenant()?.as_str()).await?))
+}
+
+/// Update auth config
+///
+/// Top-level fields given replace the stored ones; absent ones keep their value.
+#[utoipa::path(post, path = "/v1/auth-config", tag = "Auth Config", security(("bearer" = [])),
+    request_body = Object,
+    responses((status = 200, body = crate::http::response::Envelope<AuthConfig>),
+              (status = 401, body = crate::http::error::ErrorBody),
+              (status = 422, body = crate::http::error::ErrorBody)))]
+async fn set_config(
+    auth: Auth,
+    State(app): State<App>,
+    Json(body): Json<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<Data<AuthConfig>> {
+    auth.require(AUTH_CONFIG_WRITE)?;
+    let tenant = auth.tenant()?.as_str().to_string();
+    let mut tx = app.db.begin_write().await?;
+    let current = load(&mut tx, &tenant).await?;
+    let mut merged = serde_json::to_value(&current).map_err(ApiError::internal)?;
+    for (name, value) in &body {
+        merged[name] = value.clone();
+    }
+    let config: AuthConfig = serde_json::from_value(merged).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let mut errors = FieldErrors::default();
+    check(&config, &mut errors);
+    errors.finish()?;
+    let text = serde_json::to_string(&config).map_err(ApiError::internal)?;
+    sqlx::query(
+        "INSERT INTO auth_configs (tenant_id, config, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+    )
+    .bind(&tenant)
+    .bind(&text)
+    .bind(time::to_db(&time::now()))
+    .execute(&mut *tx)
+    .await?;
+    let fields: Vec<&String> = body.keys().collect();
+    let entry = Entry {
+        action: "auth_config.updated",
+        resource_type: "auth_config",
+        resource_id: &tenant,
+        changes: json!({ "fields": fields }),
+    };
+    audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    tx.commit().await?;
+    Ok(Data(config))
+}
+
+/// What a sign-in page may show about a tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantConfig {
+    pub tenant_id: String,
+    pub name: String,
+    pub slug: String,
+    pub branding: Branding,
+    pub methods: Methods,
+    /// `open` or `invite_only`.
+    pub signup: String,
+}
+
+/// Get tenant config (public)
+///
+/// Branding and the enabled sign-in methods of the tenant named by `X-Tenant-ID` (id or slug);
+/// no credential needed.
+#[utoipa::path(get, path = "/v1/tenant-config", tag = "Auth Config",
+    params(("X-Tenant-ID" = String, Header, description = "The tenant's id or slug")),
+    responses((status = 200, body = crate::http::response::Envelope<TenantConfig>),
+              (status = 404, body = crate::http::error::ErrorBody)))]
+async fn tenant_config(
+    auth: Result<Auth, ApiError>,
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> ApiResult<Data<TenantConfig>> {
+    let tenant = super::tenant_of(&app, auth.as_ref().ok(), &headers, None).await?;
+    let mut conn = app.db.pool().acquire().await?;
+    let config = load(&mut conn, &tenant).await?;
+    let (name, slug): (String, String) =
+        sqlx::query_as("SELECT name, slug FROM tenants WHERE id = $1").bind(&tenant).fetch_one(&mut *conn).await?;
+    Ok(Data(TenantConfig {
+        tenant_id: tenant,
+        name,
+        slug,
+        branding: config.branding,
+        methods: config.methods,
+        signup: config.signup,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_match_exactly_or_by_prefix() {
+        let config = AuthConfig {
+            redirect_allowlist: vec!["https://app.example.com/*".into(), "myapp://callback".into()],
+            ..AuthConfig::default()
+        };
+        assert!(config.allows_redirect("https://app.example.com/welcome"));
+        assert!(config.allows_redirect("myapp://callback"));
+        assert!(!config.allows_redirect("myapp://callback/evil"));
+        assert!(!config.allows_redirect("https://app.example.com.evil.io/"));
+        assert!(!config.allows_redirect("https://evil.io/?https://app.example.com/"));
+        assert!(AuthConfig::default().check_redirect(Some("https://anything")).is_err());
+        assert!(AuthConfig::default().check_redirect(None).is_ok());
+    }
+}
