@@ -68,6 +68,8 @@ pub struct AppState {
     pub ai_prices: crate::ai::usage::Prices,
     /// Providers' model lists, kept five minutes.
     pub ai_models: crate::ai::compat::ModelCache,
+    /// How end users' emails leave.
+    pub mailer: crate::messages::Mailer,
     /// Stored file bytes.
     pub files: crate::files::Files,
     /// Signs the public links of uploads.
@@ -312,6 +314,8 @@ impl Server {
         );
         let files_dir = config.storage.files_dir.clone().unwrap_or_else(|| config.storage.data_dir.join("files"));
         let files = crate::files::Files::local(&files_dir)?;
+        let mailer = crate::messages::Mailer::from_config(config.email.smtp_url.as_ref().map(Secret::expose))
+            .map_err(StartupError::Plans)?;
         let app = App(Arc::new(AppState {
             db,
             token_keys: TokenKeys::new(&master, config.token_ttl_secs),
@@ -330,6 +334,7 @@ impl Server {
             ai_guarded: crate::outbound::ai_client(allow_private, false),
             ai_prices,
             ai_models: Default::default(),
+            mailer,
             files,
             link_key: master.derive("upload-links"),
             realtime: crate::realtime::Hub::default(),
@@ -359,6 +364,7 @@ impl Server {
             }
             _ => None,
         };
+        let messages = crate::messages::spawn(app.clone(), stop_rx.clone());
         let maintenance = tokio::spawn(maintain(app.clone(), stop_rx));
 
         let router = router(app.clone());
@@ -373,6 +379,9 @@ impl Server {
         let _ = stop_tx.send(true);
         if let Err(error) = maintenance.await {
             tracing::error!(%error, "maintenance task failed");
+        }
+        if let Err(error) = messages.await {
+            tracing::error!(%error, "the message sender failed");
         }
         if let Err(error) = delivery.await {
             tracing::error!(%error, "webhook delivery task failed");

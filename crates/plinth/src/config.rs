@@ -141,6 +141,9 @@ pub struct Config {
     #[command(flatten)]
     pub ai: AiArgs,
 
+    #[command(flatten)]
+    pub email: EmailArgs,
+
     /// Events a realtime listener may fall behind before it is disconnected (it then
     /// reconnects; an SSE client resumes from the outbox). Bounds the memory slow listeners hold.
     #[arg(long, env = "PLINTH_REALTIME_BUFFER", default_value_t = crate::db::OUTBOX_EVENTS_BUFFER,
@@ -176,6 +179,26 @@ impl Default for AiArgs {
             openrouter_base_url: "https://openrouter.ai/api/v1".into(),
             prices_file: None,
         }
+    }
+}
+
+/// How end users' emails leave the server.
+#[derive(Debug, Clone, Args)]
+pub struct EmailArgs {
+    /// The SMTP server: `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://...:465`
+    /// (TLS), or `smtp://host:25` (plain, for a local relay). Without it, emails are written to
+    /// the server log (the `log` transport, for development).
+    #[arg(long, env = "PLINTH_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+
+    /// The sender of end users' emails.
+    #[arg(long, env = "PLINTH_EMAIL_FROM", default_value = "Plinth <no-reply@localhost>")]
+    pub email_from: String,
+}
+
+impl Default for EmailArgs {
+    fn default() -> Self {
+        EmailArgs { smtp_url: None, email_from: "Plinth <no-reply@localhost>".into() }
     }
 }
 
@@ -278,6 +301,7 @@ impl Config {
             webhooks: WebhookArgs::default(),
             inbound: InboundArgs::default(),
             ai: AiArgs::default(),
+            email: EmailArgs::default(),
             realtime_buffer: crate::db::OUTBOX_EVENTS_BUFFER,
         }
     }

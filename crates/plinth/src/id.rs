@@ -35,6 +35,8 @@ pub mod prefix {
     pub const AI_UPLOAD: &str = "aiup";
     pub const USER: &str = "usr";
     pub const SESSION: &str = "sess";
+    pub const MESSAGE: &str = "omsg";
+    pub const AUTH_CODE: &str = "code";
 }
 
 /// A new identifier with `prefix`, time-ordered.

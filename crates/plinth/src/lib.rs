@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod keyring;
 pub mod keys;
 pub mod limits;
+pub mod messages;
 pub mod object_types;
 pub mod objects;
 pub mod outbound;

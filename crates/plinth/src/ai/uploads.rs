@@ -5,7 +5,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -84,15 +84,6 @@ fn link_mac(app: &App, id: &str, expires: i64) -> Hmac<Sha256> {
     mac
 }
 
-/// Where clients reach this server: `PLINTH_PUBLIC_URL`, else the request's `Host`.
-fn public_base(app: &App, headers: &HeaderMap) -> String {
-    if let Some(url) = &app.config.public_url {
-        return url.trim_end_matches('/').to_string();
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    format!("http://{host}")
-}
-
 fn object_path(tenant: &str, id: &str) -> String {
     format!("ai-uploads/{tenant}/{id}")
 }
@@ -156,7 +147,7 @@ async fn upload(
     if !(TTL_MIN_SECS..=TTL_MAX_SECS).contains(&ttl) {
         return Err(ApiError::invalid("expires_in", format!("must be {TTL_MIN_SECS} to {TTL_MAX_SECS} seconds")));
     }
-    let base = public_base(&app, request.headers());
+    let base = crate::http::public_base(&app, request.headers());
     let bytes = image_of(&app, request).await?;
     if bytes.is_empty() {
         return Err(ApiError::invalid("file", "the image is empty"));

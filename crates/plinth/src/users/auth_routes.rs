@@ -41,7 +41,7 @@ pub fn routes() -> OpenApiRouter<App> {
 }
 
 /// Who is signing in, for audit records.
-fn who(tenant: &str, user: Option<&str>, device: &Device) -> Who {
+pub fn who(tenant: &str, user: Option<&str>, device: &Device) -> Who {
     Who {
         actor_type: "user",
         actor_id: user.map(str::to_string),
@@ -51,7 +51,7 @@ fn who(tenant: &str, user: Option<&str>, device: &Device) -> Who {
     }
 }
 
-fn device(ip: ClientIp, headers: &HeaderMap) -> Device {
+pub fn device_of(ip: ClientIp, headers: &HeaderMap) -> Device {
     Device { ip: ip.0, user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_string) }
 }
 
@@ -94,6 +94,8 @@ pub struct Signup {
     pub user_metadata: Option<Value>,
     /// The tenant (id or slug), when no `X-Tenant-ID` header names it.
     pub tenant_id: Option<String>,
+    /// Where the verification link leads once used (must be in the redirect allowlist).
+    pub redirect_to: Option<String>,
     pub turnstile_token: Option<String>,
 }
 
@@ -117,7 +119,7 @@ async fn signup(
     Json(body): Json<Signup>,
 ) -> ApiResult<Created<Tokens>> {
     let tenant = super::tenant_of(&app, auth.as_ref().ok(), &headers, body.tenant_id.as_deref()).await?;
-    let device = device(ip, &headers);
+    let device = device_of(ip, &headers);
     throttle(&app, format!("signup:{tenant}:{}", device.ip), LOGIN_PER_IP_PER_MINUTE, LOGIN_PER_IP_PER_MINUTE).await?;
     let mut conn = app.db.pool().acquire().await?;
     let settings = config::load(&mut conn, &tenant).await?;
@@ -127,6 +129,7 @@ async fn signup(
     if settings.signup != "open" {
         return Err(ApiError::forbidden("sign-up is by invitation for this tenant"));
     }
+    settings.check_redirect(body.redirect_to.as_deref())?;
     let mut errors = FieldErrors::default();
     let email = super::normalise_email(&body.email).map_err(|e| errors.add("email", e)).ok();
     let phone = body.phone.as_deref().map(super::normalise_phone).transpose().unwrap_or_else(|e| {
@@ -151,6 +154,7 @@ async fn signup(
         ..NewUser::default()
     };
     let user = admin::insert(&mut tx, &tenant, fields).await?;
+    super::email_flows::send_verification(&app, &mut tx, &user, &headers, body.redirect_to.as_deref()).await?;
     let tokens = sessions::open(&app, &mut tx, &user, &device, "aal1").await?;
     let who = who(&tenant, Some(&user.id), &device);
     let entry = Entry { action: "user.signed_up", resource_type: "user", resource_id: &user.id, changes: json!({}) };
@@ -160,7 +164,12 @@ async fn signup(
     Ok(Created(tokens))
 }
 
-async fn signed_in_event(tx: &mut crate::db::WriteTx, tenant: &str, tokens: &Tokens, method: &str) -> ApiResult<()> {
+pub async fn signed_in_event(
+    tx: &mut crate::db::WriteTx,
+    tenant: &str,
+    tokens: &Tokens,
+    method: &str,
+) -> ApiResult<()> {
     let data = json!({ "user_id": tokens.user.id, "session_id": tokens.session_id, "method": method });
     let event = Event { kind: "user.signed_in", resource_type: "user", resource_id: &tokens.user.id, data };
     events::record(tx, tenant, event).await?;
@@ -196,7 +205,7 @@ async fn login(
     Json(body): Json<Login>,
 ) -> ApiResult<Data<Tokens>> {
     let tenant = super::tenant_of(&app, auth.as_ref().ok(), &headers, body.tenant_id.as_deref()).await?;
-    let device = device(ip, &headers);
+    let device = device_of(ip, &headers);
     let email = body.email.trim().to_lowercase();
     if email.is_empty()
         || email.len() > 254
@@ -280,7 +289,7 @@ async fn refresh(
     if body.refresh_token.is_empty() || body.refresh_token.len() > 200 {
         return Err(ApiError::unauthorized("invalid refresh token: sign in again"));
     }
-    let device = device(ip, &headers);
+    let device = device_of(ip, &headers);
     throttle(&app, format!("refresh-ip:{}", device.ip), 120, 120).await?;
     let mut tx = app.db.begin_write().await?;
     match sessions::refresh(&app, &mut tx, &body.refresh_token).await? {
@@ -346,7 +355,7 @@ async fn logout(
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<RefreshToken>,
 ) -> ApiResult<Data<Message>> {
-    let device = device(ip, &headers);
+    let device = device_of(ip, &headers);
     let (tenant, user, session) = match (&body, auth.as_ref().ok().map(signed_in)) {
         (Some(body), _) => {
             let found: Option<(String, String, String)> = sqlx::query_as(
@@ -398,7 +407,7 @@ async fn anonymous(
 ) -> ApiResult<Created<Tokens>> {
     let body = body.unwrap_or_default();
     let tenant = super::tenant_of(&app, auth.as_ref().ok(), &headers, body.tenant_id.as_deref()).await?;
-    let device = device(ip, &headers);
+    let device = device_of(ip, &headers);
     throttle(&app, format!("signup:{tenant}:{}", device.ip), LOGIN_PER_IP_PER_MINUTE, LOGIN_PER_IP_PER_MINUTE).await?;
     let mut conn = app.db.pool().acquire().await?;
     if !config::load(&mut conn, &tenant).await?.methods.anonymous {
@@ -457,10 +466,15 @@ pub struct UpdateSelf {
 async fn update_current_user(
     auth: Auth,
     State(app): State<App>,
+    headers: HeaderMap,
     Json(body): Json<UpdateSelf>,
 ) -> ApiResult<Data<User>> {
     let (user, session) = signed_in(&auth)?;
     let tenant = auth.tenant()?.as_str().to_string();
+    let email_before = {
+        let mut conn = app.db.pool().acquire().await?;
+        super::find(&mut conn, &tenant, &user).await?.and_then(|u| u.email)
+    };
     let change = UpdateUser {
         email: body.email.map(Some),
         phone: body.phone.map(Some),
@@ -469,6 +483,13 @@ async fn update_current_user(
         ..UpdateUser::default()
     };
     let updated = admin::change(&app, &tenant, &user, change, &Who::from(&auth), Some(&session)).await?;
+    if updated.email.is_some() && updated.email != email_before {
+        let mut tx = app.db.begin_write().await?;
+        if let Some(row) = super::find(&mut tx, &tenant, &user).await? {
+            super::email_flows::send_verification(&app, &mut tx, &row, &headers, None).await?;
+        }
+        tx.commit().await?;
+    }
     // An anonymous user who now has an email and a password is anonymous no more.
     if updated.is_anonymous && updated.email.is_some() {
         let mut tx = app.db.begin_write().await?;

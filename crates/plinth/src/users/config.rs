@@ -40,7 +40,7 @@ impl Default for Methods {
     }
 }
 
-/// An email's subject and text, with `{{link}}`, `{{code}}`, `{{email}}` and `{{brand_name}}`
+/// An email's subject and text, with `{{link}}`, `{{token}}`, `{{email}}` and `{{brand_name}}`
 /// filled in.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +80,9 @@ pub struct AuthConfig {
     /// Where `redirect_to` may point: exact URLs, or a prefix ending in `*`
     /// (`https://app.example.com/*`). Empty: no `redirect_to` is accepted.
     pub redirect_allowlist: Vec<String>,
+    /// Where emailed links lead when a request names no `redirect_to` (the tenant's app); the
+    /// token follows as `?token=...&type=...`.
+    pub site_url: Option<String>,
     pub branding: Branding,
     pub email_templates: Templates,
 }
@@ -90,6 +93,7 @@ impl Default for AuthConfig {
             methods: Methods::default(),
             signup: "open".into(),
             redirect_allowlist: Vec::new(),
+            site_url: None,
             branding: Branding::default(),
             email_templates: Templates::default(),
         }
@@ -145,6 +149,9 @@ fn check(config: &AuthConfig, errors: &mut FieldErrors) {
             errors.add("redirect_allowlist", format!("`{entry}` must be a URL, or a URL prefix ending in `*`"));
         }
     }
+    if config.site_url.as_ref().is_some_and(|u| u.len() > 2048 || url::Url::parse(u).is_err()) {
+        errors.add("site_url", "must be a URL");
+    }
     let brand = &config.branding;
     if brand.brand_name.as_ref().is_some_and(|n| n.chars().count() > 100) {
         errors.add("branding.brand_name", "at most 100 characters");
@@ -172,8 +179,8 @@ fn check(config: &AuthConfig, errors: &mut FieldErrors) {
             if t.body.trim().is_empty() || t.body.len() > TEMPLATE_MAX_BYTES {
                 errors.add(&format!("email_templates.{name}.body"), "1 byte to 32 KB");
             }
-            if name != "verify_email" && !t.body.contains("{{link}}") && !t.body.contains("{{code}}") {
-                errors.add(&format!("email_templates.{name}.body"), "must contain `{{link}}`");
+            if !t.body.contains("{{link}}") && !t.body.contains("{{token}}") {
+                errors.add(&format!("email_templates.{name}.body"), "must contain `{{link}}` or `{{token}}`");
             }
         }
     }

@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod auth_routes;
+pub mod codes;
 pub mod config;
+pub mod email_flows;
 pub mod passwords;
 pub mod sessions;
 
@@ -27,7 +29,11 @@ pub const ROLES_MAX_CHARS: usize = 64;
 pub const METADATA_MAX_BYTES: usize = 16 * 1024;
 
 pub fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().merge(admin::routes()).merge(auth_routes::routes()).merge(config::routes())
+    OpenApiRouter::new()
+        .merge(admin::routes())
+        .merge(auth_routes::routes())
+        .merge(email_flows::routes())
+        .merge(config::routes())
 }
 
 /// A user as the API shows it.

@@ -1,0 +1,243 @@
+//! Emails (and, later, text messages) to end users: a row in `outbound_messages` committed with
+//! the request that caused it, its body sealed under the tenant's key, then sent by this
+//! node's worker over SMTP (`lettre`) or, without `PLINTH_SMTP_URL`, written to the server log.
+//! Failed sends are retried (30 s, 2 min, 10 min, 1 h), then marked failed; a sent message's
+//! body is wiped.
+
+use std::time::Duration;
+
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Mailbox, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use sqlx::FromRow;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::db::{Backend, WriteTx};
+use crate::http::{ApiError, ApiResult};
+use crate::id::{self, prefix};
+use crate::{keyring, time};
+
+/// Waits before each retry; the message fails after the last.
+const RETRIES: &[Duration] =
+    &[Duration::from_secs(30), Duration::from_secs(120), Duration::from_secs(600), Duration::from_secs(3600)];
+const CLAIM_BATCH: i64 = 10;
+const LEASE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_secs(1);
+
+/// How emails leave this server.
+#[derive(Clone)]
+pub enum Mailer {
+    /// Written to the server log: for development.
+    Log,
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mailer::Log => "Mailer::Log",
+            Mailer::Smtp(_) => "Mailer::Smtp",
+        })
+    }
+}
+
+impl Mailer {
+    /// The transport `PLINTH_SMTP_URL` names, or the log.
+    pub fn from_config(url: Option<&str>) -> Result<Mailer, String> {
+        match url.filter(|u| !u.trim().is_empty()) {
+            None => Ok(Mailer::Log),
+            Some(url) => AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                .map(|builder| Mailer::Smtp(builder.timeout(Some(Duration::from_secs(20))).build()))
+                .map_err(|e| format!("PLINTH_SMTP_URL: {e}")),
+        }
+    }
+}
+
+/// Queues an email to `to` in `tx`: sent after the commit.
+pub async fn queue_email(
+    app: &App,
+    tx: &mut WriteTx,
+    tenant: &str,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> ApiResult<String> {
+    let id = id::new_id(prefix::MESSAGE);
+    let sealed = keyring::seal(tx, app, tenant, "message", &id, body).await?;
+    let now = time::to_db(&time::now());
+    sqlx::query(
+        "INSERT INTO outbound_messages (id, tenant_id, channel, recipient, subject, body, status, next_attempt_at, created_at) \
+         VALUES ($1, $2, 'email', $3, $4, $5, 'pending', $6, $6)",
+    )
+    .bind(&id)
+    .bind(tenant)
+    .bind(to)
+    .bind(subject)
+    .bind(&sealed)
+    .bind(&now)
+    .execute(&mut **tx)
+    .await?;
+    tx.queued_work();
+    Ok(id)
+}
+
+#[derive(Debug, FromRow)]
+struct Claimed {
+    id: String,
+    tenant_id: String,
+    channel: String,
+    recipient: String,
+    subject: Option<String>,
+    body: String,
+    attempts: i64,
+}
+
+/// Starts this node's sender; it stops when `stop` turns true.
+pub fn spawn(app: App, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(app, stop))
+}
+
+async fn run(app: App, mut stop: watch::Receiver<bool>) {
+    let mut wake = app.db.outbox().work();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let claimed = claim(&app).await.unwrap_or_else(|error| {
+            tracing::warn!(?error, "claiming messages failed; will retry");
+            Vec::new()
+        });
+        let full = claimed.len() as i64 == CLAIM_BATCH;
+        for message in claimed {
+            let outcome = send(&app, &message).await;
+            if let Err(error) = settle(&app, &message, outcome).await {
+                tracing::warn!(?error, message = %message.id, "recording a sent message failed; it may be sent again");
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            changed = wake.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            _ = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn claim(app: &App) -> ApiResult<Vec<Claimed>> {
+    let now = time::now();
+    let due: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM outbound_messages WHERE status = 'pending' AND next_attempt_at <= $1 \
+         AND (lease_until IS NULL OR lease_until < $1) LIMIT 1",
+    )
+    .bind(time::to_db(&now))
+    .fetch_optional(app.db.pool())
+    .await?;
+    if due.is_none() {
+        return Ok(Vec::new());
+    }
+    let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+    let lock = if app.db.backend() == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let mut tx = app.db.begin_write().await?;
+    let claimed: Vec<Claimed> = sqlx::query_as(&format!(
+        "UPDATE outbound_messages SET lease_until = $1, attempts = attempts + 1 WHERE id IN (\
+         SELECT id FROM outbound_messages WHERE status = 'pending' AND next_attempt_at <= $2 \
+         AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at LIMIT {CLAIM_BATCH}{lock}) \
+         RETURNING id, tenant_id, channel, recipient, subject, body, attempts"
+    ))
+    .bind(time::to_db(&until))
+    .bind(time::to_db(&now))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// One attempt at sending; the error when it failed.
+async fn send(app: &App, message: &Claimed) -> Result<(), String> {
+    let mut conn = app.db.pool().acquire().await.map_err(|e| e.to_string())?;
+    let body = keyring::open(&mut conn, app, &message.tenant_id, "message", &message.id, &message.body)
+        .await
+        .map_err(|e| e.message)?;
+    drop(conn);
+    let subject = message.subject.clone().unwrap_or_default();
+    if message.channel != "email" {
+        return Err(format!("no transport for `{}` messages", message.channel));
+    }
+    match &app.mailer {
+        Mailer::Log => {
+            tracing::info!(to = %message.recipient, %subject, %body, "email (log transport: set PLINTH_SMTP_URL to send)");
+            Ok(())
+        }
+        Mailer::Smtp(transport) => {
+            let from: Mailbox = app.config.email.email_from.parse().map_err(|e| format!("PLINTH_EMAIL_FROM: {e}"))?;
+            let to: Mailbox = message.recipient.parse().map_err(|e| format!("the recipient: {e}"))?;
+            let email = lettre::Message::builder()
+                .from(from)
+                .to(to)
+                .subject(subject)
+                .message_id(Some(format!("<{}@plinth>", message.id)))
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .header(ContentTransferEncoding::Base64)
+                        .body(body),
+                )
+                .map_err(|e| e.to_string())?;
+            transport.send(email).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn settle(app: &App, message: &Claimed, outcome: Result<(), String>) -> ApiResult<()> {
+    let now = time::now();
+    let mut tx = app.db.begin_write().await?;
+    match outcome {
+        Ok(()) => {
+            sqlx::query(
+                "UPDATE outbound_messages SET status = 'sent', body = '', sent_at = $1, lease_until = NULL, \
+                 last_error = NULL WHERE id = $2",
+            )
+            .bind(time::to_db(&now))
+            .bind(&message.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Err(error) => {
+            let error: String = error.chars().take(500).collect();
+            let retry = usize::try_from(message.attempts - 1).ok().and_then(|i| RETRIES.get(i));
+            tracing::warn!(message = %message.id, attempt = message.attempts, %error, "sending a message failed");
+            match retry {
+                Some(wait) => {
+                    let wait = wait.mul_f64(1.0 + rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..0.1));
+                    let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                    sqlx::query(
+                        "UPDATE outbound_messages SET next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = $3",
+                    )
+                    .bind(time::to_db(&next))
+                    .bind(&error)
+                    .bind(&message.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "UPDATE outbound_messages SET status = 'failed', body = '', lease_until = NULL, last_error = $1 \
+                         WHERE id = $2",
+                    )
+                    .bind(&error)
+                    .bind(&message.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+    }
+    tx.commit().await.map_err(ApiError::from)
+}
