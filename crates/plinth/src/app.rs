@@ -70,6 +70,10 @@ pub struct AppState {
     pub ai_models: crate::ai::compat::ModelCache,
     /// How end users' emails leave.
     pub mailer: crate::messages::Mailer,
+    /// Calls to services the operator configured (the SMS provider).
+    pub services: reqwest::Client,
+    /// Keys the hashes of one-time codes.
+    pub code_key: [u8; 32],
     /// Stored file bytes.
     pub files: crate::files::Files,
     /// Signs the public links of uploads.
@@ -335,6 +339,8 @@ impl Server {
             ai_prices,
             ai_models: Default::default(),
             mailer,
+            services: crate::outbound::service_client(),
+            code_key: master.derive("one-time-codes"),
             files,
             link_key: master.derive("upload-links"),
             realtime: crate::realtime::Hub::default(),

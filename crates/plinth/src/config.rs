@@ -144,6 +144,9 @@ pub struct Config {
     #[command(flatten)]
     pub email: EmailArgs,
 
+    #[command(flatten)]
+    pub sms: SmsArgs,
+
     /// Events a realtime listener may fall behind before it is disconnected (it then
     /// reconnects; an SSE client resumes from the outbox). Bounds the memory slow listeners hold.
     #[arg(long, env = "PLINTH_REALTIME_BUFFER", default_value_t = crate::db::OUTBOX_EVENTS_BUFFER,
@@ -199,6 +202,38 @@ pub struct EmailArgs {
 impl Default for EmailArgs {
     fn default() -> Self {
         EmailArgs { smtp_url: None, email_from: "Plinth <no-reply@localhost>".into() }
+    }
+}
+
+/// How end users' text messages leave the server: Twilio's Messages API, or a provider that
+/// speaks it. Without an account, messages are written to the server log.
+#[derive(Debug, Clone, Args)]
+pub struct SmsArgs {
+    /// The provider's API base URL.
+    #[arg(long, env = "PLINTH_SMS_BASE_URL", default_value = "https://api.twilio.com")]
+    pub sms_base_url: String,
+
+    /// The account (Twilio's Account SID).
+    #[arg(long, env = "PLINTH_SMS_ACCOUNT_SID")]
+    pub sms_account_sid: Option<String>,
+
+    /// The account's auth token.
+    #[arg(long, env = "PLINTH_SMS_AUTH_TOKEN", hide_env_values = true)]
+    pub sms_auth_token: Option<Secret>,
+
+    /// The sending number (E.164) or sender id.
+    #[arg(long, env = "PLINTH_SMS_FROM")]
+    pub sms_from: Option<String>,
+}
+
+impl Default for SmsArgs {
+    fn default() -> Self {
+        SmsArgs {
+            sms_base_url: "https://api.twilio.com".into(),
+            sms_account_sid: None,
+            sms_auth_token: None,
+            sms_from: None,
+        }
     }
 }
 
@@ -302,6 +337,7 @@ impl Config {
             inbound: InboundArgs::default(),
             ai: AiArgs::default(),
             email: EmailArgs::default(),
+            sms: SmsArgs::default(),
             realtime_buffer: crate::db::OUTBOX_EVENTS_BUFFER,
         }
     }

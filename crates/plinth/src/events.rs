@@ -85,6 +85,8 @@ pub const BUILT_IN: &[&str] = &[
     "user.signed_in",
     "user.sign_in_failed",
     "user.session_ended",
+    "user.mfa_enrolled",
+    "user.mfa_removed",
 ];
 
 /// Prefixes custom events may not take: they belong to the platform's own events.

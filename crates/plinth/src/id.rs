@@ -37,6 +37,8 @@ pub mod prefix {
     pub const SESSION: &str = "sess";
     pub const MESSAGE: &str = "omsg";
     pub const AUTH_CODE: &str = "code";
+    pub const MFA_FACTOR: &str = "mfa";
+    pub const RECOVERY_CODE: &str = "rcv";
 }
 
 /// A new identifier with `prefix`, time-ordered.

@@ -1,6 +1,7 @@
-//! Emails (and, later, text messages) to end users: a row in `outbound_messages` committed with
+//! Emails and text messages to end users: a row in `outbound_messages` committed with
 //! the request that caused it, its body sealed under the tenant's key, then sent by this
-//! node's worker over SMTP (`lettre`) or, without `PLINTH_SMTP_URL`, written to the server log.
+//! node's worker over SMTP (`lettre`) and Twilio's Messages API or, unconfigured, written to the
+//! server log.
 //! Failed sends are retried (30 s, 2 min, 10 min, 1 h), then marked failed; a sent message's
 //! body is wiped.
 
@@ -80,6 +81,51 @@ pub async fn queue_email(
     .await?;
     tx.queued_work();
     Ok(id)
+}
+
+/// Queues a text message to `to` (E.164) in `tx`: sent after the commit.
+pub async fn queue_sms(app: &App, tx: &mut WriteTx, tenant: &str, to: &str, body: &str) -> ApiResult<String> {
+    let id = id::new_id(prefix::MESSAGE);
+    let sealed = keyring::seal(tx, app, tenant, "message", &id, body).await?;
+    let now = time::to_db(&time::now());
+    sqlx::query(
+        "INSERT INTO outbound_messages (id, tenant_id, channel, recipient, body, status, next_attempt_at, created_at) \
+         VALUES ($1, $2, 'sms', $3, $4, 'pending', $5, $5)",
+    )
+    .bind(&id)
+    .bind(tenant)
+    .bind(to)
+    .bind(&sealed)
+    .bind(&now)
+    .execute(&mut **tx)
+    .await?;
+    tx.queued_work();
+    Ok(id)
+}
+
+/// Sends a text message through Twilio's Messages API (or the log without an account).
+async fn send_sms(app: &App, to: &str, body: &str) -> Result<(), String> {
+    let sms = &app.config.sms;
+    let (Some(account), Some(token)) = (&sms.sms_account_sid, &sms.sms_auth_token) else {
+        tracing::info!(%to, %body, "text message (log transport: set PLINTH_SMS_ACCOUNT_SID to send)");
+        return Ok(());
+    };
+    let url = format!("{}/2010-04-01/Accounts/{account}/Messages.json", sms.sms_base_url.trim_end_matches('/'));
+    let from = sms.sms_from.clone().unwrap_or_default();
+    let answer = app
+        .services
+        .post(url)
+        .basic_auth(account, Some(token.expose()))
+        .form(&[("To", to), ("From", from.as_str()), ("Body", body)])
+        .send()
+        .await
+        .map_err(|e| format!("the SMS provider cannot be reached: {e}"))?;
+    let status = answer.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = answer.text().await.unwrap_or_default();
+    Err(format!("the SMS provider answered {status}: {}", text.chars().take(300).collect::<String>()))
 }
 
 #[derive(Debug, FromRow)]
@@ -167,8 +213,10 @@ async fn send(app: &App, message: &Claimed) -> Result<(), String> {
         .map_err(|e| e.message)?;
     drop(conn);
     let subject = message.subject.clone().unwrap_or_default();
-    if message.channel != "email" {
-        return Err(format!("no transport for `{}` messages", message.channel));
+    match message.channel.as_str() {
+        "email" => {}
+        "sms" => return send_sms(app, &message.recipient, &body).await,
+        other => return Err(format!("no transport for `{other}` messages")),
     }
     match &app.mailer {
         Mailer::Log => {

@@ -36,6 +36,11 @@ pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
 
 /// A client for AI providers: no overall timeout (answers stream for minutes), the SSRF guard
 /// unless `trusted` (URLs from the server's own configuration).
+/// Calls to services the operator configured (an SMS provider): their URLs are trusted.
+pub fn service_client() -> reqwest::Client {
+    builder(true, Some(Duration::from_secs(20)))
+}
+
 pub fn ai_client(allow_private: bool, trusted: bool) -> reqwest::Client {
     builder(allow_private || trusted, None)
 }

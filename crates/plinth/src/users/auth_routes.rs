@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::admin::{self, NewUser, UpdateUser};
+use super::mfa::SignedIn;
 use super::sessions::{self, Device, Refreshed, Tokens};
 use super::{config, passwords, User};
 use crate::app::App;
@@ -111,7 +112,7 @@ pub struct Signup {
               (status = 403, body = crate::http::error::ErrorBody, description = "Sign-up is closed"),
               (status = 409, body = crate::http::error::ErrorBody, description = "The email is taken"),
               (status = 422, body = crate::http::error::ErrorBody)))]
-async fn signup(
+pub async fn signup(
     auth: Result<Auth, ApiError>,
     State(app): State<App>,
     ip: ClientIp,
@@ -130,6 +131,7 @@ async fn signup(
         return Err(ApiError::forbidden("sign-up is by invitation for this tenant"));
     }
     settings.check_redirect(body.redirect_to.as_deref())?;
+    super::turnstile::check(&app, &tenant, body.turnstile_token.as_deref(), ip).await?;
     let mut errors = FieldErrors::default();
     let email = super::normalise_email(&body.email).map_err(|e| errors.add("email", e)).ok();
     let phone = body.phone.as_deref().map(super::normalise_phone).transpose().unwrap_or_else(|e| {
@@ -193,17 +195,17 @@ pub struct Login {
 #[utoipa::path(post, path = "/v1/auth/login", tag = "Authentication",
     params(("X-Tenant-ID" = Option<String>, Header, description = "The tenant's id or slug")),
     request_body = Login,
-    responses((status = 200, body = crate::http::response::Envelope<Tokens>),
+    responses((status = 200, body = crate::http::response::Envelope<SignedIn>, description = "Tokens, or an MFA challenge (`mfa_required`, `mfa_ticket`, `factors`)"),
               (status = 401, body = crate::http::error::ErrorBody, description = "Wrong email or password"),
               (status = 403, body = crate::http::error::ErrorBody, description = "Banned, or passwords are off"),
               (status = 429, body = crate::http::error::ErrorBody, description = "Too many attempts")))]
-async fn login(
+pub async fn login(
     auth: Result<Auth, ApiError>,
     State(app): State<App>,
     ip: ClientIp,
     headers: HeaderMap,
     Json(body): Json<Login>,
-) -> ApiResult<Data<Tokens>> {
+) -> ApiResult<Data<SignedIn>> {
     let tenant = super::tenant_of(&app, auth.as_ref().ok(), &headers, body.tenant_id.as_deref()).await?;
     let device = device_of(ip, &headers);
     let email = body.email.trim().to_lowercase();
@@ -222,6 +224,7 @@ async fn login(
     if !settings.methods.password {
         return Err(ApiError::forbidden("password sign-in is off for this tenant"));
     }
+    super::turnstile::check(&app, &tenant, body.turnstile_token.as_deref(), ip).await?;
     let user = super::find_by_email(&mut conn, &tenant, &email).await?;
     drop(conn);
     let matches = passwords::verify(body.password, user.as_ref().and_then(|u| u.password_hash.clone())).await?;
@@ -251,6 +254,13 @@ async fn login(
         return Err(ApiError::forbidden("this user is banned"));
     }
     let mut tx = app.db.begin_write().await?;
+    if let Some(challenge) = super::mfa::gate(&mut tx, &user).await? {
+        let entry =
+            Entry { action: "user.mfa_challenged", resource_type: "user", resource_id: &user.id, changes: json!({}) };
+        audit::record(&mut *tx, &who(&tenant, Some(&user.id), &device), None, entry).await?;
+        tx.commit().await?;
+        return Ok(Data(SignedIn::Mfa(challenge)));
+    }
     let tokens = sessions::open(&app, &mut tx, &user, &device, "aal1").await?;
     let entry = Entry {
         action: "user.signed_in",
@@ -261,7 +271,7 @@ async fn login(
     audit::record(&mut *tx, &who(&tenant, Some(&user.id), &device), None, entry).await?;
     signed_in_event(&mut tx, &tenant, &tokens, "password").await?;
     tx.commit().await?;
-    Ok(Data(tokens))
+    Ok(Data(SignedIn::Tokens(Box::new(tokens))))
 }
 
 /// A refresh token to trade or to end.

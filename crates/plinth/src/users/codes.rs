@@ -16,6 +16,10 @@ pub enum Purpose {
     VerifyEmail,
     ResetPassword,
     MagicLink,
+    /// A 6-digit code by SMS.
+    Otp,
+    /// Proof of a password check, to finish a login with a second factor.
+    MfaTicket,
 }
 
 impl Purpose {
@@ -24,6 +28,8 @@ impl Purpose {
             Purpose::VerifyEmail => "verify_email",
             Purpose::ResetPassword => "reset_password",
             Purpose::MagicLink => "magic_link",
+            Purpose::Otp => "otp",
+            Purpose::MfaTicket => "mfa_ticket",
         }
     }
 
@@ -32,6 +38,7 @@ impl Purpose {
             Purpose::VerifyEmail => Duration::hours(24),
             Purpose::ResetPassword => Duration::hours(1),
             Purpose::MagicLink => Duration::minutes(15),
+            Purpose::Otp | Purpose::MfaTicket => Duration::minutes(5),
         }
     }
 }
@@ -107,4 +114,90 @@ pub async fn redeem(tx: &mut WriteTx, tenant: Option<&str>, purpose: Purpose, to
         Some(code) if tenant.is_none_or(|t| t == code.tenant_id) => Ok(code),
         _ => Err(invalid()),
     }
+}
+
+/// Wrong guesses a code survives.
+pub const OTP_ATTEMPTS: i64 = 5;
+
+/// The stored form of a 6-digit code: an HMAC under the server's key, bound to the tenant and
+/// phone (a plain hash of a million possible codes would be read back in a moment).
+fn otp_hash(key: &[u8; 32], tenant: &str, phone: &str, code: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("otp\n{tenant}\n{phone}\n{code}").as_bytes());
+    secrets::hex(&mac.finalize().into_bytes())
+}
+
+/// A new 6-digit code for `phone` (and its user, when there is one): earlier codes stop working.
+pub async fn issue_otp(
+    tx: &mut WriteTx,
+    key: &[u8; 32],
+    tenant: &str,
+    user: Option<&str>,
+    phone: &str,
+) -> ApiResult<String> {
+    let code = format!("{:06}", rand::Rng::gen_range(&mut rand::rngs::OsRng, 0..1_000_000u32));
+    let now = time::now();
+    sqlx::query("UPDATE auth_codes SET used_at = $1 WHERE tenant_id = $2 AND purpose = 'otp' AND target = $3 AND used_at IS NULL")
+        .bind(time::to_db(&now))
+        .bind(tenant)
+        .bind(phone)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO auth_codes (id, tenant_id, user_id, purpose, code_hash, target, created_at, expires_at) \
+         VALUES ($1, $2, $3, 'otp', $4, $5, $6, $7)",
+    )
+    .bind(id::new_id(prefix::AUTH_CODE))
+    .bind(tenant)
+    .bind(user)
+    .bind(otp_hash(key, tenant, phone, &code))
+    .bind(phone)
+    .bind(time::to_db(&now))
+    .bind(time::to_db(&(now + Purpose::Otp.lifetime())))
+    .execute(&mut **tx)
+    .await?;
+    Ok(code)
+}
+
+/// What checking a code came to. A wrong guess is counted in `tx`: commit it.
+pub enum OtpCheck {
+    Right(Code),
+    Wrong,
+    /// No live code, or its guesses ran out.
+    Missing,
+}
+
+/// Checks `code` against the live code of `phone`.
+pub async fn check_otp(tx: &mut WriteTx, key: &[u8; 32], tenant: &str, phone: &str, code: &str) -> ApiResult<OtpCheck> {
+    let now = time::to_db(&time::now());
+    let live: Option<(String, String, i64)> = sqlx::query_as(
+        "SELECT id, code_hash, attempts FROM auth_codes WHERE tenant_id = $1 AND purpose = 'otp' AND target = $2 \
+         AND used_at IS NULL AND expires_at > $3 ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(phone)
+    .bind(&now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((id, stored, attempts)) = live else { return Ok(OtpCheck::Missing) };
+    if attempts >= OTP_ATTEMPTS {
+        return Ok(OtpCheck::Missing);
+    }
+    let given = otp_hash(key, tenant, phone, code.trim());
+    if !secrets::constant_time_eq(given.as_bytes(), stored.as_bytes()) {
+        // Counted atomically, so that concurrent guesses cannot share one attempt.
+        sqlx::query("UPDATE auth_codes SET attempts = attempts + 1 WHERE id = $1").bind(&id).execute(&mut **tx).await?;
+        return Ok(OtpCheck::Wrong);
+    }
+    let used: Option<Code> = sqlx::query_as(
+        "UPDATE auth_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND attempts < $3 \
+         RETURNING id, tenant_id, user_id, target, redirect_to",
+    )
+    .bind(&now)
+    .bind(&id)
+    .bind(OTP_ATTEMPTS)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(used.map_or(OtpCheck::Missing, OtpCheck::Right))
 }

@@ -85,6 +85,12 @@ pub struct AuthConfig {
     pub site_url: Option<String>,
     pub branding: Branding,
     pub email_templates: Templates,
+    /// A Turnstile-style bot check: sign-up, login, reset, magic-link and code requests must
+    /// carry a `turnstile_token` that this URL accepts (with `turnstile_secret`, write-only).
+    pub turnstile_verify_url: Option<String>,
+    /// Whether a `turnstile_secret` is stored (it is never shown).
+    #[serde(skip_deserializing)]
+    pub turnstile_secret_set: bool,
 }
 
 impl Default for AuthConfig {
@@ -96,6 +102,8 @@ impl Default for AuthConfig {
             site_url: None,
             branding: Branding::default(),
             email_templates: Templates::default(),
+            turnstile_verify_url: None,
+            turnstile_secret_set: false,
         }
     }
 }
@@ -122,14 +130,33 @@ impl AuthConfig {
 
 /// The tenant's settings, or the defaults.
 pub async fn load(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<AuthConfig> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT config FROM auth_configs WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT config, turnstile_secret FROM auth_configs WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?;
     match row {
-        Some((text,)) => serde_json::from_str(&text).map_err(ApiError::internal),
+        Some((text, secret)) => {
+            let mut config: AuthConfig = serde_json::from_str(&text).map_err(ApiError::internal)?;
+            config.turnstile_secret_set = secret.is_some();
+            Ok(config)
+        }
         None => Ok(AuthConfig::default()),
     }
+}
+
+/// The tenant's bot-check URL and secret, when both are set.
+pub async fn turnstile(conn: &mut sqlx::AnyConnection, app: &App, tenant: &str) -> ApiResult<Option<(String, String)>> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT config, turnstile_secret FROM auth_configs WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((text, Some(sealed))) = row else { return Ok(None) };
+    let config: AuthConfig = serde_json::from_str(&text).map_err(ApiError::internal)?;
+    let Some(url) = config.turnstile_verify_url else { return Ok(None) };
+    let secret = crate::keyring::open(conn, app, tenant, "turnstile", tenant, &sealed).await?;
+    Ok(Some((url, secret)))
 }
 
 fn check(config: &AuthConfig, errors: &mut FieldErrors) {
@@ -148,6 +175,13 @@ fn check(config: &AuthConfig, errors: &mut FieldErrors) {
         if !ok {
             errors.add("redirect_allowlist", format!("`{entry}` must be a URL, or a URL prefix ending in `*`"));
         }
+    }
+    if config
+        .turnstile_verify_url
+        .as_ref()
+        .is_some_and(|u| u.len() > 2048 || !url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "https" | "http")))
+    {
+        errors.add("turnstile_verify_url", "must be an https:// URL");
     }
     if config.site_url.as_ref().is_some_and(|u| u.len() > 2048 || url::Url::parse(u).is_err()) {
         errors.add("site_url", "must be a URL");
@@ -213,21 +247,36 @@ async fn get_config(auth: Auth, State(app): State<App>) -> ApiResult<Data<AuthCo
 async fn set_config(
     auth: Auth,
     State(app): State<App>,
-    Json(body): Json<serde_json::Map<String, serde_json::Value>>,
+    Json(mut body): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<Data<AuthConfig>> {
     auth.require(AUTH_CONFIG_WRITE)?;
     let tenant = auth.tenant()?.as_str().to_string();
+    // The secret is kept apart, sealed; it is never part of the shown settings.
+    let secret = match body.remove("turnstile_secret") {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 1024 => Some(Some(s)),
+        Some(_) => return Err(ApiError::invalid("turnstile_secret", "must be 1 to 1024 characters, or null")),
+    };
+    body.remove("turnstile_secret_set");
     let mut tx = app.db.begin_write().await?;
     let current = load(&mut tx, &tenant).await?;
     let mut merged = serde_json::to_value(&current).map_err(ApiError::internal)?;
     for (name, value) in &body {
         merged[name] = value.clone();
     }
+    if let Some(fields) = merged.as_object_mut() {
+        fields.remove("turnstile_secret_set");
+    }
     let config: AuthConfig = serde_json::from_value(merged).map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let mut errors = FieldErrors::default();
     check(&config, &mut errors);
     errors.finish()?;
-    let text = serde_json::to_string(&config).map_err(ApiError::internal)?;
+    let mut stored = serde_json::to_value(&config).map_err(ApiError::internal)?;
+    if let Some(fields) = stored.as_object_mut() {
+        fields.remove("turnstile_secret_set");
+    }
+    let text = stored.to_string();
     sqlx::query(
         "INSERT INTO auth_configs (tenant_id, config, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
@@ -237,6 +286,19 @@ async fn set_config(
     .bind(time::to_db(&time::now()))
     .execute(&mut *tx)
     .await?;
+    let mut config = config;
+    if let Some(secret) = &secret {
+        let sealed = match secret {
+            Some(secret) => Some(crate::keyring::seal(&mut tx, &app, &tenant, "turnstile", &tenant, secret).await?),
+            None => None,
+        };
+        sqlx::query("UPDATE auth_configs SET turnstile_secret = $1 WHERE tenant_id = $2")
+            .bind(&sealed)
+            .bind(&tenant)
+            .execute(&mut *tx)
+            .await?;
+        config.turnstile_secret_set = sealed.is_some();
+    }
     let fields: Vec<&String> = body.keys().collect();
     let entry = Entry {
         action: "auth_config.updated",

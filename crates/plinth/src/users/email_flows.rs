@@ -16,7 +16,8 @@ use super::admin::{self, NewUser};
 use super::auth_routes::{self, throttle, Message};
 use super::codes::{self, Purpose};
 use super::config::{AuthConfig, Template};
-use super::sessions::{self, Tokens};
+use super::mfa::SignedIn;
+use super::sessions;
 use super::{config, passwords, UserRow};
 use crate::app::App;
 use crate::audit::{self, Entry};
@@ -34,7 +35,7 @@ const EMAILS_PER_ACCOUNT_BURST: u64 = 5;
 
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
-        .routes(routes!(verify_link, verify))
+        .routes(routes!(verify_link, verify_email))
         .routes(routes!(forgot_password))
         .routes(routes!(reset_password))
         .routes(routes!(magic_link))
@@ -42,8 +43,9 @@ pub fn routes() -> OpenApiRouter<App> {
 }
 
 fn default_template(purpose: Purpose) -> Template {
+    // Only the three emailed purposes reach here; codes by SMS and MFA tickets are not mailed.
     let (subject, body) = match purpose {
-        Purpose::VerifyEmail => (
+        Purpose::VerifyEmail | Purpose::Otp | Purpose::MfaTicket => (
             "Confirm your email for {{brand_name}}",
             "Confirm that {{email}} is your address by opening this link:\n\n{{link}}\n\nIf you did not sign up, ignore this email.",
         ),
@@ -65,7 +67,9 @@ fn default_template(purpose: Purpose) -> Template {
 /// (`redirect_to`, the tenant's `site_url`, or this server) with `?token=&type=`.
 fn link(base: &str, purpose: Purpose, token: &str, redirect_to: Option<&str>, config: &AuthConfig) -> String {
     let kind = match purpose {
-        Purpose::VerifyEmail => return format!("{base}/v1/auth/verify?token={token}&type=signup"),
+        Purpose::VerifyEmail | Purpose::Otp | Purpose::MfaTicket => {
+            return format!("{base}/v1/auth/verify?token={token}&type=signup")
+        }
         Purpose::ResetPassword => "recovery",
         Purpose::MagicLink => "magiclink",
     };
@@ -89,7 +93,7 @@ async fn send(
     redirect_to: Option<&str>,
 ) -> ApiResult<()> {
     let chosen = match purpose {
-        Purpose::VerifyEmail => config.email_templates.verify_email.clone(),
+        Purpose::VerifyEmail | Purpose::Otp | Purpose::MfaTicket => config.email_templates.verify_email.clone(),
         Purpose::ResetPassword => config.email_templates.reset_password.clone(),
         Purpose::MagicLink => config.email_templates.magic_link.clone(),
     };
@@ -233,7 +237,7 @@ pub struct VerifyBody {
     request_body = VerifyBody,
     responses((status = 200, body = crate::http::response::Envelope<Verified>),
               (status = 400, body = crate::http::error::ErrorBody, description = "Invalid, used or expired")))]
-async fn verify(State(app): State<App>, Json(body): Json<VerifyBody>) -> ApiResult<Data<Verified>> {
+pub async fn verify_email(State(app): State<App>, Json(body): Json<VerifyBody>) -> ApiResult<Data<Verified>> {
     Ok(Data(verify_token(&app, &body.token, body.kind.as_deref()).await?.0))
 }
 
@@ -265,6 +269,7 @@ async fn email_request(
     let config = config::load(&mut conn, &tenant).await?;
     drop(conn);
     config.check_redirect(body.redirect_to.as_deref())?;
+    super::turnstile::check(app, &tenant, body.turnstile_token.as_deref(), ip).await?;
     throttle(app, format!("{what}-ip:{tenant}:{}", ip.0), EMAILS_PER_IP_PER_MINUTE, EMAILS_PER_IP_PER_MINUTE).await?;
     throttle(app, format!("{what}-account:{tenant}:{email}"), 1, EMAILS_PER_ACCOUNT_BURST).await?;
     Ok((tenant, email, config))
@@ -280,7 +285,7 @@ async fn email_request(
     responses((status = 200, body = crate::http::response::Envelope<Message>),
               (status = 422, body = crate::http::error::ErrorBody, description = "Not an address, or `redirect_to` not allowed"),
               (status = 429, body = crate::http::error::ErrorBody)))]
-async fn forgot_password(
+pub async fn forgot_password(
     auth: Result<Auth, ApiError>,
     State(app): State<App>,
     ip: ClientIp,
@@ -351,7 +356,7 @@ pub struct PasswordReset {
     responses((status = 200, body = crate::http::response::Envelope<PasswordReset>),
               (status = 400, body = crate::http::error::ErrorBody, description = "Invalid, used or expired token"),
               (status = 422, body = crate::http::error::ErrorBody, description = "The password is too weak")))]
-async fn reset_password(
+pub async fn reset_password(
     State(app): State<App>,
     ip: ClientIp,
     Json(body): Json<ResetPassword>,
@@ -412,7 +417,7 @@ async fn reset_password(
     responses((status = 200, body = crate::http::response::Envelope<Message>),
               (status = 403, body = crate::http::error::ErrorBody, description = "Magic links are off"),
               (status = 429, body = crate::http::error::ErrorBody)))]
-async fn magic_link(
+pub async fn magic_link(
     auth: Result<Auth, ApiError>,
     State(app): State<App>,
     ip: ClientIp,
@@ -466,15 +471,15 @@ pub struct MagicToken {
 /// address with no user yet becomes one).
 #[utoipa::path(post, path = "/v1/auth/magic-link/verify", tag = "Authentication",
     request_body = MagicToken,
-    responses((status = 200, body = crate::http::response::Envelope<Tokens>),
+    responses((status = 200, body = crate::http::response::Envelope<SignedIn>, description = "Tokens, or an MFA challenge"),
               (status = 400, body = crate::http::error::ErrorBody, description = "Invalid, used or expired"),
               (status = 403, body = crate::http::error::ErrorBody, description = "Banned")))]
-async fn magic_link_verify(
+pub async fn magic_link_verify(
     State(app): State<App>,
     ip: ClientIp,
     headers: HeaderMap,
     Json(body): Json<MagicToken>,
-) -> ApiResult<Data<Tokens>> {
+) -> ApiResult<Data<SignedIn>> {
     throttle(&app, format!("magic-token-ip:{}", ip.0), 30, 30).await?;
     let mut tx = app.db.begin_write().await?;
     let code = codes::redeem(&mut tx, None, Purpose::MagicLink, &body.token).await?;
@@ -510,6 +515,10 @@ async fn magic_link_verify(
         user.email_verified_at = Some(now.clone());
     }
     let device = auth_routes::device_of(ip, &headers);
+    if let Some(challenge) = super::mfa::gate(&mut tx, &user).await? {
+        tx.commit().await?;
+        return Ok(Data(SignedIn::Mfa(challenge)));
+    }
     let tokens = sessions::open(&app, &mut tx, &user, &device, "aal1").await?;
     let who = auth_routes::who(&tenant, Some(&user.id), &device);
     let entry = Entry {
@@ -521,5 +530,5 @@ async fn magic_link_verify(
     audit::record(&mut *tx, &who, None, entry).await?;
     auth_routes::signed_in_event(&mut tx, &tenant, &tokens, "magic_link").await?;
     tx.commit().await?;
-    Ok(Data(tokens))
+    Ok(Data(SignedIn::Tokens(Box::new(tokens))))
 }

@@ -7,8 +7,12 @@ pub mod auth_routes;
 pub mod codes;
 pub mod config;
 pub mod email_flows;
+pub mod mfa;
+pub mod otp;
 pub mod passwords;
+pub mod portal;
 pub mod sessions;
+pub mod turnstile;
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
@@ -33,6 +37,9 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(admin::routes())
         .merge(auth_routes::routes())
         .merge(email_flows::routes())
+        .merge(otp::routes())
+        .merge(mfa::routes())
+        .merge(portal::routes())
         .merge(config::routes())
 }
 
