@@ -218,13 +218,23 @@ async fn send(app: &App, message: &Claimed) -> Result<(), String> {
         "sms" => return send_sms(app, &message.recipient, &body).await,
         other => return Err(format!("no transport for `{other}` messages")),
     }
-    match &app.mailer {
+    // The tenant's own SMTP server, when it set one; else the server's.
+    let mut conn = app.db.pool().acquire().await.map_err(|e| e.to_string())?;
+    let own = crate::users::config::smtp(&mut conn, app, &message.tenant_id).await.map_err(|e| e.message)?;
+    drop(conn);
+    let (mailer, from) = match own {
+        Some((url, from)) => {
+            (Mailer::from_config(Some(&url))?, from.unwrap_or_else(|| app.config.email.email_from.clone()))
+        }
+        None => (app.mailer.clone(), app.config.email.email_from.clone()),
+    };
+    match &mailer {
         Mailer::Log => {
             tracing::info!(to = %message.recipient, %subject, %body, "email (log transport: set PLINTH_SMTP_URL to send)");
             Ok(())
         }
         Mailer::Smtp(transport) => {
-            let from: Mailbox = app.config.email.email_from.parse().map_err(|e| format!("PLINTH_EMAIL_FROM: {e}"))?;
+            let from: Mailbox = from.parse().map_err(|e| format!("the sender address: {e}"))?;
             let to: Mailbox = message.recipient.parse().map_err(|e| format!("the recipient: {e}"))?;
             let email = lettre::Message::builder()
                 .from(from)

@@ -91,7 +91,19 @@ pub struct AuthConfig {
     /// Whether a `turnstile_secret` is stored (it is never shown).
     #[serde(skip_deserializing)]
     pub turnstile_secret_set: bool,
+    /// The sender of this tenant's emails through its own `smtp_url` (`Acme
+    /// <accounts@acme.example>`); the server's `PLINTH_EMAIL_FROM` when absent.
+    pub email_from: Option<String>,
+    /// Whether the tenant's own `smtp_url` (write-only) is stored: its users' emails then go
+    /// through it instead of the server's.
+    #[serde(skip_deserializing)]
+    pub smtp_url_set: bool,
 }
+
+/// Settings that are written but never shown: (field, column, seal kind). Each is stored
+/// sealed in its own column and shown as `<field>_set`.
+const WRITE_ONLY: &[(&str, &str, &str)] =
+    &[("turnstile_secret", "turnstile_secret", "turnstile"), ("smtp_url", "smtp_url", "smtp")];
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -104,6 +116,8 @@ impl Default for AuthConfig {
             email_templates: Templates::default(),
             turnstile_verify_url: None,
             turnstile_secret_set: false,
+            email_from: None,
+            smtp_url_set: false,
         }
     }
 }
@@ -130,18 +144,45 @@ impl AuthConfig {
 
 /// The tenant's settings, or the defaults.
 pub async fn load(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<AuthConfig> {
-    let row: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT config, turnstile_secret FROM auth_configs WHERE tenant_id = $1")
+    let row: Option<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT config, turnstile_secret, smtp_url FROM auth_configs WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_optional(&mut *conn)
             .await?;
     match row {
-        Some((text, secret)) => {
+        Some((text, turnstile, smtp)) => {
             let mut config: AuthConfig = serde_json::from_str(&text).map_err(ApiError::internal)?;
-            config.turnstile_secret_set = secret.is_some();
+            config.turnstile_secret_set = turnstile.is_some();
+            config.smtp_url_set = smtp.is_some();
             Ok(config)
         }
         None => Ok(AuthConfig::default()),
+    }
+}
+
+/// The tenant's own SMTP URL and sender, when it set one.
+pub async fn smtp(
+    conn: &mut sqlx::AnyConnection,
+    app: &App,
+    tenant: &str,
+) -> ApiResult<Option<(String, Option<String>)>> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT config, smtp_url FROM auth_configs WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((text, Some(sealed))) = row else { return Ok(None) };
+    let config: AuthConfig = serde_json::from_str(&text).map_err(ApiError::internal)?;
+    let url = crate::keyring::open(conn, app, tenant, "smtp", tenant, &sealed).await?;
+    Ok(Some((url, config.email_from)))
+}
+
+/// Drops the shown-only fields before a settings object is read or stored.
+fn without_flags(value: &mut serde_json::Value) {
+    if let Some(fields) = value.as_object_mut() {
+        for (field, _, _) in WRITE_ONLY {
+            fields.remove(&format!("{field}_set"));
+        }
     }
 }
 
@@ -182,6 +223,9 @@ fn check(config: &AuthConfig, errors: &mut FieldErrors) {
         .is_some_and(|u| u.len() > 2048 || !url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "https" | "http")))
     {
         errors.add("turnstile_verify_url", "must be an https:// URL");
+    }
+    if config.email_from.as_ref().is_some_and(|f| f.len() > 320 || f.parse::<lettre::message::Mailbox>().is_err()) {
+        errors.add("email_from", "must be an address such as `Acme <accounts@acme.example>`");
     }
     if config.site_url.as_ref().is_some_and(|u| u.len() > 2048 || url::Url::parse(u).is_err()) {
         errors.add("site_url", "must be a URL");
@@ -251,31 +295,38 @@ async fn set_config(
 ) -> ApiResult<Data<AuthConfig>> {
     auth.require(AUTH_CONFIG_WRITE)?;
     let tenant = auth.tenant()?.as_str().to_string();
-    // The secret is kept apart, sealed; it is never part of the shown settings.
-    let secret = match body.remove("turnstile_secret") {
-        None => None,
-        Some(serde_json::Value::Null) => Some(None),
-        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 1024 => Some(Some(s)),
-        Some(_) => return Err(ApiError::invalid("turnstile_secret", "must be 1 to 1024 characters, or null")),
-    };
-    body.remove("turnstile_secret_set");
+    // Secrets are kept apart, sealed; they are never part of the shown settings.
+    let mut secrets = Vec::new();
+    for (field, column, kind) in WRITE_ONLY {
+        match body.remove(*field) {
+            None => {}
+            Some(serde_json::Value::Null) => secrets.push((*field, *column, *kind, None)),
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 1024 => {
+                secrets.push((*field, *column, *kind, Some(s)))
+            }
+            Some(_) => return Err(ApiError::invalid(field, "must be 1 to 1024 characters, or null")),
+        }
+    }
+    if let Some((_, _, _, Some(url))) = secrets.iter().find(|(field, ..)| *field == "smtp_url") {
+        crate::messages::Mailer::from_config(Some(url)).map_err(|_| {
+            ApiError::invalid("smtp_url", "must be an SMTP URL: smtp://user:pass@host:587?tls=required or smtps://...")
+        })?;
+    }
+    let mut merged_body = serde_json::Value::Object(body.clone());
+    without_flags(&mut merged_body);
     let mut tx = app.db.begin_write().await?;
     let current = load(&mut tx, &tenant).await?;
     let mut merged = serde_json::to_value(&current).map_err(ApiError::internal)?;
-    for (name, value) in &body {
+    for (name, value) in merged_body.as_object().into_iter().flatten() {
         merged[name] = value.clone();
     }
-    if let Some(fields) = merged.as_object_mut() {
-        fields.remove("turnstile_secret_set");
-    }
+    without_flags(&mut merged);
     let config: AuthConfig = serde_json::from_value(merged).map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let mut errors = FieldErrors::default();
     check(&config, &mut errors);
     errors.finish()?;
     let mut stored = serde_json::to_value(&config).map_err(ApiError::internal)?;
-    if let Some(fields) = stored.as_object_mut() {
-        fields.remove("turnstile_secret_set");
-    }
+    without_flags(&mut stored);
     let text = stored.to_string();
     sqlx::query(
         "INSERT INTO auth_configs (tenant_id, config, updated_at) VALUES ($1, $2, $3) \
@@ -286,20 +337,20 @@ async fn set_config(
     .bind(time::to_db(&time::now()))
     .execute(&mut *tx)
     .await?;
-    let mut config = config;
-    if let Some(secret) = &secret {
+    for (_, column, kind, secret) in &secrets {
         let sealed = match secret {
-            Some(secret) => Some(crate::keyring::seal(&mut tx, &app, &tenant, "turnstile", &tenant, secret).await?),
+            Some(secret) => Some(crate::keyring::seal(&mut tx, &app, &tenant, kind, &tenant, secret).await?),
             None => None,
         };
-        sqlx::query("UPDATE auth_configs SET turnstile_secret = $1 WHERE tenant_id = $2")
+        sqlx::query(&format!("UPDATE auth_configs SET {column} = $1 WHERE tenant_id = $2"))
             .bind(&sealed)
             .bind(&tenant)
             .execute(&mut *tx)
             .await?;
-        config.turnstile_secret_set = sealed.is_some();
     }
-    let fields: Vec<&String> = body.keys().collect();
+    let config = load(&mut tx, &tenant).await?;
+    let mut fields: Vec<&str> = body.keys().map(String::as_str).collect();
+    fields.extend(secrets.iter().map(|(field, ..)| *field));
     let entry = Entry {
         action: "auth_config.updated",
         resource_type: "auth_config",

@@ -405,7 +405,11 @@ async fn elevate(tx: &mut WriteTx, session: &str) -> ApiResult<()> {
               (status = 401, body = crate::http::error::ErrorBody, description = "Wrong or used code"),
               (status = 404, body = crate::http::error::ErrorBody),
               (status = 429, body = crate::http::error::ErrorBody, description = "Locked after five failures")))]
-async fn verify_factor(auth: Auth, State(app): State<App>, Json(body): Json<FactorCode>) -> ApiResult<Data<CodeVerified>> {
+async fn verify_factor(
+    auth: Auth,
+    State(app): State<App>,
+    Json(body): Json<FactorCode>,
+) -> ApiResult<Data<CodeVerified>> {
     let (user_id, session) = signed_in(&auth)?;
     let tenant = auth.tenant()?.as_str().to_string();
     let mut tx = app.db.begin_write().await?;

@@ -213,4 +213,35 @@ on_both_backends! {
         assert_eq!(status, "pending");
         assert!(next > plinth::time::to_db(&plinth::time::now()), "the retry is in the future");
     }
+
+    async fn tenants_can_send_through_their_own_smtp_server(backend) {
+        let (app, server_smtp) = with_smtp(backend).await;
+        let own = Smtp::start().await;
+        let tenant = app.tenant("Own Mail").await;
+        let refused = app.post("/v1/auth-config", &tenant.key, json!({ "smtp_url": "ftp://nope" })).await;
+        refused.expect_error(422, "VALIDATION_FAILED");
+        let set = app.post("/v1/auth-config", &tenant.key, json!({ "smtp_url": own.url, "email_from": "Own Mail <hello@own.test>" })).await;
+        set.expect(200);
+        assert_eq!(set.data()["smtp_url_set"], true);
+        assert_eq!(set.data()["email_from"], "Own Mail <hello@own.test>");
+        assert!(!set.text.contains(&own.url));
+        assert!(!app.stored_anywhere(&own.url).await, "the URL is sealed");
+
+        end_user(&app, &tenant, "/v1/auth/signup", json!({ "email": "mine@example.com", "password": PASSWORD })).await.expect(201);
+        let mail = own.wait_for("mine@example.com", 1).await;
+        assert_eq!(mail.from, "hello@own.test");
+        // Other settings can change without touching the stored URL.
+        app.post("/v1/auth-config", &tenant.key, json!({ "site_url": "https://own.test/app" })).await.expect(200);
+        end_user(&app, &tenant, "/v1/auth/forgot-password", json!({ "email": "mine@example.com" })).await.expect(200);
+        let reset = own.wait_for("mine@example.com", 2).await;
+        assert!(reset.body.contains("https://own.test/app?token="), "{}", reset.body);
+        assert!(server_smtp.to("mine@example.com").is_empty(), "nothing went through the server's SMTP");
+
+        // Cleared: back to the server's.
+        let cleared = app.post("/v1/auth-config", &tenant.key, json!({ "smtp_url": null })).await;
+        assert_eq!(cleared.data()["smtp_url_set"], false);
+        end_user(&app, &tenant, "/v1/auth/forgot-password", json!({ "email": "mine@example.com" })).await.expect(200);
+        let via_server = server_smtp.wait_for("mine@example.com", 1).await;
+        assert_eq!(via_server.from, "accounts@acme.test");
+    }
 }
