@@ -73,6 +73,7 @@ pub async fn run(
         settle: 0,
         events: true,
         gateway: false,
+        auth: false,
     };
     println!("events: {requests} requests per scenario, concurrency {concurrency}");
     println!("{:<52} {:>10} {:>10} {:>10} {:>7}", "scenario", "median", "p99", "per s", "failed");
@@ -154,5 +155,6 @@ pub(crate) fn options_like(options: &Options) -> Options {
         settle: 0,
         events: true,
         gateway: false,
+        auth: false,
     }
 }

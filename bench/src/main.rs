@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+mod auth;
 mod events;
 mod gateway;
 use serde_json::{json, Value};
@@ -33,6 +34,8 @@ pub(crate) struct Options {
     events: bool,
     /// Measure what the AI gateway adds to a call against a fake provider instead.
     gateway: bool,
+    /// Measure end-user sign-in (and the timing of known against unknown addresses) instead.
+    auth: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -45,6 +48,7 @@ fn options() -> anyhow::Result<Options> {
         settle: 0,
         events: false,
         gateway: false,
+        auth: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -58,6 +62,7 @@ fn options() -> anyhow::Result<Options> {
             "--settle" => options.settle = value()?.parse()?,
             "--events" => options.events = true,
             "--gateway" => options.gateway = true,
+            "--auth" => options.auth = true,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -195,12 +200,19 @@ async fn main() -> anyhow::Result<()> {
     let raised = client
         .patch(format!("{base}/v1/keys/{key_id}"))
         .bearer_auth(ADMIN_KEY)
-        .header("x-tenant-id", tenant_id)
+        .header("x-tenant-id", &tenant_id)
         .json(&json!({ "rate_limit": 10_000_000 }))
         .send()
         .await?;
     if !raised.status().is_success() {
         bail!("raising the bench key's rate limit failed: {}", raised.text().await?);
+    }
+    if options.auth {
+        auth::run(&client, &base, &key, &tenant_id, options.requests).await?;
+        server.start_kill()?;
+        let _ = server.wait().await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+        return Ok(());
     }
     let token =
         call(&client, reqwest::Method::POST, format!("{base}/v1/token"), &key, json!({ "api_key": key })).await?;

@@ -68,6 +68,8 @@ pub struct AppState {
     pub ai_prices: crate::ai::usage::Prices,
     /// Providers' model lists, kept five minutes.
     pub ai_models: crate::ai::compat::ModelCache,
+    /// Where clients reach this server: `PLINTH_PUBLIC_URL`, or the listening address.
+    pub public_url: String,
     /// How end users' emails leave.
     pub mailer: crate::messages::Mailer,
     /// Calls to services the operator configured (the SMS provider).
@@ -320,6 +322,13 @@ impl Server {
         let files = crate::files::Files::local(&files_dir)?;
         let mailer = crate::messages::Mailer::from_config(config.email.smtp_url.as_ref().map(Secret::expose))
             .map_err(StartupError::Plans)?;
+        let public_url = match &config.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        if config.email.smtp_url.is_none() {
+            tracing::warn!("PLINTH_SMTP_URL is not set: end users' emails are written to the log (for development)");
+        }
         let app = App(Arc::new(AppState {
             db,
             token_keys: TokenKeys::new(&master, config.token_ttl_secs),
@@ -338,6 +347,7 @@ impl Server {
             ai_guarded: crate::outbound::ai_client(allow_private, false),
             ai_prices,
             ai_models: Default::default(),
+            public_url,
             mailer,
             services: crate::outbound::service_client(),
             code_key: master.derive("one-time-codes"),

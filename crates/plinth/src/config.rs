@@ -115,7 +115,8 @@ pub struct Config {
     pub upgrade_url: Option<String>,
 
     /// Where clients reach this server (`https://api.example.com`), for the links it hands out
-    /// (signed upload URLs); the request's `Host` when unset.
+    /// (signed upload URLs, emailed links); the address it listens on when unset. Set it behind a
+    /// proxy.
     #[arg(long, env = "PLINTH_PUBLIC_URL")]
     pub public_url: Option<String>,
 

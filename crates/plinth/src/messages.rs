@@ -224,6 +224,9 @@ async fn send(app: &App, message: &Claimed) -> Result<(), String> {
     drop(conn);
     let (mailer, from) = match own {
         Some((url, from)) => {
+            // The tenant's server passes the address guard on every send (names can move).
+            let (host, port) = crate::outbound::smtp_target(&url).ok_or("the tenant's SMTP URL is not a URL")?;
+            crate::outbound::check_host(&host, port, app.config.outbound_allow_private).await?;
             (Mailer::from_config(Some(&url))?, from.unwrap_or_else(|| app.config.email.email_from.clone()))
         }
         None => (app.mailer.clone(), app.config.email.email_from.clone()),

@@ -85,6 +85,32 @@ pub fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), Strin
     Ok(())
 }
 
+/// Refuses a host (a name or a literal address) that is, or resolves to, a private address, for
+/// connections made by other means than the guarded client (a tenant's SMTP server).
+pub async fn check_host(host: &str, port: u16, allow_private: bool) -> Result<(), String> {
+    if allow_private {
+        return Ok(());
+    }
+    const PRIVATE: &str = "the host is, or resolves to, a private address, which outbound calls may not reach";
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host == "localhost" || host.ends_with(".localhost") {
+        return Err(PRIVATE.into());
+    }
+    let found: Vec<SocketAddr> =
+        tokio::net::lookup_host((host, port)).await.map_err(|e| format!("the host cannot be resolved: {e}"))?.collect();
+    if found.is_empty() || found.iter().any(|a| is_private(a.ip())) {
+        return Err(PRIVATE.into());
+    }
+    Ok(())
+}
+
+/// The host and port of an `smtp://` or `smtps://` URL.
+pub fn smtp_target(url: &str) -> Option<(String, u16)> {
+    let parsed = url::Url::parse(url).ok()?;
+    let port = parsed.port().unwrap_or(if parsed.scheme() == "smtps" { 465 } else { 587 });
+    Some((parsed.host_str()?.to_string(), port))
+}
+
 /// A short, log-safe account of why a call failed.
 pub fn describe(error: &reqwest::Error) -> String {
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);

@@ -147,7 +147,7 @@ async fn upload(
     if !(TTL_MIN_SECS..=TTL_MAX_SECS).contains(&ttl) {
         return Err(ApiError::invalid("expires_in", format!("must be {TTL_MIN_SECS} to {TTL_MAX_SECS} seconds")));
     }
-    let base = crate::http::public_base(&app, request.headers());
+    let base = crate::http::public_base(&app);
     let bytes = image_of(&app, request).await?;
     if bytes.is_empty() {
         return Err(ApiError::invalid("file", "the image is empty"));

@@ -13,11 +13,7 @@ pub use list::{Filter, ListParams, ListSpec, Page, SortField};
 pub use response::{Created, Data, Deleted};
 
 /// Where clients reach this server, for links it hands out: `PLINTH_PUBLIC_URL`, else the
-/// request's `Host` over plain HTTP.
-pub fn public_base(app: &crate::app::App, headers: &axum::http::HeaderMap) -> String {
-    if let Some(url) = &app.config.public_url {
-        return url.trim_end_matches('/').to_string();
-    }
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    format!("http://{host}")
+/// address the server listens on. Never the request's `Host`, which the sender chooses.
+pub fn public_base(app: &crate::app::App) -> String {
+    app.public_url.clone()
 }

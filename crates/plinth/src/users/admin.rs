@@ -318,6 +318,23 @@ pub async fn change(
     who: &Who,
     keep_session: Option<&str>,
 ) -> ApiResult<User> {
+    let checked = check_change(app, tenant, body).await?;
+    let mut tx = app.db.begin_write().await?;
+    let (user, _) = apply_change(app, &mut tx, tenant, user_id, checked, who, keep_session).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// A change checked, its password hashed: ready to apply in a transaction.
+pub struct CheckedChange {
+    body: UpdateUser,
+    email: Option<Option<String>>,
+    phone: Option<Option<String>>,
+    password_hash: Option<String>,
+}
+
+/// Checks a change and hashes its password (outside any transaction: hashing takes a while).
+pub async fn check_change(app: &App, tenant: &str, body: UpdateUser) -> ApiResult<CheckedChange> {
     let mut errors = FieldErrors::default();
     let email = match &body.email {
         Some(Some(email)) => match super::normalise_email(email) {
@@ -360,14 +377,31 @@ pub async fn change(
         Some(password) => Some(passwords::hash(password.clone()).await?),
         None => None,
     };
-    let mut tx = app.db.begin_write().await?;
-    crate::db::lock_row(&mut tx, app.db.backend(), "users", user_id, true).await?;
-    let mut row = super::find(&mut tx, tenant, user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(CheckedChange { body, email, phone, password_hash })
+}
+
+/// Applies a checked change in `tx` (not committed): audited, with `user.updated` (or
+/// `user.banned`). A ban ends every session; a new password every one but `keep_session`; a
+/// new email or phone retires the codes sent to the old one. Answers the user as shown and as
+/// stored.
+pub async fn apply_change(
+    app: &App,
+    tx: &mut WriteTx,
+    tenant: &str,
+    user_id: &str,
+    checked: CheckedChange,
+    who: &Who,
+    keep_session: Option<&str>,
+) -> ApiResult<(User, UserRow)> {
+    let CheckedChange { body, email, phone, password_hash } = checked;
+    crate::db::lock_row(tx, app.db.backend(), "users", user_id, true).await?;
+    let mut row = super::find(tx, tenant, user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let (email_before, phone_before) = (row.email.clone(), row.phone.clone());
     let now = time::to_db(&time::now());
     let mut changed: Vec<&str> = Vec::new();
     if let Some(email) = email {
         if email.is_some() && email != row.email {
-            if let Some(other) = super::find_by_email(&mut tx, tenant, email.as_deref().unwrap_or("")).await? {
+            if let Some(other) = super::find_by_email(tx, tenant, email.as_deref().unwrap_or("")).await? {
                 if other.id != row.id {
                     return Err(ApiError::new(ErrorCode::Conflict, "a user with this email exists"));
                 }
@@ -450,7 +484,7 @@ pub async fn change(
     .bind(&now)
     .bind(user_id)
     .bind(tenant)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await;
     match updated {
         Ok(_) => {}
@@ -459,21 +493,27 @@ pub async fn change(
         }
         Err(error) => return Err(error.into()),
     }
-    row.updated_at = now;
+    row.updated_at = now.clone();
     if newly_banned {
-        sessions::end_all(&mut tx, tenant, user_id, None, "banned").await?;
+        sessions::end_all(tx, tenant, user_id, None, "banned").await?;
     } else if changed.contains(&"password") {
-        sessions::end_all(&mut tx, tenant, user_id, keep_session, "password_changed").await?;
+        sessions::end_all(tx, tenant, user_id, keep_session, "password_changed").await?;
     }
-    let shown = User::try_from(row)?;
+    if row.email != email_before || row.phone != phone_before {
+        sqlx::query("UPDATE auth_codes SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+            .bind(&now)
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let shown = User::try_from(row.clone())?;
     let kind = if newly_banned { "user.banned" } else { "user.updated" };
     let event = Event { kind, resource_type: "user", resource_id: user_id, data: json!(shown) };
-    events::record(&mut tx, tenant, event).await?;
+    events::record(tx, tenant, event).await?;
     let entry =
         Entry { action: kind, resource_type: "user", resource_id: user_id, changes: json!({ "fields": changed }) };
-    audit::record(&mut *tx, who, Some(tenant), entry).await?;
-    tx.commit().await?;
-    Ok(shown)
+    audit::record(&mut **tx, who, Some(tenant), entry).await?;
+    Ok((shown, row))
 }
 
 /// Delete user

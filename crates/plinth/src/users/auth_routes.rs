@@ -156,7 +156,7 @@ pub async fn signup(
         ..NewUser::default()
     };
     let user = admin::insert(&mut tx, &tenant, fields).await?;
-    super::email_flows::send_verification(&app, &mut tx, &user, &headers, body.redirect_to.as_deref()).await?;
+    super::email_flows::send_verification(&app, &mut tx, &user, body.redirect_to.as_deref()).await?;
     let tokens = sessions::open(&app, &mut tx, &user, &device, "aal1").await?;
     let who = who(&tenant, Some(&user.id), &device);
     let entry = Entry { action: "user.signed_up", resource_type: "user", resource_id: &user.id, changes: json!({}) };
@@ -476,15 +476,14 @@ pub struct UpdateSelf {
 async fn update_current_user(
     auth: Auth,
     State(app): State<App>,
-    headers: HeaderMap,
     Json(body): Json<UpdateSelf>,
 ) -> ApiResult<Data<User>> {
     let (user, session) = signed_in(&auth)?;
     let tenant = auth.tenant()?.as_str().to_string();
-    let email_before = {
+    if body.email.is_some() || body.phone.is_some() || body.password.is_some() {
         let mut conn = app.db.pool().acquire().await?;
-        super::find(&mut conn, &tenant, &user).await?.and_then(|u| u.email)
-    };
+        super::mfa::require_second_factor(&mut conn, &user, &session).await?;
+    }
     let change = UpdateUser {
         email: body.email.map(Some),
         phone: body.phone.map(Some),
@@ -492,30 +491,23 @@ async fn update_current_user(
         user_metadata: body.user_metadata,
         ..UpdateUser::default()
     };
-    let updated = admin::change(&app, &tenant, &user, change, &Who::from(&auth), Some(&session)).await?;
-    if updated.email.is_some() && updated.email != email_before {
-        let mut tx = app.db.begin_write().await?;
-        if let Some(row) = super::find(&mut tx, &tenant, &user).await? {
-            super::email_flows::send_verification(&app, &mut tx, &row, &headers, None).await?;
-        }
-        tx.commit().await?;
+    let checked = admin::check_change(&app, &tenant, change).await?;
+    // One transaction: the change, the new address's verification email, and the end of
+    // anonymity for a user who now has an email and a password.
+    let mut tx = app.db.begin_write().await?;
+    let before = super::find(&mut tx, &tenant, &user).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let (mut shown, mut row) =
+        admin::apply_change(&app, &mut tx, &tenant, &user, checked, &Who::from(&auth), Some(&session)).await?;
+    if row.email.is_some() && row.email != before.email {
+        super::email_flows::send_verification(&app, &mut tx, &row, None).await?;
     }
-    // An anonymous user who now has an email and a password is anonymous no more.
-    if updated.is_anonymous && updated.email.is_some() {
-        let mut tx = app.db.begin_write().await?;
-        let has_password: Option<(Option<String>,)> = sqlx::query_as("SELECT password_hash FROM users WHERE id = $1")
-            .bind(&user)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if has_password.is_some_and(|(hash,)| hash.is_some()) {
-            sqlx::query("UPDATE users SET anonymous = 0 WHERE id = $1").bind(&user).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        let mut conn = app.db.pool().acquire().await?;
-        let row = super::find(&mut conn, &tenant, &user).await?.ok_or_else(|| ApiError::not_found("user"))?;
-        return Ok(Data(User::try_from(row)?));
+    if row.anonymous != 0 && row.email.is_some() && row.password_hash.is_some() {
+        sqlx::query("UPDATE users SET anonymous = 0 WHERE id = $1").bind(&user).execute(&mut *tx).await?;
+        row.anonymous = 0;
+        shown.is_anonymous = false;
     }
-    Ok(Data(updated))
+    tx.commit().await?;
+    Ok(Data(shown))
 }
 
 /// A session of the signed-in user.

@@ -210,11 +210,15 @@ fn check(config: &AuthConfig, errors: &mut FieldErrors) {
     for entry in &config.redirect_allowlist {
         let base = entry.strip_suffix('*').unwrap_or(entry);
         let parsed = url::Url::parse(base);
+        // A prefix ends at a path boundary: `https://app.example.com*` would admit
+        // `https://app.example.com.evil.example`.
+        let prefix_ok = !entry.ends_with('*') || base.ends_with('/');
         let ok = entry.len() <= 2048
+            && prefix_ok
             && parsed.is_ok_and(|u| matches!(u.scheme(), "https" | "http") || !u.cannot_be_a_base())
             && !base.contains('*');
         if !ok {
-            errors.add("redirect_allowlist", format!("`{entry}` must be a URL, or a URL prefix ending in `*`"));
+            errors.add("redirect_allowlist", format!("`{entry}` must be a URL, or a URL prefix ending in `/*`"));
         }
     }
     if config
@@ -253,6 +257,10 @@ fn check(config: &AuthConfig, errors: &mut FieldErrors) {
         if let Some(t) = template {
             if t.subject.trim().is_empty() || t.subject.len() > 200 || t.subject.contains(['\r', '\n']) {
                 errors.add(&format!("email_templates.{name}.subject"), "1 to 200 characters on one line");
+            }
+            if t.subject.contains("{{link}}") || t.subject.contains("{{token}}") {
+                // Subjects are kept in the clear; the link and token belong in the sealed body.
+                errors.add(&format!("email_templates.{name}.subject"), "may not contain `{{link}}` or `{{token}}`");
             }
             if t.body.trim().is_empty() || t.body.len() > TEMPLATE_MAX_BYTES {
                 errors.add(&format!("email_templates.{name}.body"), "1 byte to 32 KB");
@@ -308,9 +316,14 @@ async fn set_config(
         }
     }
     if let Some((_, _, _, Some(url))) = secrets.iter().find(|(field, ..)| *field == "smtp_url") {
-        crate::messages::Mailer::from_config(Some(url)).map_err(|_| {
+        let invalid = || {
             ApiError::invalid("smtp_url", "must be an SMTP URL: smtp://user:pass@host:587?tls=required or smtps://...")
-        })?;
+        };
+        crate::messages::Mailer::from_config(Some(url)).map_err(|_| invalid())?;
+        let (host, port) = crate::outbound::smtp_target(url).ok_or_else(invalid)?;
+        crate::outbound::check_host(&host, port, app.config.outbound_allow_private)
+            .await
+            .map_err(|e| ApiError::invalid("smtp_url", e))?;
     }
     let mut merged_body = serde_json::Value::Object(body.clone());
     without_flags(&mut merged_body);

@@ -124,13 +124,12 @@ pub async fn send_verification(
     app: &App,
     tx: &mut WriteTx,
     user: &UserRow,
-    headers: &HeaderMap,
     redirect_to: Option<&str>,
 ) -> ApiResult<()> {
     let Some(email) = &user.email else { return Ok(()) };
     let config = config::load(tx, &user.tenant_id).await?;
     let token = codes::issue(tx, &user.tenant_id, Some(&user.id), Purpose::VerifyEmail, email, redirect_to).await?;
-    let base = crate::http::public_base(app, headers);
+    let base = crate::http::public_base(app);
     send(app, tx, &user.tenant_id, &config, &base, Purpose::VerifyEmail, email, &token, redirect_to).await
 }
 
@@ -300,7 +299,7 @@ pub async fn forgot_password(
         let token =
             codes::issue(&mut tx, &tenant, Some(&user.id), Purpose::ResetPassword, &email, body.redirect_to.as_deref())
                 .await?;
-        let base = crate::http::public_base(&app, &headers);
+        let base = crate::http::public_base(&app);
         send(
             &app,
             &mut tx,
@@ -370,16 +369,21 @@ pub async fn reset_password(
     errors.finish()?;
     let hash = passwords::hash(body.password).await?;
     let now = time::to_db(&time::now());
-    sqlx::query(
+    let updated = sqlx::query(
         "UPDATE users SET password_hash = $1, email_verified_at = COALESCE(email_verified_at, $2), updated_at = $2 \
-         WHERE id = $3 AND tenant_id = $4 AND banned_at IS NULL",
+         WHERE id = $3 AND tenant_id = $4 AND email = $5 AND banned_at IS NULL",
     )
     .bind(&hash)
     .bind(&now)
     .bind(&user_id)
     .bind(&code.tenant_id)
+    .bind(&code.target)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::bad_request("this link is for an address the account no longer has"));
+    }
     let ended = sessions::end_all(&mut tx, &code.tenant_id, &user_id, None, "password_reset").await?;
     let data = json!({ "user_id": user_id, "sessions_ended": ended });
     events::record(
@@ -439,7 +443,7 @@ pub async fn magic_link(
         let user_id = user.as_ref().map(|u| u.id.as_str());
         let token =
             codes::issue(&mut tx, &tenant, user_id, Purpose::MagicLink, &email, body.redirect_to.as_deref()).await?;
-        let base = crate::http::public_base(&app, &headers);
+        let base = crate::http::public_base(&app);
         send(&app, &mut tx, &tenant, &config, &base, Purpose::MagicLink, &email, &token, body.redirect_to.as_deref())
             .await?;
     }
@@ -486,10 +490,21 @@ pub async fn magic_link_verify(
     let tenant = code.tenant_id.clone();
     let email = code.target.clone().unwrap_or_default();
     let now = time::to_db(&time::now());
+    // The tenant's settings when the link is used, not when it was sent.
+    let settings = config::load(&mut tx, &tenant).await?;
+    if !settings.methods.magic_link {
+        return Err(ApiError::forbidden("magic-link sign-in is off for this tenant"));
+    }
+    let gone = || ApiError::bad_request("this link is for an address the account no longer has");
     let user = match &code.user_id {
-        Some(id) => super::find(&mut tx, &tenant, id).await?,
+        Some(id) => Some(
+            super::find(&mut tx, &tenant, id).await?.filter(|u| u.email.as_deref() == Some(&email)).ok_or_else(gone)?,
+        ),
         None => match super::find_by_email(&mut tx, &tenant, &email).await? {
             Some(user) => Some(user),
+            None if settings.signup != "open" => {
+                return Err(ApiError::forbidden("sign-up is by invitation for this tenant"))
+            }
             None => {
                 let fields = NewUser {
                     email: Some(email.clone()),
@@ -506,6 +521,7 @@ pub async fn magic_link_verify(
     if user.is_banned() {
         return Err(ApiError::forbidden("this user is banned"));
     }
+    super::claim(&mut tx, &mut user).await?;
     if user.email.as_deref() == Some(email.as_str()) && user.email_verified_at.is_none() {
         sqlx::query("UPDATE users SET email_verified_at = $1 WHERE id = $2")
             .bind(&now)

@@ -132,9 +132,29 @@ fn matching_step(secret: &[u8], code: &str, last_step: i64, now: u64) -> Option<
     })
 }
 
+/// Refuses (403) a change to how `user` signs in from a session that has not passed their
+/// second factor, when they have one: a stolen first-factor session cannot weaken the second.
+pub async fn require_second_factor(conn: &mut sqlx::AnyConnection, user: &str, session: &str) -> ApiResult<()> {
+    let (verified,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM mfa_factors WHERE user_id = $1 AND verified_at IS NOT NULL")
+            .bind(user)
+            .fetch_one(&mut *conn)
+            .await?;
+    if verified == 0 {
+        return Ok(());
+    }
+    let (aal,): (String,) =
+        sqlx::query_as("SELECT aal FROM auth_sessions WHERE id = $1").bind(session).fetch_one(&mut *conn).await?;
+    if aal == "aal2" {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "this change needs a session that passed the second factor: POST /v1/auth/mfa/challenge first",
+    ))
+}
+
 /// Refuses while the user's second factor is locked.
-fn check_lock(user: &UserRow, locked_until: Option<&str>) -> ApiResult<()> {
-    let _ = user;
+fn check_lock(locked_until: Option<&str>) -> ApiResult<()> {
     if let Some(until) = locked_until.and_then(|t| time::from_db(t).ok()).filter(|t| *t > time::now()) {
         let mut error = ApiError::new(
             ErrorCode::RateLimited,
@@ -188,7 +208,9 @@ async fn check_code(
     code: &str,
     verified_only: bool,
 ) -> ApiResult<Option<String>> {
-    check_lock(user, lock_state(tx, &user.id).await?.as_deref())?;
+    // Held until commit: concurrent guesses queue behind each other's failure count.
+    crate::db::lock_row(tx, app.db.backend(), "users", &user.id, true).await?;
+    check_lock(lock_state(tx, &user.id).await?.as_deref())?;
     let rows: Vec<(String, String, i64, Option<String>)> = sqlx::query_as(
         "SELECT id, secret, last_step, verified_at FROM mfa_factors WHERE user_id = $1 AND tenant_id = $2 AND kind = 'totp'",
     )
@@ -304,9 +326,14 @@ async fn enroll(
     State(app): State<App>,
     OptionalJson(body): OptionalJson<Enroll>,
 ) -> ApiResult<Created<Enrolled>> {
-    let (user_id, _) = signed_in(&auth)?;
+    let (user_id, session) = signed_in(&auth)?;
     let tenant = auth.tenant()?.as_str().to_string();
     let body = body.unwrap_or_default();
+    {
+        // A new factor replaces the recovery codes: only from a session that passed the current one.
+        let mut conn = app.db.pool().acquire().await?;
+        require_second_factor(&mut conn, &user_id, &session).await?;
+    }
     if body.friendly_name.as_ref().is_some_and(|n| n.trim().is_empty() || n.chars().count() > 100) {
         return Err(ApiError::invalid("friendly_name", "1 to 100 characters"));
     }
@@ -601,7 +628,8 @@ async fn recover(
     throttle(&app, format!("mfa-ip:{}", ip.0), 30, 30).await?;
     let mut tx = app.db.begin_write().await?;
     let user = ticket_user(&mut tx, &body.mfa_ticket).await?;
-    check_lock(&user, lock_state(&mut tx, &user.id).await?.as_deref())?;
+    crate::db::lock_row(&mut tx, app.db.backend(), "users", &user.id, true).await?;
+    check_lock(lock_state(&mut tx, &user.id).await?.as_deref())?;
     let used = sqlx::query(
         "UPDATE mfa_recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
     )
@@ -660,16 +688,8 @@ async fn unenroll(auth: Auth, State(app): State<App>, Path(factor_id): Path<Stri
             .bind(&tenant)
             .fetch_optional(&mut *tx)
             .await?;
-    let (verified,) = found.ok_or_else(|| ApiError::not_found("factor"))?;
-    if verified.is_some() {
-        let (aal,): (String,) =
-            sqlx::query_as("SELECT aal FROM auth_sessions WHERE id = $1").bind(&session).fetch_one(&mut *tx).await?;
-        if aal != "aal2" {
-            return Err(ApiError::forbidden(
-                "removing a verified factor needs a session that passed it: POST /v1/auth/mfa/challenge first",
-            ));
-        }
-    }
+    found.ok_or_else(|| ApiError::not_found("factor"))?;
+    require_second_factor(&mut tx, &user_id, &session).await?;
     sqlx::query("DELETE FROM mfa_factors WHERE id = $1").bind(&factor_id).execute(&mut *tx).await?;
     let (left,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM mfa_factors WHERE user_id = $1 AND verified_at IS NOT NULL")

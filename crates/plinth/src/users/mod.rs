@@ -197,3 +197,18 @@ pub async fn tenant_of(app: &App, auth: Option<&Auth>, headers: &HeaderMap, body
         )),
     }
 }
+
+/// When a link or code first proves an address of an account none of whose addresses was proven
+/// before, whoever set that account's password may not be its owner (someone can sign up with
+/// another's address): the password is dropped and every session ends, so the prover alone holds
+/// the account.
+pub async fn claim(tx: &mut crate::db::WriteTx, user: &mut UserRow) -> ApiResult<()> {
+    let unproven = user.email_verified_at.is_none() && user.phone_verified_at.is_none() && user.anonymous == 0;
+    if !unproven || user.password_hash.is_none() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE users SET password_hash = NULL WHERE id = $1").bind(&user.id).execute(&mut **tx).await?;
+    sessions::end_all(tx, &user.tenant_id, &user.id, None, "address_claimed").await?;
+    user.password_hash = None;
+    Ok(())
+}

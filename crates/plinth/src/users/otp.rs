@@ -152,8 +152,18 @@ pub async fn otp_verify(
         OtpCheck::Missing => return Err(refused()),
     };
     let now = time::to_db(&time::now());
+    // The tenant's settings when the code is used, not when it was sent.
+    let settings = config::load(&mut tx, &tenant).await?;
+    if !settings.methods.otp {
+        return Err(ApiError::forbidden("sign-in by SMS code is off for this tenant"));
+    }
     let existing = match &code.user_id {
-        Some(id) => super::find(&mut tx, &tenant, id).await?,
+        Some(id) => Some(
+            super::find(&mut tx, &tenant, id)
+                .await?
+                .filter(|u| u.phone.as_deref() == Some(&phone))
+                .ok_or_else(refused)?,
+        ),
         None => {
             let found: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE tenant_id = $1 AND phone = $2")
                 .bind(&tenant)
@@ -168,6 +178,7 @@ pub async fn otp_verify(
     };
     let mut user = match existing {
         Some(user) => user,
+        None if settings.signup != "open" => return Err(refused()),
         None => {
             let fields = NewUser {
                 phone: Some(phone.clone()),
@@ -182,6 +193,7 @@ pub async fn otp_verify(
     if user.is_banned() {
         return Err(ApiError::forbidden("this user is banned"));
     }
+    super::claim(&mut tx, &mut user).await?;
     if user.phone_verified_at.is_none() {
         sqlx::query("UPDATE users SET phone_verified_at = $1 WHERE id = $2")
             .bind(&now)

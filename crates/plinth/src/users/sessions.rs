@@ -323,11 +323,16 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
     if time::from_db(&last_active).is_ok_and(|at| (now - at).num_seconds() >= ACTIVITY_EVERY_SECS) {
         let (db, session) = (app.db.clone(), claims.sid.clone());
         tokio::spawn(async move {
-            let _ = sqlx::query("UPDATE auth_sessions SET last_active_at = $1 WHERE id = $2")
+            // Best effort, through the write queue like every write.
+            let Ok(mut tx) = db.begin_write().await else { return };
+            let done = sqlx::query("UPDATE auth_sessions SET last_active_at = $1 WHERE id = $2")
                 .bind(time::to_db(&now))
                 .bind(&session)
-                .execute(db.pool())
+                .execute(&mut *tx)
                 .await;
+            if done.is_ok() {
+                let _ = tx.commit().await;
+            }
         });
     }
     let scopes: Arc<[String]> = USER_SCOPES.iter().map(|s| (*s).to_string()).collect();

@@ -19,6 +19,8 @@ async fn with_smtp(backend: Backend) -> (TestApp, Smtp) {
     let app = TestApp::spawn_with(backend, move |config| {
         config.email.smtp_url = Some(Secret::new(url));
         config.email.email_from = "Acme Accounts <accounts@acme.test>".into();
+        // Tenants' own SMTP servers here are on loopback too.
+        config.outbound_allow_private = true;
     })
     .await;
     (app, smtp)
@@ -139,6 +141,20 @@ on_both_backends! {
         let second = smtp.wait_for("kim@example.com", 4).await.param("token").unwrap();
         app.post_public("/v1/auth/reset-password", json!({ "token": first, "password": "third-long-passphrase" })).await.expect_error(400, "BAD_REQUEST");
         app.post_public("/v1/auth/reset-password", json!({ "token": second, "password": "third-long-passphrase" })).await.expect(200);
+
+        // Links are built on the server's own address, whatever Host the asker sends.
+        let spoofed = app.send(app.request(Method::POST, "/v1/auth/forgot-password", None).header("x-tenant-id", &tenant.id)
+            .header("host", "evil.example").json(&json!({ "email": "kim@example.com" }))).await;
+        spoofed.expect(200);
+        let mail = smtp.wait_for("kim@example.com", 5).await;
+        assert!(!mail.body.contains("evil.example"), "{}", mail.body);
+        assert!(mail.body.contains(&format!("{}?token=", app.base)), "{}", mail.body);
+        // A link sent to an address the account no longer has stops working.
+        let access = end_user(&app, &tenant, "/v1/auth/login", json!({ "email": "kim@example.com", "password": "third-long-passphrase" })).await;
+        let access = access.data()["access_token"].as_str().unwrap().to_string();
+        app.patch("/v1/auth/user", &access, json!({ "email": "kim.new@example.com" })).await.expect(200);
+        app.post_public("/v1/auth/reset-password", json!({ "token": mail.param("token").unwrap(), "password": "fourth-long-passphrase" }))
+            .await.expect_error(400, "BAD_REQUEST");
     }
 
     async fn magic_links_sign_in_and_sign_up(backend) {
@@ -171,14 +187,36 @@ on_both_backends! {
         end_user(&app, &tenant, "/v1/auth/magic-link", json!({ "email": "old@example.com" })).await.expect(200);
         smtp.wait_for("old@example.com", 2).await;
         assert!(smtp.to("stranger@example.com").is_empty());
+        end_user(&app, &tenant, "/v1/auth/magic-link", json!({ "email": "old@example.com" })).await.expect(200);
+        let pending = smtp.wait_for("old@example.com", 3).await.param("token").unwrap();
         app.post("/v1/auth-config", &tenant.key, json!({ "methods": { "password": true, "magic_link": false, "otp": false, "anonymous": false } })).await.expect(200);
         end_user(&app, &tenant, "/v1/auth/magic-link", json!({ "email": "old@example.com" })).await.expect_error(403, "FORBIDDEN");
+        // A link sent before the switch does not work after it.
+        app.post_public("/v1/auth/magic-link/verify", json!({ "token": pending })).await.expect_error(403, "FORBIDDEN");
 
-        // Asking is throttled per account: a burst of five.
-        app.post("/v1/auth-config", &tenant.key, json!({ "methods": { "password": true, "magic_link": true, "otp": false, "anonymous": false } })).await.expect(200);
+        app.post("/v1/auth-config", &tenant.key, json!({ "methods": { "password": true, "magic_link": true, "otp": false, "anonymous": false }, "signup": "open" })).await.expect(200);
+
+        // Someone signs up with another's address and a password; when the owner proves the
+        // address, that password and its sessions stop working.
+        let squatter = end_user(&app, &tenant, "/v1/auth/signup", json!({ "email": "victim@example.com", "password": PASSWORD })).await;
+        squatter.expect(201);
+        let squatter_access = squatter.data()["access_token"].as_str().unwrap().to_string();
+        smtp.wait_for("victim@example.com", 1).await;
+        end_user(&app, &tenant, "/v1/auth/magic-link", json!({ "email": "victim@example.com" })).await.expect(200);
+        let owner_token = smtp.wait_for("victim@example.com", 2).await.param("token").unwrap();
+        let owner = app.post_public("/v1/auth/magic-link/verify", json!({ "token": owner_token })).await;
+        owner.expect(200);
+        assert_eq!(owner.data()["user"]["email_verified"], true);
+        app.get("/v1/auth/user", &squatter_access).await.expect_error(401, "UNAUTHORIZED");
+        end_user(&app, &tenant, "/v1/auth/login", json!({ "email": "victim@example.com", "password": PASSWORD })).await.expect_error(401, "UNAUTHORIZED");
+        let owner_access = owner.data()["access_token"].as_str().unwrap().to_string();
+        app.get("/v1/auth/user", &owner_access).await.expect(200);
+        // Asking is throttled per account: a burst of five (in a tenant of its own, so that the
+        // per-address limit above does not interfere).
+        let busy = app.tenant("Busy").await;
         let mut statuses = Vec::new();
         for _ in 0..6 {
-            statuses.push(end_user(&app, &tenant, "/v1/auth/magic-link", json!({ "email": "busy@example.com" })).await.status);
+            statuses.push(end_user(&app, &busy, "/v1/auth/magic-link", json!({ "email": "busy@example.com" })).await.status);
         }
         assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
     }

@@ -130,6 +130,12 @@ on_both_backends! {
         assert_eq!(listed.data()[0]["status"], "verified");
         assert_eq!(listed.data()[0]["friendly_name"], "Phone");
         assert_eq!(app.get(&format!("/v1/users/{user_id}/mfa"), &tenant.key).await.data()[0]["id"], factor.as_str());
+        // A session that did not pass the factor cannot weaken it: no new factor (which would
+        // replace the recovery codes), no new password or address; other changes are fine.
+        app.post("/v1/auth/mfa/enroll", &weak_access, json!({})).await.expect_error(403, "FORBIDDEN");
+        app.patch("/v1/auth/user", &weak_access, json!({ "password": "another-long-passphrase" })).await.expect_error(403, "FORBIDDEN");
+        app.patch("/v1/auth/user", &weak_access, json!({ "email": "elsewhere@example.com" })).await.expect_error(403, "FORBIDDEN");
+        app.patch("/v1/auth/user", &weak_access, json!({ "user_metadata": { "theme": "dark" } })).await.expect(200);
 
         // Signing in now stops at the challenge; a code completes it, once.
         let challenged = login().await;

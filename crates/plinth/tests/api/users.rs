@@ -312,6 +312,10 @@ both_backends! {
             json!({ "methods": { "password": "yes" } }),
             json!({ "colour": "red" }),
             json!({ "email_templates": { "reset_password": { "subject": "Reset", "body": "no link here" } } }),
+            json!({ "email_templates": { "magic_link": { "subject": "Sign in: {{link}}", "body": "{{link}}" } } }),
+            json!({ "redirect_allowlist": ["https://app.example.com*"] }),
+            json!({ "smtp_url": "smtp://127.0.0.1:25" }),
+            json!({ "smtp_url": "smtp://localhost:2525" }),
         ] {
             let refused = app.post("/v1/auth-config", &tenant.key, bad.clone()).await;
             assert_eq!(refused.status, 422, "{bad}: {}", refused.text);
