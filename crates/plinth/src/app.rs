@@ -443,6 +443,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             if let Err(error) = crate::webhooks::delivery::prune(&app).await {
                 tracing::warn!(%error, "pruning the webhook delivery log failed");
             }
+            if let Err(error) = crate::users::purge_expired(&app).await {
+                tracing::warn!(?error, "purging expired end-user codes and sessions failed");
+            }
             if let Err(error) = crate::ai::uploads::purge_expired(&app).await {
                 tracing::warn!(?error, "removing expired uploads failed");
             }

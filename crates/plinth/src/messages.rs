@@ -83,6 +83,13 @@ pub async fn queue_email(
     Ok(id)
 }
 
+/// The work of queueing a message without queueing it (the body sealed under the tenant's key,
+/// then dropped): the path an unknown address takes, so that it costs what a known one does.
+pub async fn decoy(app: &App, tx: &mut WriteTx, tenant: &str, body: &str) -> ApiResult<()> {
+    keyring::seal(tx, app, tenant, "message", "decoy", body).await?;
+    Ok(())
+}
+
 /// Queues a text message to `to` (E.164) in `tx`: sent after the commit.
 pub async fn queue_sms(app: &App, tx: &mut WriteTx, tenant: &str, to: &str, body: &str) -> ApiResult<String> {
     let id = id::new_id(prefix::MESSAGE);

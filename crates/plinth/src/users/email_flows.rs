@@ -79,9 +79,11 @@ fn link(base: &str, purpose: Purpose, token: &str, redirect_to: Option<&str>, co
     format!("{target}{separator}token={token}&type={kind}")
 }
 
-/// Queues the email carrying `token` for `purpose` to `to`.
+/// Queues the email carrying `token` for `purpose` to `to`; without `deliver`, does the same
+/// work and queues nothing (an address that gets no email costs what one that does).
 #[allow(clippy::too_many_arguments)]
 async fn send(
+    deliver: bool,
     app: &App,
     tx: &mut WriteTx,
     tenant: &str,
@@ -115,7 +117,11 @@ async fn send(
             .replace("{{email}}", to)
             .replace("{{brand_name}}", &brand)
     };
-    crate::messages::queue_email(app, tx, tenant, to, &fill(&template.subject), &fill(&template.body)).await?;
+    if deliver {
+        crate::messages::queue_email(app, tx, tenant, to, &fill(&template.subject), &fill(&template.body)).await?;
+    } else {
+        crate::messages::decoy(app, tx, tenant, &fill(&template.body)).await?;
+    }
     Ok(())
 }
 
@@ -130,7 +136,7 @@ pub async fn send_verification(
     let config = config::load(tx, &user.tenant_id).await?;
     let token = codes::issue(tx, &user.tenant_id, Some(&user.id), Purpose::VerifyEmail, email, redirect_to).await?;
     let base = crate::http::public_base(app);
-    send(app, tx, &user.tenant_id, &config, &base, Purpose::VerifyEmail, email, &token, redirect_to).await
+    send(true, app, tx, &user.tenant_id, &config, &base, Purpose::VerifyEmail, email, &token, redirect_to).await
 }
 
 /// The answer to a verification.
@@ -295,12 +301,16 @@ pub async fn forgot_password(
     // The same transaction either way: a lookup, the audit record, a commit.
     let mut tx = app.db.begin_write().await?;
     let user = super::find_by_email(&mut tx, &tenant, &email).await?.filter(|u| !u.is_banned());
-    if let Some(user) = &user {
+    {
+        // The same work for an unknown address: a code (no user can redeem it), the email
+        // rendered and sealed, an audit record, one commit; only the queueing differs.
+        let user_id = user.as_ref().map(|u| u.id.as_str());
         let token =
-            codes::issue(&mut tx, &tenant, Some(&user.id), Purpose::ResetPassword, &email, body.redirect_to.as_deref())
+            codes::issue(&mut tx, &tenant, user_id, Purpose::ResetPassword, &email, body.redirect_to.as_deref())
                 .await?;
         let base = crate::http::public_base(&app);
         send(
+            user.is_some(),
             &app,
             &mut tx,
             &tenant,
@@ -439,13 +449,15 @@ pub async fn magic_link(
         Some(_) => false,
         None => config.signup == "open",
     };
-    if send_to {
+    {
+        // The same work whether or not the email goes (see forgot-password); a code issued for
+        // nobody is refused at use (no user, and sign-up closed).
         let user_id = user.as_ref().map(|u| u.id.as_str());
         let token =
             codes::issue(&mut tx, &tenant, user_id, Purpose::MagicLink, &email, body.redirect_to.as_deref()).await?;
         let base = crate::http::public_base(&app);
-        send(&app, &mut tx, &tenant, &config, &base, Purpose::MagicLink, &email, &token, body.redirect_to.as_deref())
-            .await?;
+        let redirect = body.redirect_to.as_deref();
+        send(send_to, &app, &mut tx, &tenant, &config, &base, Purpose::MagicLink, &email, &token, redirect).await?;
     }
     let who = audit::Who {
         actor_type: "user",

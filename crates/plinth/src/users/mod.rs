@@ -212,3 +212,31 @@ pub async fn claim(tx: &mut crate::db::WriteTx, user: &mut UserRow) -> ApiResult
     user.password_hash = None;
     Ok(())
 }
+
+/// Upkeep: removes codes a day past their expiry, messages a week after they were settled, and
+/// sessions (with their refresh tokens) thirty days after they ended or expired.
+pub async fn purge_expired(app: &App) -> ApiResult<()> {
+    let now = time::now();
+    let day_ago = time::to_db(&(now - chrono::Duration::days(1)));
+    let week_ago = time::to_db(&(now - chrono::Duration::days(7)));
+    let month_ago = time::to_db(&(now - chrono::Duration::days(30)));
+    let mut tx = app.db.begin_write().await?;
+    sqlx::query("DELETE FROM auth_codes WHERE expires_at < $1").bind(&day_ago).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM outbound_messages WHERE status IN ('sent', 'failed') AND created_at < $1")
+        .bind(&week_ago)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM auth_sessions \
+         WHERE (ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1)",
+    )
+    .bind(&month_ago)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM auth_sessions WHERE (ended_at IS NOT NULL AND ended_at < $1) OR expires_at < $1")
+        .bind(&month_ago)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

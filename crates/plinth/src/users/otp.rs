@@ -77,7 +77,8 @@ pub async fn otp_send(
         Some((_, banned)) => banned.is_none(),
         None => settings.signup == "open",
     };
-    if send {
+    {
+        // The same work whether or not the text goes: a code nobody can use when it does not.
         let user_id = user.as_ref().map(|(id, _)| id.as_str());
         let code = codes::issue_otp(&mut tx, &app.code_key, &tenant, user_id, &phone).await?;
         let brand = match &settings.branding.brand_name {
@@ -91,7 +92,11 @@ pub async fn otp_send(
             }
         };
         let text = format!("Your {brand} code is {code}. It expires in 5 minutes. Do not share it.");
-        crate::messages::queue_sms(&app, &mut tx, &tenant, &phone, &text).await?;
+        if send {
+            crate::messages::queue_sms(&app, &mut tx, &tenant, &phone, &text).await?;
+        } else {
+            crate::messages::decoy(&app, &mut tx, &tenant, &text).await?;
+        }
     }
     let who = audit::Who {
         actor_type: "user",

@@ -219,6 +219,15 @@ both_backends! {
         app.post_public("/v1/auth/logout", json!({ "refresh_token": stranger_refresh })).await.expect(200);
         app.get("/v1/auth/user", &stranger_access).await.expect_error(401, "UNAUTHORIZED");
         refresh(&app, &stranger_refresh).await.expect_error(401, "UNAUTHORIZED");
+
+        // Upkeep forgets sessions a month after they ended, with their refresh tokens.
+        sqlx::query("UPDATE auth_sessions SET ended_at = $1 WHERE id = $2")
+            .bind("2020-01-01T00:00:00.000000Z").bind(&third_id).execute(app.app.db.pool()).await.unwrap();
+        let live = app.count(&format!("SELECT COUNT(*) FROM auth_sessions WHERE tenant_id = '{}'", tenant.id)).await;
+        plinth::users::purge_expired(&app.app).await.unwrap();
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM auth_sessions WHERE id = '{third_id}'")).await, 0);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = '{third_id}'")).await, 0);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM auth_sessions WHERE tenant_id = '{}'", tenant.id)).await, live - 1);
     }
 
     async fn bans_and_password_changes_end_sessions(app) {
