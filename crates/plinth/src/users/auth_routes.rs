@@ -241,11 +241,13 @@ pub async fn login(
                 changes: json!({ "method": "password" }),
             };
             audit::record(&mut *tx, &who, None, entry).await?;
-            if let Some(user_id) = &user_id {
-                let data = json!({ "user_id": user_id, "method": "password", "reason": "wrong_password" });
-                let event = Event { kind: "user.sign_in_failed", resource_type: "user", resource_id: user_id, data };
-                events::record(&mut tx, &tenant, event).await?;
-            }
+            // An event either way (the same work for known and unknown addresses; the address
+            // itself is never in it).
+            let reason = if user_id.is_some() { "wrong_password" } else { "unknown_user" };
+            let data = json!({ "user_id": user_id, "method": "password", "reason": reason });
+            let resource_id = user_id.as_deref().unwrap_or("unknown");
+            let event = Event { kind: "user.sign_in_failed", resource_type: "user", resource_id, data };
+            events::record(&mut tx, &tenant, event).await?;
             tx.commit().await?;
             return Err(ApiError::unauthorized("invalid email or password"));
         }

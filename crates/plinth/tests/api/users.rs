@@ -170,7 +170,10 @@ both_backends! {
         let events: Vec<(String,)> = sqlx::query_as(&format!("SELECT type FROM events WHERE tenant_id = '{}' AND type LIKE 'user.%' ORDER BY created_at, id", tenant.id))
             .fetch_all(app.app.db.pool()).await.unwrap();
         let kinds: Vec<&str> = events.iter().map(|(k,)| k.as_str()).collect();
-        assert_eq!(kinds, ["user.created", "user.signed_in", "user.sign_in_failed", "user.signed_in", "user.session_ended"]);
+        assert_eq!(kinds, ["user.created", "user.signed_in", "user.sign_in_failed", "user.sign_in_failed", "user.signed_in", "user.session_ended"]);
+        let unknown: (String,) = sqlx::query_as(&format!("SELECT data FROM events WHERE tenant_id = '{}' AND type = 'user.sign_in_failed' AND resource_id = 'unknown'", tenant.id))
+            .fetch_one(app.app.db.pool()).await.unwrap();
+        assert!(!unknown.0.contains("nobody@example.com"), "the address is not in the event: {}", unknown.0);
         assert!(!app.stored_anywhere(&latest_refresh).await, "refresh tokens are stored hashed");
     }
 
