@@ -64,15 +64,33 @@ pub async fn queue_email(
     subject: &str,
     body: &str,
 ) -> ApiResult<String> {
+    queue(app, tx, tenant, "email", to, Some(subject), body).await
+}
+
+/// Queues a text message to `to` (E.164) in `tx`: sent after the commit.
+pub async fn queue_sms(app: &App, tx: &mut WriteTx, tenant: &str, to: &str, body: &str) -> ApiResult<String> {
+    queue(app, tx, tenant, "sms", to, None, body).await
+}
+
+async fn queue(
+    app: &App,
+    tx: &mut WriteTx,
+    tenant: &str,
+    channel: &str,
+    to: &str,
+    subject: Option<&str>,
+    body: &str,
+) -> ApiResult<String> {
     let id = id::new_id(prefix::MESSAGE);
     let sealed = keyring::seal(tx, app, tenant, "message", &id, body).await?;
     let now = time::to_db(&time::now());
     sqlx::query(
         "INSERT INTO outbound_messages (id, tenant_id, channel, recipient, subject, body, status, next_attempt_at, created_at) \
-         VALUES ($1, $2, 'email', $3, $4, $5, 'pending', $6, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
     )
     .bind(&id)
     .bind(tenant)
+    .bind(channel)
     .bind(to)
     .bind(subject)
     .bind(&sealed)
@@ -88,26 +106,6 @@ pub async fn queue_email(
 pub async fn decoy(app: &App, tx: &mut WriteTx, tenant: &str, body: &str) -> ApiResult<()> {
     keyring::seal(tx, app, tenant, "message", "decoy", body).await?;
     Ok(())
-}
-
-/// Queues a text message to `to` (E.164) in `tx`: sent after the commit.
-pub async fn queue_sms(app: &App, tx: &mut WriteTx, tenant: &str, to: &str, body: &str) -> ApiResult<String> {
-    let id = id::new_id(prefix::MESSAGE);
-    let sealed = keyring::seal(tx, app, tenant, "message", &id, body).await?;
-    let now = time::to_db(&time::now());
-    sqlx::query(
-        "INSERT INTO outbound_messages (id, tenant_id, channel, recipient, body, status, next_attempt_at, created_at) \
-         VALUES ($1, $2, 'sms', $3, $4, 'pending', $5, $5)",
-    )
-    .bind(&id)
-    .bind(tenant)
-    .bind(to)
-    .bind(&sealed)
-    .bind(&now)
-    .execute(&mut **tx)
-    .await?;
-    tx.queued_work();
-    Ok(id)
 }
 
 /// Sends a text message through Twilio's Messages API (or the log without an account).

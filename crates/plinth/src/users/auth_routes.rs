@@ -15,10 +15,11 @@ use utoipa_axum::routes;
 use super::admin::{self, NewUser, UpdateUser};
 use super::mfa::SignedIn;
 use super::sessions::{self, Device, Refreshed, Tokens};
-use super::{config, passwords, User};
+use super::{config, passwords, User, UserRow};
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Actor, Auth, ClientIp};
+use crate::db::WriteTx;
 use crate::events::{self, Event};
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Created, Data, ErrorCode, Json, OptionalJson, Path};
@@ -256,24 +257,52 @@ pub async fn login(
         return Err(ApiError::forbidden("this user is banned"));
     }
     let mut tx = app.db.begin_write().await?;
-    if let Some(challenge) = super::mfa::gate(&mut tx, &user).await? {
-        let entry =
-            Entry { action: "user.mfa_challenged", resource_type: "user", resource_id: &user.id, changes: json!({}) };
-        audit::record(&mut *tx, &who(&tenant, Some(&user.id), &device), None, entry).await?;
-        tx.commit().await?;
-        return Ok(Data(SignedIn::Mfa(challenge)));
+    let signed = sign_in(&app, &mut tx, &user, &device, "password").await?;
+    tx.commit().await?;
+    Ok(Data(signed))
+}
+
+/// Finishes a first-factor sign-in of `user` in `tx` (not committed): the MFA challenge when
+/// they have a second factor, else a session. Audited, with `user.signed_in`.
+pub async fn sign_in(
+    app: &App,
+    tx: &mut WriteTx,
+    user: &UserRow,
+    device: &Device,
+    method: &str,
+) -> ApiResult<SignedIn> {
+    if let Some(challenge) = super::mfa::gate(tx, user).await? {
+        let entry = Entry {
+            action: "user.mfa_challenged",
+            resource_type: "user",
+            resource_id: &user.id,
+            changes: json!({ "method": method }),
+        };
+        audit::record(&mut **tx, &who(&user.tenant_id, Some(&user.id), device), None, entry).await?;
+        return Ok(SignedIn::Mfa(challenge));
     }
-    let tokens = sessions::open(&app, &mut tx, &user, &device, "aal1").await?;
+    Ok(SignedIn::Tokens(Box::new(open_session(app, tx, user, device, method, "aal1").await?)))
+}
+
+/// Opens a session for a sign-in that is complete: audited, with `user.signed_in`.
+pub async fn open_session(
+    app: &App,
+    tx: &mut WriteTx,
+    user: &UserRow,
+    device: &Device,
+    method: &str,
+    aal: &str,
+) -> ApiResult<Tokens> {
+    let tokens = sessions::open(app, tx, user, device, aal).await?;
     let entry = Entry {
         action: "user.signed_in",
         resource_type: "user",
         resource_id: &user.id,
-        changes: json!({ "method": "password", "session_id": tokens.session_id }),
+        changes: json!({ "method": method, "session_id": tokens.session_id }),
     };
-    audit::record(&mut *tx, &who(&tenant, Some(&user.id), &device), None, entry).await?;
-    signed_in_event(&mut tx, &tenant, &tokens, "password").await?;
-    tx.commit().await?;
-    Ok(Data(SignedIn::Tokens(Box::new(tokens))))
+    audit::record(&mut **tx, &who(&user.tenant_id, Some(&user.id), device), None, entry).await?;
+    signed_in_event(tx, &user.tenant_id, &tokens, method).await?;
+    Ok(tokens)
 }
 
 /// A refresh token to trade or to end.

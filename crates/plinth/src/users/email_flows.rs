@@ -297,44 +297,51 @@ pub async fn forgot_password(
     headers: HeaderMap,
     Json(body): Json<EmailRequest>,
 ) -> ApiResult<Data<Message>> {
-    let (tenant, email, config) = email_request(&app, auth.as_ref().ok(), &headers, ip, &body, "reset").await?;
-    // The same transaction either way: a lookup, the audit record, a commit.
-    let mut tx = app.db.begin_write().await?;
-    let user = super::find_by_email(&mut tx, &tenant, &email).await?.filter(|u| !u.is_banned());
-    {
-        // The same work for an unknown address: a code (no user can redeem it), the email
-        // rendered and sealed, an audit record, one commit; only the queueing differs.
-        let user_id = user.as_ref().map(|u| u.id.as_str());
-        let token =
-            codes::issue(&mut tx, &tenant, user_id, Purpose::ResetPassword, &email, body.redirect_to.as_deref())
-                .await?;
-        let base = crate::http::public_base(&app);
-        send(
-            user.is_some(),
-            &app,
-            &mut tx,
-            &tenant,
-            &config,
-            &base,
-            Purpose::ResetPassword,
-            &email,
-            &token,
-            body.redirect_to.as_deref(),
-        )
-        .await?;
+    email_link(&app, auth.ok(), ip, &headers, &body, Purpose::ResetPassword).await
+}
+
+/// Emails a reset or magic link to the address when it may have one, and answers the same either
+/// way, after the same work: a code (for nobody when the address gets no email), the email
+/// rendered and sealed, an audit record, one commit; only the queueing differs.
+async fn email_link(
+    app: &App,
+    auth: Option<Auth>,
+    ip: ClientIp,
+    headers: &HeaderMap,
+    body: &EmailRequest,
+    purpose: Purpose,
+) -> ApiResult<Data<Message>> {
+    let (kind, action) = match purpose {
+        Purpose::MagicLink => ("magic", "user.magic_link_requested"),
+        _ => ("reset", "user.password_reset_requested"),
+    };
+    let (tenant, email, config) = email_request(app, auth.as_ref(), headers, ip, body, kind).await?;
+    if purpose == Purpose::MagicLink && !config.methods.magic_link {
+        return Err(ApiError::forbidden("magic-link sign-in is off for this tenant"));
     }
+    let mut tx = app.db.begin_write().await?;
+    let user = super::find_by_email(&mut tx, &tenant, &email).await?;
+    // A reset goes to users; a magic link also to a new address when anyone may sign up.
+    let deliver = match &user {
+        Some(user) => !user.is_banned(),
+        None => purpose == Purpose::MagicLink && config.signup == "open",
+    };
+    let user_id = user.as_ref().filter(|u| !u.is_banned()).map(|u| u.id.clone());
+    let redirect = body.redirect_to.as_deref();
+    let token = codes::issue(&mut tx, &tenant, user_id.as_deref(), purpose, &email, redirect).await?;
+    let base = crate::http::public_base(app);
+    send(deliver, app, &mut tx, &tenant, &config, &base, purpose, &email, &token, redirect).await?;
     let who = audit::Who {
         actor_type: "user",
-        actor_id: user.as_ref().map(|u| u.id.clone()),
+        actor_id: user_id.clone(),
         tenant: Some(tenant.clone()),
         ip: Some(ip.0.to_string()),
         user_agent: None,
     };
-    let resource = user.as_ref().map_or("unknown", |u| u.id.as_str());
     let entry = Entry {
-        action: "user.password_reset_requested",
+        action,
         resource_type: "user",
-        resource_id: resource,
+        resource_id: user_id.as_deref().unwrap_or("unknown"),
         changes: json!({}),
     };
     audit::record(&mut *tx, &who, None, entry).await?;
@@ -438,40 +445,7 @@ pub async fn magic_link(
     headers: HeaderMap,
     Json(body): Json<EmailRequest>,
 ) -> ApiResult<Data<Message>> {
-    let (tenant, email, config) = email_request(&app, auth.as_ref().ok(), &headers, ip, &body, "magic").await?;
-    if !config.methods.magic_link {
-        return Err(ApiError::forbidden("magic-link sign-in is off for this tenant"));
-    }
-    let mut tx = app.db.begin_write().await?;
-    let user = super::find_by_email(&mut tx, &tenant, &email).await?;
-    let send_to = match &user {
-        Some(user) if !user.is_banned() => true,
-        Some(_) => false,
-        None => config.signup == "open",
-    };
-    {
-        // The same work whether or not the email goes (see forgot-password); a code issued for
-        // nobody is refused at use (no user, and sign-up closed).
-        let user_id = user.as_ref().map(|u| u.id.as_str());
-        let token =
-            codes::issue(&mut tx, &tenant, user_id, Purpose::MagicLink, &email, body.redirect_to.as_deref()).await?;
-        let base = crate::http::public_base(&app);
-        let redirect = body.redirect_to.as_deref();
-        send(send_to, &app, &mut tx, &tenant, &config, &base, Purpose::MagicLink, &email, &token, redirect).await?;
-    }
-    let who = audit::Who {
-        actor_type: "user",
-        actor_id: user.as_ref().map(|u| u.id.clone()),
-        tenant: Some(tenant.clone()),
-        ip: Some(ip.0.to_string()),
-        user_agent: None,
-    };
-    let resource = user.as_ref().map_or("unknown", |u| u.id.as_str());
-    let entry =
-        Entry { action: "user.magic_link_requested", resource_type: "user", resource_id: resource, changes: json!({}) };
-    audit::record(&mut *tx, &who, None, entry).await?;
-    tx.commit().await?;
-    Ok(Data(Message { message: SENT.into() }))
+    email_link(&app, auth.ok(), ip, &headers, &body, Purpose::MagicLink).await
 }
 
 /// A magic-link token.
@@ -543,20 +517,7 @@ pub async fn magic_link_verify(
         user.email_verified_at = Some(now.clone());
     }
     let device = auth_routes::device_of(ip, &headers);
-    if let Some(challenge) = super::mfa::gate(&mut tx, &user).await? {
-        tx.commit().await?;
-        return Ok(Data(SignedIn::Mfa(challenge)));
-    }
-    let tokens = sessions::open(&app, &mut tx, &user, &device, "aal1").await?;
-    let who = auth_routes::who(&tenant, Some(&user.id), &device);
-    let entry = Entry {
-        action: "user.signed_in",
-        resource_type: "user",
-        resource_id: &user.id,
-        changes: json!({ "method": "magic_link", "session_id": tokens.session_id }),
-    };
-    audit::record(&mut *tx, &who, None, entry).await?;
-    auth_routes::signed_in_event(&mut tx, &tenant, &tokens, "magic_link").await?;
+    let signed = auth_routes::sign_in(&app, &mut tx, &user, &device, "magic_link").await?;
     tx.commit().await?;
-    Ok(Data(SignedIn::Tokens(Box::new(tokens))))
+    Ok(Data(signed))
 }

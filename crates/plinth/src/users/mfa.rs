@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::auth_routes::{self, signed_in, throttle};
 use super::codes::{self, Purpose};
-use super::sessions::{self, Tokens};
+use super::sessions::Tokens;
 use super::UserRow;
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
@@ -550,16 +550,7 @@ async fn finish(
 ) -> ApiResult<Tokens> {
     codes::redeem(&mut tx, Some(&user.tenant_id), Purpose::MfaTicket, ticket).await?;
     let device = auth_routes::device_of(ip, headers);
-    let tokens = sessions::open(app, &mut tx, user, &device, "aal2").await?;
-    let who = auth_routes::who(&user.tenant_id, Some(&user.id), &device);
-    let entry = Entry {
-        action: "user.signed_in",
-        resource_type: "user",
-        resource_id: &user.id,
-        changes: json!({ "method": method, "session_id": tokens.session_id }),
-    };
-    audit::record(&mut *tx, &who, None, entry).await?;
-    auth_routes::signed_in_event(&mut tx, &user.tenant_id, &tokens, method).await?;
+    let tokens = auth_routes::open_session(app, &mut tx, user, &device, method, "aal2").await?;
     tx.commit().await?;
     Ok(tokens)
 }

@@ -16,7 +16,6 @@ use super::auth_routes::{self, throttle, Message};
 use super::codes::{self, OtpCheck};
 use super::config;
 use super::mfa::SignedIn;
-use super::sessions;
 use crate::app::App;
 use crate::audit::{self, Entry};
 use crate::auth::{Auth, ClientIp};
@@ -208,20 +207,7 @@ pub async fn otp_verify(
         user.phone_verified_at = Some(now.clone());
     }
     let device = auth_routes::device_of(ip, &headers);
-    if let Some(challenge) = super::mfa::gate(&mut tx, &user).await? {
-        tx.commit().await?;
-        return Ok(Data(SignedIn::Mfa(challenge)));
-    }
-    let tokens = sessions::open(&app, &mut tx, &user, &device, "aal1").await?;
-    let who = auth_routes::who(&tenant, Some(&user.id), &device);
-    let entry = Entry {
-        action: "user.signed_in",
-        resource_type: "user",
-        resource_id: &user.id,
-        changes: json!({ "method": "otp", "session_id": tokens.session_id }),
-    };
-    audit::record(&mut *tx, &who, None, entry).await?;
-    auth_routes::signed_in_event(&mut tx, &tenant, &tokens, "otp").await?;
+    let signed = auth_routes::sign_in(&app, &mut tx, &user, &device, "otp").await?;
     tx.commit().await?;
-    Ok(Data(SignedIn::Tokens(Box::new(tokens))))
+    Ok(Data(signed))
 }
