@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::Auth;
 use crate::db::WriteTx;
+use crate::deletion::{self, DeleteParams, Dependency, Target, Verdict};
 use crate::events::{self, Event};
 use crate::http::error::FieldErrors;
 use crate::http::extract::present;
@@ -518,41 +519,66 @@ pub async fn apply_change(
 
 /// Delete user
 ///
-/// Removes the user with their sessions and tokens for good.
+/// Removes the user with their sessions, tokens, codes and factors for good. When objects name
+/// the user as their author, the answer is 409 `DEPENDENCY_EXISTS` with a `confirm_token`;
+/// repeating with `?force=true&confirm_token=...` deletes the user and erases their name from
+/// those objects and their versions (the objects stay).
 #[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "Users", security(("bearer" = [])),
-    params(("user_id" = String, Path, description = "The user's id")),
+    params(("user_id" = String, Path, description = "The user's id"), DeleteParams),
     responses((status = 200, body = crate::http::response::Envelope<Deleted>),
               (status = 401, body = crate::http::error::ErrorBody),
-              (status = 404, body = crate::http::error::ErrorBody)))]
-async fn delete_user(auth: Auth, State(app): State<App>, Path(user_id): Path<String>) -> ApiResult<Data<Deleted>> {
+              (status = 404, body = crate::http::error::ErrorBody),
+              (status = 409, body = crate::http::error::ErrorBody, description = "`DEPENDENCY_EXISTS`: objects name the user")))]
+async fn delete_user(
+    auth: Auth,
+    State(app): State<App>,
+    Path(user_id): Path<String>,
+    Query(params): Query<DeleteParams>,
+) -> ApiResult<Data<Deleted>> {
     auth.require(USERS_DELETE)?;
     let tenant = auth.tenant()?.as_str().to_string();
-    remove(&app, &tenant, &user_id, &Who::from(&auth)).await?;
+    remove(&app, &tenant, &user_id, &Who::from(&auth), &params).await?;
     Ok(Deleted::new(user_id))
 }
 
-/// Deletes a user and everything of theirs, audited, with `user.deleted`.
-pub async fn remove(app: &App, tenant: &str, user_id: &str, who: &Who) -> ApiResult<()> {
+/// Deletes a user and everything of theirs in one transaction, audited, with `user.deleted`
+/// (which names the user by id only). Objects they wrote are a dependency (see `delete_user`).
+pub async fn remove(app: &App, tenant: &str, user_id: &str, who: &Who, params: &DeleteParams) -> ApiResult<()> {
     let mut tx = app.db.begin_write().await?;
-    let row = super::find(&mut tx, tenant, user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
-    sqlx::query("DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM auth_sessions WHERE user_id = $1)")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM users WHERE id = $1 AND tenant_id = $2")
-        .bind(user_id)
+    super::find(&mut tx, tenant, user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let (authored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM objects WHERE tenant_id = $1 AND created_by = $2")
         .bind(tenant)
-        .execute(&mut *tx)
+        .bind(user_id)
+        .fetch_one(&mut *tx)
         .await?;
-    let event = Event {
-        kind: "user.deleted",
+    let target = Target { scope: tenant, resource_type: "user", resource_id: user_id };
+    let dependencies =
+        vec![Dependency { kind: "objects", count: authored, label: "objects the user wrote (their name is erased)" }];
+    if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, params).await? {
+        tx.rollback().await?;
+        return Err(deletion::refuse(app.db.pool(), target, dependencies).await);
+    }
+    for sql in [
+        "UPDATE objects SET created_by = NULL WHERE tenant_id = $1 AND created_by = $2",
+        "UPDATE object_versions SET actor_id = NULL WHERE tenant_id = $1 AND actor_id = $2",
+        "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND session_id IN (SELECT id FROM auth_sessions WHERE user_id = $2)",
+        "DELETE FROM auth_sessions WHERE tenant_id = $1 AND user_id = $2",
+        "DELETE FROM auth_codes WHERE tenant_id = $1 AND user_id = $2",
+        "DELETE FROM mfa_recovery_codes WHERE tenant_id = $1 AND user_id = $2",
+        "DELETE FROM mfa_factors WHERE tenant_id = $1 AND user_id = $2",
+        "DELETE FROM users WHERE tenant_id = $1 AND id = $2",
+    ] {
+        sqlx::query(sql).bind(tenant).bind(user_id).execute(&mut *tx).await?;
+    }
+    let event =
+        Event { kind: "user.deleted", resource_type: "user", resource_id: user_id, data: json!({ "id": user_id }) };
+    events::record(&mut tx, tenant, event).await?;
+    let entry = Entry {
+        action: "user.deleted",
         resource_type: "user",
         resource_id: user_id,
-        data: json!({ "id": user_id, "email": row.email }),
+        changes: json!({ "objects_unattributed": authored }),
     };
-    events::record(&mut tx, tenant, event).await?;
-    let entry = Entry { action: "user.deleted", resource_type: "user", resource_id: user_id, changes: json!({}) };
     audit::record(&mut *tx, who, Some(tenant), entry).await?;
     tx.commit().await?;
     Ok(())

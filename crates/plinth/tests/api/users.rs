@@ -356,6 +356,24 @@ both_backends! {
         let crossed = app.send(app.request(Method::GET, "/v1/auth/user", Some(&access)).header("x-tenant-id", &other.id)).await;
         crossed.expect(200);
         assert_eq!(crossed.data()["email"], "writer@example.com", "the header does not move a user token");
+        // Deleting the user: their objects are a dependency; forcing erases their name from them.
+        let user_id = user.data()["user"]["id"].as_str().unwrap().to_string();
+        let object_id = made.data()["id"].as_str().unwrap().to_string();
+        assert_eq!(made.data()["created_by"], user_id.as_str());
+        let refused = app.delete(&format!("/v1/users/{user_id}"), &tenant.key).await;
+        refused.expect_error(409, "DEPENDENCY_EXISTS");
+        assert_eq!(refused.body["error"]["dependencies"][0]["type"], "objects");
+        assert_eq!(refused.body["error"]["dependencies"][0]["count"], 1);
+        let token = refused.body["error"]["confirm_token"].as_str().unwrap().to_string();
+        app.delete(&format!("/v1/users/{user_id}?force=true&confirm_token=wrong"), &tenant.key).await.expect_error(422, "VALIDATION_FAILED");
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM users WHERE id = '{user_id}'")).await, 1, "nothing half-done");
+        app.delete(&format!("/v1/users/{user_id}?force=true&confirm_token={token}"), &tenant.key).await.expect(200);
+        let kept = app.get(&format!("/v1/objects/notes/{object_id}"), &tenant.key).await;
+        kept.expect(200);
+        assert!(kept.data()["created_by"].is_null(), "{}", kept.text);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM object_versions WHERE actor_id = '{user_id}'")).await, 0);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM auth_sessions WHERE user_id = '{user_id}'")).await, 0);
+        app.get("/v1/auth/user", &access).await.expect_error(401, "UNAUTHORIZED");
         let last = if access.ends_with('A') { 'B' } else { 'A' };
         let tampered = format!("{}{last}", &access[..access.len() - 1]);
         app.get("/v1/auth/user", &tampered).await.expect_error(401, "UNAUTHORIZED");
