@@ -323,6 +323,8 @@ pub async fn change(
     let mut tx = app.db.begin_write().await?;
     let (user, _) = apply_change(app, &mut tx, tenant, user_id, checked, who, keep_session).await?;
     tx.commit().await?;
+    // A ban or a new password may have ended sessions: streams check their credential again.
+    app.credentials_changed();
     Ok(user)
 }
 
@@ -581,5 +583,6 @@ pub async fn remove(app: &App, tenant: &str, user_id: &str, who: &Who, params: &
     };
     audit::record(&mut *tx, who, Some(tenant), entry).await?;
     tx.commit().await?;
+    app.credentials_changed();
     Ok(())
 }

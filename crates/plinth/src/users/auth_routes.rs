@@ -350,6 +350,7 @@ async fn refresh(
             };
             audit::record(&mut *tx, &who(&tenant, Some(&user), &device), None, entry).await?;
             tx.commit().await?;
+            app.credentials_changed();
             Err(ApiError::unauthorized("this refresh token was already used: the session has ended, sign in again"))
         }
     }
@@ -372,6 +373,8 @@ async fn end_one(app: &App, tenant: &str, user: &str, session: &str, reason: &st
         audit::record(&mut *tx, who, Some(tenant), entry).await?;
     }
     tx.commit().await?;
+    // Streams opened with the session's tokens check them again now.
+    app.credentials_changed();
     Ok(ended)
 }
 
@@ -538,6 +541,7 @@ async fn update_current_user(
         shown.is_anonymous = false;
     }
     tx.commit().await?;
+    app.credentials_changed();
     Ok(Data(shown))
 }
 
@@ -627,6 +631,7 @@ async fn end_other_sessions(auth: Auth, State(app): State<App>) -> ApiResult<Dat
         audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
     }
     tx.commit().await?;
+    app.credentials_changed();
     Ok(Data(Revoked { revoked }))
 }
 

@@ -424,6 +424,7 @@ pub async fn reset_password(
     };
     audit::record(&mut *tx, &who, None, entry).await?;
     tx.commit().await?;
+    app.credentials_changed();
     Ok(Data(PasswordReset { password_reset: true }))
 }
 
@@ -519,5 +520,6 @@ pub async fn magic_link_verify(
     let device = auth_routes::device_of(ip, &headers);
     let signed = auth_routes::sign_in(&app, &mut tx, &user, &device, "magic_link").await?;
     tx.commit().await?;
+    app.credentials_changed();
     Ok(Data(signed))
 }

@@ -209,5 +209,6 @@ pub async fn otp_verify(
     let device = auth_routes::device_of(ip, &headers);
     let signed = auth_routes::sign_in(&app, &mut tx, &user, &device, "otp").await?;
     tx.commit().await?;
+    app.credentials_changed();
     Ok(Data(signed))
 }

@@ -121,6 +121,29 @@ both_backends! {
         app.get("/v1/events/stream", &key).await.expect_error(401, "UNAUTHORIZED");
     }
 
+    async fn streams_end_when_their_users_session_ends(app) {
+        let tenant = app.tenant("Session stream").await;
+        let signed_up = app.send(app.request(reqwest::Method::POST, "/v1/auth/signup", None).header("x-tenant-id", &tenant.id)
+            .json(&json!({ "email": "live@example.com", "password": "granite-otter-harbour-42" }))).await;
+        signed_up.expect(201);
+        let access = signed_up.data()["access_token"].as_str().unwrap().to_string();
+        let mut socket = open_socket(&app, &access).await;
+        let subscribed = command(&mut socket, json!({ "type": "subscribe", "channel": "objects:*" })).await;
+        assert_eq!(subscribed["type"], "subscribed");
+        app.send(app.request(reqwest::Method::POST, "/v1/auth/logout", Some(&access))).await.expect(200);
+        loop {
+            let message = tokio::time::timeout(WAIT, socket.next()).await.expect("closed in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    assert_eq!(u16::from(frame.code), 1008);
+                    break;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
     async fn websocket_subscribers_get_their_tenants_events_only(app) {
         let tenant = app.tenant("Live").await;
         let other = app.tenant("Other").await;
