@@ -57,9 +57,9 @@ impl Recheck {
         Recheck { credential, ip, changes: app.credentials.changes(), next: tokio::time::Instant::now() + RECHECK }
     }
 
-    /// Waits until the credential is due for a check (a change to credentials, or the interval
-    /// passed), then checks it: false when it no longer holds.
-    pub async fn due_and_valid(&mut self, app: &App) -> bool {
+    /// Waits until the credential is due for a check: a change to credentials, or the interval
+    /// passed. Safe to race in a `select!`: dropped before it completes, it consumes nothing.
+    pub async fn due(&mut self) {
         tokio::select! {
             changed = self.changes.changed() => {
                 if changed.is_err() {
@@ -68,6 +68,11 @@ impl Recheck {
             }
             _ = tokio::time::sleep_until(self.next) => {}
         }
+    }
+
+    /// Checks the credential (after `due`, outside any race, so that the check is never cut
+    /// short by another branch): false when it no longer holds.
+    pub async fn valid(&mut self, app: &App) -> bool {
         self.next = tokio::time::Instant::now() + RECHECK;
         crate::auth::credential::authenticate(app, &self.credential, self.ip).await.is_ok()
     }
@@ -284,8 +289,8 @@ async fn session(app: App, auth: Auth, tenant: String, mut recheck: Recheck, mut
                 }
                 Err(RecvError::Closed) => break,
             },
-            valid = recheck.due_and_valid(&app) => {
-                if !valid {
+            () = recheck.due() => {
+                if !recheck.valid(&app).await {
                     let reason = "the credential was revoked or has expired";
                     let close = CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: reason.into() };
                     let _ = send(&mut socket, Message::Close(Some(close))).await;

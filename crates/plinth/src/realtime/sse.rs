@@ -122,8 +122,8 @@ impl Cursor {
             }
             let received = tokio::select! {
                 received = self.live.recv() => received,
-                valid = self.recheck.due_and_valid(&self.app) => {
-                    if valid {
+                () = self.recheck.due() => {
+                    if self.recheck.valid(&self.app).await {
                         continue;
                     }
                     // The credential was revoked or expired: the stream ends.
