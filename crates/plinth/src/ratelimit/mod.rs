@@ -108,7 +108,8 @@ impl Decision {
         }
     }
 
-    fn refusal(&self) -> ApiError {
+    /// The 429 `RATE_LIMITED` answer, with `retry_after`, `limit`, `remaining` and `reset_at`.
+    pub fn refusal(&self) -> ApiError {
         let mut error = ApiError::new(
             ErrorCode::RateLimited,
             format!("too many requests: {} per minute allowed; retry after {} s", self.limit, self.retry_after),

@@ -22,7 +22,7 @@ use crate::auth::{Actor, Auth, ClientIp};
 use crate::db::WriteTx;
 use crate::events::{self, Event};
 use crate::http::error::FieldErrors;
-use crate::http::{ApiError, ApiResult, Created, Data, ErrorCode, Json, OptionalJson, Path};
+use crate::http::{ApiError, ApiResult, Created, Data, Json, OptionalJson, Path};
 use crate::ratelimit::RateLimit;
 
 /// Attempts one address may make at signing in to one tenant per minute.
@@ -53,6 +53,12 @@ pub fn who(tenant: &str, user: Option<&str>, device: &Device) -> Who {
     }
 }
 
+/// Who acted, for an end-user request that carries no credential: the user when known, and the
+/// client's address.
+pub fn who_at(tenant: &str, user: Option<&str>, ip: ClientIp) -> Who {
+    who(tenant, user, &Device { ip: ip.0, user_agent: None })
+}
+
 pub fn device_of(ip: ClientIp, headers: &HeaderMap) -> Device {
     Device { ip: ip.0, user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_string) }
 }
@@ -61,14 +67,7 @@ pub fn device_of(ip: ClientIp, headers: &HeaderMap) -> Device {
 pub async fn throttle(app: &App, bucket: String, per_minute: u64, capacity: u64) -> ApiResult<()> {
     let limit = RateLimit { bucket, per_minute, capacity };
     match app.limiter.take(&limit).await {
-        Ok(decision) if !decision.allowed => {
-            let mut error = ApiError::new(
-                ErrorCode::RateLimited,
-                format!("too many attempts: retry after {} s", decision.retry_after),
-            );
-            error.extra.insert("retry_after".into(), json!(decision.retry_after));
-            Err(error)
-        }
+        Ok(decision) if !decision.allowed => Err(decision.refusal()),
         Ok(_) => Ok(()),
         Err(error) => {
             tracing::warn!(%error, "the attempt throttle is unavailable; attempt let through");

@@ -131,6 +131,16 @@ impl AuthConfig {
         })
     }
 
+    /// The name emails and texts sign with: the brand name, else the tenant's name.
+    pub async fn brand(&self, conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<String> {
+        if let Some(name) = &self.branding.brand_name {
+            return Ok(name.clone());
+        }
+        let (name,): (String,) =
+            sqlx::query_as("SELECT name FROM tenants WHERE id = $1").bind(tenant).fetch_one(&mut *conn).await?;
+        Ok(name)
+    }
+
     /// Refuses a `redirect_to` that the allowlist does not admit.
     pub fn check_redirect(&self, redirect_to: Option<&str>) -> ApiResult<()> {
         match redirect_to {

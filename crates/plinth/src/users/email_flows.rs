@@ -100,16 +100,7 @@ async fn send(
         Purpose::MagicLink => config.email_templates.magic_link.clone(),
     };
     let template = chosen.unwrap_or_else(|| default_template(purpose));
-    let brand = match &config.branding.brand_name {
-        Some(name) => name.clone(),
-        None => {
-            sqlx::query_as::<_, (String,)>("SELECT name FROM tenants WHERE id = $1")
-                .bind(tenant)
-                .fetch_one(&mut **tx)
-                .await?
-                .0
-        }
-    };
+    let brand = config.brand(tx, tenant).await?;
     let link = link(base, purpose, token, redirect_to, config);
     let fill = |text: &str| {
         text.replace("{{link}}", &link)
@@ -148,7 +139,12 @@ pub struct Verified {
 }
 
 /// Verifies the address of the token's user; where to send them next.
-async fn verify_token(app: &App, token: &str, kind: Option<&str>) -> ApiResult<(Verified, Option<String>)> {
+async fn verify_token(
+    app: &App,
+    ip: ClientIp,
+    token: &str,
+    kind: Option<&str>,
+) -> ApiResult<(Verified, Option<String>)> {
     if kind.is_some_and(|k| !matches!(k, "signup" | "email" | "email_change")) {
         return Err(ApiError::invalid("type", "must be `signup`, `email` or `email_change`"));
     }
@@ -179,13 +175,7 @@ async fn verify_token(app: &App, token: &str, kind: Option<&str>) -> ApiResult<(
         Event { kind: "user.updated", resource_type: "user", resource_id: &user_id, data },
     )
     .await?;
-    let who = audit::Who {
-        actor_type: "user",
-        actor_id: Some(user_id.clone()),
-        tenant: Some(code.tenant_id.clone()),
-        ip: None,
-        user_agent: None,
-    };
+    let who = auth_routes::who_at(&code.tenant_id, Some(&user_id), ip);
     let entry =
         Entry { action: "user.email_verified", resource_type: "user", resource_id: &user_id, changes: json!({}) };
     audit::record(&mut *tx, &who, None, entry).await?;
@@ -215,8 +205,8 @@ pub struct VerifyQuery {
     responses((status = 200, body = crate::http::response::Envelope<Verified>),
               (status = 302, description = "Verified: on to the app"),
               (status = 400, body = crate::http::error::ErrorBody, description = "Invalid, used or expired")))]
-async fn verify_link(State(app): State<App>, Query(query): Query<VerifyQuery>) -> ApiResult<Response> {
-    let (verified, next) = verify_token(&app, &query.token, query.kind.as_deref()).await?;
+async fn verify_link(State(app): State<App>, ip: ClientIp, Query(query): Query<VerifyQuery>) -> ApiResult<Response> {
+    let (verified, next) = verify_token(&app, ip, &query.token, query.kind.as_deref()).await?;
     Ok(match next {
         Some(url) => {
             let separator = if url.contains('?') { '&' } else { '?' };
@@ -242,8 +232,12 @@ pub struct VerifyBody {
     request_body = VerifyBody,
     responses((status = 200, body = crate::http::response::Envelope<Verified>),
               (status = 400, body = crate::http::error::ErrorBody, description = "Invalid, used or expired")))]
-pub async fn verify_email(State(app): State<App>, Json(body): Json<VerifyBody>) -> ApiResult<Data<Verified>> {
-    Ok(Data(verify_token(&app, &body.token, body.kind.as_deref()).await?.0))
+pub async fn verify_email(
+    State(app): State<App>,
+    ip: ClientIp,
+    Json(body): Json<VerifyBody>,
+) -> ApiResult<Data<Verified>> {
+    Ok(Data(verify_token(&app, ip, &body.token, body.kind.as_deref()).await?.0))
 }
 
 /// An address to send a link to.
@@ -331,13 +325,7 @@ async fn email_link(
     let token = codes::issue(&mut tx, &tenant, user_id.as_deref(), purpose, &email, redirect).await?;
     let base = crate::http::public_base(app);
     send(deliver, app, &mut tx, &tenant, &config, &base, purpose, &email, &token, redirect).await?;
-    let who = audit::Who {
-        actor_type: "user",
-        actor_id: user_id.clone(),
-        tenant: Some(tenant.clone()),
-        ip: Some(ip.0.to_string()),
-        user_agent: None,
-    };
+    let who = auth_routes::who_at(&tenant, user_id.as_deref(), ip);
     let entry = Entry {
         action,
         resource_type: "user",
@@ -409,13 +397,7 @@ pub async fn reset_password(
         Event { kind: "user.updated", resource_type: "user", resource_id: &user_id, data },
     )
     .await?;
-    let who = audit::Who {
-        actor_type: "user",
-        actor_id: Some(user_id.clone()),
-        tenant: Some(code.tenant_id.clone()),
-        ip: Some(ip.0.to_string()),
-        user_agent: None,
-    };
+    let who = auth_routes::who_at(&code.tenant_id, Some(&user_id), ip);
     let entry = Entry {
         action: "user.password_reset",
         resource_type: "user",

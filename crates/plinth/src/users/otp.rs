@@ -80,16 +80,7 @@ pub async fn otp_send(
         // The same work whether or not the text goes: a code nobody can use when it does not.
         let user_id = user.as_ref().map(|(id, _)| id.as_str());
         let code = codes::issue_otp(&mut tx, &app.code_key, &tenant, user_id, &phone).await?;
-        let brand = match &settings.branding.brand_name {
-            Some(name) => name.clone(),
-            None => {
-                sqlx::query_as::<_, (String,)>("SELECT name FROM tenants WHERE id = $1")
-                    .bind(&tenant)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .0
-            }
-        };
+        let brand = settings.brand(&mut tx, &tenant).await?;
         let text = format!("Your {brand} code is {code}. It expires in 5 minutes. Do not share it.");
         if send {
             crate::messages::queue_sms(&app, &mut tx, &tenant, &phone, &text).await?;
@@ -97,13 +88,7 @@ pub async fn otp_send(
             crate::messages::decoy(&app, &mut tx, &tenant, &text).await?;
         }
     }
-    let who = audit::Who {
-        actor_type: "user",
-        actor_id: user.as_ref().map(|(id, _)| id.clone()),
-        tenant: Some(tenant.clone()),
-        ip: Some(ip.0.to_string()),
-        user_agent: None,
-    };
+    let who = auth_routes::who_at(&tenant, user.as_ref().map(|(id, _)| id.as_str()), ip);
     let resource = user.as_ref().map_or("unknown", |(id, _)| id.as_str());
     let entry =
         Entry { action: "user.otp_requested", resource_type: "user", resource_id: resource, changes: json!({}) };

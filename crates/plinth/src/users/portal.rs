@@ -171,8 +171,8 @@ async fn portal_otp_verify(
 /// `POST /v1/auth/verify`.
 #[utoipa::path(post, path = "/v1/auth/portal-verify-email", tag = "Portal Auth", request_body = VerifyBody,
     responses((status = 200, body = crate::http::response::Envelope<Verified>), (status = 400, body = crate::http::error::ErrorBody)))]
-async fn portal_verify_email(app: State<App>, body: Json<VerifyBody>) -> ApiResult<Data<Verified>> {
-    email_flows::verify_email(app, body).await
+async fn portal_verify_email(app: State<App>, ip: ClientIp, body: Json<VerifyBody>) -> ApiResult<Data<Verified>> {
+    email_flows::verify_email(app, ip, body).await
 }
 
 /// The headers a portal flow may use: the device's, never a tenant header.

@@ -242,6 +242,12 @@ on_both_backends! {
         app.post_public("/v1/auth/portal-forgot-password", json!({ "email": "both@example.com", "tenant_id": first.id })).await.expect(200);
         app.post_public("/v1/auth/portal-magic-link", json!({ "email": "both@example.com", "tenant_id": first.id })).await.expect(200);
         app.post_public("/v1/auth/portal-verify-email", json!({ "token": "nope" })).await.expect_error(400, "BAD_REQUEST");
+        app.post_public("/v1/auth/portal-reset-password", json!({ "token": "nope", "password": PASSWORD })).await.expect_error(400, "BAD_REQUEST");
+        app.post_public("/v1/auth/portal-magic-link-verify", json!({ "token": "nope" })).await.expect_error(400, "BAD_REQUEST");
+        app.post_public("/v1/auth/portal-otp-send", json!({ "phone": "+4520304050" })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post_public("/v1/auth/portal-otp-send", json!({ "phone": "+4520304050", "tenant_id": first.id })).await.expect_error(403, "FORBIDDEN");
+        app.post_public("/v1/auth/portal-otp-verify", json!({ "phone": "+4520304050", "code": "123456" })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post_public("/v1/auth/portal-otp-verify", json!({ "phone": "+4520304050", "code": "123456", "tenant_id": first.id })).await.expect_error(401, "UNAUTHORIZED");
 
         let identified = app.post_public("/v1/auth/portal-identify", json!({ "email": "Both@Example.com" })).await;
         identified.expect(200);
