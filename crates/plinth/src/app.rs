@@ -134,6 +134,8 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Plans(String),
+    #[error("creating the built-in roles: {0}")]
+    Roles(String),
 }
 
 /// Every route, with its OpenAPI description.
@@ -158,6 +160,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::vault::routes())
         .merge(crate::ai::routes())
         .merge(crate::users::routes())
+        .merge(crate::authz::routes())
 }
 
 /// The OpenAPI document of every route.
@@ -273,6 +276,7 @@ pub async fn open_database(config: &crate::config::StorageArgs) -> Result<Db, St
     }
     let db = Db::connect(&config.database_url(), config.db_max_connections).await?;
     db.migrate().await?;
+    crate::authz::roles::backfill_built_ins(&db).await.map_err(|e| StartupError::Roles(e.message))?;
     Ok(db)
 }
 

@@ -87,10 +87,19 @@ pub const BUILT_IN: &[&str] = &[
     "user.session_ended",
     "user.mfa_enrolled",
     "user.mfa_removed",
+    "role.created",
+    "role.updated",
+    "role.deleted",
+    "role.assigned",
+    "role.unassigned",
+    "policy.created",
+    "policy.updated",
+    "policy.deleted",
 ];
 
 /// Prefixes custom events may not take: they belong to the platform's own events.
-const RESERVED: &[&str] = &["object", "webhook", "file", "user", "inbound", "api_key", "tenant", "custom_reserved"];
+const RESERVED: &[&str] =
+    &["object", "webhook", "file", "user", "inbound", "api_key", "tenant", "role", "policy", "custom_reserved"];
 
 /// Largest custom event `data`, serialised.
 const CUSTOM_DATA_MAX_BYTES: usize = 64 * 1024;
@@ -282,10 +291,15 @@ mod routes_impl {
         Query(filter): Query<EventFilter>,
     ) -> ApiResult<Data<Page<Value>>> {
         auth.require(EVENTS_READ)?;
-        let filter = Filter::new()
+        let mut filter = Filter::new()
             .eq("tenant_id", auth.tenant()?.as_str())
             .eq_opt("type", filter.kind)
             .eq_opt("resource_id", filter.resource_id);
+        if auth.access.is_some() {
+            // An end user reads objects through the object routes and streams, where row
+            // policies apply; the outbox's copies of them are not theirs to list.
+            filter = filter.raw("resource_type <> 'object'");
+        }
         let page: Page<EventRow> = list::fetch(&app.db, &LIST, filter, &params).await?;
         Ok(Data(params.project(&LIST, page.try_map(EventRecord::try_from)?)?))
     }

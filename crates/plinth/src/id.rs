@@ -39,6 +39,8 @@ pub mod prefix {
     pub const AUTH_CODE: &str = "code";
     pub const MFA_FACTOR: &str = "mfa";
     pub const RECOVERY_CODE: &str = "rcv";
+    pub const ROLE: &str = "role";
+    pub const POLICY: &str = "pol";
 }
 
 /// A new identifier with `prefix`, time-ordered.

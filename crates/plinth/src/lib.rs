@@ -4,6 +4,7 @@ pub mod ai;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -1,5 +1,10 @@
 //! Scopes: broad ones (`read`, `write`, `schema`, `files`, `auth`, `ai`, `admin`, `*`) and fine
-//! ones (`<resource>:<action>`). A route declares one fine scope it needs.
+//! ones (`<resource>:<action>`, and `objects.<type>:<action>` for one object type). A route
+//! declares one fine scope it needs. The same grammar names the permissions of end users' roles.
+//!
+//! The broad `read` and `write` cover the data groups only: the admin resources (keys, tokens,
+//! tenants, users, roles, policies, credentials, governance, ...) need `admin`, `*`, their
+//! resource's `:*` or their fine scope, so that a data key cannot change who may do what.
 
 use crate::http::error::FieldErrors;
 use crate::limits::SCOPES_MAX;
@@ -7,12 +12,31 @@ use crate::limits::SCOPES_MAX;
 /// The broad scopes.
 pub const BROAD: &[&str] = &["read", "write", "schema", "files", "auth", "ai", "admin", "*"];
 
+/// The admin group: resources the broad `read` and `write` never cover.
+pub const ADMIN_RESOURCES: &[&str] = &[
+    "api-keys",
+    "public-keys",
+    "tokens",
+    "tenants",
+    "usage",
+    "audit-logs",
+    "governance",
+    "auth-config",
+    "users",
+    "roles",
+    "policies",
+    "credentials",
+    "ai-providers",
+    "ai-budget",
+    "agent-keys",
+];
+
 /// Resources that a resource-group broad scope covers with every action.
 const GROUPS: &[(&str, &[&str])] = &[
     ("schema", &["object-types", "properties", "schema"]),
     ("files", &["files"]),
-    ("auth", &["users", "auth", "sessions", "auth-config"]),
-    ("ai", &["ai", "chat", "models", "embeddings", "ai-providers", "ai-usage"]),
+    ("auth", &["users", "auth", "sessions", "auth-config", "roles", "policies"]),
+    ("ai", &["ai", "chat", "models", "embeddings", "ai-providers", "ai-usage", "ai-budget"]),
     (
         "admin",
         &[
@@ -23,11 +47,23 @@ const GROUPS: &[(&str, &[&str])] = &[
             "usage",
             "audit-logs",
             "governance",
-            "entitlements",
+            "auth-config",
+            "users",
+            "roles",
+            "policies",
             "credentials",
+            "ai-providers",
+            "ai-budget",
+            "agent-keys",
+            "entitlements",
         ],
     ),
 ];
+
+/// True when `resource` belongs to the admin group.
+pub fn is_admin_resource(resource: &str) -> bool {
+    ADMIN_RESOURCES.contains(&resource)
+}
 
 /// What a route needs: one fine scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +149,14 @@ pub mod required {
     pub const USERS_DELETE: Required = Required::new("users", "delete");
     pub const AUTH_CONFIG_READ: Required = Required::new("auth-config", "read");
     pub const AUTH_CONFIG_WRITE: Required = Required::new("auth-config", "write");
+    pub const ROLES_READ: Required = Required::new("roles", "read");
+    pub const ROLES_WRITE: Required = Required::new("roles", "write");
+    pub const ROLES_DELETE: Required = Required::new("roles", "delete");
+    pub const POLICIES_READ: Required = Required::new("policies", "read");
+    pub const POLICIES_WRITE: Required = Required::new("policies", "write");
+    pub const POLICIES_DELETE: Required = Required::new("policies", "delete");
+    pub const AI_BUDGET_READ: Required = Required::new("ai-budget", "read");
+    pub const AI_BUDGET_WRITE: Required = Required::new("ai-budget", "write");
 }
 
 fn is_name(part: &str) -> bool {
@@ -122,13 +166,22 @@ fn is_name(part: &str) -> bool {
         && part.len() <= 64
 }
 
+/// True when `resource` is a resource name, or `objects.<type>` for one object type.
+fn is_resource(resource: &str) -> bool {
+    match resource.split_once('.') {
+        Some(("objects", object_type)) => crate::object_types::is_identifier(object_type),
+        Some(_) => false,
+        None => is_name(resource),
+    }
+}
+
 /// True when `scope` is a broad scope or a well-formed `<resource>:<action>`.
 pub fn is_valid(scope: &str) -> bool {
     if BROAD.contains(&scope) {
         return true;
     }
     match scope.split_once(':') {
-        Some((resource, action)) => is_name(resource) && (action == "*" || is_name(action)),
+        Some((resource, action)) => is_resource(resource) && (action == "*" || is_name(action)),
         None => false,
     }
 }
@@ -156,12 +209,18 @@ pub fn normalise(field: &str, scopes: &[String], errors: &mut FieldErrors) -> Ve
     out
 }
 
-/// True when the single scope `granted` allows `action` on `resource`.
-fn grants(granted: &str, resource: &str, action: &str) -> bool {
+/// True when the single scope `granted` allows `action` on `resource`. `objects.<type>` is
+/// covered by whatever covers `objects`.
+pub fn grants(granted: &str, resource: &str, action: &str) -> bool {
+    if let Some(("objects", _)) = resource.split_once('.') {
+        if grants(granted, "objects", action) {
+            return true;
+        }
+    }
     match granted {
         "*" => true,
-        "read" => action == "read",
-        "write" => matches!(action, "write" | "delete"),
+        "read" => action == "read" && !is_admin_resource(resource),
+        "write" => matches!(action, "write" | "delete") && !is_admin_resource(resource),
         _ => {
             if let Some((_, resources)) = GROUPS.iter().find(|(name, _)| *name == granted) {
                 return resources.contains(&resource);
@@ -200,15 +259,45 @@ mod tests {
     fn fine_scope_rules_follow_the_contract() {
         assert!(KEYS_READ.satisfied_by("api-keys:read"));
         assert!(KEYS_READ.satisfied_by("api-keys:*"));
-        assert!(KEYS_READ.satisfied_by("read"));
+        assert!(!KEYS_READ.satisfied_by("read"));
         assert!(KEYS_READ.satisfied_by("*"));
         assert!(KEYS_READ.satisfied_by("admin"));
         assert!(!KEYS_READ.satisfied_by("write"));
         assert!(!KEYS_READ.satisfied_by("api-keys:write"));
         assert!(!KEYS_READ.satisfied_by("webhooks:read"));
         assert!(!KEYS_READ.satisfied_by("files"));
-        assert!(KEYS_DELETE.satisfied_by("write"));
+        assert!(!KEYS_DELETE.satisfied_by("write"));
         assert!(!KEYS_DELETE.satisfied_by("read"));
+        let objects_read = Required::new("objects", "read");
+        assert!(objects_read.satisfied_by("read"));
+        assert!(Required::new("objects", "delete").satisfied_by("write"));
+    }
+
+    #[test]
+    fn broad_read_and_write_stop_at_the_admin_group() {
+        for resource in ADMIN_RESOURCES {
+            for action in ["read", "write", "delete"] {
+                let required = Required::new(resource, action);
+                assert!(!required.satisfied_by("read") && !required.satisfied_by("write"), "{resource}:{action}");
+                assert!(required.satisfied_by("admin") && required.satisfied_by("*"), "{resource}:{action}");
+            }
+        }
+        assert!(Required::new("webhooks", "write").satisfied_by("write"));
+        assert!(Required::new("roles", "read").satisfied_by("roles:*"));
+    }
+
+    #[test]
+    fn per_type_object_scopes() {
+        assert!(is_valid("objects.deals:read") && is_valid("objects.deals:*"));
+        assert!(!is_valid("objects.Deals:read") && !is_valid("webhooks.x:read") && !is_valid("objects.:read"));
+        assert!(grants("objects.deals:read", "objects.deals", "read"));
+        assert!(grants("objects:read", "objects.deals", "read"));
+        assert!(grants("read", "objects.deals", "read"));
+        assert!(grants("objects.deals:*", "objects.deals", "delete"));
+        assert!(!grants("objects.deals:read", "objects.notes", "read"));
+        assert!(!grants("objects.deals:read", "objects", "read"));
+        assert!(covers(&["objects:*"], "objects.deals:write"));
+        assert!(!covers(&["objects.deals:*"], "objects:read"));
     }
 
     #[test]
@@ -229,6 +318,7 @@ mod tests {
         assert!(!covers(&["read"], "write"));
         assert!(covers(&["read"], "webhooks:read"));
         assert!(!covers(&["read"], "webhooks:write"));
+        assert!(!covers(&["read", "write"], "users:write"));
         assert!(covers(&["write"], "objects:delete"));
         assert!(covers(&["webhooks:*"], "webhooks:read"));
         assert!(covers(&["admin"], "api-keys:*"));

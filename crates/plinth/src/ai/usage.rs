@@ -23,7 +23,7 @@ use crate::auth::{Auth, TenantId};
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Data, ErrorCode, Json, Query};
 use crate::id::{self, prefix};
-use crate::scopes::required::{AI_READ, AI_USAGE_READ, AI_WRITE};
+use crate::scopes::required::{AI_BUDGET_READ, AI_BUDGET_WRITE, AI_USAGE_READ};
 use crate::time;
 
 /// Built-in prices: (model, input, output) in US dollars per million tokens.
@@ -333,7 +333,7 @@ async fn usage(auth: Auth, State(app): State<App>, Query(query): Query<UsageQuer
 #[utoipa::path(get, path = "/v1/ai/budget", tag = "AI", security(("bearer" = [])),
     responses((status = 200, body = crate::http::response::Envelope<BudgetView>)))]
 async fn get_budget(auth: Auth, State(app): State<App>) -> ApiResult<Data<BudgetView>> {
-    auth.require(AI_READ)?;
+    auth.require(AI_BUDGET_READ)?;
     let mut conn = app.db.pool().acquire().await?;
     Ok(Data(budget_view(&mut conn, auth.tenant()?.as_str()).await?))
 }
@@ -347,7 +347,7 @@ async fn get_budget(auth: Auth, State(app): State<App>) -> ApiResult<Data<Budget
     responses((status = 200, body = crate::http::response::Envelope<BudgetView>),
               (status = 422, body = crate::http::error::ErrorBody)))]
 async fn put_budget(auth: Auth, State(app): State<App>, Json(body): Json<Budget>) -> ApiResult<Data<BudgetView>> {
-    auth.require(AI_WRITE)?;
+    auth.require(AI_BUDGET_WRITE)?;
     let tenant = auth.tenant()?.as_str();
     let budget = match body.ai_budget_usd.as_deref().map(str::trim) {
         None => None,

@@ -76,11 +76,19 @@ pub struct Auth {
     /// The bucket this credential's requests draw from; none for the platform admin.
     pub rate: Option<RateLimit>,
     pub user_agent: Option<String>,
+    /// An end user's roles and what they restrict (their permissions are the scopes); none for
+    /// keys and the platform admin, which row policies do not bind.
+    pub access: Option<Arc<crate::authz::UserAccess>>,
 }
 
 impl Auth {
     pub(crate) fn new(actor: Actor, tenant: Option<TenantId>, scopes: Arc<[String]>, client_ip: IpAddr) -> Self {
-        Auth { actor, tenant, scopes, client_ip, rate: None, user_agent: None }
+        Auth { actor, tenant, scopes, client_ip, rate: None, user_agent: None, access: None }
+    }
+
+    pub(crate) fn with_access(mut self, access: crate::authz::UserAccess) -> Self {
+        self.access = Some(Arc::new(access));
+        self
     }
 
     pub(crate) fn with_rate(mut self, rate: RateLimit) -> Self {
@@ -97,6 +105,11 @@ impl Auth {
     pub fn require(&self, scope: Required) -> ApiResult<()> {
         if self.is_admin() || scope.satisfied_by_any(&self.scopes) {
             Ok(())
+        } else if self.access.is_some() {
+            Err(ApiError::new(
+                ErrorCode::InsufficientScope,
+                format!("your roles do not grant the permission `{}`", scope.name()),
+            ))
         } else {
             Err(ApiError::new(
                 ErrorCode::InsufficientScope,

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     ValidationFailed,
     RateLimited,
     Internal,
+    /// The server cannot take the request now (a saturated resource): retry shortly.
+    Unavailable,
     UpstreamUnavailable,
 }
 
@@ -50,7 +52,7 @@ impl ErrorCode {
             ErrorCode::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -73,6 +75,7 @@ impl ErrorCode {
             ErrorCode::ValidationFailed => "VALIDATION_FAILED",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
         }
     }

@@ -61,6 +61,8 @@ Lists take `limit` (1-100, default 20) and `cursor`, and answer `{results, next_
         (name = "Credentials", description = "The credentials vault: a tenant's keys for third-party services, encrypted, shown only masked."),
         (name = "AI", description = "AI provider instances and the provider priority list."),
         (name = "DLQ", description = "The dead-letter queue: work that ran out of attempts, to retry or discard."),
+        (name = "Roles", description = "End users' roles: permissions in the scope grammar, inheritance, denied properties, assignments."),
+        (name = "Policies", description = "Row-level policies of an object type for end users, and their simulation."),
     )
 )]
 pub struct ApiDoc;

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
+use crate::authz::{ObjectAction, ObjectGuard};
 use crate::db::WriteTx;
 use crate::deletion::{self, DeleteParams, Target, Verdict};
 use crate::entitlements;
@@ -431,6 +432,65 @@ async fn fetch(conn: &mut AnyConnection, tenant: &TenantId, type_ref: &str, obje
     row.map(Object::try_from).transpose()?.ok_or_else(|| ApiError::not_found("object"))
 }
 
+/// One object of `schema`'s type that the caller may see (`rows`: what its policies admit; none:
+/// every row), or 404.
+async fn fetch_visible(
+    conn: &mut AnyConnection,
+    backend: crate::db::Backend,
+    schema: &Schema,
+    object_id: &str,
+    rows: Option<query::Cond>,
+) -> ApiResult<Object> {
+    let mut binds = sql::Binds::new(backend);
+    let id = binds.text(object_id);
+    let tenant = binds.text(schema.object_type.tenant_id.clone());
+    let object_type = binds.text(schema.object_type.id.clone());
+    let filter = match &rows {
+        Some(cond) => format!(" AND {}", query::cond_sql(backend, cond, &mut binds)),
+        None => String::new(),
+    };
+    let row: Option<ObjectRow> = sqlx::query_as_with(
+        &format!(
+            "SELECT {COLUMNS} FROM objects WHERE id = {id} AND tenant_id = {tenant} AND object_type_id = {object_type}{filter}"
+        ),
+        binds.arguments()?,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Object::try_from).transpose()?.ok_or_else(|| ApiError::not_found("object"))
+}
+
+/// The object `object_id` for a change by `action`: 404 when the caller may not see it, 403
+/// when it may see it but `action`'s policies do not admit it.
+async fn fetch_for(
+    conn: &mut AnyConnection,
+    backend: crate::db::Backend,
+    guard: &ObjectGuard,
+    schema: &Schema,
+    object_id: &str,
+    action: ObjectAction,
+) -> ApiResult<Object> {
+    let object = fetch_visible(conn, backend, schema, object_id, guard.rows(schema, ObjectAction::Select)).await?;
+    if guard.is_restricted() && !guard.admits(conn, backend, schema, action, &object.id).await? {
+        return Err(ApiError::forbidden(format!(
+            "your policies let you see this object but not {} it",
+            action.policy_name()
+        )));
+    }
+    Ok(object)
+}
+
+/// True when the credential holds `objects:<action>` for every type (a key's broad scope), so
+/// that no per-type decision is needed.
+fn broadly_permitted(auth: &Auth, action: ObjectAction) -> bool {
+    let scope = match action {
+        ObjectAction::Select => OBJECTS_READ,
+        ObjectAction::Insert | ObjectAction::Update => OBJECTS_WRITE,
+        ObjectAction::Delete => OBJECTS_DELETE,
+    };
+    auth.access.is_none() && auth.require(scope).is_ok()
+}
+
 /// The version an `If-Match` header asks for: `3`, `"3"` or `W/"3"`; `None` for absent or `*`.
 fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     let Some(value) = headers.get("if-match") else { return Ok(None) };
@@ -503,11 +563,13 @@ async fn create_object(
     Path(type_ref): Path<String>,
     Json(body): Json<CreateObject>,
 ) -> ApiResult<Created<Object>> {
-    auth.require(OBJECTS_WRITE)?;
     let tenant = auth.tenant()?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
     let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
+    let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Insert).await?;
+    guard.require_any(&schema, ObjectAction::Insert)?;
+    guard.check_writable(body.properties.keys())?;
     let values = validate_new(&schema, &body.properties).map_err(Problems::into_error)?;
     let mut problems = Problems::default();
     let names: Vec<&String> = values.keys().collect();
@@ -515,8 +577,9 @@ async fn create_object(
     problems.finish()?;
     entitlements::consume(&mut tx, &app, tenant, "objects", 1).await?;
     let object = insert(&mut tx, &schema, values, &who).await?;
+    guard.check_written(&mut tx, app.db.backend(), &schema, ObjectAction::Insert, &object.id).await?;
     tx.commit().await?;
-    Ok(Created(object))
+    Ok(Created(guard.redact_object(object)))
 }
 
 /// Get an object
@@ -532,9 +595,15 @@ async fn get_object(
     State(app): State<App>,
     Path((type_ref, object_id)): Path<(String, String)>,
 ) -> ApiResult<Data<Object>> {
-    auth.require(OBJECTS_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    Ok(Data(fetch(&mut conn, auth.tenant()?, &type_ref, &object_id).await?))
+    if broadly_permitted(&auth, ObjectAction::Select) {
+        return Ok(Data(fetch(&mut conn, auth.tenant()?, &type_ref, &object_id).await?));
+    }
+    let schema = Schema::load(&mut conn, auth.tenant()?, &type_ref).await?;
+    let guard = ObjectGuard::load(&mut conn, &auth, &schema, ObjectAction::Select).await?;
+    let rows = guard.rows(&schema, ObjectAction::Select);
+    let object = fetch_visible(&mut conn, app.db.backend(), &schema, &object_id, rows).await?;
+    Ok(Data(guard.redact_object(object)))
 }
 
 /// Update an object
@@ -558,16 +627,19 @@ async fn update_object(
     Path((type_ref, object_id)): Path<(String, String)>,
     Json(body): Json<UpdateObject>,
 ) -> ApiResult<Data<Object>> {
-    auth.require(OBJECTS_WRITE)?;
     let tenant = auth.tenant()?;
     let wanted = if_match(&headers)?;
     let who = Who::from(&auth);
+    let backend = app.db.backend();
     let mut tx = app.db.begin_write().await?;
     let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
-    let object = fetch(&mut tx, tenant, &schema.object_type.id, &object_id).await?;
+    let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Update).await?;
+    let object = fetch_for(&mut tx, backend, &guard, &schema, &object_id, ObjectAction::Update).await?;
+    guard.check_writable(body.properties.keys())?;
     let object = apply_update(&mut tx, tenant, &schema, object, &body.properties, wanted, &who).await?;
+    guard.check_written(&mut tx, backend, &schema, ObjectAction::Update, &object.id).await?;
     tx.commit().await?;
-    Ok(Data(object))
+    Ok(Data(guard.redact_object(object)))
 }
 
 /// Validates and writes one update; the object as it now is.
@@ -619,13 +691,13 @@ async fn delete_object(
     Path((type_ref, object_id)): Path<(String, String)>,
     Query(params): Query<DeleteParams>,
 ) -> ApiResult<Data<crate::http::Deleted>> {
-    auth.require(OBJECTS_DELETE)?;
     let tenant = auth.tenant()?;
     let wanted = if_match(&headers)?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
     let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
-    let mut object = fetch(&mut tx, tenant, &schema.object_type.id, &object_id).await?;
+    let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Delete).await?;
+    let mut object = fetch_for(&mut tx, app.db.backend(), &guard, &schema, &object_id, ObjectAction::Delete).await?;
     check_version(&object, wanted)?;
     if params.force {
         let target = Target { scope: tenant.as_str(), resource_type: "object", resource_id: &object.id };
@@ -692,12 +764,13 @@ async fn restore_object(
     State(app): State<App>,
     Path((type_ref, object_id)): Path<(String, String)>,
 ) -> ApiResult<Data<Object>> {
-    auth.require(OBJECTS_WRITE)?;
     let tenant = auth.tenant()?;
     let who = Who::from(&auth);
+    let backend = app.db.backend();
     let mut tx = app.db.begin_write().await?;
     let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
-    let mut object = fetch(&mut tx, tenant, &schema.object_type.id, &object_id).await?;
+    let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Update).await?;
+    let mut object = fetch_for(&mut tx, backend, &guard, &schema, &object_id, ObjectAction::Update).await?;
     if !object.is_deleted {
         return Err(ApiError::conflict("the object is not in the trash"));
     }
@@ -708,8 +781,9 @@ async fn restore_object(
     object.is_deleted = false;
     store(&mut tx, &schema, &object, expected).await?;
     record_write(&mut tx, &schema, &object, "restored", &[], &who).await?;
+    guard.check_written(&mut tx, backend, &schema, ObjectAction::Update, &object.id).await?;
     tx.commit().await?;
-    Ok(Data(object))
+    Ok(Data(guard.redact_object(object)))
 }
 
 /// One earlier version of an object.
@@ -759,14 +833,16 @@ async fn list_versions(
     Path((type_ref, object_id)): Path<(String, String)>,
     Query(params): Query<VersionsQuery>,
 ) -> ApiResult<Data<crate::http::Page<ObjectVersion>>> {
-    auth.require(OBJECTS_READ)?;
     let tenant = auth.tenant()?;
     let limit = params.limit.unwrap_or(crate::limits::LIST_DEFAULT_LIMIT);
     if !(1..=crate::limits::LIST_MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 100"));
     }
     let mut conn = app.db.pool().acquire().await?;
-    let object = fetch(&mut conn, tenant, &type_ref, &object_id).await?;
+    let schema = Schema::load(&mut conn, tenant, &type_ref).await?;
+    let guard = ObjectGuard::load(&mut conn, &auth, &schema, ObjectAction::Select).await?;
+    let rows = guard.rows(&schema, ObjectAction::Select);
+    let object = fetch_visible(&mut conn, app.db.backend(), &schema, &object_id, rows).await?;
     let before = match &params.cursor {
         Some(text) => {
             let cursor: VersionCursor = crate::http::list::open(&app.cursor_key, text)?;
@@ -793,11 +869,15 @@ async fn list_versions(
         .into_iter()
         .take(limit as usize)
         .map(|(version, action, properties, changed, actor_type, actor_id, created_at)| {
+            let mut properties: Map<String, Value> = serde_json::from_str(&properties)?;
+            guard.redact(&mut properties);
+            let mut changed: Vec<String> = serde_json::from_str(&changed)?;
+            guard.redact_names(&mut changed);
             Ok(ObjectVersion {
                 version,
                 action,
-                properties: serde_json::from_str(&properties)?,
-                changed: serde_json::from_str(&changed)?,
+                properties: Value::Object(properties),
+                changed,
                 actor_type,
                 actor_id,
                 created_at: time::from_db(&created_at)?,
@@ -842,6 +922,12 @@ fn batch_error(items: Vec<(usize, Problems)>) -> ApiError {
     error
 }
 
+/// Names the batch item an error is about.
+fn at_index(mut error: ApiError, index: usize) -> ApiError {
+    error.extra.insert("index".into(), json!(index));
+    error
+}
+
 fn check_batch_size(len: usize) -> ApiResult<()> {
     if len == 0 || len > BATCH_MAX {
         return Err(ApiError::invalid("items", format!("a batch holds 1 to {BATCH_MAX} items")));
@@ -867,12 +953,16 @@ async fn batch_create(
     Path(type_ref): Path<String>,
     Json(body): Json<BatchCreate>,
 ) -> ApiResult<Created<BatchCreated>> {
-    auth.require(OBJECTS_WRITE)?;
     let tenant = auth.tenant()?;
     check_batch_size(body.objects.len())?;
     let who = Who::from(&auth);
     let mut tx = app.db.begin_write().await?;
     let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
+    let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Insert).await?;
+    guard.require_any(&schema, ObjectAction::Insert)?;
+    for (index, item) in body.objects.iter().enumerate() {
+        guard.check_writable(item.properties.keys()).map_err(|error| at_index(error, index))?;
+    }
     let mut valid = Vec::with_capacity(body.objects.len());
     let mut failed = Vec::new();
     for (index, item) in body.objects.iter().enumerate() {
@@ -898,11 +988,14 @@ async fn batch_create(
     for (index, values) in valid.into_iter().enumerate() {
         match insert(&mut tx, &schema, values, &who).await {
             Ok(object) => ids.push(object.id),
-            Err(mut error) => {
-                error.extra.insert("index".into(), json!(index));
-                return Err(error);
-            }
+            Err(error) => return Err(at_index(error, index)),
         }
+    }
+    for (index, id) in ids.iter().enumerate() {
+        guard
+            .check_written(&mut tx, app.db.backend(), &schema, ObjectAction::Insert, id)
+            .await
+            .map_err(|error| at_index(error, index))?;
     }
     tx.commit().await?;
     Ok(Created(BatchCreated { created: ids.len(), ids }))
@@ -929,27 +1022,31 @@ async fn batch_read(
     Path(type_ref): Path<String>,
     Json(body): Json<BatchRead>,
 ) -> ApiResult<Data<Vec<Object>>> {
-    auth.require(OBJECTS_READ)?;
     let tenant = auth.tenant()?;
     check_batch_size(body.object_ids.len())?;
+    let backend = app.db.backend();
     let mut conn = app.db.pool().acquire().await?;
-    let object_type = object_types::find(&mut conn, tenant, &type_ref).await?;
+    let schema = Schema::load(&mut conn, tenant, &type_ref).await?;
+    let guard = ObjectGuard::load(&mut conn, &auth, &schema, ObjectAction::Select).await?;
     let ids: Vec<&String> = body.object_ids.iter().filter(|id| id::is_valid(prefix::OBJECT, id)).collect();
     if ids.is_empty() {
         return Ok(Data(Vec::new()));
     }
-    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+    let mut binds = sql::Binds::new(backend);
+    let tenant_p = binds.text(tenant.as_str());
+    let type_p = binds.text(schema.object_type.id.clone());
+    let placeholders: Vec<String> = ids.iter().map(|id| binds.text(id.as_str())).collect();
+    let filter = match guard.rows(&schema, ObjectAction::Select) {
+        Some(cond) => format!(" AND {}", query::cond_sql(backend, &cond, &mut binds)),
+        None => String::new(),
+    };
     let sql = format!(
-        "SELECT {COLUMNS} FROM objects WHERE tenant_id = $1 AND object_type_id = $2 AND id IN ({})",
+        "SELECT {COLUMNS} FROM objects WHERE tenant_id = {tenant_p} AND object_type_id = {type_p} AND id IN ({}){filter}",
         placeholders.join(", ")
     );
-    let mut query = sqlx::query_as::<_, ObjectRow>(&sql).bind(tenant.as_str()).bind(&object_type.id);
-    let sql_ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-    for id in &sql_ids {
-        query = query.bind(id);
-    }
-    let rows = query.fetch_all(&mut *conn).await?;
-    let mut found: Vec<Object> = rows.into_iter().map(Object::try_from).collect::<ApiResult<_>>()?;
+    let rows: Vec<ObjectRow> = sqlx::query_as_with(&sql, binds.arguments()?).fetch_all(&mut *conn).await?;
+    let mut found: Vec<Object> =
+        rows.into_iter().map(|row| Object::try_from(row).map(|o| guard.redact_object(o))).collect::<ApiResult<_>>()?;
     found.sort_by_key(|o| body.object_ids.iter().position(|id| *id == o.id));
     Ok(Data(found))
 }
@@ -994,12 +1091,16 @@ async fn batch_update(
     Path(type_ref): Path<String>,
     Json(body): Json<BatchUpdate>,
 ) -> ApiResult<Data<Vec<BatchUpdated>>> {
-    auth.require(OBJECTS_WRITE)?;
     let tenant = auth.tenant()?;
     check_batch_size(body.updates.len())?;
     let who = Who::from(&auth);
+    let backend = app.db.backend();
     let mut tx = app.db.begin_write().await?;
     let schema = Schema::load_for_write(&mut tx, &app, tenant, &type_ref).await?;
+    let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Update).await?;
+    for (index, item) in body.updates.iter().enumerate() {
+        guard.check_writable(item.properties.keys()).map_err(|error| at_index(error, index))?;
+    }
     let mut failed = Vec::new();
     let mut results = Vec::with_capacity(body.updates.len());
     for (index, item) in body.updates.iter().enumerate() {
@@ -1009,8 +1110,12 @@ async fn batch_update(
             failed.push((index, problems));
             continue;
         }
-        let object = match fetch(&mut tx, tenant, &schema.object_type.id, &item.object_id).await {
+        let object = match fetch_for(&mut tx, backend, &guard, &schema, &item.object_id, ObjectAction::Update).await {
             Ok(object) => object,
+            Err(error) if error.code == crate::http::ErrorCode::Forbidden => {
+                tx.rollback().await?;
+                return Err(at_index(error, index));
+            }
             Err(error) => {
                 let mut problems = Problems::default();
                 problems.add("object_id", error.message);
@@ -1019,7 +1124,15 @@ async fn batch_update(
             }
         };
         match apply_update(&mut tx, tenant, &schema, object, &item.properties, item.version, &who).await {
-            Ok(object) => results.push(BatchUpdated { object_id: object.id, version: object.version }),
+            Ok(object) => {
+                if let Err(error) =
+                    guard.check_written(&mut tx, backend, &schema, ObjectAction::Update, &object.id).await
+                {
+                    tx.rollback().await?;
+                    return Err(at_index(error, index));
+                }
+                results.push(BatchUpdated { object_id: object.id, version: object.version })
+            }
             // A unique index refused the write: the database's transaction is spent, so stop here.
             Err(mut error) if error.extra.contains_key("property") => {
                 tx.rollback().await?;

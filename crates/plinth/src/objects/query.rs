@@ -17,12 +17,12 @@ use super::types::{DataType, Kind, Op};
 use super::{Object, ObjectRow, Schema, COLUMNS};
 use crate::app::App;
 use crate::auth::Auth;
+use crate::authz::{ObjectAction, ObjectGuard};
 use crate::db::Backend;
 use crate::http::error::FieldErrors;
 use crate::http::list::{open, seal};
 use crate::http::{ApiError, ApiResult, Data, Json, Page, Path};
 use crate::limits::{LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
-use crate::scopes::required::OBJECTS_READ;
 use crate::time;
 
 /// Most conditions in one query, and how deep groups nest.
@@ -45,12 +45,134 @@ const OBJECT_FIELDS: &[&str] = &[
     "deleted_at",
 ];
 
-/// A condition over an object's properties.
+/// A condition over an object's properties (and, in row policies, its system fields).
 #[derive(Debug, Clone)]
 pub enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),
-    Leaf { property: Box<Property>, op: Op, value: Operand },
+    Leaf {
+        field: Field,
+        op: Op,
+        value: Operand,
+    },
+    /// Matches nothing: a policy whose caller-dependent value does not fit its property.
+    Never,
+}
+
+/// What a condition compares: a property's value or one of the object's system fields.
+#[derive(Debug, Clone)]
+pub enum Field {
+    Property(Box<Property>),
+    System(SystemField),
+}
+
+/// The fields every object has, which row policies may name beside its properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemField {
+    Id,
+    CreatedBy,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl SystemField {
+    pub fn parse(name: &str) -> Option<SystemField> {
+        match name {
+            "id" => Some(SystemField::Id),
+            "created_by" => Some(SystemField::CreatedBy),
+            "created_at" => Some(SystemField::CreatedAt),
+            "updated_at" => Some(SystemField::UpdatedAt),
+            _ => None,
+        }
+    }
+
+    pub fn column(self) -> &'static str {
+        match self {
+            SystemField::Id => "id",
+            SystemField::CreatedBy => "created_by",
+            SystemField::CreatedAt => "created_at",
+            SystemField::UpdatedAt => "updated_at",
+        }
+    }
+
+    /// The type its values are written in.
+    pub fn data_type(self) -> DataType {
+        match self {
+            SystemField::Id | SystemField::CreatedBy => DataType::String,
+            SystemField::CreatedAt | SystemField::UpdatedAt => DataType::Datetime,
+        }
+    }
+
+    fn ops(self) -> &'static [Op] {
+        match self {
+            SystemField::Id | SystemField::CreatedBy => &[Op::Eq, Op::Ne, Op::In, Op::Exists],
+            SystemField::CreatedAt | SystemField::UpdatedAt => {
+                &[Op::Eq, Op::Ne, Op::Gt, Op::Gte, Op::Lt, Op::Lte, Op::Exists]
+            }
+        }
+    }
+
+    /// A value in the stored form of the column: ids as text, times as stored timestamps.
+    fn canonical(self, value: Value) -> Result<Value, String> {
+        match self {
+            SystemField::Id | SystemField::CreatedBy => match value {
+                Value::String(text) if !text.is_empty() && text.len() <= 200 => Ok(Value::String(text)),
+                _ => Err(format!("`{}` compares with a string of 1 to 200 characters", self.column())),
+            },
+            SystemField::CreatedAt | SystemField::UpdatedAt => {
+                let at = value
+                    .as_str()
+                    .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+                    .ok_or_else(|| format!("`{}` compares with an RFC 3339 date-time", self.column()))?;
+                Ok(Value::String(time::to_db(&at.with_timezone(&Utc))))
+            }
+        }
+    }
+}
+
+impl Field {
+    /// The field a condition names: a property of `schema`, or (where `system` allows) a system
+    /// field.
+    pub fn of(schema: &Schema, name: &str, system: bool) -> Result<Field, String> {
+        if system {
+            if let Some(field) = SystemField::parse(name) {
+                return Ok(Field::System(field));
+            }
+        }
+        schema
+            .property(name)
+            .map(|p| Field::Property(Box::new(p.clone())))
+            .ok_or_else(|| format!("`{}` has no property `{name}`", schema.object_type.name))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Field::Property(property) => &property.name,
+            Field::System(field) => field.column(),
+        }
+    }
+
+    pub fn data_type(&self) -> DataType {
+        match self {
+            Field::Property(property) => property.data_type,
+            Field::System(field) => field.data_type(),
+        }
+    }
+
+    fn ops(&self) -> &'static [Op] {
+        match self {
+            Field::Property(property) => property.data_type.ops(),
+            Field::System(field) => field.ops(),
+        }
+    }
+
+    /// `value` in the form this field compares in.
+    pub fn scalar(&self, value: Value) -> Result<Value, String> {
+        match self {
+            Field::Property(property) => scalar(property, value),
+            Field::System(field) => field.canonical(value),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +206,8 @@ pub struct ObjectQuery {
     pub trash: bool,
     pub ranges: Vec<(&'static str, &'static str, DateTime<Utc>)>,
     pub fields: Option<Vec<String>>,
+    /// The rows the caller's policies admit (none: every row).
+    pub rows: Option<Cond>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,18 +252,32 @@ fn scalar(property: &Property, value: Value) -> Result<Value, String> {
 
 /// Checks one condition and reads its value in the property's type.
 pub fn leaf(schema: &Schema, name: &str, op: Op, value: Value) -> Result<Cond, String> {
-    let property =
-        schema.property(name).ok_or_else(|| format!("`{}` has no property `{name}`", schema.object_type.name))?;
-    let data_type = property.data_type;
-    if !data_type.ops().contains(&op) {
-        let ops: Vec<&str> = data_type.ops().iter().map(|o| o.as_str()).collect();
-        return Err(format!(
-            "`{}` does not apply to `{}` properties; use one of: {}",
-            op.as_str(),
-            data_type.as_str(),
-            ops.join(", ")
-        ));
+    field_leaf(Field::of(schema, name, false)?, op, value)
+}
+
+/// Checks that `op` applies to `field`.
+pub fn check_op(field: &Field, op: Op) -> Result<(), String> {
+    if field.ops().contains(&op) {
+        return Ok(());
     }
+    let ops: Vec<&str> = field.ops().iter().map(|o| o.as_str()).collect();
+    Err(format!(
+        "`{}` does not apply to `{}` ({}); use one of: {}",
+        op.as_str(),
+        field.name(),
+        field.data_type().as_str(),
+        ops.join(", ")
+    ))
+}
+
+/// One condition on `field`, its value read in the field's type.
+pub fn field_leaf(field: Field, op: Op, value: Value) -> Result<Cond, String> {
+    check_op(&field, op)?;
+    let data_type = field.data_type();
+    let enum_values: Vec<String> = match &field {
+        Field::Property(property) => property.enum_values().to_vec(),
+        Field::System(_) => Vec::new(),
+    };
     let operand = match op {
         Op::Exists => match coerce(DataType::Boolean, value) {
             Value::Bool(flag) => Operand::Flag(flag),
@@ -154,12 +292,12 @@ pub fn leaf(schema: &Schema, name: &str, op: Op, value: Value) -> Result<Cond, S
             if items.is_empty() || items.len() > IN_MAX {
                 return Err(format!("`in` takes 1 to {IN_MAX} values"));
             }
-            Operand::Many(items.into_iter().map(|item| scalar(property, item)).collect::<Result<_, _>>()?)
+            Operand::Many(items.into_iter().map(|item| field.scalar(item)).collect::<Result<_, _>>()?)
         }
         Op::Contains if data_type.kind() == Kind::Set => {
             let text = value.as_str().ok_or("`contains` takes one enum value")?;
-            if !property.enum_values().iter().any(|v| v == text) {
-                return Err(format!("must be one of: {}", property.enum_values().join(", ")));
+            if !enum_values.iter().any(|v| v == text) {
+                return Err(format!("must be one of: {}", enum_values.join(", ")));
             }
             Operand::Text(text.to_owned())
         }
@@ -167,12 +305,13 @@ pub fn leaf(schema: &Schema, name: &str, op: Op, value: Value) -> Result<Cond, S
             Value::String(text) if !text.is_empty() && text.chars().count() <= 1024 => Operand::Text(text),
             _ => return Err(format!("`{}` takes a string of 1 to 1024 characters", op.as_str())),
         },
-        _ => Operand::One(scalar(property, value)?),
+        _ => Operand::One(field.scalar(value)?),
     };
-    Ok(Cond::Leaf { property: Box::new(property.clone()), op, value: operand })
+    Ok(Cond::Leaf { field, op, value: operand })
 }
 
-fn cond_sql(backend: Backend, cond: &Cond, binds: &mut Binds) -> String {
+/// The SQL of a condition, its values bound in `binds`.
+pub fn cond_sql(backend: Backend, cond: &Cond, binds: &mut Binds) -> String {
     match cond {
         Cond::All(items) | Cond::Any(items) if items.is_empty() => "1 = 1".into(),
         Cond::All(items) => {
@@ -183,19 +322,25 @@ fn cond_sql(backend: Backend, cond: &Cond, binds: &mut Binds) -> String {
             let parts: Vec<String> = items.iter().map(|c| cond_sql(backend, c, binds)).collect();
             format!("({})", parts.join(" OR "))
         }
-        Cond::Leaf { property, op, value } => {
-            let name = &property.name;
-            let data_type = operand_type(property.data_type);
-            let expr = sql::value_expr(backend, name, property.data_type);
+        Cond::Never => "1 = 0".into(),
+        Cond::Leaf { field, op, value } => {
+            let name = field.name();
+            let data_type = operand_type(field.data_type());
+            let (expr, exists) = match field {
+                Field::Property(property) => {
+                    (sql::value_expr(backend, name, property.data_type), sql::exists_expr(backend, name))
+                }
+                Field::System(system) => (sql::system_expr(backend, *system), format!("{name} IS NOT NULL")),
+            };
             let mut bind = |value: &Value| binds.push(sql::bind_for(backend, data_type, value));
             match (op, value) {
-                (Op::Exists, Operand::Flag(true)) => sql::exists_expr(backend, name),
-                (Op::Exists, _) => format!("NOT ({})", sql::exists_expr(backend, name)),
+                (Op::Exists, Operand::Flag(true)) => exists,
+                (Op::Exists, _) => format!("NOT ({exists})"),
                 (Op::In, Operand::Many(items)) => {
                     let placeholders: Vec<String> = items.iter().map(&mut bind).collect();
                     format!("{expr} IN ({})", placeholders.join(", "))
                 }
-                (Op::Contains, Operand::Text(text)) if property.data_type.kind() == Kind::Set => {
+                (Op::Contains, Operand::Text(text)) if field.data_type().kind() == Kind::Set => {
                     let p = binds.text(text.clone());
                     sql::set_contains(backend, name, &p)
                 }
@@ -225,7 +370,7 @@ fn cond_sql(backend: Backend, cond: &Cond, binds: &mut Binds) -> String {
     }
 }
 
-fn count_leaves(cond: &Cond, depth: usize) -> Result<usize, String> {
+pub fn count_leaves(cond: &Cond, depth: usize) -> Result<usize, String> {
     if depth > DEPTH_MAX {
         return Err(format!("groups nest at most {DEPTH_MAX} deep"));
     }
@@ -233,26 +378,38 @@ fn count_leaves(cond: &Cond, depth: usize) -> Result<usize, String> {
         Cond::All(items) | Cond::Any(items) => {
             items.iter().map(|c| count_leaves(c, depth + 1)).sum::<Result<usize, String>>()
         }
-        Cond::Leaf { .. } => Ok(1),
+        Cond::Leaf { .. } | Cond::Never => Ok(1),
     }
 }
 
 /// A search body's `filters`: a condition `{property, op, value}`, a group `{"and": [...]}` or
 /// `{"or": [...]}`, or an array (all of them).
 pub fn parse_filters(schema: &Schema, value: Value, depth: usize) -> Result<Cond, String> {
+    parse_filters_with(value, depth, &mut |property, op, value| leaf(schema, property, op, value))
+}
+
+/// The filter language's structure, each condition built by `leaf` from its property, operator
+/// and value: searches and row policies share it.
+pub fn parse_filters_with(
+    value: Value,
+    depth: usize,
+    leaf: &mut dyn FnMut(&str, Op, Value) -> Result<Cond, String>,
+) -> Result<Cond, String> {
     if depth > DEPTH_MAX {
         return Err(format!("groups nest at most {DEPTH_MAX} deep"));
     }
     match value {
         Value::Array(items) => Ok(Cond::All(
-            items.into_iter().map(|item| parse_filters(schema, item, depth + 1)).collect::<Result<_, _>>()?,
+            items.into_iter().map(|item| parse_filters_with(item, depth + 1, leaf)).collect::<Result<_, _>>()?,
         )),
         Value::Object(mut fields) => {
             if fields.len() == 1 && (fields.contains_key("and") || fields.contains_key("or")) {
-                let (key, items) = fields.into_iter().next().expect("one field");
+                let Some((key, items)) = fields.into_iter().next() else { return Err("an empty group".into()) };
                 let Value::Array(items) = items else { return Err(format!("`{key}` takes an array")) };
-                let items =
-                    items.into_iter().map(|item| parse_filters(schema, item, depth + 1)).collect::<Result<_, _>>()?;
+                let items = items
+                    .into_iter()
+                    .map(|item| parse_filters_with(item, depth + 1, leaf))
+                    .collect::<Result<_, _>>()?;
                 return Ok(if key == "and" { Cond::All(items) } else { Cond::Any(items) });
             }
             let property = fields.remove("property").and_then(|v| v.as_str().map(str::to_owned));
@@ -266,7 +423,7 @@ pub fn parse_filters(schema: &Schema, value: Value, depth: usize) -> Result<Cond
             };
             let op = Op::parse(&op).ok_or_else(|| format!("unknown operator `{op}`"))?;
             let value = value.unwrap_or(Value::Bool(true));
-            leaf(schema, &property, op, value)
+            leaf(&property, op, value)
         }
         _ => Err("filters are a condition, a group or an array".into()),
     }
@@ -360,6 +517,9 @@ pub fn build(
     if let Some(filter) = &q.filter {
         conditions.push(cond_sql(backend, filter, binds));
     }
+    if let Some(rows) = &q.rows {
+        conditions.push(cond_sql(backend, rows, binds));
+    }
     if let Some(text) = &q.text {
         conditions.push(sql::full_text(backend, text, binds).unwrap_or_else(|| "1 = 0".into()));
     }
@@ -414,8 +574,14 @@ pub fn build(
     (where_all, keyset, order)
 }
 
-/// Runs `q` over the type's objects: one page and the total.
-pub async fn run(app: &App, tenant: &str, schema: &Schema, q: &ObjectQuery) -> ApiResult<Page<Value>> {
+/// Runs `q` over the type's objects: one page and the total, without what `guard` hides.
+pub async fn run(
+    app: &App,
+    tenant: &str,
+    schema: &Schema,
+    q: &ObjectQuery,
+    guard: &ObjectGuard,
+) -> ApiResult<Page<Value>> {
     // The queries below are scoped by the type alone: it must be the caller's.
     if schema.object_type.tenant_id != tenant {
         return Err(ApiError::not_found("object type"));
@@ -475,7 +641,7 @@ pub async fn run(app: &App, tenant: &str, schema: &Schema, q: &ObjectQuery) -> A
         )),
         _ => None,
     };
-    let results = objects.into_iter().map(|o| project(o, &q.fields)).collect::<ApiResult<_>>()?;
+    let results = objects.into_iter().map(|o| project(guard.redact_object(o), &q.fields)).collect::<ApiResult<_>>()?;
     Ok(Page { results, next_cursor, total })
 }
 
@@ -572,6 +738,7 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
         trash,
         ranges,
         fields,
+        rows: None,
     })
 }
 
@@ -639,6 +806,7 @@ impl SearchBody {
             trash: false,
             ranges: Vec::new(),
             fields,
+            rows: None,
         })
     }
 }
@@ -684,14 +852,19 @@ async fn list(
     raw: Option<String>,
     trash: bool,
 ) -> ApiResult<Data<Page<Value>>> {
-    auth.require(OBJECTS_READ)?;
     let tenant = auth.tenant()?;
-    let schema = {
-        let mut conn = app.db.pool().acquire().await?;
-        Schema::load(&mut conn, tenant, &type_ref).await?
-    };
-    let query = from_query_string(&schema, raw.as_deref().unwrap_or_default(), trash)?;
-    Ok(Data(run(&app, tenant.as_str(), &schema, &query).await?))
+    let (schema, guard) = readable(&app, &auth, &type_ref).await?;
+    let mut query = from_query_string(&guard.readable_schema(&schema), raw.as_deref().unwrap_or_default(), trash)?;
+    query.rows = guard.rows(&schema, ObjectAction::Select);
+    Ok(Data(run(&app, tenant.as_str(), &schema, &query, &guard).await?))
+}
+
+/// The type, and what the caller may read of it.
+async fn readable(app: &App, auth: &Auth, type_ref: &str) -> ApiResult<(Schema, ObjectGuard)> {
+    let mut conn = app.db.pool().acquire().await?;
+    let schema = Schema::load(&mut conn, auth.tenant()?, type_ref).await?;
+    let guard = ObjectGuard::load(&mut conn, auth, &schema, ObjectAction::Select).await?;
+    Ok((schema, guard))
 }
 
 /// List objects
@@ -741,14 +914,11 @@ async fn search_objects(
     Path(type_ref): Path<String>,
     Json(body): Json<SearchBody>,
 ) -> ApiResult<Data<Page<Value>>> {
-    auth.require(OBJECTS_READ)?;
     let tenant = auth.tenant()?;
-    let schema = {
-        let mut conn = app.db.pool().acquire().await?;
-        Schema::load(&mut conn, tenant, &type_ref).await?
-    };
-    let query = body.into_query(&schema)?;
-    Ok(Data(run(&app, tenant.as_str(), &schema, &query).await?))
+    let (schema, guard) = readable(&app, &auth, &type_ref).await?;
+    let mut query = body.into_query(&guard.readable_schema(&schema))?;
+    query.rows = guard.rows(&schema, ObjectAction::Select);
+    Ok(Data(run(&app, tenant.as_str(), &schema, &query, &guard).await?))
 }
 
 /// The database's plan for a list of `type_ref` with `raw` as its query string: how the

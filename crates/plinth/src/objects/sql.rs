@@ -118,6 +118,14 @@ pub fn value_expr(backend: Backend, name: &str, data_type: DataType) -> String {
     }
 }
 
+/// The SQL expression of an object's system field (a text column), ordered by bytes on both.
+pub fn system_expr(backend: Backend, field: super::query::SystemField) -> String {
+    match backend {
+        Backend::Sqlite => field.column().to_string(),
+        Backend::Postgres => format!("({} COLLATE \"C\")", field.column()),
+    }
+}
+
 /// True when the object has a value for the property.
 pub fn exists_expr(backend: Backend, name: &str) -> String {
     match backend {

@@ -71,10 +71,11 @@ impl Recheck {
     }
 
     /// Checks the credential (after `due`, outside any race, so that the check is never cut
-    /// short by another branch): false when it no longer holds.
-    pub async fn valid(&mut self, app: &App) -> bool {
+    /// short by another branch): the caller as it now is (its roles read again), or `None` when
+    /// the credential no longer holds.
+    pub async fn valid(&mut self, app: &App) -> Option<Auth> {
         self.next = tokio::time::Instant::now() + RECHECK;
-        crate::auth::credential::authenticate(app, &self.credential, self.ip).await.is_ok()
+        crate::auth::credential::authenticate(app, &self.credential, self.ip).await.ok()
     }
 }
 
@@ -242,8 +243,9 @@ fn error_frame(code: &str, message: impl Into<String>) -> Message {
     text(json!({ "type": "error", "error": { "code": code, "message": message.into() } }))
 }
 
-async fn session(app: App, auth: Auth, tenant: String, mut recheck: Recheck, mut socket: WebSocket) {
+async fn session(app: App, mut auth: Auth, tenant: String, mut recheck: Recheck, mut socket: WebSocket) {
     let mut events = app.db.outbox().events();
+    let mut filter = crate::authz::access::EventFilter::default();
     let mut channels: HashSet<String> = HashSet::new();
     let registered = Hub::register(&app, &tenant, "websocket", HashSet::new());
     let welcome = json!({ "type": "welcome", "connection_id": registered.id, "tenant_id": tenant });
@@ -275,8 +277,9 @@ async fn session(app: App, auth: Auth, tenant: String, mut recheck: Recheck, mut
                     if event["tenant_id"].as_str() != Some(tenant.as_str()) {
                         continue;
                     }
-                    let Some(channel) = channels.iter().find(|c| channel_matches(c, &event)) else { continue };
-                    let frame = json!({ "type": "event", "channel": channel, "event": &*event });
+                    let Some(channel) = channels.iter().find(|c| channel_matches(c, &event)).cloned() else { continue };
+                    let Some(event) = filter.admit(&app, &auth, &event).await else { continue };
+                    let frame = json!({ "type": "event", "channel": channel, "event": event });
                     if !send(&mut socket, text(frame)).await {
                         break;
                     }
@@ -290,7 +293,13 @@ async fn session(app: App, auth: Auth, tenant: String, mut recheck: Recheck, mut
                 Err(RecvError::Closed) => break,
             },
             () = recheck.due() => {
-                if !recheck.valid(&app).await {
+                if let Some(current) = recheck.valid(&app).await {
+                    // Roles and policies may have changed: decide afresh from here on.
+                    auth = current;
+                    filter.reset();
+                    channels.retain(|channel| may_subscribe(&auth, channel).is_ok());
+                    registered.set_channels(&channels);
+                } else {
                     let reason = "the credential was revoked or has expired";
                     let close = CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: reason.into() };
                     let _ = send(&mut socket, Message::Close(Some(close))).await;
@@ -303,6 +312,25 @@ async fn session(app: App, auth: Auth, tenant: String, mut recheck: Recheck, mut
                 }
             }
         }
+    }
+}
+
+/// Whether `auth` may subscribe to `channel`: its read scope, or for one object type the
+/// permission to read that type (`objects.<type>:read`).
+fn may_subscribe(auth: &Auth, channel: &str) -> ApiResult<()> {
+    let scope = channel_scope(channel).map_err(|problem| ApiError::invalid("channel", problem))?;
+    match channel.split_once(':') {
+        Some(("objects", name)) if name != "*" => {
+            if crate::authz::access::permits(auth, name, crate::authz::ObjectAction::Select) {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    crate::http::ErrorCode::InsufficientScope,
+                    format!("this credential lacks the scope `objects.{name}:read`"),
+                ))
+            }
+        }
+        _ => auth.require(scope),
     }
 }
 
@@ -321,8 +349,8 @@ fn command(auth: &Auth, channels: &mut HashSet<String>, body: &str) -> Option<Me
         Command::Ping => text(json!({ "type": "pong" })),
         Command::Subscribe { channel } => match channel_scope(&channel) {
             Err(problem) => error_frame("VALIDATION_FAILED", problem),
-            Ok(scope) => {
-                if let Err(error) = auth.require(scope) {
+            Ok(_) => {
+                if let Err(error) = may_subscribe(auth, &channel) {
                     error_frame("INSUFFICIENT_SCOPE", error.message)
                 } else if channels.len() >= CHANNELS_MAX && !channels.contains(&channel) {
                     error_frame("VALIDATION_FAILED", format!("at most {CHANNELS_MAX} channels per connection"))

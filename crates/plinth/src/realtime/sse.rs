@@ -60,6 +60,9 @@ struct Cursor {
     /// When the stream began listening: events recorded well before cannot come live.
     listening_since: time::Timestamp,
     recheck: Recheck,
+    /// The caller, as of its last check, and what it may receive.
+    auth: Auth,
+    filter: crate::authz::access::EventFilter,
     /// The id given as `Last-Event-ID`, not to be sent again.
     resumed_from: Option<String>,
     _registered: Registered,
@@ -108,7 +111,9 @@ impl Cursor {
                     self.replayed.insert(event["id"].as_str().unwrap_or_default().to_string());
                 }
                 if wanted(&self.patterns, &event) {
-                    return Some((Ok(sse_event(&event)), self));
+                    if let Some(event) = self.filter.admit(&self.app, &self.auth, &event).await {
+                        return Some((Ok(sse_event(&event)), self));
+                    }
                 }
                 continue;
             }
@@ -123,7 +128,10 @@ impl Cursor {
             let received = tokio::select! {
                 received = self.live.recv() => received,
                 () = self.recheck.due() => {
-                    if self.recheck.valid(&self.app).await {
+                    if let Some(current) = self.recheck.valid(&self.app).await {
+                        // Roles and policies may have changed: decide afresh from here on.
+                        self.auth = current;
+                        self.filter.reset();
                         continue;
                     }
                     // The credential was revoked or expired: the stream ends.
@@ -138,6 +146,7 @@ impl Cursor {
                     if !self.replayed.is_empty() && self.replayed.remove(event["id"].as_str().unwrap_or_default()) {
                         continue;
                     }
+                    let Some(event) = self.filter.admit(&self.app, &self.auth, &event).await else { continue };
                     return Some((Ok(sse_event(&event)), self));
                 }
                 // Too far behind, or shutting down: the client resumes with Last-Event-ID.
@@ -217,6 +226,8 @@ async fn open(
         replayed: HashSet::new(),
         listening_since: time::now(),
         recheck,
+        auth: auth.clone(),
+        filter: Default::default(),
         resumed_from: last,
         _registered: registered,
     };

@@ -65,6 +65,7 @@ pub async fn create(db: &Db, body: CreateTenant, who: &Who) -> ApiResult<TenantC
             Ok(()) => {
                 let tenant_id = TenantId::trusted(tenant.id.clone());
                 let (key, secret) = keys::issue(&mut *tx, &tenant_id, &NewKey::first("Default key")).await?;
+                crate::authz::roles::create_built_ins(&mut tx, &tenant.id).await?;
                 let entry = Entry {
                     action: "tenant.created",
                     resource_type: "tenant",

@@ -27,8 +27,6 @@ use crate::time;
 const ISSUER: &str = "plinth";
 /// The `kid` of user access tokens, which tells them from API-key tokens.
 pub const KID: &str = "user";
-/// What an `authenticated` user may do on `/v1` (roles and row policies come later).
-const USER_SCOPES: &[&str] = &["objects:read", "objects:write", "objects:delete"];
 /// How often a session's `last_active_at` is written, at most.
 const ACTIVITY_EVERY_SECS: i64 = 60;
 
@@ -44,6 +42,10 @@ pub struct UserClaims {
     /// The session.
     pub sid: String,
     pub role: String,
+    /// Every role the user held when the token was issued (inherited ones included). For
+    /// clients: requests are checked against the roles held at that moment.
+    #[serde(default)]
+    pub roles: Vec<String>,
     /// `aal1`, or `aal2` after a second factor.
     pub aal: String,
     pub is_anonymous: bool,
@@ -115,6 +117,7 @@ fn refresh_token() -> (String, String) {
 fn access_token(
     app: &App,
     user: &UserRow,
+    roles: Vec<String>,
     session: &str,
     aal: &str,
     session_ends: DateTime<Utc>,
@@ -128,6 +131,7 @@ fn access_token(
         tid: user.tenant_id.clone(),
         sid: session.to_string(),
         role: user.role.clone(),
+        roles,
         aal: aal.to_string(),
         is_anonymous: user.anonymous != 0,
         iat: now.timestamp(),
@@ -186,7 +190,8 @@ async fn issue(
         .bind(time::to_db(&time::now()))
         .execute(&mut **tx)
         .await?;
-    let (access, expires_at) = access_token(app, user, session, aal, ends)?;
+    let (held, _) = crate::authz::load_user(tx, &user.tenant_id, &user.id, &user.role, serde_json::Value::Null).await?;
+    let (access, expires_at) = access_token(app, user, held.role_names(), session, aal, ends)?;
     Ok(Tokens {
         access_token: access,
         refresh_token: refresh,
@@ -285,7 +290,7 @@ pub async fn refresh(app: &App, tx: &mut WriteTx, token: &str) -> ApiResult<Refr
     Ok(Refreshed::Tokens(Box::new(issue(app, tx, &user, &session, &aal, ends).await?)))
 }
 
-type LiveRow = (String, Option<String>, String, Option<String>, String, String, Option<String>, String);
+type LiveRow = (String, Option<String>, String, Option<String>, String, String, Option<String>, String, String);
 
 /// Verifies a user's access token and that its session is live and its user not banned.
 pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, auth::Refusal> {
@@ -298,7 +303,8 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
         })?
         .claims;
     let row: Option<LiveRow> = sqlx::query_as(
-        "SELECT s.user_id, s.ended_at, s.expires_at, u.banned_at, u.role, t.tier, g.ip_allowlist, s.last_active_at \
+        "SELECT s.user_id, s.ended_at, s.expires_at, u.banned_at, u.role, t.tier, g.ip_allowlist, s.last_active_at, \
+         u.user_metadata \
          FROM auth_sessions s JOIN users u ON u.id = s.user_id JOIN tenants t ON t.id = s.tenant_id \
          LEFT JOIN governance g ON g.tenant_id = s.tenant_id WHERE s.id = $1 AND s.tenant_id = $2",
     )
@@ -306,7 +312,7 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
     .bind(&claims.tid)
     .fetch_optional(app.db.pool())
     .await?;
-    let Some((user, ended_at, expires_at, banned_at, role, tier, allowlist, last_active)) = row else {
+    let Some((user, ended_at, expires_at, banned_at, role, tier, allowlist, last_active, metadata)) = row else {
         return Err(ApiError::unauthorized("this session has ended").into());
     };
     if user != claims.sub || ended_at.is_some() || time::from_db(&expires_at).map_err(ApiError::from)? <= time::now() {
@@ -335,9 +341,14 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
             }
         });
     }
-    let scopes: Arc<[String]> = USER_SCOPES.iter().map(|s| (*s).to_string()).collect();
+    // Roles are read on every request: one taken away holds from the next.
+    let metadata = serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null);
+    let mut conn = app.db.pool().acquire().await?;
+    let (access, permissions) = crate::authz::load_user(&mut conn, &claims.tid, &user, &role, metadata).await?;
+    drop(conn);
+    let scopes: Arc<[String]> = permissions.into();
     let tier = Tier::parse(&tier).unwrap_or(Tier::Free);
     let actor = Actor::User { user_id: claims.sub.clone(), session_id: claims.sid, role };
     let rate = RateLimit::for_credential(format!("user:{}", claims.sub), tier, None);
-    Ok(Auth::new(actor, Some(TenantId::trusted(claims.tid)), scopes, ip).with_rate(rate))
+    Ok(Auth::new(actor, Some(TenantId::trusted(claims.tid)), scopes, ip).with_rate(rate).with_access(access))
 }

@@ -54,7 +54,8 @@ async fn tenant_and_key_commands(backend: Backend) {
     let keys = app.get("/v1/keys", first_key).await;
     keys.expect(200);
     assert_eq!(keys.data()["total"], 2);
-    app.get("/v1/keys", secret).await.expect(200);
+    app.get("/v1/webhooks", secret).await.expect(200);
+    app.get("/v1/keys", secret).await.expect_error(403, "INSUFFICIENT_SCOPE");
     app.post("/v1/keys", secret, serde_json::json!({})).await.expect_error(403, "INSUFFICIENT_SCOPE");
 }
 

@@ -405,3 +405,22 @@ impl TestApp {
         }
     }
 }
+
+impl TestApp {
+    /// Lets every signed-in user of `tenant` reach the objects of `type_name` they created, and
+    /// only those: the owner recipe (a permission on the built-in role, one policy).
+    pub async fn grant_owner_access(&self, tenant: &TestTenant, type_name: &str) {
+        let permission = format!("objects.{type_name}:*");
+        self.send(
+            self.request(Method::PUT, "/v1/roles/authenticated/permissions", Some(&tenant.key))
+                .json(&serde_json::json!({ "permissions": [permission] })),
+        )
+        .await
+        .expect(200);
+        let policy = serde_json::json!({
+            "name": "owners", "action": "all",
+            "condition_json": { "property": "created_by", "op": "eq", "value": "$auth.user_id" }
+        });
+        self.post(&format!("/v1/object-types/{type_name}/policies"), &tenant.key, policy).await.expect(201);
+    }
+}

@@ -32,7 +32,11 @@ both_backends! {
         }
         assert_eq!(app.get("/v1/governance", &tenant.key).await.data()["audit_retention_days"], 30, "nothing half-applied");
 
-        let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        // Governance is of the admin group: the broad `read` and `write` do not reach it.
+        let (_, data_key) = app.key(&tenant, json!({ "scopes": ["read", "write"] })).await;
+        app.get("/v1/governance", &data_key).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.patch("/v1/governance", &data_key, json!({ "audit_retention_days": 1 })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        let (_, reader) = app.key(&tenant, json!({ "scopes": ["governance:read"] })).await;
         app.get("/v1/governance", &reader).await.expect(200);
         app.patch("/v1/governance", &reader, json!({ "audit_retention_days": 5 })).await.expect_error(403, "INSUFFICIENT_SCOPE");
         let log = app.get("/v1/audit-logs?action=governance.updated", &tenant.key).await;

@@ -32,7 +32,7 @@ both_backends! {
         let path = format!("/v1/keys/{id}");
 
         // Use the new key; its last use shows.
-        app.get("/v1/keys", secret).await.expect(200);
+        app.get("/v1/webhooks", secret).await.expect(200);
         let fetched = app.get(&path, &tenant.key).await;
         fetched.expect(200);
         assert!(fetched.data()["last_used_at"].is_string());
@@ -82,7 +82,7 @@ both_backends! {
         assert_eq!(defaults.data()["key"]["scopes"], json!(["read", "write"]));
         let test_key = app.post("/v1/keys", &tenant.key, json!({ "mode": "test" })).await;
         assert!(test_key.data()["token"].as_str().unwrap().starts_with("plk_test_"));
-        app.get("/v1/keys", test_key.data()["token"].as_str().unwrap()).await.expect(200);
+        app.get("/v1/webhooks", test_key.data()["token"].as_str().unwrap()).await.expect(200);
     }
 
     async fn scopes_are_enforced(app) {
@@ -94,10 +94,20 @@ both_backends! {
         assert!(refused.body["error"]["message"].as_str().unwrap().contains("api-keys:write"));
         app.get("/v1/usage", &reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
 
+        // The broad `read` covers the data groups, not the admin group (keys, usage, ...).
         let (broad_id, broad_reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
-        app.get("/v1/keys", &broad_reader).await.expect(200);
-        app.get("/v1/usage", &broad_reader).await.expect(200);
+        app.get("/v1/webhooks", &broad_reader).await.expect(200);
+        app.get("/v1/keys", &broad_reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.get("/v1/usage", &broad_reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
         app.delete(&format!("/v1/keys/{}", tenant.key_id), &broad_reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        let (_, data_writer) = app.key(&tenant, json!({ "scopes": ["read", "write"] })).await;
+        app.post("/v1/keys", &data_writer, json!({})).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.patch("/v1/governance", &data_writer, json!({ "audit_retention_days": 1 })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.post("/v1/auth-config", &data_writer, json!({ "signup": "open" })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.post("/v1/roles", &data_writer, json!({ "name": "x" })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        let (_, admin_key) = app.key(&tenant, json!({ "scopes": ["admin"] })).await;
+        app.get("/v1/keys", &admin_key).await.expect(200);
+        app.get("/v1/governance", &admin_key).await.expect(200);
 
         // Narrowing a key's scopes holds from the next request on.
         app.patch(&format!("/v1/keys/{broad_id}"), &tenant.key, json!({ "scopes": ["usage:read"] })).await.expect(200);
@@ -114,7 +124,7 @@ both_backends! {
 
     async fn no_key_can_mint_a_wider_one(app) {
         let tenant = app.tenant("Escalation").await;
-        let (_, limited) = app.key(&tenant, json!({ "scopes": ["read", "write"] })).await;
+        let (_, limited) = app.key(&tenant, json!({ "scopes": ["read", "write", "api-keys:*"] })).await;
         let resp = app.post("/v1/keys", &limited, json!({ "scopes": ["*"] })).await;
         resp.expect_error(422, "VALIDATION_FAILED");
         let resp = app.post("/v1/keys", &limited, json!({ "scopes": ["admin"] })).await;
@@ -173,9 +183,9 @@ both_backends! {
         let tenant = app.tenant("Expiring").await;
         let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
         let (id, secret) = app.key(&tenant, json!({ "expires_at": expires_at })).await;
-        app.get("/v1/keys", &secret).await.expect(200);
+        app.get("/v1/webhooks", &secret).await.expect(200);
         tokio::time::sleep(Duration::from_millis(2_500)).await;
-        let resp = app.get("/v1/keys", &secret).await;
+        let resp = app.get("/v1/webhooks", &secret).await;
         resp.expect_error(401, "UNAUTHORIZED");
         assert!(resp.body["error"]["message"].as_str().unwrap().contains("expired"));
         let listed = app.get(&format!("/v1/keys/{id}"), &tenant.key).await;
@@ -188,16 +198,16 @@ both_backends! {
         let tenant = app.tenant("Fenced").await;
         let (_, elsewhere) = app.key(&tenant, json!({ "ip_allowlist": ["10.0.0.0/8", "2001:db8::/32"] })).await;
         let (fenced_id, here) = app.key(&tenant, json!({ "ip_allowlist": ["127.0.0.0/8"] })).await;
-        let resp = app.get("/v1/keys", &elsewhere).await;
+        let resp = app.get("/v1/webhooks", &elsewhere).await;
         resp.expect_error(401, "UNAUTHORIZED");
-        app.get("/v1/keys", &here).await.expect(200);
+        app.get("/v1/webhooks", &here).await.expect(200);
         // Tokens from a fenced key are fenced too, and the exchange itself is refused from elsewhere.
         app.post_public("/v1/token", json!({ "api_key": elsewhere })).await.expect_error(401, "UNAUTHORIZED");
         // Moving the fence takes effect at once.
         app.patch(&format!("/v1/keys/{fenced_id}"), &tenant.key, json!({ "ip_allowlist": ["192.0.2.0/24"] }))
             .await
             .expect(200);
-        app.get("/v1/keys", &here).await.expect_error(401, "UNAUTHORIZED");
+        app.get("/v1/webhooks", &here).await.expect_error(401, "UNAUTHORIZED");
     }
 
     async fn rotation_keeps_the_old_key_for_the_grace_period(app) {
@@ -218,8 +228,8 @@ both_backends! {
         assert!((23.9..=24.0).contains(&hours), "grace ends in {hours} hours");
 
         // Both work during the grace period.
-        app.get("/v1/keys", &old_secret).await.expect(200);
-        app.get("/v1/keys", new_secret).await.expect(200);
+        app.get("/v1/webhooks", &old_secret).await.expect(200);
+        app.get("/v1/webhooks", new_secret).await.expect(200);
         // A rotated key's grace period cannot be stretched, and it is not rotated again.
         app.patch(&format!("/v1/keys/{id}"), &tenant.key, json!({ "expires_at": null }))
             .await
@@ -230,8 +240,8 @@ both_backends! {
         let new_id = data["new_key"]["id"].as_str().unwrap();
         let again = app.post(&format!("/v1/keys/{new_id}/rotate"), &tenant.key, json!({ "grace_period_hours": 0 })).await;
         again.expect(200);
-        app.get("/v1/keys", new_secret).await.expect_error(401, "UNAUTHORIZED");
-        app.get("/v1/keys", again.data()["token"].as_str().unwrap()).await.expect(200);
+        app.get("/v1/webhooks", new_secret).await.expect_error(401, "UNAUTHORIZED");
+        app.get("/v1/webhooks", again.data()["token"].as_str().unwrap()).await.expect(200);
 
         app.post(&format!("/v1/keys/{id}/rotate"), &tenant.key, json!({ "grace_period_hours": 721 }))
             .await
@@ -269,9 +279,9 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: crate::com
     let app = TestApp::start(storage, config).await;
     let tenant = app.tenant("Proxied").await;
     let (_, key) = app.key(&tenant, json!({ "ip_allowlist": ["203.0.113.0/24"] })).await;
-    let via_proxy = |chain: &str| app.request(Method::GET, "/v1/keys", Some(&key)).header("x-forwarded-for", chain);
+    let via_proxy = |chain: &str| app.request(Method::GET, "/v1/webhooks", Some(&key)).header("x-forwarded-for", chain);
     // The proxy's own address is not in the allowlist.
-    app.get("/v1/keys", &key).await.expect_error(401, "UNAUTHORIZED");
+    app.get("/v1/webhooks", &key).await.expect_error(401, "UNAUTHORIZED");
     app.send(via_proxy("203.0.113.7")).await.expect(200);
     // A client cannot spoof its way in: the hop the proxy saw is the one that counts.
     app.send(via_proxy("203.0.113.7, 198.51.100.1")).await.expect_error(401, "UNAUTHORIZED");
@@ -317,7 +327,7 @@ both_backends! {
 
     async fn a_narrow_key_cannot_revoke_a_wider_one_but_can_revoke_itself(app) {
         let tenant = app.tenant("Revocations").await;
-        let (own_id, narrow) = app.key(&tenant, json!({ "scopes": ["read", "write"] })).await;
+        let (own_id, narrow) = app.key(&tenant, json!({ "scopes": ["read", "write", "api-keys:*"] })).await;
         app.delete(&format!("/v1/keys/{}", tenant.key_id), &narrow).await.expect_error(403, "FORBIDDEN");
         app.get("/v1/keys", &tenant.key).await.expect(200);
         let (other_id, _) = app.key(&tenant, json!({ "scopes": ["read"] })).await;

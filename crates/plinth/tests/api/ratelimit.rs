@@ -17,7 +17,7 @@ both_backends! {
         let (_, key) = app.key(&tenant, json!({ "rate_limit": 5 })).await;
         let now = chrono::Utc::now().timestamp() as u64;
         for expected_remaining in (0..5).rev() {
-            let resp = app.get("/v1/keys", &key).await;
+            let resp = app.get("/v1/webhooks", &key).await;
             resp.expect(200);
             assert_eq!(header_u64(&resp, "x-ratelimit-limit"), 5);
             assert_eq!(header_u64(&resp, "x-ratelimit-remaining"), expected_remaining);
@@ -112,7 +112,7 @@ async fn two_nodes_on_one_postgres_share_one_limit() {
     let mut allowed = 0;
     for i in 0..16 {
         let node = if i % 2 == 0 { &first } else { &second };
-        let resp = node.send(node.request(Method::GET, "/v1/usage", Some(&key))).await;
+        let resp = node.send(node.request(Method::GET, "/v1/webhooks", Some(&key))).await;
         match resp.status {
             200 => allowed += 1,
             429 => assert_eq!(resp.error_code(), "RATE_LIMITED"),

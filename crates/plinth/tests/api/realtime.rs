@@ -127,6 +127,8 @@ both_backends! {
             .json(&json!({ "email": "live@example.com", "password": "granite-otter-harbour-42" }))).await;
         signed_up.expect(201);
         let access = signed_up.data()["access_token"].as_str().unwrap().to_string();
+        app.send(app.request(reqwest::Method::PUT, "/v1/roles/authenticated/permissions", Some(&tenant.key))
+            .json(&json!({ "permissions": ["objects:read"] }))).await.expect(200);
         let mut socket = open_socket(&app, &access).await;
         let subscribed = command(&mut socket, json!({ "type": "subscribe", "channel": "objects:*" })).await;
         assert_eq!(subscribed["type"], "subscribed");

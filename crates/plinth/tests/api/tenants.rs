@@ -190,7 +190,7 @@ both_backends! {
 
     async fn data_survives_a_restart(app) {
         let tenant = app.tenant("Persistent").await;
-        let (key_id, secret) = app.key(&tenant, json!({ "label": "kept", "scopes": ["read"] })).await;
+        let (key_id, secret) = app.key(&tenant, json!({ "label": "kept", "scopes": ["api-keys:read"] })).await;
         let app = app.restart().await;
         let fetched = app.get(&format!("/v1/keys/{key_id}"), &secret).await;
         fetched.expect(200);

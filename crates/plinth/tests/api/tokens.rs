@@ -107,9 +107,9 @@ both_backends! {
         let (key_id, secret) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
         let token = app.post_public("/v1/token", json!({ "api_key": secret })).await.data()["token"]
             .as_str().unwrap().to_string();
-        app.get("/v1/keys", &token).await.expect(200);
+        app.get("/v1/webhooks", &token).await.expect(200);
         app.delete(&format!("/v1/keys/{key_id}"), &tenant.key).await.expect(200);
-        app.get("/v1/keys", &token).await.expect_error(401, "UNAUTHORIZED");
+        app.get("/v1/webhooks", &token).await.expect_error(401, "UNAUTHORIZED");
     }
 
     async fn expired_and_forged_tokens_are_refused(app) {

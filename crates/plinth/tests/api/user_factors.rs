@@ -266,6 +266,7 @@ on_both_backends! {
         // The export: everything about the user, once an hour.
         let access = logged_in.data()["access_token"].as_str().unwrap().to_string();
         app.post("/v1/object-types", &first.key, json!({ "name": "notes" })).await.expect(201);
+        app.grant_owner_access(&first, "notes").await;
         app.post("/v1/objects/notes", &access, json!({ "properties": {} })).await.expect(201);
         let exported = app.get("/v1/auth/me/export", &access).await;
         exported.expect(200);

@@ -97,8 +97,11 @@ both_backends! {
         app.delete(&format!("/v1/users/{id}"), &other.key).await.expect_error(404, "NOT_FOUND");
         assert_eq!(app.get("/v1/users", &other.key).await.data()["total"], 0);
 
-        // Scopes: a read key reads, cannot write.
-        let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        // Scopes: users are of the admin group; a `users:read` key reads, cannot write; the broad
+        // `read` does not reach them.
+        let (_, broad) = app.key(&tenant, json!({ "scopes": ["read", "write"] })).await;
+        app.get("/v1/users", &broad).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        let (_, reader) = app.key(&tenant, json!({ "scopes": ["users:read"] })).await;
         app.get("/v1/users", &reader).await.expect(200);
         app.post("/v1/users", &reader, json!({ "email": "z@example.com" })).await.expect_error(403, "INSUFFICIENT_SCOPE");
         let (_, auth_admin) = app.key(&tenant, json!({ "scopes": ["auth"] })).await;
@@ -343,6 +346,10 @@ both_backends! {
         app.post("/v1/object-types/notes/properties", &tenant.key, json!({ "name": "title", "data_type": "text" })).await.expect(201);
         let user = signup(&app, &tenant, "writer@example.com").await;
         let (access, _) = tokens(&user);
+        // Deny by default: a new tenant grants its users nothing.
+        app.post("/v1/objects/notes", &access, json!({ "properties": { "title": "mine" } })).await.expect_error(404, "NOT_FOUND");
+        app.get("/v1/objects/notes/list", &access).await.expect_error(404, "NOT_FOUND");
+        app.grant_owner_access(&tenant, "notes").await;
         let made = app.post("/v1/objects/notes", &access, json!({ "properties": { "title": "mine" } })).await;
         made.expect(201);
         let listed = app.get("/v1/objects/notes/list", &access).await;

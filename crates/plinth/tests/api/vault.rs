@@ -73,7 +73,9 @@ both_backends! {
         let mut conn = app.app.db.pool().acquire().await.unwrap();
         assert!(plinth::vault::open(&mut conn, &app.app, &other.id, "anthropic").await.unwrap().is_none());
         drop(conn);
-        let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        let (_, broad) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
+        app.get("/v1/credentials/anthropic", &broad).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        let (_, reader) = app.key(&tenant, json!({ "scopes": ["credentials:read"] })).await;
         app.get("/v1/credentials/anthropic", &reader).await.expect(200);
         put(&app, "/v1/credentials/stripe", &reader, json!({ "api_key": "sk_live_0123456789abcdef" }))
             .await.expect_error(403, "INSUFFICIENT_SCOPE");

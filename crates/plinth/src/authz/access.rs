@@ -1,0 +1,369 @@
+//! What a caller may do with the objects of one type: for a key, its scopes; for an end user,
+//! their roles' permissions, the rows the type's policies admit (a condition compiled into the
+//! SQL of the request) and the properties their roles may not read or write.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sqlx::AnyConnection;
+
+use super::policies::{self, Rule};
+use super::{Caller, UserAccess};
+use crate::auth::Auth;
+use crate::db::Backend;
+use crate::http::{ApiError, ApiResult, ErrorCode};
+use crate::objects::query::{cond_sql, Cond};
+use crate::objects::sql::Binds;
+use crate::objects::{Object, Schema};
+use crate::time;
+
+/// What a request does to objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectAction {
+    Select,
+    Insert,
+    Update,
+    Delete,
+}
+
+impl ObjectAction {
+    pub const ALL: [ObjectAction; 4] =
+        [ObjectAction::Select, ObjectAction::Insert, ObjectAction::Update, ObjectAction::Delete];
+
+    /// The permission action (`objects.<type>:<action>`) it needs.
+    pub fn permission(self) -> &'static str {
+        match self {
+            ObjectAction::Select => "read",
+            ObjectAction::Insert | ObjectAction::Update => "write",
+            ObjectAction::Delete => "delete",
+        }
+    }
+
+    /// Its name in a policy.
+    pub fn policy_name(self) -> &'static str {
+        match self {
+            ObjectAction::Select => "select",
+            ObjectAction::Insert => "insert",
+            ObjectAction::Update => "update",
+            ObjectAction::Delete => "delete",
+        }
+    }
+}
+
+/// True when the credential's scopes (a key's, or an end user's permissions) allow `action` on
+/// objects of `type_name`.
+pub fn permits(auth: &Auth, type_name: &str, action: ObjectAction) -> bool {
+    let resource = format!("objects.{type_name}");
+    auth.is_admin() || auth.scopes().iter().any(|s| crate::scopes::grants(s, &resource, action.permission()))
+}
+
+/// An end user's standing on one type.
+#[derive(Debug, Clone)]
+struct UserGuard {
+    caller: Caller,
+    rules: Vec<Rule>,
+    hidden: BTreeSet<String>,
+    read_only: BTreeSet<String>,
+}
+
+/// The decision for one request on one type: which rows, which properties.
+#[derive(Debug, Clone)]
+pub struct ObjectGuard {
+    user: Option<UserGuard>,
+    now: time::Timestamp,
+}
+
+impl ObjectGuard {
+    /// A guard that admits everything: keys, and the platform admin.
+    pub fn unrestricted() -> ObjectGuard {
+        ObjectGuard { user: None, now: time::now() }
+    }
+
+    /// Checks that `auth` may `action` objects of `schema`'s type, and loads what restricts it.
+    /// A key lacking the scope is 403 `INSUFFICIENT_SCOPE`. An end user whose roles grant no
+    /// reading of the type is told it does not exist (404); one who may read but not `action`
+    /// is 403.
+    pub async fn load(
+        conn: &mut AnyConnection,
+        auth: &Auth,
+        schema: &Schema,
+        action: ObjectAction,
+    ) -> ApiResult<ObjectGuard> {
+        let name = &schema.object_type.name;
+        let Some(access) = auth.access.as_ref() else {
+            if !permits(auth, name, action) {
+                return Err(ApiError::new(
+                    ErrorCode::InsufficientScope,
+                    format!("this credential lacks the scope `objects.{name}:{}`", action.permission()),
+                ));
+            }
+            return Ok(ObjectGuard::unrestricted());
+        };
+        if !permits(auth, name, ObjectAction::Select) {
+            return Err(ApiError::not_found("object type"));
+        }
+        if !permits(auth, name, action) {
+            return Err(ApiError::forbidden(format!(
+                "your roles do not grant `objects.{name}:{}`",
+                action.permission()
+            )));
+        }
+        let rules = policies::enabled_rules(conn, &schema.object_type.id).await?;
+        Ok(ObjectGuard::for_user(access, rules, schema))
+    }
+
+    /// The guard of an end user with the type's enabled policies.
+    pub fn for_user(access: &Arc<UserAccess>, rules: Vec<Rule>, schema: &Schema) -> ObjectGuard {
+        let rules = rules
+            .into_iter()
+            .filter(|rule| rule.role_id.as_deref().is_none_or(|role| access.holds_role_id(role)))
+            .collect();
+        let (hidden, read_only) = access.denied_on(&schema.object_type.id);
+        ObjectGuard { user: Some(UserGuard { caller: Caller::of(access), rules, hidden, read_only }), now: time::now() }
+    }
+
+    pub fn is_restricted(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// The rows `action` may reach: `None` for every row; for an end user, the OR of the
+    /// conditions of the policies that apply (nothing when none does).
+    pub fn rows(&self, schema: &Schema, action: ObjectAction) -> Option<Cond> {
+        let user = self.user.as_ref()?;
+        let conds: Vec<Cond> = user
+            .rules
+            .iter()
+            .filter(|rule| rule.applies_to(action))
+            .map(|rule| policies::compile(schema, rule, &user.caller, &self.now))
+            .collect();
+        Some(if conds.is_empty() { Cond::Never } else { Cond::Any(conds) })
+    }
+
+    /// The schema as this caller may query it: without the properties it may not read, so that
+    /// filtering, sorting or selecting by one is refused like an unknown property.
+    pub fn readable_schema(&self, schema: &Schema) -> Schema {
+        let mut visible = schema.clone();
+        if let Some(user) = &self.user {
+            visible.properties.retain(|p| !user.hidden.contains(&p.name));
+        }
+        visible
+    }
+
+    /// Removes the properties the caller may not read.
+    pub fn redact(&self, properties: &mut Map<String, Value>) {
+        if let Some(user) = &self.user {
+            properties.retain(|name, _| !user.hidden.contains(name));
+        }
+    }
+
+    pub fn redact_object(&self, mut object: Object) -> Object {
+        self.redact(&mut object.properties);
+        object
+    }
+
+    /// Names the caller may not read, among `names`, removed.
+    pub fn redact_names(&self, names: &mut Vec<String>) {
+        if let Some(user) = &self.user {
+            names.retain(|name| !user.hidden.contains(name));
+        }
+    }
+
+    /// Refuses a write that sets a property the caller may not write (403).
+    pub fn check_writable<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> ApiResult<()> {
+        let Some(user) = &self.user else { return Ok(()) };
+        let denied: Vec<&String> = names.into_iter().filter(|name| user.read_only.contains(*name)).collect();
+        if denied.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = denied.iter().map(|n| format!("`{n}`")).collect();
+        Err(ApiError::forbidden(format!("your roles may not write {}", names.join(", "))))
+    }
+
+    /// Fails with 403 when no policy lets the caller `action` at all (before anything is read
+    /// or written).
+    pub fn require_any(&self, schema: &Schema, action: ObjectAction) -> ApiResult<()> {
+        match self.rows(schema, action) {
+            Some(Cond::Never) => Err(ApiError::forbidden(format!(
+                "no policy of `{}` lets you {} its objects",
+                schema.object_type.name,
+                action.policy_name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when the stored object `object_id` meets `action`'s policies (always, for a key).
+    pub async fn admits(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        schema: &Schema,
+        action: ObjectAction,
+        object_id: &str,
+    ) -> ApiResult<bool> {
+        let Some(cond) = self.rows(schema, action) else { return Ok(true) };
+        let mut binds = Binds::new(backend);
+        let id = binds.text(object_id);
+        let filter = cond_sql(backend, &cond, &mut binds);
+        let found: Option<(i64,)> =
+            sqlx::query_as_with(&format!("SELECT 1 FROM objects WHERE id = {id} AND {filter}"), binds.arguments()?)
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Refuses (403) a write whose result falls outside the caller's policies for `action`:
+    /// a user cannot write a row out of their own reach. Call in the writing transaction, after
+    /// the write, and roll back on refusal.
+    pub async fn check_written(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        schema: &Schema,
+        action: ObjectAction,
+        object_id: &str,
+    ) -> ApiResult<()> {
+        if self.admits(conn, backend, schema, action, object_id).await? {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the object as written is outside what your policies let you {}",
+                action.policy_name()
+            )))
+        }
+    }
+}
+
+/// Evaluates conditions on rows that are not stored (event payloads, simulated samples), with the
+/// same SQL the stored rows are read with: one query, one answer per condition.
+pub async fn evaluate(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    conds: &[Cond],
+    row: &RowValues,
+) -> ApiResult<Vec<bool>> {
+    if conds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut binds = Binds::new(backend);
+    let properties = binds.text(row.properties.to_string());
+    let id = binds.text(row.id.clone());
+    let created_by = match &row.created_by {
+        Some(author) => binds.text(author.clone()),
+        None => "NULL".into(),
+    };
+    let created_at = binds.text(row.created_at.clone());
+    let updated_at = binds.text(row.updated_at.clone());
+    let columns: Vec<String> = conds
+        .iter()
+        .map(|cond| format!("CAST(CASE WHEN {} THEN 1 ELSE 0 END AS BIGINT)", cond_sql(backend, cond, &mut binds)))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM (SELECT CAST({properties} AS TEXT) AS properties, CAST({id} AS TEXT) AS id, \
+         CAST({created_by} AS TEXT) AS created_by, CAST({created_at} AS TEXT) AS created_at, \
+         CAST({updated_at} AS TEXT) AS updated_at) AS o",
+        columns.join(", ")
+    );
+    let row = sqlx::query_with(&sql, binds.arguments()?).fetch_one(&mut *conn).await?;
+    use sqlx::Row;
+    (0..conds.len()).map(|i| Ok(row.try_get::<i64, _>(i).map(|v| v == 1)?)).collect()
+}
+
+/// A row to evaluate conditions on.
+#[derive(Debug, Clone)]
+pub struct RowValues {
+    pub id: String,
+    pub properties: Value,
+    pub created_by: Option<String>,
+    /// Stored timestamps (`time::to_db`).
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl RowValues {
+    pub fn of(object: &Object) -> RowValues {
+        RowValues {
+            id: object.id.clone(),
+            properties: Value::Object(object.properties.clone()),
+            created_by: object.created_by.clone(),
+            created_at: time::to_db(&object.created_at),
+            updated_at: time::to_db(&object.updated_at),
+        }
+    }
+}
+
+impl RowValues {
+    /// The row an event's `object` describes (as delivered: RFC 3339 times).
+    pub fn of_payload(object: &Value) -> Option<RowValues> {
+        let at = |name: &str| {
+            object[name]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| time::to_db(&t.with_timezone(&chrono::Utc)))
+        };
+        Some(RowValues {
+            id: object["id"].as_str()?.to_string(),
+            properties: object.get("properties").cloned().unwrap_or(Value::Null),
+            created_by: object["created_by"].as_str().map(str::to_owned),
+            created_at: at("created_at")?,
+            updated_at: at("updated_at")?,
+        })
+    }
+}
+
+/// Decides, event by event, what a stream's end user may receive: object events only for rows
+/// their policies let them read, without the properties they may not read; other events only
+/// with `events:read`. What it learns of each type is kept until `reset` (the stream's
+/// credential check), so a change to roles or policies reaches open streams there.
+#[derive(Default)]
+pub struct EventFilter {
+    types: std::collections::HashMap<String, Option<(Schema, ObjectGuard)>>,
+}
+
+impl EventFilter {
+    pub fn reset(&mut self) {
+        self.types.clear();
+    }
+
+    /// The event as `auth` may receive it, or `None`. Keys receive every event they subscribed to.
+    pub async fn admit(&mut self, app: &crate::app::App, auth: &Auth, event: &Value) -> Option<Value> {
+        if auth.access.is_none() {
+            return Some(event.clone());
+        }
+        let kind = event["type"].as_str().unwrap_or_default();
+        if !kind.starts_with("object.") {
+            return auth.require(crate::scopes::required::EVENTS_READ).is_ok().then(|| event.clone());
+        }
+        let type_name = event["data"]["object_type"].as_str()?.to_string();
+        let mut conn = app.db.pool().acquire().await.ok()?;
+        if !self.types.contains_key(&type_name) {
+            let tenant = auth.tenant().ok()?;
+            let loaded = match Schema::load(&mut conn, tenant, &type_name).await {
+                Ok(schema) => ObjectGuard::load(&mut conn, auth, &schema, ObjectAction::Select)
+                    .await
+                    .ok()
+                    .map(|guard| (schema, guard)),
+                Err(_) => None,
+            };
+            self.types.insert(type_name.clone(), loaded);
+        }
+        let (schema, guard) = self.types.get(&type_name)?.as_ref()?;
+        let cond = guard.rows(schema, ObjectAction::Select)?;
+        let row = RowValues::of_payload(&event["data"]["object"])?;
+        let admitted = evaluate(&mut conn, app.db.backend(), std::slice::from_ref(&cond), &row).await.ok()?;
+        if admitted.first() != Some(&true) {
+            return None;
+        }
+        let mut event = event.clone();
+        if let Some(Value::Object(properties)) = event["data"]["object"].get_mut("properties") {
+            guard.redact(properties);
+        }
+        if let Some(Value::Array(changed)) = event["data"].get_mut("changed") {
+            let mut names: Vec<String> = changed.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+            guard.redact_names(&mut names);
+            *changed = names.into_iter().map(Value::String).collect();
+        }
+        Some(event)
+    }
+}

@@ -1,0 +1,146 @@
+//! Authorization: the one module that decides what a caller may do. API keys are service
+//! credentials: their scopes decide, and row policies do not apply to them. End users reach only
+//! what their roles grant (permissions in the scope grammar, `objects.<type>:<action>` among
+//! them) and, for objects, only the rows the type's policies allow, with the properties their
+//! roles may not read left out: deny by default. Capabilities ask this module; they never decide
+//! on their own.
+
+pub mod access;
+pub mod policies;
+pub mod roles;
+pub mod simulate;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::AnyConnection;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::App;
+use crate::http::ApiResult;
+
+pub use access::{ObjectAction, ObjectGuard};
+
+/// The role every signed-in end user holds.
+pub const AUTHENTICATED: &str = "authenticated";
+/// The role of a request without a credential, on the public routes that accept one.
+pub const ANON: &str = "anon";
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().merge(roles::routes()).merge(policies::routes()).merge(simulate::routes())
+}
+
+/// Properties of one type that a role may not read or write.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Denial {
+    pub object_type_id: String,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+/// A role an end user holds, directly or through a role it inherits from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRole {
+    pub id: String,
+    pub name: String,
+}
+
+/// Who an end user is for authorization, read from the database on every request so that a
+/// role taken away holds at once: their roles (with every ancestor), their metadata and the
+/// properties their roles may not touch. Their permissions become the request's scopes.
+#[derive(Debug, Clone)]
+pub struct UserAccess {
+    pub user_id: String,
+    /// The role named on the user (`authenticated` unless an admin set another).
+    pub role: String,
+    pub roles: Vec<HeldRole>,
+    pub metadata: Value,
+    pub denied: Vec<Denial>,
+}
+
+impl UserAccess {
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles.iter().map(|r| r.name.clone()).collect()
+    }
+
+    pub fn holds_role_id(&self, id: &str) -> bool {
+        self.roles.iter().any(|r| r.id == id)
+    }
+
+    /// The properties of `object_type_id` these roles may not read, and may not write.
+    pub fn denied_on(&self, object_type_id: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut read = BTreeSet::new();
+        let mut write = BTreeSet::new();
+        for denial in self.denied.iter().filter(|d| d.object_type_id == object_type_id) {
+            read.extend(denial.read.iter().cloned());
+            write.extend(denial.write.iter().cloned());
+        }
+        (read, write)
+    }
+}
+
+/// A role as the authorization query reads it.
+type GrantRow = (String, String, String, String);
+
+/// Loads what `user_id` of `tenant` holds: the built-in `authenticated`, the role named on the
+/// user, the roles assigned to them, and every ancestor of those. Answers the access and the
+/// union of the roles' permissions.
+pub async fn load_user(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    user_id: &str,
+    role: &str,
+    metadata: Value,
+) -> ApiResult<(UserAccess, Vec<String>)> {
+    let rows: Vec<GrantRow> = sqlx::query_as(
+        "WITH RECURSIVE held (id) AS ( \
+             SELECT role_id FROM user_roles WHERE user_id = $2 AND tenant_id = $1 \
+             UNION SELECT id FROM roles WHERE tenant_id = $1 AND (name = $3 OR name = $4) \
+             UNION SELECT r.parent_role_id FROM roles r JOIN held h ON r.id = h.id WHERE r.parent_role_id IS NOT NULL \
+         ) SELECT r.id, r.name, r.permissions, r.denied_properties FROM roles r JOIN held h ON h.id = r.id \
+         WHERE r.tenant_id = $1 ORDER BY r.name",
+    )
+    .bind(tenant)
+    .bind(user_id)
+    .bind(AUTHENTICATED)
+    .bind(role)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut permissions: Vec<String> = Vec::new();
+    let mut roles = Vec::with_capacity(rows.len());
+    let mut denied = Vec::new();
+    for (id, name, granted, denials) in rows {
+        for permission in serde_json::from_str::<Vec<String>>(&granted)? {
+            if !permissions.contains(&permission) {
+                permissions.push(permission);
+            }
+        }
+        denied.extend(serde_json::from_str::<Vec<Denial>>(&denials)?);
+        roles.push(HeldRole { id, name });
+    }
+    let access = UserAccess { user_id: user_id.to_string(), role: role.to_string(), roles, metadata, denied };
+    Ok((access, permissions))
+}
+
+/// The caller a policy is evaluated for: a signed-in user, or the context `simulate` names.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub user_id: Option<String>,
+    pub role: Option<String>,
+    pub roles: Vec<String>,
+    pub metadata: BTreeMap<String, Value>,
+}
+
+impl Caller {
+    pub fn of(access: &UserAccess) -> Caller {
+        Caller {
+            user_id: Some(access.user_id.clone()),
+            role: Some(access.role.clone()),
+            roles: access.role_names(),
+            metadata: access.metadata.as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default(),
+        }
+    }
+}
