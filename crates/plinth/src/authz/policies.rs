@@ -176,7 +176,8 @@ fn substitute(
         Value::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                match substitute(item, field, Op::Eq, values, now)? {
+                // Each item is one value of an `in` list.
+                match substitute(item, field, Op::In, values, now)? {
                     Some(Value::Array(many)) => out.extend(many),
                     Some(one) => out.push(one),
                     None => {}
@@ -192,7 +193,7 @@ fn substitute(
 const SAMPLE_USER: &str = "usr_01jd8x3k4m5n6p7q8r9s0t1v2w";
 
 fn resolve(var: Var, field: &Field, op: Op, values: &Values, now: &time::Timestamp) -> Result<Option<Value>, String> {
-    if var == Var::Roles && !matches!(op, Op::In | Op::Eq) {
+    if var == Var::Roles && op != Op::In {
         return Err("`$auth.roles` is a list: compare with `in`".into());
     }
     let caller = match values {

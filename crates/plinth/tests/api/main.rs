@@ -3,6 +3,7 @@
 mod common;
 
 mod audit;
+mod authz;
 mod cli;
 mod contract;
 mod deliveries;

@@ -14,13 +14,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::both_backends;
 use crate::common::{Backend, TestApp, TestTenant};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Generous, so that a busy machine does not fail a test; the latency itself is measured by the
 /// benchmark harness, not asserted here.
-const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(10);
 
-async fn open_socket(app: &TestApp, token: &str) -> Socket {
+pub async fn open_socket(app: &TestApp, token: &str) -> Socket {
     let url = format!("{}/v1/realtime?token={token}", app.base.replace("http://", "ws://"));
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("the WebSocket opens");
     let welcome = next_frame(&mut socket).await;
@@ -29,7 +29,7 @@ async fn open_socket(app: &TestApp, token: &str) -> Socket {
 }
 
 /// The next JSON frame, skipping pings.
-async fn next_frame(socket: &mut Socket) -> Value {
+pub async fn next_frame(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(WAIT, socket.next()).await.expect("a frame in time").expect("open").unwrap();
         match message {
@@ -40,7 +40,7 @@ async fn next_frame(socket: &mut Socket) -> Value {
     }
 }
 
-async fn command(socket: &mut Socket, frame: Value) -> Value {
+pub async fn command(socket: &mut Socket, frame: Value) -> Value {
     socket.send(Message::Text(frame.to_string().into())).await.unwrap();
     next_frame(socket).await
 }
@@ -52,13 +52,13 @@ async fn object(app: &TestApp, tenant: &TestTenant, kind: &str) -> String {
 }
 
 /// Server-Sent Events read off a streaming response.
-struct EventStream {
-    response: reqwest::Response,
+pub struct EventStream {
+    pub response: reqwest::Response,
     buffer: String,
 }
 
 impl EventStream {
-    async fn open(app: &TestApp, path: &str, token: Option<&str>, last_event_id: Option<&str>) -> EventStream {
+    pub async fn open(app: &TestApp, path: &str, token: Option<&str>, last_event_id: Option<&str>) -> EventStream {
         let mut request = app.request(reqwest::Method::GET, path, token);
         if let Some(last) = last_event_id {
             request = request.header("last-event-id", last);
@@ -70,7 +70,7 @@ impl EventStream {
     }
 
     /// The next event: (id, type, data).
-    async fn next(&mut self) -> (String, String, Value) {
+    pub async fn next(&mut self) -> (String, String, Value) {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
