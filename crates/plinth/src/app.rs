@@ -456,6 +456,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             if let Err(error) = crate::idempotency::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired idempotent answers failed");
             }
+            if let Err(error) = crate::public_keys::purge_used_tokens(&app).await {
+                tracing::warn!(?error, "forgetting used tenant-signed token ids failed");
+            }
             let cutoff = time::to_db(&(time::now() - chrono::Duration::hours(1)));
             if let Err(error) =
                 sqlx::query("DELETE FROM issued_tokens WHERE expires_at < $1").bind(cutoff).execute(app.db.pool()).await

@@ -1,7 +1,8 @@
 //! Customer public keys (seed 000's `POST/GET /v1/keys`, moved to `/v1/keys/public` because
 //! seed 002 owns `/v1/keys`). A tenant uploads an RSA (2,048 bits or more) or EC P-256 public key;
 //! a JWT it signs with the private half (RS256/ES256, `sub` = tenant id, `exp` at most one hour
-//! ahead) is then accepted as a bearer credential.
+//! ahead) is then accepted as a bearer credential. A key may demand an `aud` and an `iss`; a
+//! token that carries a `jti` is accepted once (a replay within its lifetime is refused).
 
 pub mod pem;
 
@@ -51,6 +52,10 @@ pub struct PublicKey {
     pub pem: String,
     /// Scopes granted to tokens signed with this key.
     pub scopes: Vec<String>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -64,10 +69,13 @@ struct PublicKeyRow {
     fingerprint: String,
     pem: String,
     scopes: String,
+    audience: Option<String>,
+    issuer: Option<String>,
     created_at: String,
 }
 
-const COLUMNS: &str = "id, tenant_id, label, algorithm, key_bits, fingerprint, pem, scopes, created_at";
+const COLUMNS: &str =
+    "id, tenant_id, label, algorithm, key_bits, fingerprint, pem, scopes, audience, issuer, created_at";
 
 impl TryFrom<PublicKeyRow> for PublicKey {
     type Error = ApiError;
@@ -83,6 +91,8 @@ impl TryFrom<PublicKeyRow> for PublicKey {
             key_bits: row.key_bits,
             fingerprint: row.fingerprint,
             pem: row.pem,
+            audience: row.audience,
+            issuer: row.issuer,
         })
     }
 }
@@ -96,6 +106,10 @@ pub struct UploadPublicKey {
     pub label: Option<String>,
     /// Scopes granted to tokens signed with this key; default `["*"]`, never wider than the uploader's.
     pub scopes: Option<Vec<String>>,
+    /// Demand this `aud` of every token (1 to 255 characters).
+    pub audience: Option<String>,
+    /// Demand this `iss` of every token (1 to 255 characters).
+    pub issuer: Option<String>,
 }
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -141,6 +155,11 @@ async fn upload_public_key(
     let label = validate_name("label", body.label.as_deref().unwrap_or("Public key"), &mut errors);
     let scopes = validate_scopes("scopes", &body.scopes.unwrap_or_else(|| vec!["*".into()]), &auth, &mut errors);
     let parsed = pem::parse(&body.pem).map_err(|problem| errors.add("pem", problem)).ok();
+    for (field, value) in [("audience", &body.audience), ("issuer", &body.issuer)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty() || v.len() > 255) {
+            errors.add(field, "must be 1 to 255 characters");
+        }
+    }
     errors.finish()?;
     let Some(parsed) = parsed else { return Err(ApiError::invalid("pem", "unreadable")) };
     if count(&app, tenant).await? >= PUBLIC_KEYS_MAX {
@@ -155,22 +174,27 @@ async fn upload_public_key(
         fingerprint: parsed.fingerprint,
         pem: body.pem.trim().to_string(),
         scopes,
+        audience: body.audience.map(|v| v.trim().to_string()),
+        issuer: body.issuer.map(|v| v.trim().to_string()),
         created_at: time::now(),
     };
     let mut tx = app.db.begin_write().await?;
-    let inserted =
-        sqlx::query(&format!("INSERT INTO public_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
-            .bind(&key.id)
-            .bind(&key.tenant_id)
-            .bind(&key.label)
-            .bind(&key.algorithm)
-            .bind(key.key_bits)
-            .bind(&key.fingerprint)
-            .bind(&key.pem)
-            .bind(serde_json::to_string(&key.scopes)?)
-            .bind(time::to_db(&key.created_at))
-            .execute(&mut *tx)
-            .await;
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO public_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(&key.id)
+    .bind(&key.tenant_id)
+    .bind(&key.label)
+    .bind(&key.algorithm)
+    .bind(key.key_bits)
+    .bind(&key.fingerprint)
+    .bind(&key.pem)
+    .bind(serde_json::to_string(&key.scopes)?)
+    .bind(&key.audience)
+    .bind(&key.issuer)
+    .bind(time::to_db(&key.created_at))
+    .execute(&mut *tx)
+    .await;
     match inserted {
         Ok(_) => {}
         Err(error) if is_unique_violation(&error) => {
@@ -205,7 +229,19 @@ const LIST: ListSpec = ListSpec {
     table: "public_keys",
     columns: COLUMNS,
     sortable: &[SortField { name: "label", column: "label" }, SortField { name: "created_at", column: "created_at" }],
-    fields: &["id", "tenant_id", "label", "algorithm", "key_bits", "fingerprint", "pem", "scopes", "created_at"],
+    fields: &[
+        "id",
+        "tenant_id",
+        "label",
+        "algorithm",
+        "key_bits",
+        "fingerprint",
+        "pem",
+        "scopes",
+        "audience",
+        "issuer",
+        "created_at",
+    ],
     updated_at: false,
 };
 
@@ -252,6 +288,45 @@ struct UnverifiedSubject {
 #[derive(Debug, Deserialize)]
 struct TenantClaims {
     exp: i64,
+    jti: Option<String>,
+}
+
+/// Longest `jti` kept.
+const JTI_MAX_CHARS: usize = 255;
+
+/// Accepts a token's `jti` once: its first use is kept until the token expires, and a second is
+/// refused.
+async fn claim_jti(app: &App, tenant: &str, jti: &str, exp: i64) -> ApiResult<()> {
+    if jti.is_empty() || jti.len() > JTI_MAX_CHARS {
+        return Err(ApiError::unauthorized("a tenant-signed token's `jti` must be 1 to 255 characters"));
+    }
+    let expires_at = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(time::now);
+    let mut tx = app.db.begin_write().await?;
+    let claimed = sqlx::query(
+        "INSERT INTO tenant_jwt_uses (tenant_id, jti, expires_at) VALUES ($1, $2, $3)          ON CONFLICT (tenant_id, jti) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(jti)
+    .bind(time::to_db(&expires_at))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    if claimed == 0 {
+        return Err(ApiError::unauthorized("this token was used already: a token with a `jti` is accepted once"));
+    }
+    Ok(())
+}
+
+/// Upkeep: forgets the ids of tokens that have expired.
+pub async fn purge_used_tokens(app: &App) -> ApiResult<()> {
+    let mut tx = app.db.begin_write().await?;
+    sqlx::query("DELETE FROM tenant_jwt_uses WHERE expires_at < $1")
+        .bind(time::to_db(&(time::now() - chrono::Duration::minutes(5))))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn unverified_subject(token: &str) -> Option<String> {
@@ -269,8 +344,9 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
         Algorithm::ES256 => "ES256",
         _ => return Err(unauthorized()),
     };
-    let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT p.id, p.pem, p.scopes, t.tier, g.ip_allowlist FROM public_keys p \
+    type KeyRow = (String, String, String, String, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<KeyRow> = sqlx::query_as(
+        "SELECT p.id, p.pem, p.scopes, t.tier, g.ip_allowlist, p.audience, p.issuer FROM public_keys p \
          JOIN tenants t ON t.id = p.tenant_id LEFT JOIN governance g ON g.tenant_id = p.tenant_id \
          WHERE p.tenant_id = $1 AND p.algorithm = $2",
     )
@@ -278,12 +354,25 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
     .bind(algorithm)
     .fetch_all(app.db.pool())
     .await?;
-    let mut validation = Validation::new(alg);
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    validation.sub = Some(tenant_id.clone());
-    validation.leeway = 30;
-    for (key_id, pem, scopes, tier, tenant_allowlist) in rows.iter().filter(|(id, ..)| kid.is_none_or(|kid| kid == id))
+    for (key_id, pem, scopes, tier, tenant_allowlist, audience, issuer) in
+        rows.iter().filter(|(id, ..)| kid.is_none_or(|kid| kid == id))
     {
+        let mut validation = Validation::new(alg);
+        let mut required = vec!["exp", "sub"];
+        validation.sub = Some(tenant_id.clone());
+        validation.leeway = 30;
+        // Without a demanded audience, any `aud` is let through (as before keys could name one).
+        validation.validate_aud = false;
+        if let Some(audience) = audience {
+            validation.set_audience(&[audience]);
+            validation.validate_aud = true;
+            required.push("aud");
+        }
+        if let Some(issuer) = issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         let decoding = match alg {
             Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
             _ => DecodingKey::from_ec_pem(pem.as_bytes()),
@@ -293,6 +382,9 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
             Ok(data) => {
                 if data.claims.exp > time::now().timestamp() + TENANT_JWT_MAX_LIFETIME_SECS + validation.leeway as i64 {
                     return Err(ApiError::unauthorized("a tenant-signed token's `exp` may be at most one hour ahead"));
+                }
+                if let Some(jti) = &data.claims.jti {
+                    claim_jti(app, &tenant_id, jti, data.claims.exp).await?;
                 }
                 let scopes: Vec<String> = serde_json::from_str(scopes)?;
                 if !crate::auth::allowed_by_tenant(

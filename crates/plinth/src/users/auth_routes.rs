@@ -100,17 +100,29 @@ pub struct Signup {
     pub turnstile_token: Option<String>,
 }
 
+/// What a sign-up answers: the same for a new address and a taken one, so that it tells no one
+/// which addresses have accounts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedUp {
+    pub user: User,
+    /// An email went to the address: a verification link for a new account; for an address that
+    /// has one already, a note to its owner with a link to choose a new password.
+    pub confirmation_sent: bool,
+}
+
 /// Sign up
 ///
 /// A new user with an email and password (the tenant's policy: minimum length, at most 1,024,
-/// not a common password), signed in at once. 403 when the tenant's sign-up is invite-only or
-/// passwords are off; 409 when the email is taken.
+/// not a common password). The answer is the same whether or not the address already has an
+/// account (its owner is emailed instead), so no session is opened here: sign in with
+/// `POST /v1/auth/login`, or follow the emailed link. 403 when the tenant's sign-up is
+/// invite-only or passwords are off.
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "Authentication",
     params(("X-Tenant-ID" = Option<String>, Header, description = "The tenant's id or slug")),
     request_body = Signup,
-    responses((status = 201, body = crate::http::response::Envelope<Tokens>),
+    responses((status = 201, body = crate::http::response::Envelope<SignedUp>),
               (status = 403, body = crate::http::error::ErrorBody, description = "Sign-up is closed"),
-              (status = 409, body = crate::http::error::ErrorBody, description = "The email is taken"),
+              (status = 409, body = crate::http::error::ErrorBody, description = "The phone number is taken"),
               (status = 422, body = crate::http::error::ErrorBody)))]
 pub async fn signup(
     auth: Result<Auth, ApiError>,
@@ -118,7 +130,7 @@ pub async fn signup(
     ip: ClientIp,
     headers: HeaderMap,
     Json(body): Json<Signup>,
-) -> ApiResult<Created<Tokens>> {
+) -> ApiResult<Created<SignedUp>> {
     let tenant = super::tenant_of(&app, auth.as_ref().ok(), &headers, body.tenant_id.as_deref()).await?;
     let device = device_of(ip, &headers);
     throttle(&app, format!("signup:{tenant}:{}", device.ip), LOGIN_PER_IP_PER_MINUTE, LOGIN_PER_IP_PER_MINUTE).await?;
@@ -145,25 +157,57 @@ pub async fn signup(
     admin::policy_check(&mut conn, &tenant, &body.password, &mut errors).await?;
     drop(conn);
     errors.finish()?;
+    // Hashed either way: a taken address costs what a new one does.
     let password_hash = Some(passwords::hash(body.password).await?);
     let mut tx = app.db.begin_write().await?;
+    let owner = match &email {
+        Some(email) => super::find_by_email(&mut tx, &tenant, email).await?,
+        None => None,
+    };
+    if let Some(owner) = owner {
+        super::email_flows::send_account_exists(&app, &mut tx, &owner).await?;
+        let who = who(&tenant, None, &device);
+        let entry = Entry {
+            action: "user.signup_for_existing",
+            resource_type: "user",
+            resource_id: &owner.id,
+            changes: json!({}),
+        };
+        audit::record(&mut *tx, &who, None, entry).await?;
+        tx.commit().await?;
+        let now = crate::time::now();
+        let user = User {
+            id: crate::id::new_id(crate::id::prefix::USER),
+            email,
+            phone,
+            role: crate::authz::AUTHENTICATED.into(),
+            is_anonymous: false,
+            email_verified: false,
+            phone_verified: false,
+            banned: false,
+            ban_reason: None,
+            user_metadata: metadata,
+            created_at: now,
+            updated_at: now,
+            last_sign_in_at: None,
+        };
+        return Ok(Created(SignedUp { user, confirmation_sent: true }));
+    }
     let fields = NewUser {
         email,
         phone,
         password_hash,
-        role: "authenticated".into(),
+        role: crate::authz::AUTHENTICATED.into(),
         user_metadata: metadata,
         ..NewUser::default()
     };
     let user = admin::insert(&mut tx, &tenant, fields).await?;
     super::email_flows::send_verification(&app, &mut tx, &user, body.redirect_to.as_deref()).await?;
-    let tokens = sessions::open(&app, &mut tx, &user, &device, "aal1").await?;
     let who = who(&tenant, Some(&user.id), &device);
     let entry = Entry { action: "user.signed_up", resource_type: "user", resource_id: &user.id, changes: json!({}) };
     audit::record(&mut *tx, &who, None, entry).await?;
-    signed_in_event(&mut tx, &tenant, &tokens, "password").await?;
     tx.commit().await?;
-    Ok(Created(tokens))
+    Ok(Created(SignedUp { user: User::try_from(user)?, confirmation_sent: true }))
 }
 
 pub async fn signed_in_event(

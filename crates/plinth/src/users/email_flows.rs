@@ -130,6 +130,25 @@ pub async fn send_verification(
     send(true, app, tx, &user.tenant_id, &config, &base, Purpose::VerifyEmail, email, &token, redirect_to).await
 }
 
+/// Tells the owner of `user`'s address that someone tried to sign up with it, with a link to
+/// choose a new password (a reset token, an hour as every reset).
+pub async fn send_account_exists(app: &App, tx: &mut WriteTx, user: &UserRow) -> ApiResult<()> {
+    let Some(email) = &user.email else { return Ok(()) };
+    let config = config::load(tx, &user.tenant_id).await?;
+    let token = codes::issue(tx, &user.tenant_id, Some(&user.id), Purpose::ResetPassword, email, None).await?;
+    let base = crate::http::public_base(app);
+    let brand = config.brand(tx, &user.tenant_id).await?;
+    let link = link(&base, Purpose::ResetPassword, &token, None, &config);
+    let subject = format!("You already have an account at {brand}");
+    let body = format!(
+        "Someone tried to sign up at {brand} with {email}, which already has an account. If it was you, sign in \
+         with your password, or choose a new one with this link within an hour:\n\n{link}\n\nOr enter this \
+         token: {token}\n\nIf it was not you, ignore this email: nothing changed."
+    );
+    crate::messages::queue_email(app, tx, &user.tenant_id, email, &subject, &body).await?;
+    Ok(())
+}
+
 /// The answer to a verification.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Verified {

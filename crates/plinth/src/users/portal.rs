@@ -14,7 +14,6 @@ use super::auth_routes::{self, signed_in, throttle, Login, Message, Signup};
 use super::email_flows::{self, EmailRequest, MagicToken, PasswordReset, ResetPassword, Verified, VerifyBody};
 use super::mfa::SignedIn;
 use super::otp::{self, OtpSend, OtpVerify};
-use super::sessions::Tokens;
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, ClientIp};
@@ -51,14 +50,14 @@ fn needs_tenant(tenant: &Option<String>) -> ApiResult<()> {
 ///
 /// `POST /v1/auth/signup` with the tenant as `tenant_id` in the body.
 #[utoipa::path(post, path = "/v1/auth/portal-signup", tag = "Portal Auth", request_body = Signup,
-    responses((status = 201, body = crate::http::response::Envelope<Tokens>),
+    responses((status = 201, body = crate::http::response::Envelope<auth_routes::SignedUp>),
               (status = 403, body = crate::http::error::ErrorBody), (status = 409, body = crate::http::error::ErrorBody)))]
 async fn portal_signup(
     app: State<App>,
     ip: ClientIp,
     headers: HeaderMap,
     body: Json<Signup>,
-) -> ApiResult<Created<Tokens>> {
+) -> ApiResult<Created<auth_routes::SignedUp>> {
     needs_tenant(&body.0.tenant_id)?;
     auth_routes::signup(Err(ApiError::unauthorized("portal")), app, ip, portal_headers(&headers), body).await
 }

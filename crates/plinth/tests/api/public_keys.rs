@@ -20,6 +20,43 @@ fn claims(sub: &str, lifetime_secs: i64) -> serde_json::Value {
 }
 
 both_backends! {
+    async fn tokens_with_an_id_are_accepted_once_and_keys_may_demand_an_audience(app) {
+        let tenant = app.tenant("Replays").await;
+        let private = fixture("rsa2048.key.pem");
+        let uploaded = app.post("/v1/keys/public", &tenant.key, json!({
+            "pem": fixture("rsa2048.pub.pem"), "audience": "https://api.example.com", "issuer": "billing-service"
+        })).await;
+        uploaded.expect(201);
+        assert_eq!(uploaded.data()["audience"], "https://api.example.com");
+        let now = chrono::Utc::now().timestamp();
+        let with = |extra: serde_json::Value| {
+            let mut body = json!({ "sub": tenant.id, "iat": now, "exp": now + 600 });
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            sign(Algorithm::RS256, &private, &body)
+        };
+        let good = json!({ "aud": "https://api.example.com", "iss": "billing-service" });
+        // Audience and issuer are demanded: absent or other values are refused.
+        app.get("/v1/keys", &with(json!({}))).await.expect_error(401, "UNAUTHORIZED");
+        app.get("/v1/keys", &with(json!({ "aud": "https://other.example.com", "iss": "billing-service" }))).await.expect_error(401, "UNAUTHORIZED");
+        app.get("/v1/keys", &with(json!({ "aud": "https://api.example.com", "iss": "someone-else" }))).await.expect_error(401, "UNAUTHORIZED");
+        let reusable = with(good.clone());
+        app.get("/v1/keys", &reusable).await.expect(200);
+        app.get("/v1/keys", &reusable).await.expect(200);
+        // A token with a `jti` works once.
+        let mut once = good.clone();
+        once["jti"] = json!("req-0001");
+        let token = with(once);
+        app.get("/v1/keys", &token).await.expect(200);
+        let replayed = app.get("/v1/keys", &token).await;
+        replayed.expect_error(401, "UNAUTHORIZED");
+        assert!(replayed.text.contains("used already"), "{}", replayed.text);
+        let mut next = good;
+        next["jti"] = json!("req-0002");
+        app.get("/v1/keys", &with(next)).await.expect(200);
+        app.post("/v1/keys/public", &tenant.key, json!({ "pem": fixture("ec256.pub.pem"), "audience": "" }))
+            .await.expect_error(422, "VALIDATION_FAILED");
+    }
+
     async fn rsa_signed_tokens_are_accepted(app) {
         let tenant = app.tenant("Signer").await;
         let resp = app.post("/v1/keys/public", &tenant.key, json!({ "pem": fixture("rsa2048.pub.pem"), "label": "laptop" })).await;

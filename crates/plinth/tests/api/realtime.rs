@@ -126,7 +126,9 @@ both_backends! {
         let signed_up = app.send(app.request(reqwest::Method::POST, "/v1/auth/signup", None).header("x-tenant-id", &tenant.id)
             .json(&json!({ "email": "live@example.com", "password": "granite-otter-harbour-42" }))).await;
         signed_up.expect(201);
-        let access = signed_up.data()["access_token"].as_str().unwrap().to_string();
+        let signed_in = app.send(app.request(reqwest::Method::POST, "/v1/auth/login", None).header("x-tenant-id", &tenant.id)
+            .json(&json!({ "email": "live@example.com", "password": "granite-otter-harbour-42" }))).await;
+        let access = signed_in.data()["access_token"].as_str().unwrap().to_string();
         app.send(app.request(reqwest::Method::PUT, "/v1/roles/authenticated/permissions", Some(&tenant.key))
             .json(&json!({ "permissions": ["objects:read"] }))).await.expect(200);
         let mut socket = open_socket(&app, &access).await;

@@ -65,7 +65,8 @@ on_both_backends! {
         let signed_up = end_user(&app, &tenant, "/v1/auth/signup", json!({ "email": "New@Example.com", "password": PASSWORD, "redirect_to": "https://app.example.com/welcome" })).await;
         signed_up.expect(201);
         assert_eq!(signed_up.data()["user"]["email_verified"], false);
-        let access = signed_up.data()["access_token"].as_str().unwrap().to_string();
+        let signed_in = end_user(&app, &tenant, "/v1/auth/login", json!({ "email": "new@example.com", "password": PASSWORD })).await;
+        let access = signed_in.data()["access_token"].as_str().unwrap().to_string();
         let mail = smtp.wait_for("new@example.com", 1).await;
         assert_eq!(mail.from, "accounts@acme.test");
         assert_eq!(mail.subject, "Confirm your email for Acme");
@@ -96,6 +97,20 @@ on_both_backends! {
         let verified = app.post_public("/v1/auth/verify", json!({ "token": token, "type": "email_change" })).await;
         verified.expect(200);
         assert_eq!(verified.data()["email"], "moved@example.com");
+
+        // Signing up with a taken address answers as for a new one; the owner is told, with a
+        // link to choose a new password, and no second account is made.
+        let taken = end_user(&app, &tenant, "/v1/auth/signup", json!({ "email": "moved@example.com", "password": "another-long-passphrase-9" })).await;
+        taken.expect(201);
+        assert_eq!(taken.data()["confirmation_sent"], true);
+        assert_eq!(taken.data()["user"]["email_verified"], false);
+        let notice = smtp.wait_for("moved@example.com", 2).await;
+        assert_eq!(notice.subject, "You already have an account at Acme");
+        assert!(notice.body.contains("type=recovery"), "{}", notice.body);
+        let reset = app.post_public("/v1/auth/reset-password", json!({ "token": notice.param("token").unwrap(), "password": "another-long-passphrase-9" })).await;
+        reset.expect(200);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM users WHERE tenant_id = '{}'", tenant.id)).await, 1);
+        end_user(&app, &tenant, "/v1/auth/login", json!({ "email": "moved@example.com", "password": "another-long-passphrase-9" })).await.expect(200);
     }
 
     async fn passwords_are_reset_by_email_without_telling_who_exists(backend) {
@@ -104,7 +119,8 @@ on_both_backends! {
         allow_redirects(&app, &tenant).await;
         let user = end_user(&app, &tenant, "/v1/auth/signup", json!({ "email": "kim@example.com", "password": PASSWORD })).await;
         user.expect(201);
-        let old_access = user.data()["access_token"].as_str().unwrap().to_string();
+        let signed_in = end_user(&app, &tenant, "/v1/auth/login", json!({ "email": "kim@example.com", "password": PASSWORD })).await;
+        let old_access = signed_in.data()["access_token"].as_str().unwrap().to_string();
         smtp.wait_for("kim@example.com", 1).await;
 
         let known = end_user(&app, &tenant, "/v1/auth/forgot-password", json!({ "email": "kim@example.com", "redirect_to": "https://app.example.com/reset" })).await;
@@ -200,7 +216,8 @@ on_both_backends! {
         // address, that password and its sessions stop working.
         let squatter = end_user(&app, &tenant, "/v1/auth/signup", json!({ "email": "victim@example.com", "password": PASSWORD })).await;
         squatter.expect(201);
-        let squatter_access = squatter.data()["access_token"].as_str().unwrap().to_string();
+        let squatter_in = end_user(&app, &tenant, "/v1/auth/login", json!({ "email": "victim@example.com", "password": PASSWORD })).await;
+        let squatter_access = squatter_in.data()["access_token"].as_str().unwrap().to_string();
         smtp.wait_for("victim@example.com", 1).await;
         end_user(&app, &tenant, "/v1/auth/magic-link", json!({ "email": "victim@example.com" })).await.expect(200);
         let owner_token = smtp.wait_for("victim@example.com", 2).await.param("token").unwrap();

@@ -14,8 +14,17 @@ async fn as_end_user(app: &TestApp, tenant: &str, path: &str, body: Value) -> Re
     app.send(app.request(Method::POST, path, None).header("x-tenant-id", tenant).json(&body)).await
 }
 
-async fn signup(app: &TestApp, tenant: &TestTenant, email: &str) -> Resp {
+/// A sign-up, as answered (no session: the same answer for a new address and a taken one).
+async fn register(app: &TestApp, tenant: &TestTenant, email: &str) -> Resp {
     as_end_user(app, &tenant.id, "/v1/auth/signup", json!({ "email": email, "password": PASSWORD })).await
+}
+
+/// A new user, signed up and then in: the login's answer.
+async fn signup(app: &TestApp, tenant: &TestTenant, email: &str) -> Resp {
+    register(app, tenant, email).await.expect(201);
+    let signed_in = login(app, &tenant.id, email, PASSWORD).await;
+    signed_in.expect(200);
+    signed_in
 }
 
 async fn login(app: &TestApp, tenant: &str, email: &str, password: &str) -> Resp {
@@ -119,8 +128,13 @@ both_backends! {
 
     async fn sign_up_log_in_and_refresh_with_reuse_detection(app) {
         let tenant = app.tenant("Shop").await;
-        let signed_up = signup(&app, &tenant, "Buyer@Example.com").await;
-        signed_up.expect(201);
+        let registered = register(&app, &tenant, "Buyer@Example.com").await;
+        registered.expect(201);
+        assert_eq!(registered.data()["user"]["email"], "buyer@example.com");
+        assert_eq!(registered.data()["confirmation_sent"], true);
+        assert!(registered.data().get("access_token").is_none(), "no session at sign-up");
+        let signed_up = login(&app, &tenant.id, "Buyer@Example.com", PASSWORD).await;
+        signed_up.expect(200);
         assert_eq!(signed_up.data()["token_type"], "bearer");
         assert_eq!(signed_up.data()["user"]["email"], "buyer@example.com");
         assert_eq!(signed_up.data()["user"]["role"], "authenticated");
@@ -133,7 +147,15 @@ both_backends! {
         assert_eq!(me.data()["email"], "buyer@example.com");
         app.get("/v1/users", &access).await.expect_error(403, "INSUFFICIENT_SCOPE");
         app.get("/v1/auth/user", &tenant.key).await.expect_error(403, "FORBIDDEN");
-        assert_eq!(signup(&app, &tenant, "buyer@example.com").await.status, 409);
+        // A taken address is answered as a new one would be: nothing tells that it has an account.
+        let again = register(&app, &tenant, "buyer@example.com").await;
+        again.expect(201);
+        assert_eq!(again.data()["user"]["email"], "buyer@example.com");
+        assert_ne!(again.data()["user"]["id"], registered.data()["user"]["id"]);
+        let shape = |v: &Value| { let mut keys: Vec<String> = v["user"].as_object().unwrap().keys().cloned().collect(); keys.sort(); keys };
+        assert_eq!(shape(again.data()), shape(registered.data()));
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM users WHERE tenant_id = '{}'", tenant.id)).await, 1);
+        login(&app, &tenant.id, "buyer@example.com", PASSWORD).await.expect(200);
 
         // Wrong password and unknown email: the same answer.
         let wrong = login(&app, &tenant.id, "buyer@example.com", "not-the-password-1").await;
@@ -173,7 +195,7 @@ both_backends! {
         let events: Vec<(String,)> = sqlx::query_as(&format!("SELECT type FROM events WHERE tenant_id = '{}' AND type LIKE 'user.%' ORDER BY created_at, id", tenant.id))
             .fetch_all(app.app.db.pool()).await.unwrap();
         let kinds: Vec<&str> = events.iter().map(|(k,)| k.as_str()).collect();
-        assert_eq!(kinds, ["user.created", "user.signed_in", "user.sign_in_failed", "user.sign_in_failed", "user.signed_in", "user.session_ended"]);
+        assert_eq!(kinds, ["user.created", "user.signed_in", "user.signed_in", "user.sign_in_failed", "user.sign_in_failed", "user.signed_in", "user.session_ended"]);
         let unknown: (String,) = sqlx::query_as(&format!("SELECT data FROM events WHERE tenant_id = '{}' AND type = 'user.sign_in_failed' AND resource_id = 'unknown'", tenant.id))
             .fetch_one(app.app.db.pool()).await.unwrap();
         assert!(!unknown.0.contains("nobody@example.com"), "the address is not in the event: {}", unknown.0);
@@ -268,7 +290,7 @@ both_backends! {
 
     async fn login_attempts_are_throttled_per_account(app) {
         let tenant = app.tenant("Throttle").await;
-        signup(&app, &tenant, "target@example.com").await.expect(201);
+        register(&app, &tenant, "target@example.com").await.expect(201);
         for _ in 0..10 {
             login(&app, &tenant.id, "target@example.com", "guess-guess-guess").await.expect_error(401, "UNAUTHORIZED");
         }
@@ -276,7 +298,7 @@ both_backends! {
         throttled.expect_error(429, "RATE_LIMITED");
         assert!(throttled.body["error"]["retry_after"].as_u64().unwrap() >= 1);
         // Another account of the tenant is not held back.
-        signup(&app, &tenant, "bystander@example.com").await.expect(201);
+        register(&app, &tenant, "bystander@example.com").await.expect(201);
         login(&app, &tenant.id, "bystander@example.com", PASSWORD).await.expect(200);
     }
 
@@ -296,7 +318,7 @@ both_backends! {
         })).await;
         set.expect(200);
         assert_eq!(set.data()["branding"]["brand_name"], "Configured Co");
-        signup(&app, &tenant, "late@example.com").await.expect_error(403, "FORBIDDEN");
+        register(&app, &tenant, "late@example.com").await.expect_error(403, "FORBIDDEN");
         // An invited user (created by an admin) signs in.
         app.post("/v1/users", &tenant.key, json!({ "email": "invited@example.com", "password": PASSWORD })).await.expect(201);
         login(&app, &tenant.id, "invited@example.com", PASSWORD).await.expect(200);
