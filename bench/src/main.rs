@@ -326,23 +326,52 @@ async fn store_scenarios(
         elapsed.as_secs_f64(),
         options.store as f64 / elapsed.as_secs_f64()
     );
+    // An end user who owns some of the items, under the owner recipe: a permission on the
+    // built-in role and one policy on `created_by`.
+    let owned = (options.store / 100).clamp(100, 1000);
+    let user = owner(client, base, key, owned, &item).await?;
     tokio::time::sleep(Duration::from_secs(options.settle)).await;
     let one = call(client, post.clone(), format!("{base}/v1/objects/items"), key, item(options.store)).await?;
     let id = one["data"]["id"].as_str().context("object id")?.to_string();
-    Ok(vec![
+    let theirs = call(client, post.clone(), format!("{base}/v1/objects/items"), &user, item(options.store + 1)).await?;
+    let their_id = theirs["data"]["id"].as_str().context("object id")?.to_string();
+    let as_user = |name: &'static str, path: String| Scenario {
+        name,
+        method: reqwest::Method::GET,
+        path,
+        token: Some(user.clone()),
+        body: None,
+    };
+    let mut scenarios = vec![
+        Scenario {
+            name: "GET /v1/objects/items/{id} (key)",
+            method: reqwest::Method::GET,
+            path: format!("/v1/objects/items/{id}"),
+            token: Some(key.into()),
+            body: None,
+        },
+        as_user("GET /v1/objects/items/{id} (user, owner)", format!("/v1/objects/items/{their_id}")),
+        Scenario {
+            name: "GET list limit=20 (key)",
+            method: reqwest::Method::GET,
+            path: "/v1/objects/items/list?limit=20".into(),
+            token: Some(key.into()),
+            body: None,
+        },
+        as_user("GET list limit=20 (user, owner)", "/v1/objects/items/list?limit=20".into()),
+        as_user(
+            "GET list filter+sort (user, owner)",
+            "/v1/objects/items/list?filter[qty][gte]=990&sort=-price&limit=20".into(),
+        ),
+    ];
+    println!("the user owns {owned} of the items");
+    scenarios.extend(vec![
         Scenario {
             name: "POST /v1/objects/items (create one)",
             method: post.clone(),
             path: "/v1/objects/items".into(),
             token: Some(key.into()),
             body: Some(item(7)),
-        },
-        Scenario {
-            name: "GET /v1/objects/items/{id}",
-            method: reqwest::Method::GET,
-            path: format!("/v1/objects/items/{id}"),
-            token: Some(key.into()),
-            body: None,
         },
         Scenario {
             name: "GET list filter[qty][gte]=990&sort=-price",
@@ -374,7 +403,53 @@ async fn store_scenarios(
                 "query": "charlie delta", "filters": [{ "property": "qty", "op": "lt", "value": 100 }], "limit": 20
             })),
         },
-    ])
+    ]);
+    Ok(scenarios)
+}
+
+/// Makes a signed-in end user who may reach the items they create, has them create `owned`
+/// items, and answers their access token.
+async fn owner(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    owned: usize,
+    item: &dyn Fn(usize) -> Value,
+) -> anyhow::Result<String> {
+    let post = reqwest::Method::POST;
+    let permissions = json!({ "permissions": ["objects.items:*"] });
+    call(client, reqwest::Method::PUT, format!("{base}/v1/roles/authenticated/permissions"), key, permissions).await?;
+    let policy = json!({ "name": "owners", "action": "all",
+        "condition_json": { "property": "created_by", "op": "eq", "value": "$auth.user_id" } });
+    call(client, post.clone(), format!("{base}/v1/object-types/items/policies"), key, policy).await?;
+    let credentials = json!({ "email": "owner@bench.example", "password": "granite-otter-harbour-42" });
+    call(client, post.clone(), format!("{base}/v1/users"), key, credentials.clone()).await?;
+    let signed_in = client
+        .post(format!("{base}/v1/auth/login"))
+        .header("x-tenant-id", tenant_of(client, base, key).await?)
+        .json(&credentials)
+        .send()
+        .await?;
+    let signed_in: Value = signed_in.json().await?;
+    let user = signed_in["data"]["access_token"].as_str().context("the owner's access token")?.to_string();
+    for batch in 0..owned.div_ceil(100) {
+        let objects: Vec<Value> = (batch * 100..((batch + 1) * 100).min(owned)).map(|n| item(1_000_000 + n)).collect();
+        call(
+            client,
+            post.clone(),
+            format!("{base}/v1/objects/items/batch/create"),
+            &user,
+            json!({ "objects": objects }),
+        )
+        .await?;
+    }
+    Ok(user)
+}
+
+/// The tenant of `key`, from the key's own answer.
+async fn tenant_of(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<String> {
+    let keys = call(client, reqwest::Method::GET, format!("{base}/v1/keys?limit=1"), key, Value::Null).await?;
+    Ok(keys["data"]["results"][0]["tenant_id"].as_str().context("tenant id")?.to_string())
 }
 
 fn default_scenarios(key: &str, key_id: &str, token: &str) -> Vec<Scenario> {

@@ -300,6 +300,10 @@ mod routes_impl {
             // policies apply; the outbox's copies of them are not theirs to list.
             filter = filter.raw("resource_type <> 'object'");
         }
+        if auth.require(crate::scopes::required::USERS_READ).is_err() {
+            // Users' events carry their addresses and metadata.
+            filter = filter.raw("type NOT LIKE 'user.%'");
+        }
         let page: Page<EventRow> = list::fetch(&app.db, &LIST, filter, &params).await?;
         Ok(Data(params.project(&LIST, page.try_map(EventRecord::try_from)?)?))
     }

@@ -243,6 +243,13 @@ pub fn covers<S: AsRef<str>>(granted: &[S], wanted: &str) -> bool {
         return false;
     }
     match wanted.split_once(':') {
+        // `<resource>:*` is every action routes declare: read, write and delete.
+        Some((resource, "*")) => {
+            granted.iter().any(|g| grants(g.as_ref(), resource, "*"))
+                || ["read", "write", "delete"]
+                    .iter()
+                    .all(|action| granted.iter().any(|g| grants(g.as_ref(), resource, action)))
+        }
         Some((resource, action)) => granted.iter().any(|g| grants(g.as_ref(), resource, action)),
         None => false,
     }
@@ -298,6 +305,8 @@ mod tests {
         assert!(!grants("objects.deals:read", "objects", "read"));
         assert!(covers(&["objects:*"], "objects.deals:write"));
         assert!(!covers(&["objects.deals:*"], "objects:read"));
+        assert!(covers(&["read", "write"], "objects.deals:*"));
+        assert!(!covers(&["read"], "objects.deals:*"));
     }
 
     #[test]

@@ -103,7 +103,12 @@ impl Auth {
     /// Fails with 403 `INSUFFICIENT_SCOPE`, naming the scope, unless the credential holds it.
     /// The platform admin holds every scope.
     pub fn require(&self, scope: Required) -> ApiResult<()> {
-        if self.is_admin() || scope.satisfied_by_any(&self.scopes) {
+        if self.access.is_some() && crate::authz::is_service_resource(scope.resource) {
+            Err(ApiError::forbidden(format!(
+                "`{}` is for API keys: end users cannot use this route, whatever their roles grant",
+                scope.name()
+            )))
+        } else if self.is_admin() || scope.satisfied_by_any(&self.scopes) {
             Ok(())
         } else if self.access.is_some() {
             Err(ApiError::new(

@@ -150,6 +150,21 @@ impl ObjectGuard {
         visible
     }
 
+    /// Refuses full-text search to a caller who may not read one of the properties it searches
+    /// (the words of every text property are indexed together: a match would tell what a hidden
+    /// one holds).
+    pub fn check_text_search(&self, schema: &Schema, text: Option<&String>) -> ApiResult<()> {
+        let Some(user) = &self.user else { return Ok(()) };
+        let hidden_text = schema.properties.iter().any(|p| p.data_type.searchable() && user.hidden.contains(&p.name));
+        if text.is_some() && hidden_text {
+            return Err(ApiError::invalid(
+                "query",
+                "full-text search covers a property your roles may not read: filter by readable properties instead",
+            ));
+        }
+        Ok(())
+    }
+
     /// Removes the properties the caller may not read.
     pub fn redact(&self, properties: &mut Map<String, Value>) {
         if let Some(user) = &self.user {
@@ -328,17 +343,22 @@ impl EventFilter {
 
     /// The event as `auth` may receive it, or `None`. Keys receive every event they subscribed to.
     pub async fn admit(&mut self, app: &crate::app::App, auth: &Auth, event: &Value) -> Option<Value> {
+        let kind = event["type"].as_str().unwrap_or_default();
+        // Users' events carry their addresses and metadata: they need `users:read` beside the
+        // stream's own scope.
+        if kind.starts_with("user.") && auth.require(crate::scopes::required::USERS_READ).is_err() {
+            return None;
+        }
         if auth.access.is_none() {
             return Some(event.clone());
         }
-        let kind = event["type"].as_str().unwrap_or_default();
         if !kind.starts_with("object.") {
             return auth.require(crate::scopes::required::EVENTS_READ).is_ok().then(|| event.clone());
         }
         let type_name = event["data"]["object_type"].as_str()?.to_string();
-        let mut conn = app.db.pool().acquire().await.ok()?;
         if !self.types.contains_key(&type_name) {
             let tenant = auth.tenant().ok()?;
+            let mut conn = app.db.pool().acquire().await.ok()?;
             let loaded = match Schema::load(&mut conn, tenant, &type_name).await {
                 Ok(schema) => ObjectGuard::load(&mut conn, auth, &schema, ObjectAction::Select)
                     .await
@@ -349,8 +369,18 @@ impl EventFilter {
             self.types.insert(type_name.clone(), loaded);
         }
         let (schema, guard) = self.types.get(&type_name)?.as_ref()?;
+        // The name may have passed to another type since the event was recorded.
+        if event["data"]["object"]["object_type_id"].as_str() != Some(schema.object_type.id.as_str()) {
+            return None;
+        }
         let cond = guard.rows(schema, ObjectAction::Select)?;
+        if matches!(cond, Cond::Never)
+            || matches!(&cond, Cond::Any(items) if items.iter().all(|c| matches!(c, Cond::Never)))
+        {
+            return None;
+        }
         let row = RowValues::of_payload(&event["data"]["object"])?;
+        let mut conn = app.db.pool().acquire().await.ok()?;
         let admitted = evaluate(&mut conn, app.db.backend(), std::slice::from_ref(&cond), &row).await.ok()?;
         if admitted.first() != Some(&true) {
             return None;
@@ -366,4 +396,52 @@ impl EventFilter {
         }
         Some(event)
     }
+}
+
+/// The objects `user_id` wrote that `auth` may read, as its guard shows them (at most `limit`,
+/// oldest first): types it may not read are left out, and so are rows its policies do not admit
+/// and properties it may not read.
+pub async fn objects_written_by(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    auth: &Auth,
+    user_id: &str,
+    limit: i64,
+) -> ApiResult<Vec<Value>> {
+    let tenant = auth.tenant()?;
+    let types: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT object_type_id FROM objects WHERE tenant_id = $1 AND created_by = $2")
+            .bind(tenant.as_str())
+            .bind(user_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut out = Vec::new();
+    for (type_id,) in types {
+        let schema = Schema::load(conn, tenant, &type_id).await?;
+        let Ok(guard) = ObjectGuard::load(conn, auth, &schema, ObjectAction::Select).await else { continue };
+        let mut binds = Binds::new(backend);
+        let type_p = binds.text(type_id.clone());
+        let user_p = binds.text(user_id);
+        let filter = match guard.rows(&schema, ObjectAction::Select) {
+            Some(cond) => format!(" AND {}", cond_sql(backend, &cond, &mut binds)),
+            None => String::new(),
+        };
+        let rows: Vec<(String, String, String)> = sqlx::query_as_with(
+            &format!(
+                "SELECT id, properties, created_at FROM objects WHERE object_type_id = {type_p} \
+                 AND created_by = {user_p}{filter} ORDER BY created_at LIMIT {limit}"
+            ),
+            binds.arguments()?,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id, properties, created_at) in rows {
+            let mut properties: Map<String, Value> = serde_json::from_str(&properties).unwrap_or_default();
+            guard.redact(&mut properties);
+            out.push(serde_json::json!({
+                "id": id, "object_type": schema.object_type.name, "created_at": created_at, "properties": properties,
+            }));
+        }
+    }
+    Ok(out)
 }

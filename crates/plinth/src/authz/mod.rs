@@ -31,6 +31,36 @@ pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new().merge(roles::routes()).merge(policies::routes()).merge(simulate::routes())
 }
 
+/// Resources end users never reach, whatever their roles say: credentials and the capabilities
+/// that carry the tenant's data past row policies (webhooks and their logs, the dead-letter
+/// queue, inbound messages, the AI gateway's tenant-wide conversations and usage). They are for
+/// API keys, which are service credentials.
+pub const SERVICE_RESOURCES: &[&str] = &[
+    "api-keys",
+    "public-keys",
+    "tokens",
+    "tenants",
+    "usage",
+    "entitlements",
+    "credentials",
+    "webhooks",
+    "dlq",
+    "inbound",
+    "ai",
+    "chat",
+    "embeddings",
+    "models",
+    "ai-providers",
+    "ai-usage",
+    "ai-budget",
+    "agent-keys",
+];
+
+/// True when end users may never use `resource`.
+pub fn is_service_resource(resource: &str) -> bool {
+    SERVICE_RESOURCES.contains(&resource)
+}
+
 /// Properties of one type that a role may not read or write.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Denial {

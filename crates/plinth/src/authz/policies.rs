@@ -180,6 +180,8 @@ fn substitute(
                 match substitute(item, field, Op::In, values, now)? {
                     Some(Value::Array(many)) => out.extend(many),
                     Some(one) => out.push(one),
+                    // A value known only for a caller: the list is checked for one.
+                    None if matches!(values, Values::Check) => return Ok(None),
                     None => {}
                 }
             }
@@ -238,6 +240,15 @@ fn parse(schema: &Schema, condition: &Value, values: &Values, now: &time::Timest
         check_op(&field, op)?;
         let label = field.name().to_string();
         match substitute(value, &field, op, values, now) {
+            // For a caller, values of an `in` list that cannot match (a role outside an enum's
+            // values, say) are dropped rather than failing the whole list.
+            Ok(Some(Value::Array(items))) if !checking && op == Op::In => {
+                let items: Vec<Value> = items.into_iter().filter(|item| field.scalar(item.clone()).is_ok()).collect();
+                if items.is_empty() {
+                    return Ok(Cond::Never);
+                }
+                field_leaf(field, op, Value::Array(items)).or(Ok(Cond::Never))
+            }
             Ok(Some(value)) => match field_leaf(field, op, value) {
                 Ok(cond) => Ok(cond),
                 Err(problem) if checking => Err(format!("`{label}`: {problem}")),

@@ -192,8 +192,9 @@ fn check_description(description: Option<&str>, errors: &mut FieldErrors) {
     }
 }
 
-/// Validated, de-duplicated permissions.
-fn check_permissions(permissions: &[String], errors: &mut FieldErrors) -> Vec<String> {
+/// Validated, de-duplicated permissions, none wider than the granting credential's own scopes
+/// (a key may not make a role, and through it a user, hold what the key lacks).
+fn check_permissions(auth: &Auth, permissions: &[String], errors: &mut FieldErrors) -> Vec<String> {
     if permissions.len() > PERMISSIONS_MAX {
         errors.add("permissions", format!("at most {PERMISSIONS_MAX} permissions"));
     }
@@ -205,6 +206,8 @@ fn check_permissions(permissions: &[String], errors: &mut FieldErrors) -> Vec<St
                 "permissions",
                 format!("`{permission}` is not a permission: use a scope (`webhooks:read`, `read`, ...) or `objects.<type>:<action>`"),
             );
+        } else if !auth.is_admin() && !crate::scopes::covers(auth.scopes(), permission) {
+            errors.add("permissions", format!("`{permission}` is wider than the scopes of the credential granting it"));
         } else if !out.iter().any(|p| p == permission) {
             out.push(permission.to_string());
         }
@@ -404,7 +407,7 @@ async fn create_role(auth: Auth, State(app): State<App>, Json(body): Json<Create
     let mut errors = FieldErrors::default();
     check_name(&body.name, &mut errors);
     check_description(body.description.as_deref(), &mut errors);
-    let permissions = check_permissions(body.permissions.as_deref().unwrap_or_default(), &mut errors);
+    let permissions = check_permissions(&auth, body.permissions.as_deref().unwrap_or_default(), &mut errors);
     let mut tx = app.db.begin_write().await?;
     let denied =
         check_denials(&mut tx, tenant, body.denied_properties.as_deref().unwrap_or_default(), &mut errors).await?;
@@ -524,7 +527,7 @@ async fn update_role(
         role.description = description;
     }
     if let Some(permissions) = body.permissions {
-        role.permissions = check_permissions(&permissions, &mut errors);
+        role.permissions = check_permissions(&auth, &permissions, &mut errors);
     }
     let mut denied = denials_of(&role);
     if let Some(denials) = body.denied_properties {
@@ -563,7 +566,7 @@ async fn set_permissions(
     auth.require(ROLES_WRITE)?;
     let tenant = auth.tenant()?;
     let mut errors = FieldErrors::default();
-    let permissions = check_permissions(&body.permissions, &mut errors);
+    let permissions = check_permissions(&auth, &body.permissions, &mut errors);
     errors.finish()?;
     let mut tx = app.db.begin_write().await?;
     let mut role = find(&mut tx, tenant, &role_ref).await?;

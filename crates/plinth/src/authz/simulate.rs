@@ -277,7 +277,7 @@ async fn simulate(auth: Auth, State(app): State<App>, Json(body): Json<Simulate>
                 errors.add("policy.condition_json", problem);
             }
             errors.finish()?;
-            let applies = draft.role.as_ref().is_none_or(|role| names.contains(role));
+            let applies = draft.role.as_ref().is_none_or(|role| names.contains(role) || role_ids.contains(role));
             let rule = Rule {
                 id: String::new(),
                 name: draft.name.clone().unwrap_or_else(|| "draft".into()),
@@ -315,30 +315,34 @@ async fn simulate(auth: Auth, State(app): State<App>, Json(body): Json<Simulate>
         let Some(row) = row else { continue };
         let admitted = evaluate(&mut conn, app.db.backend(), &conds, &row).await?;
         let mut actions = BTreeMap::new();
-        for action in ObjectAction::ALL {
-            let permission_granted =
-                permissions.iter().any(|p| crate::scopes::grants(p, &resource, action.permission()));
-            let decider = rules
+        let grants = |action: &str| permissions.iter().any(|p| crate::scopes::grants(p, &resource, action));
+        let decider_of = |action: ObjectAction| {
+            rules
                 .iter()
                 .zip(&admitted)
                 .find(|((rule, _), admits)| **admits && rule.applies_to(action))
-                .map(|((rule, id), _)| Decider { id: id.clone(), name: rule.name.clone() });
+                .map(|((rule, id), _)| Decider { id: id.clone(), name: rule.name.clone() })
+        };
+        // Changing a row needs seeing it, as a request does.
+        let seen = decider_of(ObjectAction::Select).is_some();
+        for action in ObjectAction::ALL {
+            // Without reading the type, a request is told it does not exist.
+            let permission_granted = grants("read") && grants(action.permission());
+            let decider = decider_of(action);
+            let needs_sight = matches!(action, ObjectAction::Update | ObjectAction::Delete);
             let reason = match (&decider, permission_granted) {
+                (_, false) => format!("the roles grant no `{resource}:{}` (or no `:read`)", action.permission()),
+                (Some(_), true) if needs_sight && !seen => "no select policy lets the caller see this row".to_string(),
                 (Some(policy), true) => format!("admitted by policy `{}`", policy.name),
-                (Some(_), false) => format!("the roles grant no `{resource}:{}`", action.permission()),
                 (None, _) if rules.iter().any(|(rule, _)| rule.applies_to(action)) => {
                     format!("no {} policy admits this row", action.policy_name())
                 }
                 (None, _) => format!("no {} policy applies: denied by default", action.policy_name()),
             };
+            let allowed = decider.is_some() && permission_granted && (!needs_sight || seen);
             actions.insert(
                 action.policy_name().to_string(),
-                Decision {
-                    allowed: decider.is_some() && permission_granted,
-                    policy: decider,
-                    permission_granted,
-                    reason,
-                },
+                Decision { allowed, policy: decider, permission_granted, reason },
             );
         }
         results.push(SampleResult { index, actions });

@@ -313,7 +313,9 @@ pub fn field_leaf(field: Field, op: Op, value: Value) -> Result<Cond, String> {
 /// The SQL of a condition, its values bound in `binds`.
 pub fn cond_sql(backend: Backend, cond: &Cond, binds: &mut Binds) -> String {
     match cond {
-        Cond::All(items) | Cond::Any(items) if items.is_empty() => "1 = 1".into(),
+        // An empty AND holds; an empty OR does not (a policy of `{"or": []}` admits nothing).
+        Cond::All(items) if items.is_empty() => "1 = 1".into(),
+        Cond::Any(items) if items.is_empty() => "1 = 0".into(),
         Cond::All(items) => {
             let parts: Vec<String> = items.iter().map(|c| cond_sql(backend, c, binds)).collect();
             format!("({})", parts.join(" AND "))
@@ -855,6 +857,7 @@ async fn list(
     let tenant = auth.tenant()?;
     let (schema, guard) = readable(&app, &auth, &type_ref).await?;
     let mut query = from_query_string(&guard.readable_schema(&schema), raw.as_deref().unwrap_or_default(), trash)?;
+    guard.check_text_search(&schema, query.text.as_ref())?;
     query.rows = guard.rows(&schema, ObjectAction::Select);
     Ok(Data(run(&app, tenant.as_str(), &schema, &query, &guard).await?))
 }
@@ -917,6 +920,7 @@ async fn search_objects(
     let tenant = auth.tenant()?;
     let (schema, guard) = readable(&app, &auth, &type_ref).await?;
     let mut query = body.into_query(&guard.readable_schema(&schema))?;
+    guard.check_text_search(&schema, query.text.as_ref())?;
     query.rows = guard.rows(&schema, ObjectAction::Select);
     Ok(Data(run(&app, tenant.as_str(), &schema, &query, &guard).await?))
 }

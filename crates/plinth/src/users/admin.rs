@@ -101,6 +101,9 @@ pub struct CreateUser {
     pub phone_verified: Option<bool>,
     #[schema(value_type = Option<Object>)]
     pub user_metadata: Option<Value>,
+    /// Admin-only metadata, read by row policies as `$auth.metadata.<key>`.
+    #[schema(value_type = Option<Object>)]
+    pub app_metadata: Option<Value>,
 }
 
 fn check_role(role: &str, errors: &mut FieldErrors) {
@@ -134,7 +137,8 @@ pub async fn insert(tx: &mut WriteTx, tenant: &str, fields: NewUser) -> ApiResul
     }
     let inserted = sqlx::query(
         "INSERT INTO users (id, tenant_id, email, phone, password_hash, role, anonymous, email_verified_at, \
-         phone_verified_at, user_metadata, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+         phone_verified_at, user_metadata, app_metadata, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
     )
     .bind(&id)
     .bind(tenant)
@@ -146,6 +150,7 @@ pub async fn insert(tx: &mut WriteTx, tenant: &str, fields: NewUser) -> ApiResul
     .bind(fields.email_verified.then(|| now.clone()))
     .bind(fields.phone_verified.then(|| now.clone()))
     .bind(fields.user_metadata.to_string())
+    .bind(if fields.app_metadata.is_null() { "{}".to_string() } else { fields.app_metadata.to_string() })
     .bind(&now)
     .execute(&mut **tx)
     .await;
@@ -173,6 +178,8 @@ pub struct NewUser {
     pub email_verified: bool,
     pub phone_verified: bool,
     pub user_metadata: Value,
+    /// `{}` when null.
+    pub app_metadata: Value,
 }
 
 /// Checks a password against the tenant's policy; the message when it fails.
@@ -221,6 +228,10 @@ async fn create_user(auth: Auth, State(app): State<App>, Json(body): Json<Create
     if let Err(e) = super::check_metadata(&metadata) {
         errors.add("user_metadata", e);
     }
+    let app_metadata = body.app_metadata.clone().unwrap_or_else(|| json!({}));
+    if let Err(e) = super::check_metadata(&app_metadata) {
+        errors.add("app_metadata", e);
+    }
     let mut conn = app.db.pool().acquire().await?;
     if let Some(password) = &body.password {
         policy_check(&mut conn, &tenant, password, &mut errors).await?;
@@ -241,6 +252,7 @@ async fn create_user(auth: Auth, State(app): State<App>, Json(body): Json<Create
         email_verified: body.email_verified.unwrap_or(false),
         phone_verified: body.phone_verified.unwrap_or(false),
         user_metadata: metadata,
+        app_metadata,
     };
     let row = insert(&mut tx, &tenant, fields).await?;
     let entry = Entry { action: "user.created", resource_type: "user", resource_id: &row.id, changes: json!({}) };
@@ -283,6 +295,9 @@ pub struct UpdateUser {
     pub phone_verified: Option<bool>,
     #[schema(value_type = Option<Object>)]
     pub user_metadata: Option<Value>,
+    /// Admin-only metadata, read by row policies as `$auth.metadata.<key>`.
+    #[schema(value_type = Option<Object>)]
+    pub app_metadata: Option<Value>,
 }
 
 /// Update user
@@ -365,6 +380,11 @@ pub async fn check_change(app: &App, tenant: &str, body: UpdateUser) -> ApiResul
     if let Some(metadata) = &body.user_metadata {
         if let Err(e) = super::check_metadata(metadata) {
             errors.add("user_metadata", e);
+        }
+    }
+    if let Some(metadata) = &body.app_metadata {
+        if let Err(e) = super::check_metadata(metadata) {
+            errors.add("app_metadata", e);
         }
     }
     if body.ban_reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
@@ -470,10 +490,14 @@ pub async fn apply_change(
         row.user_metadata = metadata.to_string();
         changed.push("user_metadata");
     }
+    if let Some(metadata) = body.app_metadata {
+        row.app_metadata = metadata.to_string();
+        changed.push("app_metadata");
+    }
     let updated = sqlx::query(
         "UPDATE users SET email = $1, phone = $2, password_hash = $3, role = $4, banned_at = $5, ban_reason = $6, \
-         email_verified_at = $7, phone_verified_at = $8, user_metadata = $9, updated_at = $10 \
-         WHERE id = $11 AND tenant_id = $12",
+         email_verified_at = $7, phone_verified_at = $8, user_metadata = $9, app_metadata = $10, updated_at = $11 \
+         WHERE id = $12 AND tenant_id = $13",
     )
     .bind(&row.email)
     .bind(&row.phone)
@@ -484,6 +508,7 @@ pub async fn apply_change(
     .bind(&row.email_verified_at)
     .bind(&row.phone_verified_at)
     .bind(&row.user_metadata)
+    .bind(&row.app_metadata)
     .bind(&now)
     .bind(user_id)
     .bind(tenant)

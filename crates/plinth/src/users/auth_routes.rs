@@ -187,6 +187,7 @@ pub async fn signup(
             banned: false,
             ban_reason: None,
             user_metadata: metadata,
+            app_metadata: json!({}),
             created_at: now,
             updated_at: now,
             last_sign_in_at: None,

@@ -60,13 +60,18 @@ pub struct User {
     pub ban_reason: Option<String>,
     #[schema(value_type = Object)]
     pub user_metadata: Value,
+    /// Set by the tenant's admins only (never by the user): row policies read it as
+    /// `$auth.metadata.<key>`.
+    #[schema(value_type = Object)]
+    pub app_metadata: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_sign_in_at: Option<DateTime<Utc>>,
 }
 
 pub const COLUMNS: &str = "id, tenant_id, email, phone, password_hash, role, anonymous, email_verified_at, \
-                           phone_verified_at, banned_at, ban_reason, user_metadata, last_sign_in_at, created_at, updated_at";
+                           phone_verified_at, banned_at, ban_reason, user_metadata, app_metadata, last_sign_in_at, \
+                           created_at, updated_at";
 
 /// A stored user.
 #[derive(Debug, Clone, FromRow)]
@@ -83,6 +88,7 @@ pub struct UserRow {
     pub banned_at: Option<String>,
     pub ban_reason: Option<String>,
     pub user_metadata: String,
+    pub app_metadata: String,
     pub last_sign_in_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -104,6 +110,7 @@ impl TryFrom<UserRow> for User {
             phone_verified: row.phone_verified_at.is_some(),
             is_anonymous: row.anonymous != 0,
             user_metadata: serde_json::from_str(&row.user_metadata).unwrap_or(Value::Object(Default::default())),
+            app_metadata: serde_json::from_str(&row.app_metadata).unwrap_or(Value::Object(Default::default())),
             last_sign_in_at: time::from_db_opt(row.last_sign_in_at)?,
             created_at: time::from_db(&row.created_at)?,
             updated_at: time::from_db(&row.updated_at)?,

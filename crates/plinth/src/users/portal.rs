@@ -325,14 +325,8 @@ async fn export(auth: Auth, State(app): State<App>) -> ApiResult<Data<Value>> {
     .bind(&user_id)
     .fetch_all(&mut *conn)
     .await?;
-    let objects: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT o.id, t.name, o.properties, o.created_at FROM objects o JOIN object_types t ON t.id = o.object_type_id \
-         WHERE o.tenant_id = $1 AND o.created_by = $2 ORDER BY o.created_at LIMIT 10000",
-    )
-    .bind(&tenant)
-    .bind(&user_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let objects =
+        crate::authz::access::objects_written_by(&mut conn, app.db.backend(), &auth, &user_id, 10_000).await?;
     let trail: Vec<(String, Option<String>, Option<String>, String)> = sqlx::query_as(
         "SELECT action, resource_id, ip_address, created_at FROM audit_logs WHERE tenant_id = $1 AND actor_id = $2 \
          ORDER BY created_at LIMIT 10000",
@@ -353,10 +347,7 @@ async fn export(auth: Auth, State(app): State<App>) -> ApiResult<Data<Value>> {
         "mfa_factors": factors.into_iter().map(|(id, kind, name, created, verified)| json!({
             "id": id, "type": kind, "friendly_name": name, "created_at": created, "verified_at": verified,
         })).collect::<Vec<_>>(),
-        "objects": objects.into_iter().map(|(id, kind, properties, created)| json!({
-            "id": id, "object_type": kind, "created_at": created,
-            "properties": serde_json::from_str::<Value>(&properties).unwrap_or(Value::Null),
-        })).collect::<Vec<_>>(),
+        "objects": objects,
         "audit_logs": trail.into_iter().map(|(action, resource, ip, at)| json!({
             "action": action, "resource_id": resource, "ip": ip, "created_at": at,
         })).collect::<Vec<_>>(),

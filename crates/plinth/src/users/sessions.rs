@@ -304,7 +304,7 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
         .claims;
     let row: Option<LiveRow> = sqlx::query_as(
         "SELECT s.user_id, s.ended_at, s.expires_at, u.banned_at, u.role, t.tier, g.ip_allowlist, s.last_active_at, \
-         u.user_metadata \
+         u.app_metadata \
          FROM auth_sessions s JOIN users u ON u.id = s.user_id JOIN tenants t ON t.id = s.tenant_id \
          LEFT JOIN governance g ON g.tenant_id = s.tenant_id WHERE s.id = $1 AND s.tenant_id = $2",
     )

@@ -261,17 +261,24 @@ both_backends! {
         assert_eq!(results[1]["actions"]["update"]["allowed"], false);
 
         // A draft policy, alone: metadata and the caller's values.
-        let sim = app.post("/v1/policies/simulate", &tenant.key, json!({
-            "policy": { "object_type_id": "notes", "name": "team", "action": "update",
+        let draft = |action: &str| json!({
+            "policy": { "object_type_id": "notes", "name": "team", "action": action,
                         "condition_json": { "property": "title", "op": "eq", "value": "$auth.metadata.team" } },
             "auth_context": { "user_id": "usr_c", "metadata": { "team": "theirs" } },
             "sample_data": samples
-        })).await;
+        });
+        let sim = app.post("/v1/policies/simulate", &tenant.key, draft("all")).await;
         sim.expect(200);
         let results = &sim.data()["results"];
         assert_eq!(results[0]["actions"]["update"]["allowed"], false);
         assert_eq!(results[1]["actions"]["update"]["allowed"], true);
         assert_eq!(results[1]["actions"]["update"]["policy"]["name"], "team");
+        assert_eq!(results[1]["actions"]["select"]["allowed"], true);
+        // An update policy alone changes nothing the caller cannot see, as a request would find.
+        let sim = app.post("/v1/policies/simulate", &tenant.key, draft("update")).await;
+        let results = &sim.data()["results"];
+        assert_eq!(results[1]["actions"]["update"]["allowed"], false);
+        assert!(results[1]["actions"]["update"]["reason"].as_str().unwrap().contains("see this row"));
         assert_eq!(results[1]["actions"]["select"]["allowed"], false, "a draft for update admits no reads");
 
         // Bad input is refused; nothing is stored.
@@ -286,6 +293,51 @@ both_backends! {
         }
         assert_eq!(app.count(&format!("SELECT COUNT(*) FROM objects WHERE tenant_id = '{}'", tenant.id)).await, 0);
         assert_eq!(app.get(path, &tenant.key).await.data()["total"], 2);
+    }
+
+    async fn no_role_reaches_past_the_boundaries(app) {
+        let tenant = app.tenant("Boundaries").await;
+        notes_type(&app, &tenant).await;
+        app.post("/v1/object-types/notes/properties", &tenant.key, json!({ "name": "team", "data_type": "string" })).await.expect(201);
+        put(&app, "/v1/roles/authenticated/permissions", &tenant.key, json!({ "permissions": ["*"] })).await.expect(200);
+        let policies = "/v1/object-types/notes/policies";
+        app.post(policies, &tenant.key, json!({ "name": "team", "action": "select",
+            "condition_json": { "property": "team", "op": "eq", "value": "$auth.metadata.team" } })).await.expect(201);
+        app.post(policies, &tenant.key, json!({ "name": "nobody", "action": "select", "condition_json": { "or": [] } })).await.expect(201);
+        let user = end_user(&app, &tenant, "dana@example.com").await;
+        let red = create(&app, &tenant.key, "notes", json!({ "title": "red's", "team": "red" })).await;
+        create(&app, &tenant.key, "notes", json!({ "title": "blue's", "team": "blue" })).await;
+
+        // `$auth.metadata` is the admin-set app_metadata: a user's own metadata does not count.
+        app.patch("/v1/auth/user", &user.token, json!({ "user_metadata": { "team": "red" } })).await.expect(200);
+        assert_eq!(app.get("/v1/objects/notes/list", &user.token).await.data()["total"], 0);
+        app.patch(&format!("/v1/users/{}", user.id), &tenant.key, json!({ "app_metadata": { "team": "red" } })).await.expect(200);
+        let listed = app.get("/v1/objects/notes/list", &user.token).await;
+        assert_eq!(ids(listed.data()), vec![red.clone()], "the empty OR admits nothing; the team policy admits red");
+        app.patch("/v1/auth/user", &user.token, json!({ "app_metadata": { "team": "blue" } })).await.expect_error(422, "VALIDATION_FAILED");
+
+        // Service resources stay with keys, whatever a role grants (`*` here).
+        for path in ["/v1/keys", "/v1/webhooks", "/v1/dlq", "/v1/credentials", "/v1/inbound-sources", "/v1/ai/conversations", "/v1/usage"] {
+            app.get(path, &user.token).await.expect_error(403, "FORBIDDEN");
+        }
+        app.post("/v1/keys", &user.token, json!({})).await.expect_error(403, "FORBIDDEN");
+        app.get("/v1/roles", &user.token).await.expect(200);
+
+        // A credential cannot grant a role more than it holds.
+        let (_, role_admin) = app.key(&tenant, json!({ "scopes": ["roles:*", "read"] })).await;
+        app.post("/v1/roles", &role_admin, json!({ "name": "root", "permissions": ["*"] })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/roles", &role_admin, json!({ "name": "root", "permissions": ["users:write"] })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/roles", &role_admin, json!({ "name": "reader", "permissions": ["objects.notes:read", "read"] })).await.expect(201);
+
+        // Users' events carry addresses: listing them needs `users:read` beside `events:read`.
+        let (_, events_key) = app.key(&tenant, json!({ "scopes": ["events:read"] })).await;
+        let listed = app.get("/v1/events/list?limit=100", &events_key).await;
+        listed.expect(200);
+        assert!(listed.data()["results"].as_array().unwrap().iter().all(|e| !e["type"].as_str().unwrap().starts_with("user.")));
+        assert!(!listed.text.contains("dana@example.com"));
+        let (_, people_key) = app.key(&tenant, json!({ "scopes": ["events:read", "users:read"] })).await;
+        let listed = app.get("/v1/events/list?limit=100&type=user.created", &people_key).await;
+        assert_eq!(listed.data()["total"], 1);
     }
 
     async fn writes_stay_within_the_writers_reach(app) {
@@ -433,6 +485,9 @@ both_backends! {
         app.post("/v1/objects/notes/search", &alice.token, json!({ "filters": { "property": "salary", "op": "exists", "value": true } }))
             .await.expect_error(422, "VALIDATION_FAILED");
         app.post("/v1/objects/notes/search", &bob.token, json!({})).await.expect_error(404, "NOT_FOUND");
+        // Full-text search would reach the hidden salary's words: refused to alice.
+        app.get("/v1/objects/notes/list?q=pay", &alice.token).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/objects/notes/search", &alice.token, json!({ "query": "pay" })).await.expect_error(422, "VALIDATION_FAILED");
         let key_search = app.post("/v1/objects/notes/search", &key, json!({ "filters": { "property": "salary", "op": "exists", "value": true } })).await;
         assert_eq!(key_search.data()["total"], 3);
 
