@@ -49,6 +49,10 @@ pub struct AppState {
     pub usage: UsageRecorder,
     /// Verified credentials, so that a request needs no database round trip to authenticate.
     pub credentials: CredentialCache,
+    /// End users' live sessions with the roles they hold, for the same reason.
+    pub sessions: crate::auth::cache::Cache<crate::users::sessions::LiveSession>,
+    /// Object types with their properties and policies, for end users' requests.
+    pub schemas: crate::auth::cache::Cache<crate::authz::access::TypeAccess>,
     /// Rate-limit buckets: in memory, or shared through PostgreSQL.
     pub limiter: Limiter,
     /// Feature limits per plan tier.
@@ -91,7 +95,16 @@ impl App {
     /// dropped, so the change holds from the next request on.
     pub fn credentials_changed(&self) {
         self.credentials.clear();
+        self.sessions.clear();
+        self.schemas.clear();
         self.usage.forget_quotas();
+    }
+
+    /// Take before committing a change to object types or properties: when it drops, cached
+    /// schemas are dropped.
+    #[must_use]
+    pub fn schemas_changing(&self) -> SchemasChanging {
+        SchemasChanging(self.clone())
     }
 
     /// Take before committing a change to credentials: when it drops (after the commit, or when
@@ -99,6 +112,15 @@ impl App {
     #[must_use]
     pub fn credentials_changing(&self) -> CredentialsChanging {
         CredentialsChanging(self.clone())
+    }
+}
+
+/// Drops cached schemas when it goes out of scope.
+pub struct SchemasChanging(App);
+
+impl Drop for SchemasChanging {
+    fn drop(&mut self) {
+        self.0.schemas.clear();
     }
 }
 
@@ -341,6 +363,8 @@ impl Server {
             admin_key_hash,
             usage: UsageRecorder::default(),
             credentials: CredentialCache::new(db_is_embedded),
+            sessions: crate::auth::cache::Cache::new(db_is_embedded),
+            schemas: crate::auth::cache::Cache::new(db_is_embedded),
             limiter,
             cursor_key: master.derive("list-cursor"),
             answer_key: master.derive("idempotent-answers"),

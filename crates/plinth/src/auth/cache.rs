@@ -1,9 +1,10 @@
-//! A short-lived cache of verified API keys and access tokens, so that a request authenticates
-//! without a database round trip. Revocation is honoured exactly: every change to credentials
-//! clears the cache after it commits, and a lookup that raced with a clear is not stored.
+//! Short-lived caches of what authenticating and authorizing a request reads: verified API keys
+//! and access tokens, end users' sessions with their roles, and object types with their
+//! policies. Changes are honoured exactly: every change clears its cache after it commits, and a
+//! lookup that raced with a clear is not stored.
 //!
 //! Enabled only where this process sees every change (the embedded SQLite mode). With
-//! PostgreSQL, several nodes may change credentials, so each request reads the database.
+//! PostgreSQL, several nodes may change things, so each request reads the database.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,18 +18,21 @@ const TTL: Duration = Duration::from_secs(60);
 /// Most entries kept; past it the cache starts over.
 const CAPACITY: usize = 100_000;
 
+/// The cache of verified API keys and access tokens.
+pub type CredentialCache = Cache<KeyCredential>;
+
 #[derive(Debug)]
-pub struct CredentialCache {
+pub struct Cache<V> {
     enabled: bool,
     generation: AtomicU64,
-    entries: RwLock<HashMap<String, (Arc<KeyCredential>, Instant)>>,
+    entries: RwLock<HashMap<String, (Arc<V>, Instant)>>,
     /// Told of every change, for long-lived streams that check their credential again.
     changes: tokio::sync::watch::Sender<u64>,
 }
 
-impl CredentialCache {
+impl<V> Cache<V> {
     pub fn new(enabled: bool) -> Self {
-        CredentialCache {
+        Cache {
             enabled,
             generation: AtomicU64::new(0),
             entries: RwLock::new(HashMap::new()),
@@ -46,7 +50,7 @@ impl CredentialCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, key: &str) -> Option<Arc<KeyCredential>> {
+    pub fn get(&self, key: &str) -> Option<Arc<V>> {
         if !self.enabled {
             return None;
         }
@@ -55,7 +59,7 @@ impl CredentialCache {
     }
 
     /// Stores what was loaded, unless the cache was cleared since `seen_generation`.
-    pub fn insert(&self, key: String, credential: Arc<KeyCredential>, seen_generation: u64) {
+    pub fn insert(&self, key: String, credential: Arc<V>, seen_generation: u64) {
         if !self.enabled {
             return;
         }

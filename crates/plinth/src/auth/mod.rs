@@ -86,8 +86,8 @@ impl Auth {
         Auth { actor, tenant, scopes, client_ip, rate: None, user_agent: None, access: None }
     }
 
-    pub(crate) fn with_access(mut self, access: crate::authz::UserAccess) -> Self {
-        self.access = Some(Arc::new(access));
+    pub(crate) fn with_access(mut self, access: Arc<crate::authz::UserAccess>) -> Self {
+        self.access = Some(access);
         self
     }
 

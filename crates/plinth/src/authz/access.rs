@@ -58,6 +58,65 @@ pub fn permits(auth: &Auth, type_name: &str, action: ObjectAction) -> bool {
     auth.is_admin() || auth.scopes().iter().any(|s| crate::scopes::grants(s, &resource, action.permission()))
 }
 
+/// Whether `auth` may `action` objects of `schema`'s type at all, before any row is read.
+fn check_permission(auth: &Auth, schema: &Schema, action: ObjectAction) -> ApiResult<()> {
+    let name = &schema.object_type.name;
+    if auth.access.is_none() {
+        if permits(auth, name, action) {
+            return Ok(());
+        }
+        return Err(ApiError::new(
+            ErrorCode::InsufficientScope,
+            format!("this credential lacks the scope `objects.{name}:{}`", action.permission()),
+        ));
+    }
+    if !permits(auth, name, ObjectAction::Select) {
+        return Err(ApiError::not_found("object type"));
+    }
+    if !permits(auth, name, action) {
+        return Err(ApiError::forbidden(format!("your roles do not grant `objects.{name}:{}`", action.permission())));
+    }
+    Ok(())
+}
+
+/// An object type as end users' requests read it: its schema and its enabled policies.
+#[derive(Debug)]
+pub struct TypeAccess {
+    pub schema: Schema,
+    pub rules: Vec<Rule>,
+}
+
+/// The type `type_ref` of the caller's tenant and what the caller may `action` of it, for
+/// requests that read. End users' come from `App::schemas` where it is enabled.
+pub async fn readable(
+    app: &crate::app::App,
+    conn: &mut AnyConnection,
+    auth: &Auth,
+    type_ref: &str,
+    action: ObjectAction,
+) -> ApiResult<(Schema, ObjectGuard)> {
+    let tenant = auth.tenant()?;
+    if auth.access.is_none() {
+        let schema = Schema::load(conn, tenant, type_ref).await?;
+        let guard = ObjectGuard::load(conn, auth, &schema, action).await?;
+        return Ok((schema, guard));
+    }
+    let key = format!("{}:{type_ref}", tenant.as_str());
+    let type_access = match app.schemas.get(&key) {
+        Some(found) => found,
+        None => {
+            let generation = app.schemas.generation();
+            let schema = Schema::load(conn, tenant, type_ref).await?;
+            let rules = policies::enabled_rules(conn, &schema.object_type.id).await?;
+            let loaded = Arc::new(TypeAccess { schema, rules });
+            app.schemas.insert(key, loaded.clone(), generation);
+            loaded
+        }
+    };
+    let guard = ObjectGuard::of(auth, &type_access, action)?;
+    Ok((type_access.schema.clone(), guard))
+}
+
 /// An end user's standing on one type.
 #[derive(Debug, Clone)]
 struct UserGuard {
@@ -90,27 +149,19 @@ impl ObjectGuard {
         schema: &Schema,
         action: ObjectAction,
     ) -> ApiResult<ObjectGuard> {
-        let name = &schema.object_type.name;
-        let Some(access) = auth.access.as_ref() else {
-            if !permits(auth, name, action) {
-                return Err(ApiError::new(
-                    ErrorCode::InsufficientScope,
-                    format!("this credential lacks the scope `objects.{name}:{}`", action.permission()),
-                ));
-            }
-            return Ok(ObjectGuard::unrestricted());
-        };
-        if !permits(auth, name, ObjectAction::Select) {
-            return Err(ApiError::not_found("object type"));
-        }
-        if !permits(auth, name, action) {
-            return Err(ApiError::forbidden(format!(
-                "your roles do not grant `objects.{name}:{}`",
-                action.permission()
-            )));
-        }
+        check_permission(auth, schema, action)?;
+        let Some(access) = auth.access.as_ref() else { return Ok(ObjectGuard::unrestricted()) };
         let rules = policies::enabled_rules(conn, &schema.object_type.id).await?;
         Ok(ObjectGuard::for_user(access, rules, schema))
+    }
+
+    /// `load`, with the type's policies already read.
+    pub fn of(auth: &Auth, type_access: &TypeAccess, action: ObjectAction) -> ApiResult<ObjectGuard> {
+        check_permission(auth, &type_access.schema, action)?;
+        Ok(match auth.access.as_ref() {
+            Some(access) => ObjectGuard::for_user(access, type_access.rules.clone(), &type_access.schema),
+            None => ObjectGuard::unrestricted(),
+        })
     }
 
     /// The guard of an end user with the type's enabled policies.

@@ -260,6 +260,7 @@ async fn create_object_type(
         changes: json!({ "name": object_type.name, "display_name": object_type.display_name }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.schemas_changing();
     tx.commit().await?;
     Ok(Created(object_type))
 }
@@ -352,6 +353,7 @@ async fn update_object_type(
         }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.schemas_changing();
     tx.commit().await?;
     Ok(Data(object_type))
 }
@@ -394,6 +396,7 @@ async fn delete_object_type(
         changes: json!({ "name": object_type.name }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.schemas_changing();
     tx.commit().await?;
     Ok(Deleted::new(object_type.id))
 }

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
+use crate::authz::access::readable;
 use crate::authz::{ObjectAction, ObjectGuard};
 use crate::db::WriteTx;
 use crate::deletion::{self, DeleteParams, Target, Verdict};
@@ -599,8 +600,7 @@ async fn get_object(
     if broadly_permitted(&auth, ObjectAction::Select) {
         return Ok(Data(fetch(&mut conn, auth.tenant()?, &type_ref, &object_id).await?));
     }
-    let schema = Schema::load(&mut conn, auth.tenant()?, &type_ref).await?;
-    let guard = ObjectGuard::load(&mut conn, &auth, &schema, ObjectAction::Select).await?;
+    let (schema, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
     let rows = guard.rows(&schema, ObjectAction::Select);
     let object = fetch_visible(&mut conn, app.db.backend(), &schema, &object_id, rows).await?;
     Ok(Data(guard.redact_object(object)))
@@ -839,8 +839,7 @@ async fn list_versions(
         return Err(ApiError::invalid("limit", "must be between 1 and 100"));
     }
     let mut conn = app.db.pool().acquire().await?;
-    let schema = Schema::load(&mut conn, tenant, &type_ref).await?;
-    let guard = ObjectGuard::load(&mut conn, &auth, &schema, ObjectAction::Select).await?;
+    let (schema, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
     let rows = guard.rows(&schema, ObjectAction::Select);
     let object = fetch_visible(&mut conn, app.db.backend(), &schema, &object_id, rows).await?;
     let before = match &params.cursor {
@@ -1026,8 +1025,7 @@ async fn batch_read(
     check_batch_size(body.object_ids.len())?;
     let backend = app.db.backend();
     let mut conn = app.db.pool().acquire().await?;
-    let schema = Schema::load(&mut conn, tenant, &type_ref).await?;
-    let guard = ObjectGuard::load(&mut conn, &auth, &schema, ObjectAction::Select).await?;
+    let (schema, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
     let ids: Vec<&String> = body.object_ids.iter().filter(|id| id::is_valid(prefix::OBJECT, id)).collect();
     if ids.is_empty() {
         return Ok(Data(Vec::new()));

@@ -590,6 +590,7 @@ async fn create_property(
         changes: json!({ "object_type_id": object_type.id, "name": property.name, "data_type": property.data_type }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.schemas_changing();
     tx.commit().await?;
     Ok(Created(property))
 }
@@ -711,6 +712,7 @@ async fn update_property(
         }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.schemas_changing();
     tx.commit().await?;
     Ok(Data(after))
 }
@@ -744,6 +746,7 @@ async fn delete_property(
         changes: json!({ "object_type_id": object_type.id, "name": property.name }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    let _changed = app.schemas_changing();
     tx.commit().await?;
     Ok(Deleted::new(property.id))
 }

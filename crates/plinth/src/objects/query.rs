@@ -865,9 +865,7 @@ async fn list(
 /// The type, and what the caller may read of it.
 async fn readable(app: &App, auth: &Auth, type_ref: &str) -> ApiResult<(Schema, ObjectGuard)> {
     let mut conn = app.db.pool().acquire().await?;
-    let schema = Schema::load(&mut conn, auth.tenant()?, type_ref).await?;
-    let guard = ObjectGuard::load(&mut conn, auth, &schema, ObjectAction::Select).await?;
-    Ok((schema, guard))
+    crate::authz::access::readable(app, &mut conn, auth, type_ref, ObjectAction::Select).await
 }
 
 /// List objects

@@ -292,16 +292,24 @@ pub async fn refresh(app: &App, tx: &mut WriteTx, token: &str) -> ApiResult<Refr
 
 type LiveRow = (String, Option<String>, String, Option<String>, String, String, Option<String>, String, String);
 
-/// Verifies a user's access token and that its session is live and its user not banned.
-pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, auth::Refusal> {
-    let claims = jsonwebtoken::decode::<UserClaims>(token, &app.user_tokens.decoding, &app.user_tokens.validation)
-        .map_err(|error| match error.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                ApiError::unauthorized("this access token has expired: refresh it")
-            }
-            _ => ApiError::unauthorized("invalid token"),
-        })?
-        .claims;
+/// A live session as a request needs it: who, until when, from where, and what they may do.
+/// Kept by `App::sessions` (embedded mode) until any change to credentials, users, roles or
+/// policies, or its last activity is a minute old.
+#[derive(Debug)]
+pub struct LiveSession {
+    user_id: String,
+    tenant_id: String,
+    expires_at: DateTime<Utc>,
+    allowlist: Vec<ipnet::IpNet>,
+    tier: Tier,
+    role: String,
+    last_active: DateTime<Utc>,
+    access: Arc<crate::authz::UserAccess>,
+    scopes: Arc<[String]>,
+}
+
+/// Reads session `claims.sid` with its user, tenant, governance and roles.
+async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::Refusal> {
     let row: Option<LiveRow> = sqlx::query_as(
         "SELECT s.user_id, s.ended_at, s.expires_at, u.banned_at, u.role, t.tier, g.ip_allowlist, s.last_active_at, \
          u.app_metadata \
@@ -315,18 +323,17 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
     let Some((user, ended_at, expires_at, banned_at, role, tier, allowlist, last_active, metadata)) = row else {
         return Err(ApiError::unauthorized("this session has ended").into());
     };
-    if user != claims.sub || ended_at.is_some() || time::from_db(&expires_at).map_err(ApiError::from)? <= time::now() {
+    let expires_at = time::from_db(&expires_at).map_err(ApiError::from)?;
+    if user != claims.sub || ended_at.is_some() || expires_at <= time::now() {
         return Err(ApiError::unauthorized("this session has ended: sign in again").into());
     }
     if banned_at.is_some() {
         return Err(ApiError::unauthorized("this user is banned").into());
     }
-    let allowlist = auth::parse_stored_allowlist(allowlist.as_deref());
-    if !auth::allowed_by_tenant(&allowlist, ip) {
-        return Err(ApiError::unauthorized("this tenant does not accept requests from your address").into());
-    }
     let now = time::now();
-    if time::from_db(&last_active).is_ok_and(|at| (now - at).num_seconds() >= ACTIVITY_EVERY_SECS) {
+    let mut last_active = time::from_db(&last_active).map_err(ApiError::from)?;
+    if (now - last_active).num_seconds() >= ACTIVITY_EVERY_SECS {
+        last_active = now;
         let (db, session) = (app.db.clone(), claims.sid.clone());
         tokio::spawn(async move {
             // Best effort, through the write queue like every write.
@@ -341,14 +348,54 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
             }
         });
     }
-    // Roles are read on every request: one taken away holds from the next.
+    // Roles are read with the session: one taken away holds from the next request.
     let metadata = serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null);
     let mut conn = app.db.pool().acquire().await?;
     let (access, permissions) = crate::authz::load_user(&mut conn, &claims.tid, &user, &role, metadata).await?;
-    drop(conn);
-    let scopes: Arc<[String]> = permissions.into();
-    let tier = Tier::parse(&tier).unwrap_or(Tier::Free);
-    let actor = Actor::User { user_id: claims.sub.clone(), session_id: claims.sid, role };
-    let rate = RateLimit::for_credential(format!("user:{}", claims.sub), tier, None);
-    Ok(Auth::new(actor, Some(TenantId::trusted(claims.tid)), scopes, ip).with_rate(rate).with_access(access))
+    Ok(LiveSession {
+        user_id: user,
+        tenant_id: claims.tid.clone(),
+        expires_at,
+        allowlist: auth::parse_stored_allowlist(allowlist.as_deref()),
+        tier: Tier::parse(&tier).unwrap_or(Tier::Free),
+        role,
+        last_active,
+        access: Arc::new(access),
+        scopes: permissions.into(),
+    })
+}
+
+/// Verifies a user's access token and that its session is live and its user not banned.
+pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, auth::Refusal> {
+    let claims = jsonwebtoken::decode::<UserClaims>(token, &app.user_tokens.decoding, &app.user_tokens.validation)
+        .map_err(|error| match error.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                ApiError::unauthorized("this access token has expired: refresh it")
+            }
+            _ => ApiError::unauthorized("invalid token"),
+        })?
+        .claims;
+    let now = time::now();
+    let cached = app.sessions.get(&claims.sid).filter(|live| {
+        live.user_id == claims.sub
+            && live.tenant_id == claims.tid
+            && live.expires_at > now
+            && (now - live.last_active).num_seconds() < ACTIVITY_EVERY_SECS
+    });
+    let live = match cached {
+        Some(live) => live,
+        None => {
+            let generation = app.sessions.generation();
+            let live = Arc::new(load_live(app, &claims).await?);
+            app.sessions.insert(claims.sid.clone(), live.clone(), generation);
+            live
+        }
+    };
+    if !auth::allowed_by_tenant(&live.allowlist, ip) {
+        return Err(ApiError::unauthorized("this tenant does not accept requests from your address").into());
+    }
+    let actor = Actor::User { user_id: claims.sub.clone(), session_id: claims.sid, role: live.role.clone() };
+    let rate = RateLimit::for_credential(format!("user:{}", claims.sub), live.tier, None);
+    let auth = Auth::new(actor, Some(TenantId::trusted(claims.tid)), live.scopes.clone(), ip).with_rate(rate);
+    Ok(auth.with_access(live.access.clone()))
 }
