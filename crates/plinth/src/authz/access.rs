@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use sqlx::AnyConnection;
 
 use super::policies::{self, Rule};
-use super::{Caller, UserAccess};
+use super::UserAccess;
 use crate::auth::Auth;
 use crate::db::Backend;
 use crate::http::{ApiError, ApiResult, ErrorCode};
@@ -94,12 +94,12 @@ pub async fn readable(
     auth: &Auth,
     type_ref: &str,
     action: ObjectAction,
-) -> ApiResult<(Schema, ObjectGuard)> {
+) -> ApiResult<(Arc<TypeAccess>, ObjectGuard)> {
     let tenant = auth.tenant()?;
     if auth.access.is_none() {
         let schema = Schema::load(conn, tenant, type_ref).await?;
         let guard = ObjectGuard::load(conn, auth, &schema, action).await?;
-        return Ok((schema, guard));
+        return Ok((Arc::new(TypeAccess { schema, rules: Vec::new() }), guard));
     }
     let key = format!("{}:{type_ref}", tenant.as_str());
     let type_access = match app.schemas.get(&key) {
@@ -114,13 +114,13 @@ pub async fn readable(
         }
     };
     let guard = ObjectGuard::of(auth, &type_access, action)?;
-    Ok((type_access.schema.clone(), guard))
+    Ok((type_access, guard))
 }
 
 /// An end user's standing on one type.
 #[derive(Debug, Clone)]
 struct UserGuard {
-    caller: Caller,
+    access: Arc<UserAccess>,
     rules: Vec<Rule>,
     hidden: BTreeSet<String>,
     read_only: BTreeSet<String>,
@@ -171,7 +171,7 @@ impl ObjectGuard {
             .filter(|rule| rule.role_id.as_deref().is_none_or(|role| access.holds_role_id(role)))
             .collect();
         let (hidden, read_only) = access.denied_on(&schema.object_type.id);
-        ObjectGuard { user: Some(UserGuard { caller: Caller::of(access), rules, hidden, read_only }), now: time::now() }
+        ObjectGuard { user: Some(UserGuard { access: access.clone(), rules, hidden, read_only }), now: time::now() }
     }
 
     pub fn is_restricted(&self) -> bool {
@@ -186,7 +186,7 @@ impl ObjectGuard {
             .rules
             .iter()
             .filter(|rule| rule.applies_to(action))
-            .map(|rule| policies::compile(schema, rule, &user.caller, &self.now))
+            .map(|rule| policies::compile(schema, rule, &user.access.caller, &self.now))
             .collect();
         Some(if conds.is_empty() { Cond::Never } else { Cond::Any(conds) })
     }

@@ -89,6 +89,8 @@ pub struct UserAccess {
     pub roles: Vec<HeldRole>,
     pub metadata: Value,
     pub denied: Vec<Denial>,
+    /// The values row policies read (`$auth.*`), made once per load.
+    pub caller: Caller,
 }
 
 impl UserAccess {
@@ -151,7 +153,13 @@ pub async fn load_user(
         denied.extend(serde_json::from_str::<Vec<Denial>>(&denials)?);
         roles.push(HeldRole { id, name });
     }
-    let access = UserAccess { user_id: user_id.to_string(), role: role.to_string(), roles, metadata, denied };
+    let caller = Caller {
+        user_id: Some(user_id.to_string()),
+        role: Some(role.to_string()),
+        roles: roles.iter().map(|r| r.name.clone()).collect(),
+        metadata: metadata.as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default(),
+    };
+    let access = UserAccess { user_id: user_id.to_string(), role: role.to_string(), roles, metadata, denied, caller };
     Ok((access, permissions))
 }
 
@@ -162,15 +170,4 @@ pub struct Caller {
     pub role: Option<String>,
     pub roles: Vec<String>,
     pub metadata: BTreeMap<String, Value>,
-}
-
-impl Caller {
-    pub fn of(access: &UserAccess) -> Caller {
-        Caller {
-            user_id: Some(access.user_id.clone()),
-            role: Some(access.role.clone()),
-            roles: access.role_names(),
-            metadata: access.metadata.as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default(),
-        }
-    }
 }

@@ -600,9 +600,10 @@ async fn get_object(
     if broadly_permitted(&auth, ObjectAction::Select) {
         return Ok(Data(fetch(&mut conn, auth.tenant()?, &type_ref, &object_id).await?));
     }
-    let (schema, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
-    let rows = guard.rows(&schema, ObjectAction::Select);
-    let object = fetch_visible(&mut conn, app.db.backend(), &schema, &object_id, rows).await?;
+    let (type_access, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
+    let schema = &type_access.schema;
+    let rows = guard.rows(schema, ObjectAction::Select);
+    let object = fetch_visible(&mut conn, app.db.backend(), schema, &object_id, rows).await?;
     Ok(Data(guard.redact_object(object)))
 }
 
@@ -839,9 +840,10 @@ async fn list_versions(
         return Err(ApiError::invalid("limit", "must be between 1 and 100"));
     }
     let mut conn = app.db.pool().acquire().await?;
-    let (schema, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
-    let rows = guard.rows(&schema, ObjectAction::Select);
-    let object = fetch_visible(&mut conn, app.db.backend(), &schema, &object_id, rows).await?;
+    let (type_access, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
+    let schema = &type_access.schema;
+    let rows = guard.rows(schema, ObjectAction::Select);
+    let object = fetch_visible(&mut conn, app.db.backend(), schema, &object_id, rows).await?;
     let before = match &params.cursor {
         Some(text) => {
             let cursor: VersionCursor = crate::http::list::open(&app.cursor_key, text)?;
@@ -1025,7 +1027,8 @@ async fn batch_read(
     check_batch_size(body.object_ids.len())?;
     let backend = app.db.backend();
     let mut conn = app.db.pool().acquire().await?;
-    let (schema, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
+    let (type_access, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
+    let schema = &type_access.schema;
     let ids: Vec<&String> = body.object_ids.iter().filter(|id| id::is_valid(prefix::OBJECT, id)).collect();
     if ids.is_empty() {
         return Ok(Data(Vec::new()));
@@ -1034,7 +1037,7 @@ async fn batch_read(
     let tenant_p = binds.text(tenant.as_str());
     let type_p = binds.text(schema.object_type.id.clone());
     let placeholders: Vec<String> = ids.iter().map(|id| binds.text(id.as_str())).collect();
-    let filter = match guard.rows(&schema, ObjectAction::Select) {
+    let filter = match guard.rows(schema, ObjectAction::Select) {
         Some(cond) => format!(" AND {}", query::cond_sql(backend, &cond, &mut binds)),
         None => String::new(),
     };

@@ -855,15 +855,20 @@ async fn list(
     trash: bool,
 ) -> ApiResult<Data<Page<Value>>> {
     let tenant = auth.tenant()?;
-    let (schema, guard) = readable(&app, &auth, &type_ref).await?;
-    let mut query = from_query_string(&guard.readable_schema(&schema), raw.as_deref().unwrap_or_default(), trash)?;
-    guard.check_text_search(&schema, query.text.as_ref())?;
-    query.rows = guard.rows(&schema, ObjectAction::Select);
-    Ok(Data(run(&app, tenant.as_str(), &schema, &query, &guard).await?))
+    let (type_access, guard) = readable(&app, &auth, &type_ref).await?;
+    let schema = &type_access.schema;
+    let mut query = from_query_string(&guard.readable_schema(schema), raw.as_deref().unwrap_or_default(), trash)?;
+    guard.check_text_search(schema, query.text.as_ref())?;
+    query.rows = guard.rows(schema, ObjectAction::Select);
+    Ok(Data(run(&app, tenant.as_str(), schema, &query, &guard).await?))
 }
 
 /// The type, and what the caller may read of it.
-async fn readable(app: &App, auth: &Auth, type_ref: &str) -> ApiResult<(Schema, ObjectGuard)> {
+async fn readable(
+    app: &App,
+    auth: &Auth,
+    type_ref: &str,
+) -> ApiResult<(std::sync::Arc<crate::authz::access::TypeAccess>, ObjectGuard)> {
     let mut conn = app.db.pool().acquire().await?;
     crate::authz::access::readable(app, &mut conn, auth, type_ref, ObjectAction::Select).await
 }
@@ -916,11 +921,12 @@ async fn search_objects(
     Json(body): Json<SearchBody>,
 ) -> ApiResult<Data<Page<Value>>> {
     let tenant = auth.tenant()?;
-    let (schema, guard) = readable(&app, &auth, &type_ref).await?;
-    let mut query = body.into_query(&guard.readable_schema(&schema))?;
-    guard.check_text_search(&schema, query.text.as_ref())?;
-    query.rows = guard.rows(&schema, ObjectAction::Select);
-    Ok(Data(run(&app, tenant.as_str(), &schema, &query, &guard).await?))
+    let (type_access, guard) = readable(&app, &auth, &type_ref).await?;
+    let schema = &type_access.schema;
+    let mut query = body.into_query(&guard.readable_schema(schema))?;
+    guard.check_text_search(schema, query.text.as_ref())?;
+    query.rows = guard.rows(schema, ObjectAction::Select);
+    Ok(Data(run(&app, tenant.as_str(), schema, &query, &guard).await?))
 }
 
 /// The database's plan for a list of `type_ref` with `raw` as its query string: how the

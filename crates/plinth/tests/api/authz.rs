@@ -378,6 +378,22 @@ both_backends! {
         app.get(&format!("/v1/objects/tickets/{mine}"), &alice.token).await.expect(200);
         app.delete(&format!("/v1/roles/agent/users/{}", alice.id), &tenant.key).await.expect(200);
         app.get(&format!("/v1/objects/tickets/{mine}"), &alice.token).await.expect_error(404, "NOT_FOUND");
+
+        // So do changes to policies and to the schema.
+        app.post("/v1/roles/assign", &tenant.key, json!({ "user_id": alice.id, "role_id": "agent" })).await.expect(200);
+        app.get(&format!("/v1/objects/tickets/{mine}"), &alice.token).await.expect(200);
+        let policies = app.get("/v1/object-types/tickets/policies", &tenant.key).await;
+        let policy = policies.data()["results"][0]["id"].as_str().unwrap().to_string();
+        let path = format!("/v1/object-types/tickets/policies/{policy}");
+        app.patch(&path, &tenant.key, json!({ "enabled": false })).await.expect(200);
+        app.get(&format!("/v1/objects/tickets/{mine}"), &alice.token).await.expect_error(404, "NOT_FOUND");
+        app.patch(&path, &tenant.key, json!({ "enabled": true })).await.expect(200);
+        app.get(&format!("/v1/objects/tickets/{mine}"), &alice.token).await.expect(200);
+        app.get("/v1/objects/tickets/list?filter[priority]=1", &alice.token).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/object-types/tickets/properties", &tenant.key, json!({ "name": "priority", "data_type": "integer" })).await.expect(201);
+        app.get("/v1/objects/tickets/list?filter[priority]=1", &alice.token).await.expect(200);
+        app.delete(&path, &tenant.key).await.expect(200);
+        assert_eq!(app.get("/v1/objects/tickets/list", &alice.token).await.data()["total"], 0);
     }
 }
 
