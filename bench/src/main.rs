@@ -359,6 +359,14 @@ async fn store_scenarios(
             body: None,
         },
         as_user("GET list limit=20 (user, owner)", "/v1/objects/items/list?limit=20".into()),
+        // As many rows as the user owns (1%), through an index, for a like-for-like list.
+        Scenario {
+            name: "GET list filter[qty][lt]=10 (key, 1%)",
+            method: reqwest::Method::GET,
+            path: "/v1/objects/items/list?filter[qty][lt]=10&limit=20".into(),
+            token: Some(key.into()),
+            body: None,
+        },
         as_user(
             "GET list filter+sort (user, owner)",
             "/v1/objects/items/list?filter[qty][gte]=990&sort=-price&limit=20".into(),

@@ -118,12 +118,12 @@ pub fn value_expr(backend: Backend, name: &str, data_type: DataType) -> String {
     }
 }
 
-/// The SQL expression of an object's system field (a text column), ordered by bytes on both.
+/// The SQL expression of an object's system field: the column itself, so that its indexes serve
+/// (ids compare by equality only; times are fixed-width text in one format, which every
+/// collation orders alike).
 pub fn system_expr(backend: Backend, field: super::query::SystemField) -> String {
-    match backend {
-        Backend::Sqlite => field.column().to_string(),
-        Backend::Postgres => format!("({} COLLATE \"C\")", field.column()),
-    }
+    let _ = backend;
+    field.column().to_string()
 }
 
 /// True when the object has a value for the property.
