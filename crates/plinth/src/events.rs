@@ -299,6 +299,11 @@ mod routes_impl {
             // An end user reads objects through the object routes and streams, where row
             // policies apply; the outbox's copies of them are not theirs to list.
             filter = filter.raw("resource_type <> 'object'");
+            // Nor what the service resources guard (inbound messages, webhooks, tenants, keys).
+            filter = filter.raw(
+                "type NOT LIKE 'inbound.%' AND type NOT LIKE 'webhook.%' AND type NOT LIKE 'tenant.%' \
+                 AND type NOT LIKE 'api_key.%'",
+            );
         }
         if auth.require(crate::scopes::required::USERS_READ).is_err() {
             // Users' events carry their addresses and metadata.

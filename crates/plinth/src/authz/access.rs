@@ -404,7 +404,8 @@ impl EventFilter {
             return Some(event.clone());
         }
         if !kind.starts_with("object.") {
-            return auth.require(crate::scopes::required::EVENTS_READ).is_ok().then(|| event.clone());
+            let allowed = !super::is_service_event(kind) && auth.require(crate::scopes::required::EVENTS_READ).is_ok();
+            return allowed.then(|| event.clone());
         }
         let type_name = event["data"]["object_type"].as_str()?.to_string();
         if !self.types.contains_key(&type_name) {
@@ -468,6 +469,10 @@ pub async fn objects_written_by(
             .await?;
     let mut out = Vec::new();
     for (type_id,) in types {
+        let left = limit - out.len() as i64;
+        if left <= 0 {
+            break;
+        }
         let schema = Schema::load(conn, tenant, &type_id).await?;
         let Ok(guard) = ObjectGuard::load(conn, auth, &schema, ObjectAction::Select).await else { continue };
         let mut binds = Binds::new(backend);
@@ -477,20 +482,21 @@ pub async fn objects_written_by(
             Some(cond) => format!(" AND {}", cond_sql(backend, &cond, &mut binds)),
             None => String::new(),
         };
-        let rows: Vec<(String, String, String)> = sqlx::query_as_with(
+        let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as_with(
             &format!(
-                "SELECT id, properties, created_at FROM objects WHERE object_type_id = {type_p} \
-                 AND created_by = {user_p}{filter} ORDER BY created_at LIMIT {limit}"
+                "SELECT id, properties, created_at, deleted_at FROM objects WHERE object_type_id = {type_p} \
+                 AND created_by = {user_p}{filter} ORDER BY created_at LIMIT {left}"
             ),
             binds.arguments()?,
         )
         .fetch_all(&mut *conn)
         .await?;
-        for (id, properties, created_at) in rows {
+        for (id, properties, created_at, deleted_at) in rows {
             let mut properties: Map<String, Value> = serde_json::from_str(&properties).unwrap_or_default();
             guard.redact(&mut properties);
             out.push(serde_json::json!({
                 "id": id, "object_type": schema.object_type.name, "created_at": created_at, "properties": properties,
+                "is_deleted": deleted_at.is_some(),
             }));
         }
     }

@@ -54,7 +54,18 @@ pub const SERVICE_RESOURCES: &[&str] = &[
     "ai-usage",
     "ai-budget",
     "agent-keys",
+    // Where end users' emails and links lead, and everyone's trail: a tenant's own staff, by key.
+    "auth-config",
+    "audit-logs",
 ];
+
+/// Event types end users never receive: they carry what the service resources guard.
+const SERVICE_EVENTS: &[&str] = &["inbound.", "webhook.", "tenant.", "api_key."];
+
+/// True when an end user may never receive events of `kind`.
+pub fn is_service_event(kind: &str) -> bool {
+    SERVICE_EVENTS.iter().any(|prefix| kind.starts_with(prefix))
+}
 
 /// True when end users may never use `resource`.
 pub fn is_service_resource(resource: &str) -> bool {

@@ -254,9 +254,64 @@ async fn check_denials(
     Ok(out)
 }
 
+/// The permissions `role_id` holds, its ancestors' included.
+async fn effective_permissions(conn: &mut AnyConnection, tenant: &TenantId, role_id: &str) -> ApiResult<Vec<String>> {
+    let mut permissions = Vec::new();
+    let mut at = Some(role_id.to_string());
+    for _ in 0..=DEPTH_MAX {
+        let Some(current) = at else { break };
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT permissions, parent_role_id FROM roles WHERE id = $1 AND tenant_id = $2")
+                .bind(&current)
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some((granted, parent)) = row else { break };
+        permissions.extend(serde_json::from_str::<Vec<String>>(&granted)?);
+        at = parent;
+    }
+    Ok(permissions)
+}
+
+/// Refuses (403) to hand out `role_id` (as a parent, an assignment or a user's `role`) when it
+/// holds a permission wider than the handing credential's scopes: no one passes on more than
+/// they hold.
+pub async fn check_grantable(conn: &mut AnyConnection, auth: &Auth, tenant: &TenantId, role_id: &str) -> ApiResult<()> {
+    if auth.is_admin() {
+        return Ok(());
+    }
+    for permission in effective_permissions(conn, tenant, role_id).await? {
+        if !crate::scopes::covers(auth.scopes(), &permission) {
+            return Err(ApiError::forbidden(format!(
+                "the role holds `{permission}`, which your credential lacks: it cannot hand the role out"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The role named `name` of `tenant`, when there is one: `check_grantable` for a user's `role`.
+pub async fn check_grantable_name(
+    conn: &mut AnyConnection,
+    auth: &Auth,
+    tenant: &TenantId,
+    name: &str,
+) -> ApiResult<()> {
+    let found: Option<(String,)> = sqlx::query_as("SELECT id FROM roles WHERE tenant_id = $1 AND name = $2")
+        .bind(tenant.as_str())
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match found {
+        Some((id,)) => check_grantable(conn, auth, tenant, &id).await,
+        None => Ok(()),
+    }
+}
+
 /// Checks that `parent` exists and that making it `role`'s parent makes no cycle; its id.
 async fn check_parent(
     conn: &mut AnyConnection,
+    auth: &Auth,
     tenant: &TenantId,
     role: Option<&str>,
     parent: &str,
@@ -270,6 +325,7 @@ async fn check_parent(
         }
         Err(error) => return Err(error),
     };
+    check_grantable(conn, auth, tenant, &parent.id).await?;
     let mut at = Some(parent.id.clone());
     for _ in 0..=DEPTH_MAX {
         let Some(current) = at else { return Ok(Some(parent.id)) };
@@ -412,7 +468,7 @@ async fn create_role(auth: Auth, State(app): State<App>, Json(body): Json<Create
     let denied =
         check_denials(&mut tx, tenant, body.denied_properties.as_deref().unwrap_or_default(), &mut errors).await?;
     let parent = match &body.parent_role_id {
-        Some(parent) => check_parent(&mut tx, tenant, None, parent, &mut errors).await?,
+        Some(parent) => check_parent(&mut tx, &auth, tenant, None, parent, &mut errors).await?,
         None => None,
     };
     errors.finish()?;
@@ -447,6 +503,8 @@ async fn create_role(auth: Auth, State(app): State<App>, Json(body): Json<Create
     };
     let role = find(&mut tx, tenant, &id).await?;
     record(&mut tx, &auth, tenant, "created", &id, json!({ "role": role })).await?;
+    // Users whose `role` field names it hold it from now on.
+    let _changed = app.credentials_changing();
     tx.commit().await?;
     Ok(Created(role))
 }
@@ -535,7 +593,7 @@ async fn update_role(
     }
     if let Some(parent) = body.parent_role_id {
         role.parent_role_id = match parent {
-            Some(parent) => check_parent(&mut tx, tenant, Some(&role.id), &parent, &mut errors).await?,
+            Some(parent) => check_parent(&mut tx, &auth, tenant, Some(&role.id), &parent, &mut errors).await?,
             None => None,
         };
     }
@@ -656,6 +714,7 @@ async fn assign_role(auth: Auth, State(app): State<App>, Json(body): Json<Assign
     let mut tx = app.db.begin_write().await?;
     let user = find_user(&mut tx, tenant, &body.user_id).await?;
     let role = find(&mut tx, tenant, &body.role_id).await?;
+    check_grantable(&mut tx, &auth, tenant, &role.id).await?;
     if role.built_in {
         return Err(ApiError::invalid(
             "role_id",

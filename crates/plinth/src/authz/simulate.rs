@@ -307,7 +307,24 @@ async fn simulate(auth: Auth, State(app): State<App>, Json(body): Json<Simulate>
         body.sample_data.iter().enumerate().map(|(i, sample)| sample_row(&schema, i, sample, &mut errors)).collect();
     errors.finish()?;
     let now = time::now();
-    let conds: Vec<_> = rules.iter().map(|(rule, _)| policies::compile(&schema, rule, &caller, &now)).collect();
+    // A draft's update or delete reaches only rows the caller can see: through the stored select
+    // policies as well as the draft.
+    let sight: Vec<Rule> = if body.policy.is_some() {
+        policies::enabled_rules(&mut conn, &schema.object_type.id)
+            .await?
+            .into_iter()
+            .filter(|rule| rule.applies_to(ObjectAction::Select))
+            .filter(|rule| rule.role_id.as_ref().is_none_or(|id| role_ids.contains(id)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let conds: Vec<_> = rules
+        .iter()
+        .map(|(rule, _)| rule)
+        .chain(&sight)
+        .map(|rule| policies::compile(&schema, rule, &caller, &now))
+        .collect();
     let type_name = &schema.object_type.name;
     let resource = format!("objects.{type_name}");
     let mut results = Vec::with_capacity(rows.len());
@@ -324,7 +341,7 @@ async fn simulate(auth: Auth, State(app): State<App>, Json(body): Json<Simulate>
                 .map(|((rule, id), _)| Decider { id: id.clone(), name: rule.name.clone() })
         };
         // Changing a row needs seeing it, as a request does.
-        let seen = decider_of(ObjectAction::Select).is_some();
+        let seen = decider_of(ObjectAction::Select).is_some() || admitted[rules.len()..].iter().any(|a| *a);
         for action in ObjectAction::ALL {
             // Without reading the type, a request is told it does not exist.
             let permission_granted = grants("read") && grants(action.permission());

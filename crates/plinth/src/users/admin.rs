@@ -209,6 +209,7 @@ pub async fn policy_check(
               (status = 422, body = crate::http::error::ErrorBody)))]
 async fn create_user(auth: Auth, State(app): State<App>, Json(body): Json<CreateUser>) -> ApiResult<Created<User>> {
     auth.require(USERS_WRITE)?;
+    check_authority(&app, &auth, body.role.as_deref(), body.app_metadata.is_some()).await?;
     let tenant = auth.tenant()?.as_str().to_string();
     let mut errors = FieldErrors::default();
     let email = body.email.as_deref().map(super::normalise_email).transpose().unwrap_or_else(|e| {
@@ -319,9 +320,24 @@ async fn update_user(
     Json(body): Json<UpdateUser>,
 ) -> ApiResult<Data<User>> {
     auth.require(USERS_WRITE)?;
+    check_authority(&app, &auth, body.role.as_deref(), body.app_metadata.is_some()).await?;
     let tenant = auth.tenant()?.as_str().to_string();
     let user = change(&app, &tenant, &user_id, body, &Who::from(&auth), None).await?;
     Ok(Data(user))
+}
+
+/// What setting a user's `role` and `app_metadata` takes: the role (when the tenant has one of
+/// that name) may hold nothing the caller lacks, and `app_metadata`, which row policies trust,
+/// is set by keys and the platform admin only, never by an end user.
+async fn check_authority(app: &App, auth: &Auth, role: Option<&str>, app_metadata: bool) -> ApiResult<()> {
+    if app_metadata && auth.access.is_some() {
+        return Err(ApiError::forbidden("`app_metadata` is set with an API key: row policies trust it"));
+    }
+    if let Some(role) = role {
+        let mut conn = app.db.pool().acquire().await?;
+        crate::authz::roles::check_grantable_name(&mut conn, auth, auth.tenant()?, role).await?;
+    }
+    Ok(())
 }
 
 /// Applies `body` to the user: checked, in one transaction, audited, with `user.updated` (and
@@ -337,9 +353,9 @@ pub async fn change(
     let checked = check_change(app, tenant, body).await?;
     let mut tx = app.db.begin_write().await?;
     let (user, _) = apply_change(app, &mut tx, tenant, user_id, checked, who, keep_session).await?;
-    tx.commit().await?;
     // A ban or a new password may have ended sessions: streams check their credential again.
-    app.credentials_changed();
+    let _changed = app.credentials_changing();
+    tx.commit().await?;
     Ok(user)
 }
 
@@ -607,7 +623,7 @@ pub async fn remove(app: &App, tenant: &str, user_id: &str, who: &Who, params: &
         changes: json!({ "objects_unattributed": authored }),
     };
     audit::record(&mut *tx, who, Some(tenant), entry).await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(())
 }

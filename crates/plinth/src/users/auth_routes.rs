@@ -393,8 +393,8 @@ async fn refresh(
                 changes: json!({ "reason": "refresh_token_reused" }),
             };
             audit::record(&mut *tx, &who(&tenant, Some(&user), &device), None, entry).await?;
+            let _changed = app.credentials_changing();
             tx.commit().await?;
-            app.credentials_changed();
             Err(ApiError::unauthorized("this refresh token was already used: the session has ended, sign in again"))
         }
     }
@@ -416,9 +416,9 @@ async fn end_one(app: &App, tenant: &str, user: &str, session: &str, reason: &st
         };
         audit::record(&mut *tx, who, Some(tenant), entry).await?;
     }
-    tx.commit().await?;
     // Streams opened with the session's tokens check them again now.
-    app.credentials_changed();
+    let _changed = app.credentials_changing();
+    tx.commit().await?;
     Ok(ended)
 }
 
@@ -584,8 +584,8 @@ async fn update_current_user(
         row.anonymous = 0;
         shown.is_anonymous = false;
     }
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Data(shown))
 }
 
@@ -674,8 +674,8 @@ async fn end_other_sessions(auth: Auth, State(app): State<App>) -> ApiResult<Dat
         };
         audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
     }
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Data(Revoked { revoked }))
 }
 

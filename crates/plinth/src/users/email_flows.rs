@@ -424,8 +424,8 @@ pub async fn reset_password(
         changes: json!({ "sessions_ended": ended }),
     };
     audit::record(&mut *tx, &who, None, entry).await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Data(PasswordReset { password_reset: true }))
 }
 
@@ -520,7 +520,7 @@ pub async fn magic_link_verify(
     }
     let device = auth_routes::device_of(ip, &headers);
     let signed = auth_routes::sign_in(&app, &mut tx, &user, &device, "magic_link").await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Data(signed))
 }

@@ -193,7 +193,7 @@ pub async fn otp_verify(
     }
     let device = auth_routes::device_of(ip, &headers);
     let signed = auth_routes::sign_in(&app, &mut tx, &user, &device, "otp").await?;
+    let _changed = app.credentials_changing();
     tx.commit().await?;
-    app.credentials_changed();
     Ok(Data(signed))
 }

@@ -251,7 +251,14 @@ pub fn is_event_pattern(pattern: &str) -> bool {
         })
 }
 
-fn check_events(events: &[String], errors: &mut FieldErrors) -> Vec<String> {
+/// Checks the subscribed patterns; users' events (`user.*`, matched by `*` too) carry addresses
+/// and metadata, so subscribing to them needs `users:read`.
+fn check_events(auth: &Auth, events: &[String], errors: &mut FieldErrors) -> Vec<String> {
+    if auth.require(crate::scopes::required::USERS_READ).is_err()
+        && events.iter().any(|e| delivery::matches(std::slice::from_ref(e), "user.created"))
+    {
+        errors.add("events", "users' events (`user.*`, and `*`) need the `users:read` scope: name the events you need");
+    }
     if events.is_empty() || events.len() > PATTERNS_MAX {
         errors.add("events", format!("must name 1 to {PATTERNS_MAX} events or patterns"));
     }
@@ -360,7 +367,7 @@ async fn create_webhook(
         errors.add("url", problem);
         String::new()
     });
-    let events = check_events(&body.events, &mut errors);
+    let events = check_events(&auth, &body.events, &mut errors);
     let object_types = body.object_types.unwrap_or_default();
     check_object_types(&object_types, &mut errors);
     let status = check_status(body.status.as_deref(), body.is_active, &mut errors).unwrap_or_else(|| "active".into());
@@ -442,7 +449,7 @@ async fn update_webhook(
             String::new()
         })
     });
-    let events = body.events.as_deref().map(|events| check_events(events, &mut errors));
+    let events = body.events.as_deref().map(|events| check_events(&auth, events, &mut errors));
     if let Some(types) = &body.object_types {
         check_object_types(types, &mut errors);
     }

@@ -317,10 +317,15 @@ both_backends! {
         app.patch("/v1/auth/user", &user.token, json!({ "app_metadata": { "team": "blue" } })).await.expect_error(422, "VALIDATION_FAILED");
 
         // Service resources stay with keys, whatever a role grants (`*` here).
-        for path in ["/v1/keys", "/v1/webhooks", "/v1/dlq", "/v1/credentials", "/v1/inbound-sources", "/v1/ai/conversations", "/v1/usage"] {
+        for path in ["/v1/keys", "/v1/webhooks", "/v1/dlq", "/v1/credentials", "/v1/inbound-sources", "/v1/ai/conversations",
+                     "/v1/usage", "/v1/auth-config", "/v1/audit-logs"] {
             app.get(path, &user.token).await.expect_error(403, "FORBIDDEN");
         }
         app.post("/v1/keys", &user.token, json!({})).await.expect_error(403, "FORBIDDEN");
+        app.post("/v1/auth-config", &user.token, json!({ "site_url": "https://evil.example" })).await.expect_error(403, "FORBIDDEN");
+        // Nor can a user with `users:write` set the metadata policies trust.
+        app.patch(&format!("/v1/users/{}", user.id), &user.token, json!({ "app_metadata": { "team": "blue" } }))
+            .await.expect_error(403, "FORBIDDEN");
         app.get("/v1/roles", &user.token).await.expect(200);
 
         // A credential cannot grant a role more than it holds.
@@ -328,6 +333,19 @@ both_backends! {
         app.post("/v1/roles", &role_admin, json!({ "name": "root", "permissions": ["*"] })).await.expect_error(422, "VALIDATION_FAILED");
         app.post("/v1/roles", &role_admin, json!({ "name": "root", "permissions": ["users:write"] })).await.expect_error(422, "VALIDATION_FAILED");
         app.post("/v1/roles", &role_admin, json!({ "name": "reader", "permissions": ["objects.notes:read", "read"] })).await.expect(201);
+        // ... nor through inheritance, an assignment or a user's `role` field.
+        app.post("/v1/roles", &role_admin, json!({ "name": "heir", "parent_role_id": "authenticated" })).await.expect_error(403, "FORBIDDEN");
+        app.post("/v1/roles", &tenant.key, json!({ "name": "staff", "permissions": ["users:write"] })).await.expect(201);
+        app.post("/v1/roles/assign", &role_admin, json!({ "user_id": user.id, "role_id": "staff" })).await.expect_error(403, "FORBIDDEN");
+        let (_, users_admin) = app.key(&tenant, json!({ "scopes": ["users:*"] })).await;
+        app.patch(&format!("/v1/users/{}", user.id), &users_admin, json!({ "role": "authenticated" })).await.expect_error(403, "FORBIDDEN");
+        app.post("/v1/roles/assign", &role_admin, json!({ "user_id": user.id, "role_id": "reader" })).await.expect(200);
+        // A webhook that would carry users' events needs `users:read`.
+        let (_, hooks) = app.key(&tenant, json!({ "scopes": ["webhooks:*"] })).await;
+        let hook = json!({ "url": "https://hooks.example.com/x", "events": ["*"] });
+        app.post("/v1/webhooks", &hooks, hook).await.expect_error(422, "VALIDATION_FAILED");
+        let hook = json!({ "url": "https://hooks.example.com/x", "events": ["object.*"] });
+        app.post("/v1/webhooks", &hooks, hook).await.expect(201);
 
         // Users' events carry addresses: listing them needs `users:read` beside `events:read`.
         let (_, events_key) = app.key(&tenant, json!({ "scopes": ["events:read"] })).await;
