@@ -37,27 +37,6 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("files", &["files"]),
     ("auth", &["users", "auth", "sessions", "auth-config", "roles", "policies"]),
     ("ai", &["ai", "chat", "models", "embeddings", "ai-providers", "ai-usage", "ai-budget"]),
-    (
-        "admin",
-        &[
-            "api-keys",
-            "public-keys",
-            "tokens",
-            "tenants",
-            "usage",
-            "audit-logs",
-            "governance",
-            "auth-config",
-            "users",
-            "roles",
-            "policies",
-            "credentials",
-            "ai-providers",
-            "ai-budget",
-            "agent-keys",
-            "entitlements",
-        ],
-    ),
 ];
 
 /// True when `resource` belongs to the admin group.
@@ -221,6 +200,8 @@ pub fn grants(granted: &str, resource: &str, action: &str) -> bool {
         "*" => true,
         "read" => action == "read" && !is_admin_resource(resource),
         "write" => matches!(action, "write" | "delete") && !is_admin_resource(resource),
+        // The admin group: every admin resource, and the tenant's entitlements.
+        "admin" => is_admin_resource(resource) || resource == "entitlements",
         _ => {
             if let Some((_, resources)) = GROUPS.iter().find(|(name, _)| *name == granted) {
                 return resources.contains(&resource);

@@ -520,6 +520,24 @@ async fn get_role(auth: Auth, State(app): State<App>, Path(role_ref): Path<Strin
     Ok(Data(find(&mut conn, auth.tenant()?, &role_ref).await?))
 }
 
+/// Writes `role` back with its audit record and event, and commits: holders are affected from
+/// their next request on.
+async fn save(
+    app: &App,
+    mut tx: WriteTx,
+    auth: &Auth,
+    tenant: &TenantId,
+    role: &Role,
+    denied: &[Denial],
+) -> ApiResult<Role> {
+    store(&mut tx, tenant, role, denied).await?;
+    let role = find(&mut tx, tenant, &role.id).await?;
+    record(&mut tx, auth, tenant, "updated", &role.id, json!({ "role": role })).await?;
+    let _changed = app.credentials_changing();
+    tx.commit().await?;
+    Ok(role)
+}
+
 /// Writes `role` back, as changed.
 async fn store(tx: &mut WriteTx, tenant: &TenantId, role: &Role, denied: &[Denial]) -> ApiResult<()> {
     let updated = sqlx::query(
@@ -598,12 +616,7 @@ async fn update_role(
         };
     }
     errors.finish()?;
-    store(&mut tx, tenant, &role, &denied).await?;
-    let role = find(&mut tx, tenant, &role.id).await?;
-    record(&mut tx, &auth, tenant, "updated", &role.id, json!({ "role": role })).await?;
-    let _changed = app.credentials_changing();
-    tx.commit().await?;
-    Ok(Data(role))
+    Ok(Data(save(&app, tx, &auth, tenant, &role, &denied).await?))
 }
 
 /// Assign permissions to role
@@ -630,12 +643,7 @@ async fn set_permissions(
     let mut role = find(&mut tx, tenant, &role_ref).await?;
     role.permissions = permissions;
     let denied = denials_of(&role);
-    store(&mut tx, tenant, &role, &denied).await?;
-    let role = find(&mut tx, tenant, &role.id).await?;
-    record(&mut tx, &auth, tenant, "updated", &role.id, json!({ "role": role })).await?;
-    let _changed = app.credentials_changing();
-    tx.commit().await?;
-    Ok(Data(role))
+    Ok(Data(save(&app, tx, &auth, tenant, &role, &denied).await?))
 }
 
 /// Delete role
