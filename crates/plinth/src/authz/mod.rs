@@ -125,8 +125,8 @@ impl UserAccess {
     }
 }
 
-/// A role as the authorization query reads it.
-type GrantRow = (String, String, String, String);
+/// A role as the authorization queries read it: id, name, permissions and denied properties.
+pub type GrantRow = (String, String, String, String);
 
 /// Loads what `user_id` of `tenant` holds: the built-in `authenticated`, the role named on the
 /// user, the roles assigned to them, and every ancestor of those. Answers the access and the
@@ -152,6 +152,17 @@ pub async fn load_user(
     .bind(role)
     .fetch_all(&mut *conn)
     .await?;
+    access_from(rows, user_id, role, metadata)
+}
+
+/// The access of `user_id` from the rows of the roles they hold, and the union of the roles'
+/// permissions.
+pub fn access_from(
+    rows: Vec<GrantRow>,
+    user_id: &str,
+    role: &str,
+    metadata: Value,
+) -> ApiResult<(UserAccess, Vec<String>)> {
     let mut permissions: Vec<String> = Vec::new();
     let mut roles = Vec::with_capacity(rows.len());
     let mut denied = Vec::new();

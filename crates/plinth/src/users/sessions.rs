@@ -290,7 +290,22 @@ pub async fn refresh(app: &App, tx: &mut WriteTx, token: &str) -> ApiResult<Refr
     Ok(Refreshed::Tokens(Box::new(issue(app, tx, &user, &session, &aal, ends).await?)))
 }
 
-type LiveRow = (String, Option<String>, String, Option<String>, String, String, Option<String>, String, String);
+/// A session with its user, tenant and governance, and one role the user holds (none: `None`s).
+type LiveRow = (
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// A live session as a request needs it: who, until when, from where, and what they may do.
 /// Kept by `App::sessions` (embedded mode) until any change to credentials, users, roles or
@@ -308,21 +323,41 @@ pub struct LiveSession {
     scopes: Arc<[String]>,
 }
 
-/// Reads session `claims.sid` with its user, tenant, governance and roles.
+/// Reads session `claims.sid` with its user, tenant and governance, and in the same round trip
+/// the roles the user holds (as `authz::load_user` reads them): a row per role.
 async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::Refusal> {
-    let row: Option<LiveRow> = sqlx::query_as(
-        "SELECT s.user_id, s.ended_at, s.expires_at, u.banned_at, u.role, t.tier, g.ip_allowlist, s.last_active_at, \
-         u.app_metadata \
-         FROM auth_sessions s JOIN users u ON u.id = s.user_id JOIN tenants t ON t.id = s.tenant_id \
-         LEFT JOIN governance g ON g.tenant_id = s.tenant_id WHERE s.id = $1 AND s.tenant_id = $2",
+    let rows: Vec<LiveRow> = sqlx::query_as(
+        "WITH RECURSIVE live AS ( \
+             SELECT s.user_id, s.ended_at, s.expires_at, u.banned_at, u.role, t.tier, g.ip_allowlist, \
+                    s.last_active_at, u.app_metadata \
+             FROM auth_sessions s JOIN users u ON u.id = s.user_id JOIN tenants t ON t.id = s.tenant_id \
+             LEFT JOIN governance g ON g.tenant_id = s.tenant_id WHERE s.id = $1 AND s.tenant_id = $2 \
+         ), held (id) AS ( \
+             SELECT ur.role_id FROM user_roles ur JOIN live l ON ur.user_id = l.user_id WHERE ur.tenant_id = $2 \
+             UNION SELECT r.id FROM roles r JOIN live l ON r.name = $3 OR r.name = l.role WHERE r.tenant_id = $2 \
+             UNION SELECT r.parent_role_id FROM roles r JOIN held h ON r.id = h.id WHERE r.parent_role_id IS NOT NULL \
+         ) SELECT l.user_id, l.ended_at, l.expires_at, l.banned_at, l.role, l.tier, l.ip_allowlist, l.last_active_at, \
+                  l.app_metadata, g.id, g.name, g.permissions, g.denied_properties \
+         FROM live l LEFT JOIN (SELECT r.id, r.name, r.permissions, r.denied_properties FROM roles r \
+                                JOIN held h ON h.id = r.id WHERE r.tenant_id = $2) g ON 1 = 1 \
+         ORDER BY g.name",
     )
     .bind(&claims.sid)
     .bind(&claims.tid)
-    .fetch_optional(app.db.pool())
+    .bind(crate::authz::AUTHENTICATED)
+    .fetch_all(app.db.pool())
     .await?;
-    let Some((user, ended_at, expires_at, banned_at, role, tier, allowlist, last_active, metadata)) = row else {
+    let Some(first) = rows.first() else {
         return Err(ApiError::unauthorized("this session has ended").into());
     };
+    let (user, ended_at, expires_at, banned_at, role, tier, allowlist, last_active, metadata, ..) = first.clone();
+    let held: Vec<crate::authz::GrantRow> = rows
+        .into_iter()
+        .filter_map(|row| match (row.9, row.10, row.11, row.12) {
+            (Some(id), Some(name), Some(permissions), Some(denied)) => Some((id, name, permissions, denied)),
+            _ => None,
+        })
+        .collect();
     let expires_at = time::from_db(&expires_at).map_err(ApiError::from)?;
     if user != claims.sub || ended_at.is_some() || expires_at <= time::now() {
         return Err(ApiError::unauthorized("this session has ended: sign in again").into());
@@ -350,8 +385,7 @@ async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::
     }
     // Roles are read with the session: one taken away holds from the next request.
     let metadata = serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null);
-    let mut conn = app.db.pool().acquire().await?;
-    let (access, permissions) = crate::authz::load_user(&mut conn, &claims.tid, &user, &role, metadata).await?;
+    let (access, permissions) = crate::authz::access_from(held, &user, &role, metadata)?;
     Ok(LiveSession {
         user_id: user,
         tenant_id: claims.tid.clone(),
