@@ -223,6 +223,18 @@ impl ObjectGuard {
         }
     }
 
+    /// An error as the caller may see it: a conflict on a property they may not read does not
+    /// name it.
+    pub fn redact_error(&self, mut error: ApiError) -> ApiError {
+        let Some(user) = &self.user else { return error };
+        let hidden = error.extra.get("property").and_then(Value::as_str).is_some_and(|p| user.hidden.contains(p));
+        if hidden {
+            error.extra.remove("property");
+            error.message = "another object has one of these unique values".into();
+        }
+        error
+    }
+
     pub fn redact_object(&self, mut object: Object) -> Object {
         self.redact(&mut object.properties);
         object

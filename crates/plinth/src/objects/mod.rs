@@ -577,7 +577,7 @@ async fn create_object(
     check_references(&mut tx, tenant, &schema, &values, &names, &mut problems).await?;
     problems.finish()?;
     entitlements::consume(&mut tx, &app, tenant, "objects", 1).await?;
-    let object = insert(&mut tx, &schema, values, &who).await?;
+    let object = insert(&mut tx, &schema, values, &who).await.map_err(|e| guard.redact_error(e))?;
     guard.check_written(&mut tx, app.db.backend(), &schema, ObjectAction::Insert, &object.id).await?;
     tx.commit().await?;
     Ok(Created(guard.redact_object(object)))
@@ -637,7 +637,9 @@ async fn update_object(
     let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Update).await?;
     let object = fetch_for(&mut tx, backend, &guard, &schema, &object_id, ObjectAction::Update).await?;
     guard.check_writable(body.properties.keys())?;
-    let object = apply_update(&mut tx, tenant, &schema, object, &body.properties, wanted, &who).await?;
+    let object = apply_update(&mut tx, tenant, &schema, object, &body.properties, wanted, &who)
+        .await
+        .map_err(|e| guard.redact_error(e))?;
     guard.check_written(&mut tx, backend, &schema, ObjectAction::Update, &object.id).await?;
     tx.commit().await?;
     Ok(Data(guard.redact_object(object)))
@@ -989,7 +991,7 @@ async fn batch_create(
     for (index, values) in valid.into_iter().enumerate() {
         match insert(&mut tx, &schema, values, &who).await {
             Ok(object) => ids.push(object.id),
-            Err(error) => return Err(at_index(error, index)),
+            Err(error) => return Err(at_index(guard.redact_error(error), index)),
         }
     }
     for (index, id) in ids.iter().enumerate() {
@@ -1135,10 +1137,9 @@ async fn batch_update(
                 results.push(BatchUpdated { object_id: object.id, version: object.version })
             }
             // A unique index refused the write: the database's transaction is spent, so stop here.
-            Err(mut error) if error.extra.contains_key("property") => {
+            Err(error) if error.extra.contains_key("property") => {
                 tx.rollback().await?;
-                error.extra.insert("index".into(), json!(index));
-                return Err(error);
+                return Err(at_index(guard.redact_error(error), index));
             }
             Err(error) => {
                 let mut problems = Problems::default();

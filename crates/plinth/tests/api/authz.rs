@@ -347,6 +347,19 @@ both_backends! {
         let hook = json!({ "url": "https://hooks.example.com/x", "events": ["object.*"] });
         app.post("/v1/webhooks", &hooks, hook).await.expect(201);
 
+        // A conflict on a property the user may not read does not name it.
+        app.post("/v1/object-types/notes/properties", &tenant.key, json!({ "name": "code", "data_type": "string", "is_unique": true })).await.expect(201);
+        app.post(policies, &tenant.key, json!({ "name": "anyone inserts", "action": "insert", "condition_json": {} })).await.expect(201);
+        app.post("/v1/roles", &tenant.key, json!({ "name": "partial",
+            "denied_properties": [{ "object_type_id": "notes", "read": ["code"] }] })).await.expect(201);
+        app.post("/v1/roles/assign", &tenant.key, json!({ "user_id": user.id, "role_id": "partial" })).await.expect(200);
+        create(&app, &tenant.key, "notes", json!({ "title": "coded", "code": "c-1" })).await;
+        let clash = app.post("/v1/objects/notes", &user.token, json!({ "properties": { "title": "mine", "code": "c-1" } })).await;
+        clash.expect_error(409, "CONFLICT");
+        assert!(clash.body["error"].get("property").is_none() && !clash.text.contains("`code`"), "{}", clash.text);
+        let key_clash = app.post("/v1/objects/notes", &tenant.key, json!({ "properties": { "code": "c-1" } })).await;
+        assert_eq!(key_clash.body["error"]["property"], "code");
+
         // Users' events carry addresses: listing them needs `users:read` beside `events:read`.
         let (_, events_key) = app.key(&tenant, json!({ "scopes": ["events:read"] })).await;
         let listed = app.get("/v1/events/list?limit=100", &events_key).await;
