@@ -377,6 +377,8 @@ pub fn count_leaves(cond: &Cond, depth: usize) -> Result<usize, String> {
         return Err(format!("groups nest at most {DEPTH_MAX} deep"));
     }
     match cond {
+        // An empty group counts as a condition: otherwise any number of them would pass the limit.
+        Cond::All(items) | Cond::Any(items) if items.is_empty() => Ok(1),
         Cond::All(items) | Cond::Any(items) => {
             items.iter().map(|c| count_leaves(c, depth + 1)).sum::<Result<usize, String>>()
         }

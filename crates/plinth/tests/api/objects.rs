@@ -221,6 +221,11 @@ both_backends! {
         app.get(&path, &reader).await.expect(200);
         app.get("/v1/objects/notes/list", &reader).await.expect(200);
         app.post("/v1/objects/notes/search", &reader, json!({})).await.expect(200);
+        // Empty groups count against the 50 conditions too.
+        let empties: Vec<serde_json::Value> = (0..51).map(|_| json!({ "and": [] })).collect();
+        app.post("/v1/objects/notes/search", &reader, json!({ "filters": { "or": empties } })).await.expect_error(422, "VALIDATION_FAILED");
+        let empties: Vec<serde_json::Value> = (0..50).map(|_| json!({ "and": [] })).collect();
+        app.post("/v1/objects/notes/search", &reader, json!({ "filters": { "or": empties } })).await.expect(200);
         app.post("/v1/objects/notes", &reader, json!({ "properties": {} })).await.expect_error(403, "INSUFFICIENT_SCOPE");
         app.patch(&path, &reader, json!({ "properties": {} })).await.expect_error(403, "INSUFFICIENT_SCOPE");
         app.delete(&path, &reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
