@@ -49,6 +49,8 @@ pub struct AppState {
     pub usage: UsageRecorder,
     /// Verified credentials, so that a request needs no database round trip to authenticate.
     pub credentials: CredentialCache,
+    /// When this node last wrote each session's activity.
+    pub session_activity: crate::users::sessions::ActivityMarks,
     /// End users' live sessions with the roles they hold, for the same reason.
     pub sessions: crate::auth::cache::Cache<crate::users::sessions::LiveSession>,
     /// Object types with their properties and policies, for end users' requests.
@@ -364,6 +366,7 @@ impl Server {
             usage: UsageRecorder::default(),
             credentials: CredentialCache::new(db_is_embedded),
             sessions: crate::auth::cache::Cache::new(db_is_embedded),
+            session_activity: Default::default(),
             schemas: crate::auth::cache::Cache::new(db_is_embedded),
             limiter,
             cursor_key: master.derive("list-cursor"),

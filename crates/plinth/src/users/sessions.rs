@@ -290,6 +290,32 @@ pub async fn refresh(app: &App, tx: &mut WriteTx, token: &str) -> ApiResult<Refr
     Ok(Refreshed::Tokens(Box::new(issue(app, tx, &user, &session, &aal, ends).await?)))
 }
 
+/// When this process last wrote each session's `last_active_at`, so that concurrent requests
+/// of one session write it at most once a minute between them.
+#[derive(Debug, Default)]
+pub struct ActivityMarks(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+/// Most sessions remembered; past it the marks start over (at worst one more write each).
+const ACTIVITY_MARKS_MAX: usize = 100_000;
+
+impl ActivityMarks {
+    /// True (and noted) when `session`'s activity was not written by this process in the last
+    /// minute.
+    pub fn due(&self, session: &str) -> bool {
+        let mut marks = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        let every = std::time::Duration::from_secs(ACTIVITY_EVERY_SECS as u64);
+        if marks.get(session).is_some_and(|at| now.duration_since(*at) < every) {
+            return false;
+        }
+        if marks.len() >= ACTIVITY_MARKS_MAX {
+            marks.clear();
+        }
+        marks.insert(session.to_string(), now);
+        true
+    }
+}
+
 /// A session with its user, tenant and governance, and one role the user holds (none: `None`s).
 type LiveRow = (
     String,
@@ -367,7 +393,7 @@ async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::
     }
     let now = time::now();
     let mut last_active = time::from_db(&last_active).map_err(ApiError::from)?;
-    if (now - last_active).num_seconds() >= ACTIVITY_EVERY_SECS {
+    if (now - last_active).num_seconds() >= ACTIVITY_EVERY_SECS && app.session_activity.due(&claims.sid) {
         last_active = now;
         let (db, session) = (app.db.clone(), claims.sid.clone());
         tokio::spawn(async move {
@@ -432,4 +458,17 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
     let rate = RateLimit::for_credential(format!("user:{}", claims.sub), live.tier, None);
     let auth = Auth::new(actor, Some(TenantId::trusted(claims.tid)), live.scopes.clone(), ip).with_rate(rate);
     Ok(auth.with_access(live.access.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_is_written_once_a_minute_per_session() {
+        let marks = ActivityMarks::default();
+        assert!(marks.due("sess_a"));
+        assert!(!marks.due("sess_a"), "a second request within the minute writes nothing");
+        assert!(marks.due("sess_b"));
+    }
 }
