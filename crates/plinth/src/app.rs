@@ -355,7 +355,7 @@ impl Server {
             None => format!("http://{}", listener.local_addr()?),
         };
         if config.email.smtp_url.is_none() {
-            tracing::warn!("PLINTH_SMTP_URL is not set: end users' emails are written to the log (for development)");
+            tracing::warn!("PLINTH_SMTP_URL is not set: end users' emails are not sent, only noted in the log (PLINTH_DEV_SHOW_MESSAGES=true writes them there, for development)");
         }
         let app = App(Arc::new(AppState {
             db,

@@ -198,11 +198,17 @@ pub struct EmailArgs {
     /// The sender of end users' emails.
     #[arg(long, env = "PLINTH_EMAIL_FROM", default_value = "Plinth <no-reply@localhost>")]
     pub email_from: String,
+
+    /// For development only: without an SMTP server or an SMS provider, write the emails and texts
+    /// that are not sent (their links and codes included) to the log. Off, the log says only that
+    /// one was not sent, to whom.
+    #[arg(long, env = "PLINTH_DEV_SHOW_MESSAGES")]
+    pub dev_show_messages: bool,
 }
 
 impl Default for EmailArgs {
     fn default() -> Self {
-        EmailArgs { smtp_url: None, email_from: "Plinth <no-reply@localhost>".into() }
+        EmailArgs { smtp_url: None, email_from: "Plinth <no-reply@localhost>".into(), dev_show_messages: false }
     }
 }
 

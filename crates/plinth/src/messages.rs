@@ -108,11 +108,26 @@ pub async fn decoy(app: &App, tx: &mut WriteTx, tenant: &str, body: &str) -> Api
     Ok(())
 }
 
+/// Notes in the log that a message was not sent for want of a transport: never its body (links
+/// and codes are in it) unless the development flag `PLINTH_DEV_SHOW_MESSAGES` asks for it.
+fn log_held(show: bool, kind: &str, to: &str, subject: Option<&str>, body: &str) {
+    if show {
+        tracing::info!(%to, subject = subject.unwrap_or_default(), %body, "{kind} not sent (shown: PLINTH_DEV_SHOW_MESSAGES)");
+    } else {
+        tracing::info!(
+            %to,
+            subject = subject.unwrap_or_default(),
+            "{kind} not sent: no transport is configured (PLINTH_SMTP_URL, PLINTH_SMS_ACCOUNT_SID); \
+             PLINTH_DEV_SHOW_MESSAGES=true writes such messages here, for development"
+        );
+    }
+}
+
 /// Sends a text message through Twilio's Messages API (or the log without an account).
 async fn send_sms(app: &App, to: &str, body: &str) -> Result<(), String> {
     let sms = &app.config.sms;
     let (Some(account), Some(token)) = (&sms.sms_account_sid, &sms.sms_auth_token) else {
-        tracing::info!(%to, %body, "text message (log transport: set PLINTH_SMS_ACCOUNT_SID to send)");
+        log_held(app.config.email.dev_show_messages, "text message", to, None, body);
         return Ok(());
     };
     let url = format!("{}/2010-04-01/Accounts/{account}/Messages.json", sms.sms_base_url.trim_end_matches('/'));
@@ -238,7 +253,7 @@ async fn send(app: &App, message: &Claimed) -> Result<(), String> {
     };
     match &mailer {
         Mailer::Log => {
-            tracing::info!(to = %message.recipient, %subject, %body, "email (log transport: set PLINTH_SMTP_URL to send)");
+            log_held(app.config.email.dev_show_messages, "email", &message.recipient, Some(&subject), &body);
             Ok(())
         }
         Mailer::Smtp(transport) => {
@@ -306,4 +321,45 @@ async fn settle(app: &App, message: &Claimed, outcome: Result<(), String>) -> Ap
         }
     }
     tx.commit().await.map_err(ApiError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::log_held;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(show: bool) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_held(show, "email", "ada@example.com", Some("Reset your password"), "token tok_secret_123");
+        });
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn held_messages_keep_their_secrets_out_of_the_log() {
+        let quiet = logged(false);
+        assert!(quiet.contains("email not sent") && quiet.contains("ada@example.com"), "{quiet}");
+        assert!(!quiet.contains("tok_secret_123"), "{quiet}");
+        assert!(logged(true).contains("tok_secret_123"), "the development flag shows them");
+    }
 }
