@@ -159,24 +159,39 @@ async fn upload(
     let sha256 = crate::secrets::sha256_hex_bytes(&bytes);
     let size_bytes = bytes.len() as u64;
     // The bytes first: a row never names a file that is not there.
-    app.files.put(&object_path(&tenant, &id), bytes).await?;
+    let path = object_path(&tenant, &id);
+    app.files.put(&path, bytes).await?;
     let created_at = time::now();
     let expires_at = created_at + chrono::Duration::seconds(ttl as i64);
-    let mut tx = app.db.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO ai_uploads (id, tenant_id, content_type, size_bytes, sha256, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&id)
-    .bind(&tenant)
-    .bind(content_type)
-    .bind(size_bytes as i64)
-    .bind(&sha256)
-    .bind(time::to_db(&created_at))
-    .bind(time::to_db(&expires_at))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let recorded = async {
+        let mut tx = app.db.begin_write().await?;
+        // The bytes count against the tenant's `storage` until the upload expires.
+        let tenant_id = crate::auth::TenantId::trusted(tenant.clone());
+        crate::entitlements::consume(&mut tx, &app, &tenant_id, "storage", size_bytes as i64).await?;
+        sqlx::query(
+            "INSERT INTO ai_uploads (id, tenant_id, content_type, size_bytes, sha256, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(&tenant)
+        .bind(content_type)
+        .bind(size_bytes as i64)
+        .bind(&sha256)
+        .bind(time::to_db(&created_at))
+        .bind(time::to_db(&expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        ApiResult::Ok(())
+    }
+    .await;
+    if let Err(error) = recorded {
+        // Refused (over the storage limit, say) or failed: no file is kept without its row.
+        if let Err(removal) = app.files.delete(&path).await {
+            tracing::warn!(?removal, "removing the bytes of a refused upload failed");
+        }
+        return Err(error);
+    }
     let expires = expires_at.timestamp();
     let signature = crate::secrets::hex(&link_mac(&app, &id, expires).finalize().into_bytes());
     let url = format!("{base}/v1/ai/uploads/{id}?expires={expires}&signature={signature}");
@@ -269,17 +284,25 @@ pub async fn data_url(app: &App, tenant: &str, upload_id: &str) -> ApiResult<Str
 /// Removes expired uploads, their bytes first.
 pub async fn purge_expired(app: &App) -> ApiResult<u64> {
     let now = time::to_db(&time::now());
-    let expired: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, tenant_id FROM ai_uploads WHERE expires_at < $1 ORDER BY expires_at LIMIT $2")
-            .bind(&now)
-            .bind(PURGE_BATCH)
-            .fetch_all(app.db.pool())
-            .await?;
+    let expired: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT id, tenant_id, size_bytes FROM ai_uploads WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
+    )
+    .bind(&now)
+    .bind(PURGE_BATCH)
+    .fetch_all(app.db.pool())
+    .await?;
     let mut removed = 0;
-    for (id, tenant) in expired {
+    for (id, tenant, size_bytes) in expired {
         app.files.delete(&object_path(&tenant, &id)).await?;
-        removed +=
-            sqlx::query("DELETE FROM ai_uploads WHERE id = $1").bind(&id).execute(app.db.pool()).await?.rows_affected();
+        let mut tx = app.db.begin_write().await?;
+        let gone =
+            sqlx::query("DELETE FROM ai_uploads WHERE id = $1").bind(&id).execute(&mut *tx).await?.rows_affected();
+        if gone > 0 {
+            let tenant = crate::auth::TenantId::trusted(tenant);
+            crate::entitlements::release(&mut tx, &tenant, "storage", size_bytes).await?;
+        }
+        tx.commit().await?;
+        removed += gone;
     }
     Ok(removed)
 }

@@ -725,6 +725,17 @@ on_both_backends! {
             assert_eq!(refused.status(), 413);
         }
         assert_eq!(app.count("SELECT COUNT(*) FROM ai_uploads").await, before);
+
+        // Uploads count against the tenant's storage until they expire; over the limit nothing is kept.
+        let entitlements = format!("/v1/tenants/{}/entitlements", tenant.id);
+        let stored = (image.len() + 10) as i64;
+        assert_eq!(app.get(&entitlements, crate::common::ADMIN_KEY).await.data()["entitlements"]["storage"]["used"], stored);
+        app.patch(&entitlements, crate::common::ADMIN_KEY, json!({ "limits": { "storage": stored + 100 } })).await.expect(200);
+        upload_raw(&app, &tenant.key, "", "image/png", image.clone()).await.expect_error(403, "FEATURE_LIMIT_REACHED");
+        assert_eq!(app.count("SELECT COUNT(*) FROM ai_uploads").await, before);
+        let files = std::fs::read_dir(app.storage.data_dir.join("files").join("ai-uploads").join(&tenant.id)).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(files as i64, before, "the refused upload's bytes are gone");
+        app.patch(&entitlements, crate::common::ADMIN_KEY, json!({ "limits": { "storage": null } })).await.expect(200);
         let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
         upload_raw(&app, &reader, "", "image/png", image.clone()).await.expect_error(403, "INSUFFICIENT_SCOPE");
         upload_raw(&app, "plk_not_a_key", "", "image/png", image.clone()).await.expect_error(401, "UNAUTHORIZED");
@@ -750,6 +761,9 @@ on_both_backends! {
         assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_uploads WHERE id = '{id}'")).await, 0);
         assert!(!stored.exists(), "the bytes are removed");
         assert_eq!(app.count("SELECT COUNT(*) FROM ai_uploads").await, 1, "the unexpired upload stays");
+        let entitlements = format!("/v1/tenants/{}/entitlements", tenant.id);
+        let used = app.get(&entitlements, crate::common::ADMIN_KEY).await.data()["entitlements"]["storage"]["used"].clone();
+        assert_eq!(used, 10, "the expired upload's bytes no longer count");
     }
 
     async fn per_request_keys_win_for_one_call_and_are_never_kept(backend) {
