@@ -354,10 +354,40 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if self.owns_storage && self.storage.backend == Backend::Sqlite {
-            let _ = std::fs::remove_dir_all(&self.storage.data_dir);
+        if !self.owns_storage {
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.storage.data_dir);
+        if let Some(url) = self.storage.database_url.clone() {
+            // The test's database goes with it (its server's connections are ended by FORCE). On
+            // a thread of its own: a destructor cannot wait on the test's runtime.
+            let dropped = std::thread::spawn(move || drop_database(&url)).join();
+            if let Ok(Err(error)) = dropped {
+                eprintln!("dropping the test database failed: {error}");
+            }
         }
     }
+}
+
+/// Drops the database `url` names, through the admin URL the tests were given.
+fn drop_database(url: &str) -> Result<(), String> {
+    let admin_url = std::env::var("PLINTH_TEST_DATABASE_URL").map_err(|e| e.to_string())?;
+    let name = url.rsplit('/').next().unwrap_or_default().to_string();
+    if !name.starts_with("plinth_t_") {
+        return Err(format!("not a test database: {name}"));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let work = async {
+            let mut conn = sqlx::PgConnection::connect(&admin_url).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await?;
+            conn.close().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(20), work).await {
+            Ok(done) => done.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    })
 }
 
 /// A fixture file's text.
