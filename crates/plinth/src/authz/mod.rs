@@ -89,24 +89,22 @@ pub struct HeldRole {
     pub name: String,
 }
 
-/// Who an end user is for authorization, read from the database on every request so that a
-/// role taken away holds at once: their roles (with every ancestor), their metadata and the
-/// properties their roles may not touch. Their permissions become the request's scopes.
+/// Who an end user is for authorization, read with their session on every request (kept in
+/// memory in embedded mode until anything it depends on changes), so that a role taken away
+/// holds at once: their roles (with every ancestor), the values policies read, and the properties
+/// their roles may not touch. Their permissions become the request's scopes.
 #[derive(Debug, Clone)]
 pub struct UserAccess {
-    pub user_id: String,
-    /// The role named on the user (`authenticated` unless an admin set another).
-    pub role: String,
     pub roles: Vec<HeldRole>,
-    pub metadata: Value,
     pub denied: Vec<Denial>,
-    /// The values row policies read (`$auth.*`), made once per load.
+    /// Who they are for row policies (`$auth.*`): id, the role named on the user, role names,
+    /// `app_metadata`.
     pub caller: Caller,
 }
 
 impl UserAccess {
     pub fn role_names(&self) -> Vec<String> {
-        self.roles.iter().map(|r| r.name.clone()).collect()
+        self.caller.roles.clone()
     }
 
     pub fn holds_role_id(&self, id: &str) -> bool {
@@ -181,7 +179,7 @@ pub fn access_from(
         roles: roles.iter().map(|r| r.name.clone()).collect(),
         metadata: metadata.as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default(),
     };
-    let access = UserAccess { user_id: user_id.to_string(), role: role.to_string(), roles, metadata, denied, caller };
+    let access = UserAccess { roles, denied, caller };
     Ok((access, permissions))
 }
 

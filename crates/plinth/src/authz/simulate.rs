@@ -225,31 +225,26 @@ async fn simulate(auth: Auth, State(app): State<App>, Json(body): Json<Simulate>
             .fetch_all(&mut *conn)
             .await?;
     let role = body.auth_context.role.clone().unwrap_or_else(|| AUTHENTICATED.to_string());
-    let mut names: Vec<String> = vec![AUTHENTICATED.to_string(), role.clone()];
-    names.extend(body.auth_context.roles.iter().cloned());
+    let mut names: Vec<String> = Vec::new();
+    for name in [AUTHENTICATED.to_string(), role.clone()].into_iter().chain(body.auth_context.roles.iter().cloned()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    // Each name's stored parent joins the list once; the list is finite, so the walk ends.
     let mut i = 0;
-    while i < names.len() && names.len() <= stored.len() + body.auth_context.roles.len() + 2 {
+    while i < names.len() {
         let parent = stored
             .iter()
             .find(|(_, name, _, _)| *name == names[i])
             .and_then(|(_, _, parent, _)| parent.as_ref())
             .and_then(|parent| stored.iter().find(|(id, ..)| id == parent))
             .map(|(_, name, _, _)| name.clone());
-        if let Some(parent) = parent {
-            if !names.contains(&parent) {
-                names.push(parent);
-            }
+        if let Some(parent) = parent.filter(|p| !names.contains(p)) {
+            names.push(parent);
         }
         i += 1;
     }
-    names.dedup();
-    let mut unique = Vec::new();
-    for name in names {
-        if !unique.contains(&name) {
-            unique.push(name);
-        }
-    }
-    let names = unique;
     let role_ids: Vec<String> =
         stored.iter().filter(|(_, name, _, _)| names.contains(name)).map(|(id, ..)| id.clone()).collect();
     let mut permissions: Vec<String> = Vec::new();
