@@ -135,6 +135,12 @@ impl Drop for CredentialsChanging {
     }
 }
 
+impl axum::extract::FromRef<App> for crate::http::CursorKey {
+    fn from_ref(app: &App) -> Self {
+        crate::http::CursorKey(app.cursor_key)
+    }
+}
+
 impl Deref for App {
     type Target = AppState;
 
@@ -316,6 +322,10 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartupError> {
         let master = MasterKey::load(config.master_key.as_ref().map(Secret::expose), &config.storage.data_dir)?;
         let db = open_database(&config.storage).await?.with_events_buffer(config.realtime_buffer);
+        db.outbox().subscribe(Arc::new(crate::webhooks::delivery::FanOut));
+        if db.backend() == crate::db::Backend::Postgres {
+            db.outbox().subscribe(Arc::new(crate::realtime::notify::TellOtherNodes));
+        }
         if db.backend() == crate::db::Backend::Postgres && config.master_key.is_none() {
             tracing::warn!(
                 "PostgreSQL without PLINTH_MASTER_KEY: this node uses its own master.key, so tokens and \

@@ -1,73 +1,7 @@
-//! The event outbox: every change worth telling is written here, in the transaction that made
-//! it, so that webhooks and realtime can deliver it later and nothing is lost in between.
+//! Events: the platform's event types, custom events and the events API. Recording is the
+//! core outbox's (`crate::outbox`).
 
-use std::sync::Arc;
-
-use serde_json::Value;
-
-use crate::db::{Backend, WriteTx};
-use crate::http::ApiResult;
-use crate::id::{self, prefix};
-use crate::time;
-
-/// An event to record.
-#[derive(Debug)]
-pub struct Event<'a> {
-    /// `<resource>.<action>`, such as `object.created`.
-    pub kind: &'a str,
-    pub resource_type: &'a str,
-    pub resource_id: &'a str,
-    pub data: Value,
-}
-
-/// Records `event` for `tenant` in the caller's transaction, secret-looking fields redacted, and
-/// queues its webhook deliveries in the same transaction; returns its id. After commit, this
-/// process's realtime listeners receive it.
-pub async fn record(tx: &mut WriteTx, tenant: &str, event: Event<'_>) -> ApiResult<String> {
-    let id = id::new_id(prefix::EVENT);
-    let now = time::now();
-    // Secret-looking fields never reach a payload (the contract's list, as in audit records).
-    let data = crate::audit::redact(event.data);
-    sqlx::query(
-        "INSERT INTO events (id, tenant_id, type, resource_type, resource_id, data, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&id)
-    .bind(tenant)
-    .bind(event.kind)
-    .bind(event.resource_type)
-    .bind(event.resource_id)
-    .bind(data.to_string())
-    .bind(time::to_db(&now))
-    .execute(&mut **tx)
-    .await?;
-    let payload = Arc::new(payload(&id, event.kind, tenant, &now, data));
-    crate::webhooks::delivery::fan_out(tx, tenant, &payload).await?;
-    if tx.backend() == Backend::Postgres {
-        // Other nodes hear of it at commit (a notification is sent only if the transaction commits).
-        let note = crate::realtime::notify::note(tx.node(), &payload);
-        sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS sent")
-            .bind(crate::realtime::notify::CHANNEL)
-            .bind(note)
-            .execute(&mut **tx)
-            .await?;
-    }
-    tx.recorded_event(payload);
-    Ok(id)
-}
-
-/// The JSON an event is delivered as, to webhooks and realtime subscribers: Standard Webhooks'
-/// `type`, `timestamp` and `data`, with the event's id and tenant.
-pub fn payload(id: &str, kind: &str, tenant: &str, at: &time::Timestamp, data: Value) -> Value {
-    serde_json::json!({
-        "id": id,
-        "type": kind,
-        "tenant_id": tenant,
-        "timestamp": at,
-        "created_at": at,
-        "data": data,
-    })
-}
+pub use crate::outbox::{payload, record, Event};
 
 /// The event types the platform emits.
 pub const BUILT_IN: &[&str] = &[

@@ -14,7 +14,7 @@ use sqlx::FromRow;
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::db::{Backend, WriteTx};
+use crate::db::WriteTx;
 use crate::http::{ApiError, ApiResult};
 use crate::id::{self, prefix};
 use crate::{keyring, time};
@@ -82,7 +82,7 @@ async fn queue(
     body: &str,
 ) -> ApiResult<String> {
     let id = id::new_id(prefix::MESSAGE);
-    let sealed = keyring::seal(tx, app, tenant, "message", &id, body).await?;
+    let sealed = keyring::seal(tx, &app.wrap_key, tenant, "message", &id, body).await?;
     let now = time::to_db(&time::now());
     sqlx::query(
         "INSERT INTO outbound_messages (id, tenant_id, channel, recipient, subject, body, status, next_attempt_at, created_at) \
@@ -104,7 +104,7 @@ async fn queue(
 /// The work of queueing a message without queueing it (the body sealed under the tenant's key,
 /// then dropped): the path an unknown address takes, so that it costs what a known one does.
 pub async fn decoy(app: &App, tx: &mut WriteTx, tenant: &str, body: &str) -> ApiResult<()> {
-    keyring::seal(tx, app, tenant, "message", "decoy", body).await?;
+    keyring::seal(tx, &app.wrap_key, tenant, "message", "decoy", body).await?;
     Ok(())
 }
 
@@ -209,7 +209,7 @@ async fn claim(app: &App) -> ApiResult<Vec<Claimed>> {
         return Ok(Vec::new());
     }
     let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-    let lock = if app.db.backend() == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let lock = crate::db::dialect::skip_locked(app.db.backend(), None);
     let mut tx = app.db.begin_write().await?;
     let claimed: Vec<Claimed> = sqlx::query_as(&format!(
         "UPDATE outbound_messages SET lease_until = $1, attempts = attempts + 1 WHERE id IN (\
@@ -228,7 +228,7 @@ async fn claim(app: &App) -> ApiResult<Vec<Claimed>> {
 /// One attempt at sending; the error when it failed.
 async fn send(app: &App, message: &Claimed) -> Result<(), String> {
     let mut conn = app.db.pool().acquire().await.map_err(|e| e.to_string())?;
-    let body = keyring::open(&mut conn, app, &message.tenant_id, "message", &message.id, &message.body)
+    let body = keyring::open(&mut conn, &app.wrap_key, &message.tenant_id, "message", &message.id, &message.body)
         .await
         .map_err(|e| e.message)?;
     drop(conn);

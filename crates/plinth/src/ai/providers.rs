@@ -197,7 +197,7 @@ pub async fn open(
     .await?;
     let Some((id, kind, sealed, config)) = row else { return Ok(None) };
     let key = match sealed {
-        Some(sealed) => Some(keyring::open(conn, app, tenant, KIND, &id, &sealed).await?),
+        Some(sealed) => Some(keyring::open(conn, &app.wrap_key, tenant, KIND, &id, &sealed).await?),
         None => None,
     };
     Ok(Some((kind, key, serde_json::from_str(&config)?)))
@@ -277,7 +277,7 @@ async fn create_provider(
         return Err(ApiError::invalid("name", format!("a tenant has at most {INSTANCES_MAX} AI providers")));
     }
     let sealed = match &body.api_key {
-        Some(key) => Some(keyring::seal(&mut tx, &app, tenant.as_str(), KIND, &id, key).await?),
+        Some(key) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), KIND, &id, key).await?),
         None => None,
     };
     let inserted = sqlx::query(
@@ -367,7 +367,7 @@ async fn update_provider(
     }
     errors.finish()?;
     let sealed = match &body.api_key {
-        Some(key) => Some(keyring::seal(&mut tx, &app, tenant.as_str(), KIND, &current.id, key).await?),
+        Some(key) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), KIND, &current.id, key).await?),
         None => None,
     };
     let updated = sqlx::query(

@@ -24,7 +24,7 @@ use crate::scopes::required::CHAT_WRITE;
 use crate::time;
 
 /// Largest image accepted (the largest any vision provider takes).
-pub const UPLOAD_MAX_BYTES: usize = 20 * 1024 * 1024;
+pub const UPLOAD_MAX_BYTES: usize = crate::limits::AI_UPLOAD_MAX_BYTES;
 /// Link lifetimes: the default and the bounds (seed 002's signed URL TTL).
 const TTL_DEFAULT_SECS: u64 = 900;
 const TTL_MIN_SECS: u64 = 60;
@@ -147,7 +147,7 @@ async fn upload(
     if !(TTL_MIN_SECS..=TTL_MAX_SECS).contains(&ttl) {
         return Err(ApiError::invalid("expires_in", format!("must be {TTL_MIN_SECS} to {TTL_MAX_SECS} seconds")));
     }
-    let base = crate::http::public_base(&app);
+    let base = app.public_url.clone();
     let bytes = image_of(&app, request).await?;
     if bytes.is_empty() {
         return Err(ApiError::invalid("file", "the image is empty"));

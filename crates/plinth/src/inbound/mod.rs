@@ -339,9 +339,9 @@ async fn create_source(
     if count >= SOURCES_MAX {
         return Err(ApiError::invalid("name", format!("a tenant has at most {SOURCES_MAX} inbound sources")));
     }
-    let sealed = keyring::seal(&mut tx, &app, tenant.as_str(), SECRET_KIND, &id, &secret).await?;
+    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &id, &secret).await?;
     let token = match &body.verify_token {
-        Some(token) => Some(keyring::seal(&mut tx, &app, tenant.as_str(), TOKEN_KIND, &id, token).await?),
+        Some(token) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), TOKEN_KIND, &id, token).await?),
         None => None,
     };
     let inserted = sqlx::query(
@@ -427,11 +427,15 @@ async fn update_source(
     }
     errors.finish()?;
     let sealed = match &body.secret {
-        Some(secret) => Some(keyring::seal(&mut tx, &app, tenant.as_str(), SECRET_KIND, &current.id, secret).await?),
+        Some(secret) => {
+            Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &current.id, secret).await?)
+        }
         None => None,
     };
     let token = match &body.verify_token {
-        Some(token) => Some(keyring::seal(&mut tx, &app, tenant.as_str(), TOKEN_KIND, &current.id, token).await?),
+        Some(token) => {
+            Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), TOKEN_KIND, &current.id, token).await?)
+        }
         None => None,
     };
     sqlx::query(
@@ -538,9 +542,9 @@ async fn open_source(app: &App, source_id: &str) -> ApiResult<Opened> {
     let Some((tenant_id, name, scheme, secret, token)) = row else {
         return Err(ApiError::not_found("inbound source"));
     };
-    let secret = keyring::open(&mut conn, app, &tenant_id, SECRET_KIND, source_id, &secret).await?;
+    let secret = keyring::open(&mut conn, &app.wrap_key, &tenant_id, SECRET_KIND, source_id, &secret).await?;
     let verify_token = match token {
-        Some(token) => Some(keyring::open(&mut conn, app, &tenant_id, TOKEN_KIND, source_id, &token).await?),
+        Some(token) => Some(keyring::open(&mut conn, &app.wrap_key, &tenant_id, TOKEN_KIND, source_id, &token).await?),
         None => None,
     };
     Ok(Opened { id: source_id.to_string(), tenant_id, name, scheme, secret, verify_token })

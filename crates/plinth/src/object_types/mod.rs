@@ -115,20 +115,7 @@ pub struct UpdateObjectType {
     pub additional_properties: Option<bool>,
 }
 
-/// True for `[a-z][a-z0-9_]{0,62}`.
-pub fn is_identifier(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z'))
-        && name.len() <= 63
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// True for a short name of `[a-z0-9_-]{1,50}`: inbound sources, provider instances, custom
-/// vault services and their fields.
-pub fn is_slug(name: &str) -> bool {
-    (1..=50).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
+pub use crate::names::{is_identifier, is_slug};
 
 /// `support_tickets` -> `Support Tickets`.
 fn title_case(name: &str) -> String {

@@ -567,11 +567,7 @@ pub fn build(
         SortKey::Property(property) => {
             let expr = sql::value_expr(backend, &property.name, property.data_type);
             // Absent values sort as the smallest on both databases.
-            let nulls = match (backend, q.descending) {
-                (Backend::Postgres, false) => " NULLS FIRST",
-                (Backend::Postgres, true) => " NULLS LAST",
-                (Backend::Sqlite, _) => "",
-            };
+            let nulls = crate::db::dialect::nulls_smallest(backend, q.descending);
             format!("{expr} {dir}{nulls}, id {dir}")
         }
     };
@@ -942,22 +938,6 @@ pub async fn explain(app: &App, tenant: &str, type_ref: &str, raw: &str) -> ApiR
     let mut binds = Binds::new(backend);
     let (where_all, _, order) = build(backend, false, &schema.object_type.id, &q, None, None, &mut binds);
     let sql = format!("SELECT {COLUMNS} FROM objects WHERE {where_all} ORDER BY {order} LIMIT {}", q.limit + 1);
-    let plan = match backend {
-        Backend::Sqlite => {
-            let rows: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as_with(&format!("EXPLAIN QUERY PLAN {sql}"), binds.arguments()?)
-                    .fetch_all(&mut *conn)
-                    .await?;
-            rows.into_iter().map(|(_, _, _, detail)| detail).collect::<Vec<_>>()
-        }
-        Backend::Postgres => {
-            // A small table is cheaper to scan: ask for the plan the indexes allow.
-            sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await?;
-            let rows: Result<Vec<(String,)>, _> =
-                sqlx::query_as_with(&format!("EXPLAIN {sql}"), binds.arguments()?).fetch_all(&mut *conn).await;
-            sqlx::query("RESET enable_seqscan").execute(&mut *conn).await?;
-            rows?.into_iter().map(|(line,)| line).collect()
-        }
-    };
+    let plan = crate::db::dialect::explain(&mut conn, backend, &sql, binds.arguments()?).await?;
     Ok(plan.join("\n"))
 }

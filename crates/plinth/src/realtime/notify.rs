@@ -27,6 +27,26 @@ pub fn note(node: &str, event: &Value) -> String {
     json!({ "node": node, "id": event["id"], "tenant_id": event["tenant_id"] }).to_string()
 }
 
+/// Tells other nodes of each event as its transaction commits: the outbox's subscriber on
+/// PostgreSQL.
+pub struct TellOtherNodes;
+
+impl crate::outbox::Subscriber for TellOtherNodes {
+    fn recorded<'a>(
+        &'a self,
+        tx: &'a mut crate::db::WriteTx,
+        _tenant: &'a str,
+        event: &'a Value,
+    ) -> futures_util::future::BoxFuture<'a, crate::http::ApiResult<()>> {
+        Box::pin(async move {
+            let note = note(tx.node(), event);
+            let backend = tx.backend();
+            crate::db::dialect::notify(tx, backend, CHANNEL, &note).await?;
+            Ok(())
+        })
+    }
+}
+
 /// Starts listening (PostgreSQL only); stops when `stop` turns true.
 pub fn spawn(app: App, url: String, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(listen(app, url, stop))

@@ -183,7 +183,7 @@ pub async fn smtp(
             .await?;
     let Some((text, Some(sealed))) = row else { return Ok(None) };
     let config: AuthConfig = serde_json::from_str(&text).map_err(ApiError::internal)?;
-    let url = crate::keyring::open(conn, app, tenant, "smtp", tenant, &sealed).await?;
+    let url = crate::keyring::open(conn, &app.wrap_key, tenant, "smtp", tenant, &sealed).await?;
     Ok(Some((url, config.email_from)))
 }
 
@@ -206,7 +206,7 @@ pub async fn turnstile(conn: &mut sqlx::AnyConnection, app: &App, tenant: &str) 
     let Some((text, Some(sealed))) = row else { return Ok(None) };
     let config: AuthConfig = serde_json::from_str(&text).map_err(ApiError::internal)?;
     let Some(url) = config.turnstile_verify_url else { return Ok(None) };
-    let secret = crate::keyring::open(conn, app, tenant, "turnstile", tenant, &sealed).await?;
+    let secret = crate::keyring::open(conn, &app.wrap_key, tenant, "turnstile", tenant, &sealed).await?;
     Ok(Some((url, secret)))
 }
 
@@ -362,7 +362,7 @@ async fn set_config(
     .await?;
     for (_, column, kind, secret) in &secrets {
         let sealed = match secret {
-            Some(secret) => Some(crate::keyring::seal(&mut tx, &app, &tenant, kind, &tenant, secret).await?),
+            Some(secret) => Some(crate::keyring::seal(&mut tx, &app.wrap_key, &tenant, kind, &tenant, secret).await?),
             None => None,
         };
         sqlx::query(&format!("UPDATE auth_configs SET {column} = $1 WHERE tenant_id = $2"))

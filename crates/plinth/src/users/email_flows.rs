@@ -126,7 +126,7 @@ pub async fn send_verification(
     let Some(email) = &user.email else { return Ok(()) };
     let config = config::load(tx, &user.tenant_id).await?;
     let token = codes::issue(tx, &user.tenant_id, Some(&user.id), Purpose::VerifyEmail, email, redirect_to).await?;
-    let base = crate::http::public_base(app);
+    let base = app.public_url.clone();
     send(true, app, tx, &user.tenant_id, &config, &base, Purpose::VerifyEmail, email, &token, redirect_to).await
 }
 
@@ -136,7 +136,7 @@ pub async fn send_account_exists(app: &App, tx: &mut WriteTx, user: &UserRow) ->
     let Some(email) = &user.email else { return Ok(()) };
     let config = config::load(tx, &user.tenant_id).await?;
     let token = codes::issue(tx, &user.tenant_id, Some(&user.id), Purpose::ResetPassword, email, None).await?;
-    let base = crate::http::public_base(app);
+    let base = app.public_url.clone();
     let brand = config.brand(tx, &user.tenant_id).await?;
     let link = link(&base, Purpose::ResetPassword, &token, None, &config);
     let subject = format!("You already have an account at {brand}");
@@ -342,7 +342,7 @@ async fn email_link(
     let user_id = user.as_ref().filter(|u| !u.is_banned()).map(|u| u.id.clone());
     let redirect = body.redirect_to.as_deref();
     let token = codes::issue(&mut tx, &tenant, user_id.as_deref(), purpose, &email, redirect).await?;
-    let base = crate::http::public_base(app);
+    let base = app.public_url.clone();
     send(deliver, app, &mut tx, &tenant, &config, &base, purpose, &email, &token, redirect).await?;
     let who = auth_routes::who_at(&tenant, user_id.as_deref(), ip);
     let entry = Entry {

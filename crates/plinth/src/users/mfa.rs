@@ -227,7 +227,7 @@ async fn check_code(
     }
     let now = time::now().timestamp().max(0) as u64;
     for (id, sealed, last_step, _) in candidates {
-        let secret = keyring::open(tx, app, &user.tenant_id, "mfa_factor", &id, &sealed).await?;
+        let secret = keyring::open(tx, &app.wrap_key, &user.tenant_id, "mfa_factor", &id, &sealed).await?;
         let bytes = totp_rs::Secret::Encoded(secret)
             .to_bytes()
             .map_err(|_| ApiError::internal("a factor's secret is unreadable"))?;
@@ -352,7 +352,7 @@ async fn enroll(
         totp_rs::Secret::Encoded(text) => text,
         totp_rs::Secret::Raw(_) => return Err(ApiError::internal("encoding a secret failed")),
     };
-    let sealed = keyring::seal(&mut tx, &app, &tenant, "mfa_factor", &id, &secret).await?;
+    let sealed = keyring::seal(&mut tx, &app.wrap_key, &tenant, "mfa_factor", &id, &secret).await?;
     let now = time::to_db(&time::now());
     sqlx::query(
         "INSERT INTO mfa_factors (id, tenant_id, user_id, kind, friendly_name, secret, created_at) \

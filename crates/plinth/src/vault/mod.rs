@@ -95,7 +95,7 @@ pub async fn open(
             .fetch_optional(&mut *conn)
             .await?;
     let Some((sealed,)) = row else { return Ok(None) };
-    let text = keyring::open(conn, app, tenant, KIND, service, &sealed).await?;
+    let text = keyring::open(conn, &app.wrap_key, tenant, KIND, service, &sealed).await?;
     match serde_json::from_str(&text)? {
         Value::Object(fields) => Ok(Some(fields)),
         _ => Err(ApiError::internal("stored credentials are not an object")),
@@ -214,7 +214,8 @@ async fn put_credentials(
         }
     }
     let sealed =
-        keyring::seal(&mut tx, &app, tenant.as_str(), KIND, &service, &Value::Object(fields).to_string()).await?;
+        keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), KIND, &service, &Value::Object(fields).to_string())
+            .await?;
     sqlx::query(
         "INSERT INTO service_credentials (tenant_id, service, sealed, hints, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (tenant_id, service) \

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::app::App;
-use crate::db::{Backend, WriteTx};
+use crate::db::WriteTx;
 use crate::events::{self, Event};
 use crate::http::ApiResult;
 use crate::id::{self, prefix};
@@ -50,6 +50,20 @@ pub fn matches(patterns: &[String], kind: &str) -> bool {
                 kind.len() > stem.len() && kind.starts_with(stem) && kind[stem.len()..].starts_with('.')
             })
     })
+}
+
+/// Queues each event's deliveries as it is recorded: the outbox's subscriber.
+pub struct FanOut;
+
+impl crate::outbox::Subscriber for FanOut {
+    fn recorded<'a>(
+        &'a self,
+        tx: &'a mut WriteTx,
+        tenant: &'a str,
+        event: &'a Value,
+    ) -> futures_util::future::BoxFuture<'a, ApiResult<()>> {
+        Box::pin(fan_out(tx, tenant, event))
+    }
 }
 
 /// Queues, in the recording transaction, a delivery of the event `payload` to each of the
@@ -349,7 +363,7 @@ async fn claim(app: &App, limit: usize) -> ApiResult<Vec<Claimed>> {
     let lease = Duration::from_secs(app.config.webhooks.timeout_secs) + LEASE_MARGIN;
     let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
     let token = secrets::random_alphanumeric(24);
-    let lock = if app.db.backend() == Backend::Postgres { " FOR UPDATE OF d SKIP LOCKED" } else { "" };
+    let lock = crate::db::dialect::skip_locked(app.db.backend(), Some("d"));
     let mut tx = app.db.begin_write().await?;
     let mut claimed: Vec<Claimed> = sqlx::query_as(&format!(
         "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2, attempt = attempt + 1 WHERE id IN (\

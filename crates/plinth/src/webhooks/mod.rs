@@ -7,6 +7,8 @@ pub mod log;
 
 use std::net::IpAddr;
 
+use crate::outbound::is_private;
+
 use axum::extract::State;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -180,50 +182,6 @@ pub struct WebhookCreated {
 pub struct SecretRotated {
     pub secret: String,
     pub previous_secret_expires_at: DateTime<Utc>,
-}
-
-/// Whether an address is one outbound calls must not reach by default: private, loopback,
-/// link-local, shared (100.64/10), benchmarking (198.18/15), reserved (240/4) and the IETF block
-/// (192.0.0/24); on IPv6 also unique-local, link- and site-local, IPv4-compatible (`::a.b.c.d`),
-/// and the IPv4 address a mapped (`::ffff:`), NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) one
-/// carries; the local-use NAT64 prefix `64:ff9b:1::/48` is refused whole.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || a == 100 && (64..128).contains(&b)
-                || a == 0
-                || a == 198 && (b & 0xfe) == 18
-                || a >= 240
-                || a == 192 && b == 0 && c == 0
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            let embedded = |high: u16, low: u16| {
-                is_private(IpAddr::V4(std::net::Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))))
-            };
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] & 0xffc0) == 0xfec0
-                // IPv4-compatible `::a.b.c.d` (deprecated): never a public destination.
-                || s[..6].iter().all(|&x| x == 0)
-                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
-                || (s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0) && embedded(s[6], s[7]))
-                || (s[0] == 0x2002 && embedded(s[1], s[2]))
-        }
-    }
 }
 
 /// Checks an endpoint URL: HTTPS, no credentials, no private or loopback host written out
@@ -403,7 +361,7 @@ async fn create_webhook(
     let now = time::to_db(&time::now());
     let mut tx = app.db.begin_write().await?;
     entitlements::consume(&mut tx, &app, tenant, "webhooks", 1).await?;
-    let sealed = keyring::seal(&mut tx, &app, tenant.as_str(), SECRET_KIND, &id, &secret).await?;
+    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &id, &secret).await?;
     sqlx::query(
         "INSERT INTO webhooks (id, tenant_id, url, events, object_types, status, description, secret, created_at, \
          updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
@@ -585,7 +543,7 @@ async fn rotate_secret(
     let mut tx = app.db.begin_write().await?;
     let webhook = find(&mut tx, tenant.as_str(), &webhook_id).await?;
     let secret = new_secret();
-    let sealed = keyring::seal(&mut tx, &app, tenant.as_str(), SECRET_KIND, &webhook.id, &secret).await?;
+    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &webhook.id, &secret).await?;
     let until = time::now() + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
     sqlx::query(
         "UPDATE webhooks SET previous_secret = secret, previous_secret_until = $1, secret = $2, updated_at = $3 \
@@ -620,10 +578,10 @@ pub async fn signing_secrets(app: &App, tenant: &str, webhook_id: &str) -> ApiRe
     .fetch_optional(&mut *conn)
     .await?;
     let Some((secret, previous, until)) = row else { return Err(ApiError::not_found("webhook")) };
-    let mut secrets = vec![keyring::open(&mut conn, app, tenant, SECRET_KIND, webhook_id, &secret).await?];
+    let mut secrets = vec![keyring::open(&mut conn, &app.wrap_key, tenant, SECRET_KIND, webhook_id, &secret).await?];
     let overlapping = until.as_deref().map(time::from_db).transpose()?.is_some_and(|at| at > time::now());
     if let (Some(previous), true) = (previous, overlapping) {
-        secrets.push(keyring::open(&mut conn, app, tenant, SECRET_KIND, webhook_id, &previous).await?);
+        secrets.push(keyring::open(&mut conn, &app.wrap_key, tenant, SECRET_KIND, webhook_id, &previous).await?);
     }
     Ok(secrets)
 }
@@ -650,39 +608,6 @@ mod tests {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }
         assert!(check_url("http://127.0.0.1:9000/x", true).is_ok());
-    }
-
-    #[test]
-    fn addresses_that_lead_inside_are_private() {
-        for inside in [
-            "127.0.0.1",
-            "10.0.0.1",
-            "198.18.0.1",
-            "198.19.255.255",
-            "240.0.0.1",
-            "255.255.255.255",
-            "192.0.0.8",
-            "100.64.0.1",
-            "::1",
-            "::127.0.0.1",
-            "::10.0.0.1",
-            "::ffff:127.0.0.1",
-            "64:ff9b::7f00:1",
-            "64:ff9b::a00:1",
-            "64:ff9b:1::808:808",
-            "2002:7f00:1::",
-            "2002:a9fe:a9fe::1",
-            "fec0::1",
-            "fe80::1",
-            "fd00::1",
-        ] {
-            assert!(is_private(inside.parse().unwrap()), "{inside}");
-        }
-        for outside in ["8.8.8.8", "198.20.0.1", "239.0.0.1", "2001:4860::8888", "64:ff9b::808:808", "2002:808:808::1"]
-        {
-            let ip: IpAddr = outside.parse().unwrap();
-            assert_eq!(is_private(ip), ip.is_multicast(), "{outside}");
-        }
     }
 
     #[test]

@@ -397,7 +397,7 @@ on_both_backends! {
         for candidate in [own.as_str(), "ip6-localhost", "ip6-loopback", "localhost.localdomain"] {
             let resolved: Vec<std::net::SocketAddr> =
                 tokio::net::lookup_host((candidate, 0)).await.map(|a| a.collect()).unwrap_or_default();
-            if !candidate.is_empty() && !resolved.is_empty() && resolved.iter().all(|a| plinth::webhooks::is_private(a.ip())) {
+            if !candidate.is_empty() && !resolved.is_empty() && resolved.iter().all(|a| plinth::outbound::is_private(a.ip())) {
                 host = Some(candidate.to_string());
                 break;
             }

@@ -3,7 +3,7 @@
 //! `updated_after`/`updated_before`, `sort` over the list's sortable fields, `fields` (sparse
 //! fieldsets) and `total`. A list declares itself with a `ListSpec`.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,8 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::FieldErrors;
 use super::{ApiError, ApiResult, Query};
-use crate::app::App;
-use crate::db::{Backend, Db};
+use crate::db::Db;
 use crate::limits::{LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
 use crate::time;
 
@@ -303,10 +302,7 @@ where
     let count_sql = format!("SELECT COUNT(*) FROM {} WHERE {where_sql}", spec.table);
     let (total,): (i64,) = sqlx::query_as_with(&count_sql, arguments(&filter.binds)?).fetch_one(db.pool()).await?;
     // Text sorts by bytes on both databases, whatever PostgreSQL's default collation.
-    let collate = match db.backend() {
-        Backend::Postgres => " COLLATE \"C\"",
-        Backend::Sqlite => "",
-    };
+    let collate = crate::db::dialect::byte_order(db.backend());
 
     // Keyset: the sort fields, then the id in the direction of the last one (newest first by default).
     let id_descending = sort.last().is_none_or(|(_, descending)| *descending);
@@ -374,12 +370,26 @@ impl ListParams {
     }
 }
 
-impl FromRequestParts<App> for ListParams {
+/// The key list cursors are signed with: the state hands it to the `ListParams` extractor.
+#[derive(Clone, Copy)]
+pub struct CursorKey(pub [u8; 32]);
+
+impl std::fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CursorKey(..)")
+    }
+}
+
+impl<S> FromRequestParts<S> for ListParams
+where
+    CursorKey: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let Query(query) = Query::<ListQuery>::from_request_parts(parts, app).await?;
-        ListParams::new(query, app.cursor_key)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(query) = Query::<ListQuery>::from_request_parts(parts, state).await?;
+        ListParams::new(query, CursorKey::from_ref(state).0)
     }
 }
 

@@ -2,13 +2,17 @@
 //! both, and the few places where the two dialects differ.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{broadcast, watch};
+
+use crate::outbox::Subscriber;
+
+pub mod dialect;
 
 /// Which database the pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,14 @@ pub struct Outbox {
     work: watch::Sender<u64>,
     /// The events committed by this process, as delivered to realtime subscribers.
     events: broadcast::Sender<Arc<Value>>,
+    /// What the capabilities do with each event as it is recorded.
+    subscribers: RwLock<Vec<Arc<dyn Subscriber>>>,
+}
+
+impl std::fmt::Debug for dyn Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subscriber")
+    }
 }
 
 /// How many committed events a slow realtime listener may fall behind before it misses some.
@@ -44,7 +56,21 @@ pub const OUTBOX_EVENTS_BUFFER: usize = 4096;
 
 impl Outbox {
     fn new(events_buffer: usize) -> Self {
-        Outbox { work: watch::channel(0).0, events: broadcast::channel(events_buffer.max(1)).0 }
+        Outbox {
+            work: watch::channel(0).0,
+            events: broadcast::channel(events_buffer.max(1)).0,
+            subscribers: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Adds what a capability does with each event recorded from now on, in the recording
+    /// transaction.
+    pub fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
+        self.subscribers.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(subscriber);
+    }
+
+    fn subscribers(&self) -> Vec<Arc<dyn Subscriber>> {
+        self.subscribers.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Changes after every commit that queued background work.
@@ -97,6 +123,11 @@ impl WriteTx {
     /// Notes that this transaction queued background work, to wake the workers after commit.
     pub fn queued_work(&mut self) {
         self.queued_work = true;
+    }
+
+    /// The outbox's subscribers, for an event recorded in this transaction.
+    pub fn subscribers(&self) -> Vec<Arc<dyn Subscriber>> {
+        self.outbox.subscribers()
     }
 
     /// Notes an event recorded in this transaction, for realtime listeners after commit.
@@ -243,27 +274,4 @@ impl Db {
     }
 }
 
-/// Locks the row `id` of `table` until the transaction ends, on PostgreSQL: `exclusive` against
-/// other changers (`FOR UPDATE`), else shared (`FOR SHARE`). SQLite's writers are one at a time
-/// already, so there it does nothing. `table` is one of the project's own table names.
-pub async fn lock_row(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    table: &str,
-    id: &str,
-    exclusive: bool,
-) -> Result<(), sqlx::Error> {
-    if backend == Backend::Postgres {
-        let mode = if exclusive { "UPDATE" } else { "SHARE" };
-        sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR {mode}")).bind(id).execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// True when `error` is a unique-constraint violation (both backends).
-pub fn is_unique_violation(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db.is_unique_violation(),
-        _ => false,
-    }
-}
+pub use dialect::{is_unique_violation, lock_row};

@@ -148,7 +148,7 @@ fn is_name(part: &str) -> bool {
 /// True when `resource` is a resource name, or `objects.<type>` for one object type.
 fn is_resource(resource: &str) -> bool {
     match resource.split_once('.') {
-        Some(("objects", object_type)) => crate::object_types::is_identifier(object_type),
+        Some(("objects", object_type)) => crate::names::is_identifier(object_type),
         Some(_) => false,
         None => is_name(resource),
     }

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::webhooks::is_private;
-
 /// Resolves names with the system resolver and keeps only public addresses.
 #[derive(Debug)]
 struct PublicOnly;
@@ -134,6 +132,50 @@ pub fn describe(error: &reqwest::Error) -> String {
     }
 }
 
+/// Whether an address is one outbound calls must not reach by default: private, loopback,
+/// link-local, shared (100.64/10), benchmarking (198.18/15), reserved (240/4) and the IETF block
+/// (192.0.0/24); on IPv6 also unique-local, link- and site-local, IPv4-compatible (`::a.b.c.d`),
+/// and the IPv4 address a mapped (`::ffff:`), NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) one
+/// carries; the local-use NAT64 prefix `64:ff9b:1::/48` is refused whole.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 100 && (64..128).contains(&b)
+                || a == 0
+                || a == 198 && (b & 0xfe) == 18
+                || a >= 240
+                || a == 192 && b == 0 && c == 0
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                is_private(IpAddr::V4(std::net::Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))))
+            };
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                // IPv4-compatible `::a.b.c.d` (deprecated): never a public destination.
+                || s[..6].iter().all(|&x| x == 0)
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0) && embedded(s[6], s[7]))
+                || (s[0] == 0x2002 && embedded(s[1], s[2]))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +195,38 @@ mod tests {
     async fn names_that_resolve_to_private_addresses_are_refused() {
         let refused = PublicOnly.resolve("localhost".parse().unwrap()).await;
         assert!(refused.is_err());
+    }
+
+    #[test]
+    fn addresses_that_lead_inside_are_private() {
+        for inside in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.0.8",
+            "100.64.0.1",
+            "::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::808:808",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "fec0::1",
+            "fe80::1",
+            "fd00::1",
+        ] {
+            assert!(is_private(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in ["8.8.8.8", "198.20.0.1", "239.0.0.1", "2001:4860::8888", "64:ff9b::808:808", "2002:808:808::1"]
+        {
+            let ip: IpAddr = outside.parse().unwrap();
+            assert_eq!(is_private(ip), ip.is_multicast(), "{outside}");
+        }
     }
 }

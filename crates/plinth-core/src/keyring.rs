@@ -5,13 +5,12 @@
 
 use sqlx::AnyConnection;
 
-use crate::app::App;
 use crate::http::{ApiError, ApiResult};
 use crate::secrets;
 use crate::time;
 
 /// The tenant's data key, made on first use (in the caller's transaction).
-pub async fn data_key(conn: &mut AnyConnection, app: &App, tenant: &str) -> ApiResult<[u8; 32]> {
+pub async fn data_key(conn: &mut AnyConnection, wrap_key: &[u8; 32], tenant: &str) -> ApiResult<[u8; 32]> {
     let existing: Option<(String,)> = sqlx::query_as("SELECT wrapped_key FROM tenant_keys WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_optional(&mut *conn)
@@ -21,7 +20,7 @@ pub async fn data_key(conn: &mut AnyConnection, app: &App, tenant: &str) -> ApiR
         None => {
             let mut fresh = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
-            let wrapped = secrets::seal(&app.wrap_key, tenant.as_bytes(), &fresh);
+            let wrapped = secrets::seal(wrap_key, tenant.as_bytes(), &fresh);
             // Another request may have made one meanwhile: the first stored wins.
             sqlx::query(
                 "INSERT INTO tenant_keys (tenant_id, wrapped_key, created_at) VALUES ($1, $2, $3) \
@@ -39,7 +38,7 @@ pub async fn data_key(conn: &mut AnyConnection, app: &App, tenant: &str) -> ApiR
             stored
         }
     };
-    let key = secrets::open(&app.wrap_key, tenant.as_bytes(), &wrapped).ok_or_else(|| {
+    let key = secrets::open(wrap_key, tenant.as_bytes(), &wrapped).ok_or_else(|| {
         ApiError::internal("a tenant data key does not open: is PLINTH_MASTER_KEY the one it was made with?")
     })?;
     key.try_into().map_err(|_| ApiError::internal("a tenant data key has the wrong length"))
@@ -52,26 +51,26 @@ fn associated(tenant: &str, kind: &str, record: &str) -> Vec<u8> {
 /// Seals `secret` for the record `kind`/`record` of `tenant`.
 pub async fn seal(
     conn: &mut AnyConnection,
-    app: &App,
+    wrap_key: &[u8; 32],
     tenant: &str,
     kind: &str,
     record: &str,
     secret: &str,
 ) -> ApiResult<String> {
-    let key = data_key(conn, app, tenant).await?;
+    let key = data_key(conn, wrap_key, tenant).await?;
     Ok(secrets::seal(&key, &associated(tenant, kind, record), secret.as_bytes()))
 }
 
 /// Opens what `seal` made for the same tenant, kind and record.
 pub async fn open(
     conn: &mut AnyConnection,
-    app: &App,
+    wrap_key: &[u8; 32],
     tenant: &str,
     kind: &str,
     record: &str,
     sealed: &str,
 ) -> ApiResult<String> {
-    let key = data_key(conn, app, tenant).await?;
+    let key = data_key(conn, wrap_key, tenant).await?;
     let plain = secrets::open(&key, &associated(tenant, kind, record), sealed)
         .ok_or_else(|| ApiError::internal(format!("a stored {kind} secret does not open")))?;
     String::from_utf8(plain).map_err(|_| ApiError::internal("a stored secret is not text"))

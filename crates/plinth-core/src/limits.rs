@@ -29,10 +29,13 @@ pub const RSA_MIN_BITS: u64 = 2048;
 /// How far ahead a tenant-signed JWT may set `exp`.
 pub const TENANT_JWT_MAX_LIFETIME_SECS: i64 = 3600;
 
+/// Largest file `POST /v1/ai/upload` takes: 20 MiB.
+pub const AI_UPLOAD_MAX_BYTES: usize = 20 * 1024 * 1024;
+
 /// The largest body a route takes: the configured limit, or more where a route takes files.
 pub fn body_limit(path: &str, configured: usize) -> usize {
     if path == "/v1/ai/upload" {
-        configured.max(crate::ai::uploads::UPLOAD_MAX_BYTES + 64 * 1024)
+        configured.max(AI_UPLOAD_MAX_BYTES + 64 * 1024)
     } else {
         configured
     }

@@ -1,0 +1,96 @@
+//! Every difference between the two databases, in one place: row locks and `SKIP LOCKED`,
+//! byte-order collation, null ordering, notifications between nodes, unique violations, and
+//! reading a query plan.
+
+use sqlx::AnyConnection;
+
+use super::Backend;
+
+/// Locks the row `id` of `table` until the transaction ends, on PostgreSQL: `exclusive` against
+/// other changers (`FOR UPDATE`), else shared (`FOR SHARE`). SQLite's writers are one at a time
+/// already, so there it does nothing. `table` is one of the project's own table names.
+pub async fn lock_row(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    table: &str,
+    id: &str,
+    exclusive: bool,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        let mode = if exclusive { "UPDATE" } else { "SHARE" };
+        sqlx::query(&format!("SELECT id FROM {table} WHERE id = $1 FOR {mode}")).bind(id).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// True when `error` is a unique-constraint violation (both backends).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.is_unique_violation(),
+        _ => false,
+    }
+}
+
+/// The suffix that makes a claiming `SELECT` skip rows other transactions hold: PostgreSQL's
+/// `FOR UPDATE [OF alias] SKIP LOCKED`. SQLite's one writer at a time makes it needless.
+pub fn skip_locked(backend: Backend, of: Option<&str>) -> String {
+    match (backend, of) {
+        (Backend::Postgres, Some(alias)) => format!(" FOR UPDATE OF {alias} SKIP LOCKED"),
+        (Backend::Postgres, None) => " FOR UPDATE SKIP LOCKED".into(),
+        (Backend::Sqlite, _) => String::new(),
+    }
+}
+
+/// What makes text compare by bytes on both databases, whatever PostgreSQL's default collation.
+pub fn byte_order(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " COLLATE \"C\"",
+        Backend::Sqlite => "",
+    }
+}
+
+/// How absent values sort smallest, after an `ORDER BY` term (SQLite already sorts them first).
+pub fn nulls_smallest(backend: Backend, descending: bool) -> &'static str {
+    match (backend, descending) {
+        (Backend::Postgres, false) => " NULLS FIRST",
+        (Backend::Postgres, true) => " NULLS LAST",
+        (Backend::Sqlite, _) => "",
+    }
+}
+
+/// Sends `text` on `channel` to every node listening, when the transaction commits (PostgreSQL's
+/// `pg_notify`); SQLite has one node, so there it does nothing.
+pub async fn notify(conn: &mut AnyConnection, backend: Backend, channel: &str, text: &str) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS sent")
+            .bind(channel)
+            .bind(text)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The plan the database would take for `sql`, one line per step.
+pub async fn explain(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    sql: &str,
+    arguments: sqlx::any::AnyArguments<'_>,
+) -> Result<Vec<String>, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => {
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as_with(&format!("EXPLAIN QUERY PLAN {sql}"), arguments).fetch_all(&mut *conn).await?;
+            Ok(rows.into_iter().map(|(_, _, _, detail)| detail).collect())
+        }
+        Backend::Postgres => {
+            // A small table is cheaper to scan: ask for the plan the indexes allow.
+            sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await?;
+            let rows: Result<Vec<(String,)>, _> =
+                sqlx::query_as_with(&format!("EXPLAIN {sql}"), arguments).fetch_all(&mut *conn).await;
+            sqlx::query("RESET enable_seqscan").execute(&mut *conn).await?;
+            Ok(rows?.into_iter().map(|(line,)| line).collect())
+        }
+    }
+}

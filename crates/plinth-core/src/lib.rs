@@ -1,0 +1,15 @@
+//! Plinth's core: what every capability builds on, and nothing of any capability. It never
+//! imports the application; what it needs from it arrives as a value or through `FromRef`.
+
+pub mod db;
+pub mod http;
+pub mod id;
+pub mod keyring;
+pub mod limits;
+pub mod names;
+pub mod outbound;
+pub mod outbox;
+pub mod redact;
+pub mod scopes;
+pub mod secrets;
+pub mod time;

@@ -1,0 +1,71 @@
+//! The event outbox: every change worth telling is written here, in the transaction that made
+//! it, and handed to the capabilities that subscribed (webhook fan-out, other nodes' realtime), so
+//! that nothing is lost in between.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use crate::db::WriteTx;
+use crate::http::ApiResult;
+use crate::id::{self, prefix};
+use crate::time;
+
+/// An event to record.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// `<resource>.<action>`, such as `object.created`.
+    pub kind: &'a str,
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+    pub data: Value,
+}
+
+/// What a capability does, in the recording transaction, with each event: queue its webhook
+/// deliveries, tell other nodes. Registered once at start with `Outbox::subscribe`.
+pub trait Subscriber: Send + Sync + 'static {
+    fn recorded<'a>(&'a self, tx: &'a mut WriteTx, tenant: &'a str, event: &'a Value) -> BoxFuture<'a, ApiResult<()>>;
+}
+
+/// Records `event` for `tenant` in the caller's transaction, secret-looking fields redacted, and
+/// hands it to every subscriber in the same transaction; returns its id. After commit, this
+/// process's realtime listeners receive it.
+pub async fn record(tx: &mut WriteTx, tenant: &str, event: Event<'_>) -> ApiResult<String> {
+    let id = id::new_id(prefix::EVENT);
+    let now = time::now();
+    // Secret-looking fields never reach a payload (the contract's list, as in audit records).
+    let data = crate::redact::redact(event.data);
+    sqlx::query(
+        "INSERT INTO events (id, tenant_id, type, resource_type, resource_id, data, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&id)
+    .bind(tenant)
+    .bind(event.kind)
+    .bind(event.resource_type)
+    .bind(event.resource_id)
+    .bind(data.to_string())
+    .bind(time::to_db(&now))
+    .execute(&mut **tx)
+    .await?;
+    let payload = Arc::new(payload(&id, event.kind, tenant, &now, data));
+    for subscriber in tx.subscribers() {
+        subscriber.recorded(tx, tenant, &payload).await?;
+    }
+    tx.recorded_event(payload);
+    Ok(id)
+}
+
+/// The JSON an event is delivered as, to webhooks and realtime subscribers: Standard Webhooks'
+/// `type`, `timestamp` and `data`, with the event's id and tenant.
+pub fn payload(id: &str, kind: &str, tenant: &str, at: &time::Timestamp, data: Value) -> Value {
+    serde_json::json!({
+        "id": id,
+        "type": kind,
+        "tenant_id": tenant,
+        "timestamp": at,
+        "created_at": at,
+        "data": data,
+    })
+}
