@@ -41,6 +41,7 @@ pub mod prefix {
     pub const RECOVERY_CODE: &str = "rcv";
     pub const ROLE: &str = "role";
     pub const POLICY: &str = "pol";
+    pub const JOB: &str = "job";
 }
 
 /// A new identifier with `prefix`, time-ordered.

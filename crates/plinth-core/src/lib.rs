@@ -4,6 +4,7 @@
 pub mod db;
 pub mod http;
 pub mod id;
+pub mod jobs;
 pub mod keyring;
 pub mod limits;
 pub mod names;
@@ -12,4 +13,5 @@ pub mod outbox;
 pub mod redact;
 pub mod scopes;
 pub mod secrets;
+pub mod tasks;
 pub mod time;

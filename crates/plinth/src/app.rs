@@ -88,6 +88,8 @@ pub struct AppState {
     pub link_key: [u8; 32],
     /// This node's realtime connections.
     pub realtime: crate::realtime::Hub,
+    /// Background work that requests start and that must finish before shutdown.
+    pub tasks: crate::tasks::Tasks,
     pub started_at: Instant,
     pub openapi_json: axum::body::Bytes,
 }
@@ -395,6 +397,7 @@ impl Server {
             files,
             link_key: master.derive("upload-links"),
             realtime: crate::realtime::Hub::default(),
+            tasks: Default::default(),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),
         }));
@@ -414,15 +417,15 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let app = self.app.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let delivery = crate::webhooks::delivery::spawn(app.clone(), stop_rx.clone());
-        let listener = match (&app.config.storage.database_url, app.db.backend()) {
-            (Some(url), crate::db::Backend::Postgres) => {
-                Some(crate::realtime::notify::spawn(app.clone(), url.clone(), stop_rx.clone()))
-            }
-            _ => None,
-        };
-        let messages = crate::messages::spawn(app.clone(), stop_rx.clone());
-        let maintenance = tokio::spawn(maintain(app.clone(), stop_rx));
+        let mut kinds = crate::jobs::Registry::new();
+        kinds.register(crate::webhooks::delivery::Deliver(app.clone()));
+        kinds.register(crate::messages::Send(app.clone()));
+        let workers = crate::tasks::Tasks::default();
+        workers.spawn("jobs", crate::jobs::run(app.db.clone(), kinds, stop_rx.clone()));
+        if let (Some(url), crate::db::Backend::Postgres) = (&app.config.storage.database_url, app.db.backend()) {
+            workers.spawn("notifications", crate::realtime::notify::listen(app.clone(), url.clone(), stop_rx.clone()));
+        }
+        workers.spawn("maintenance", maintain(app.clone(), stop_rx));
 
         let router = router(app.clone());
         let service = tower::util::MapRequestLayer::new(rewrite_aliases).layer(router);
@@ -434,21 +437,10 @@ impl Server {
         .await;
 
         let _ = stop_tx.send(true);
-        if let Err(error) = maintenance.await {
-            tracing::error!(%error, "maintenance task failed");
-        }
-        if let Err(error) = messages.await {
-            tracing::error!(%error, "the message sender failed");
-        }
-        if let Err(error) = delivery.await {
-            tracing::error!(%error, "webhook delivery task failed");
-        }
-        if let Some(Err(error)) = match listener {
-            Some(listener) => Some(listener.await),
-            None => None,
-        } {
-            tracing::error!(%error, "the notification listener failed");
-        }
+        // The workers finish what they hold (the jobs engine gives its jobs a few seconds);
+        // then the tasks requests started (usage of streamed AI calls) are joined.
+        workers.join(Duration::from_secs(30)).await;
+        app.tasks.join(Duration::from_secs(10)).await;
         if let Err(error) = app.usage.flush(&app.db).await {
             tracing::error!(%error, "writing usage at shutdown failed");
         }
@@ -483,6 +475,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             }
             if let Err(error) = crate::webhooks::delivery::prune(&app).await {
                 tracing::warn!(%error, "pruning the webhook delivery log failed");
+            }
+            if let Err(error) = crate::jobs::prune(&app.db).await {
+                tracing::warn!(%error, "forgetting old dead jobs failed");
             }
             if let Err(error) = crate::users::purge_expired(&app).await {
                 tracing::warn!(?error, "purging expired end-user codes and sessions failed");

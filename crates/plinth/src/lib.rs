@@ -30,7 +30,9 @@ pub mod users;
 pub mod vault;
 pub mod webhooks;
 
-pub use plinth_core::{db, http, id, keyring, limits, names, outbound, outbox, redact, scopes, secrets, time};
+pub use plinth_core::{
+    db, http, id, jobs, keyring, limits, names, outbound, outbox, redact, scopes, secrets, tasks, time,
+};
 
 pub use app::{App, Server};
 pub use config::Config;

@@ -1,30 +1,33 @@
-//! Emails and text messages to end users: a row in `outbound_messages` committed with
-//! the request that caused it, its body sealed under the tenant's key, then sent by this
-//! node's worker over SMTP (`lettre`) and Twilio's Messages API or, unconfigured, written to the
-//! server log.
-//! Failed sends are retried (30 s, 2 min, 10 min, 1 h), then marked failed; a sent message's
-//! body is wiped.
+//! Emails and text messages to end users: a row in `outbound_messages` and a `message.send` job,
+//! committed with the request that caused them, the body sealed under the tenant's key; the jobs
+//! engine sends each over SMTP (`lettre`) or Twilio's Messages API or, unconfigured, notes it in
+//! the server log. Failed sends are retried (30 s, 2 min, 10 min, 1 h), then marked failed; a
+//! sent message's body is wiped.
 
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Mailbox, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sqlx::FromRow;
-use tokio::sync::watch;
 
 use crate::app::App;
 use crate::db::WriteTx;
 use crate::http::{ApiError, ApiResult};
 use crate::id::{self, prefix};
+use crate::jobs::{self, Fate, Job, JobError, NewJob, Performed};
 use crate::{keyring, time};
 
 /// Waits before each retry; the message fails after the last.
 const RETRIES: &[Duration] =
     &[Duration::from_secs(30), Duration::from_secs(120), Duration::from_secs(600), Duration::from_secs(3600)];
-const CLAIM_BATCH: i64 = 10;
-const LEASE: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_secs(1);
+/// The job kind that sends a message; its reference is the message's id.
+pub const KIND: &str = "message.send";
+/// How long one send may take: the transports' timeout.
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+/// Messages sent at once by one node.
+const CONCURRENCY: usize = 8;
 
 /// How emails leave this server.
 #[derive(Clone)]
@@ -49,7 +52,7 @@ impl Mailer {
         match url.filter(|u| !u.trim().is_empty()) {
             None => Ok(Mailer::Log),
             Some(url) => AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                .map(|builder| Mailer::Smtp(builder.timeout(Some(Duration::from_secs(20))).build()))
+                .map(|builder| Mailer::Smtp(builder.timeout(Some(SEND_TIMEOUT)).build()))
                 .map_err(|e| format!("PLINTH_SMTP_URL: {e}")),
         }
     }
@@ -97,7 +100,8 @@ async fn queue(
     .bind(&now)
     .execute(&mut **tx)
     .await?;
-    tx.queued_work();
+    let job = NewJob::new(KIND, serde_json::json!({})).tenant(tenant).reference(&id);
+    jobs::enqueue(tx, job).await.map_err(ApiError::internal)?;
     Ok(id)
 }
 
@@ -156,73 +160,92 @@ struct Claimed {
     recipient: String,
     subject: Option<String>,
     body: String,
-    attempts: i64,
 }
 
-/// Starts this node's sender; it stops when `stop` turns true.
-pub fn spawn(app: App, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(app, stop))
-}
+/// The `message.send` kind: sends one message.
+pub struct Send(pub App);
 
-async fn run(app: App, mut stop: watch::Receiver<bool>) {
-    let mut wake = app.db.outbox().work();
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let claimed = claim(&app).await.unwrap_or_else(|error| {
-            tracing::warn!(?error, "claiming messages failed; will retry");
-            Vec::new()
-        });
-        let full = claimed.len() as i64 == CLAIM_BATCH;
-        for message in claimed {
-            let outcome = send(&app, &message).await;
-            if let Err(error) = settle(&app, &message, outcome).await {
-                tracing::warn!(?error, message = %message.id, "recording a sent message failed; it may be sent again");
-            }
-        }
-        if full {
-            continue;
-        }
-        tokio::select! {
-            changed = wake.changed() => {
-                if changed.is_err() {
-                    tokio::time::sleep(POLL).await;
-                }
-            }
-            _ = tokio::time::sleep(POLL) => {}
-            _ = stop.changed() => return,
-        }
+impl jobs::Kind for Send {
+    type Outcome = ();
+
+    fn name(&self) -> &'static str {
+        KIND
     }
-}
 
-async fn claim(app: &App) -> ApiResult<Vec<Claimed>> {
-    let now = time::now();
-    let due: Option<(String,)> = sqlx::query_as(
-        "SELECT id FROM outbound_messages WHERE status = 'pending' AND next_attempt_at <= $1 \
-         AND (lease_until IS NULL OR lease_until < $1) LIMIT 1",
-    )
-    .bind(time::to_db(&now))
-    .fetch_optional(app.db.pool())
-    .await?;
-    if due.is_none() {
-        return Ok(Vec::new());
+    fn concurrency(&self) -> usize {
+        CONCURRENCY
     }
-    let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-    let lock = crate::db::dialect::skip_locked(app.db.backend(), None);
-    let mut tx = app.db.begin_write().await?;
-    let claimed: Vec<Claimed> = sqlx::query_as(&format!(
-        "UPDATE outbound_messages SET lease_until = $1, attempts = attempts + 1 WHERE id IN (\
-         SELECT id FROM outbound_messages WHERE status = 'pending' AND next_attempt_at <= $2 \
-         AND (lease_until IS NULL OR lease_until < $2) ORDER BY next_attempt_at LIMIT {CLAIM_BATCH}{lock}) \
-         RETURNING id, tenant_id, channel, recipient, subject, body, attempts"
-    ))
-    .bind(time::to_db(&until))
-    .bind(time::to_db(&now))
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(claimed)
+
+    fn lease(&self) -> Duration {
+        SEND_TIMEOUT * 2
+    }
+
+    fn max_attempts(&self) -> i64 {
+        1 + RETRIES.len() as i64
+    }
+
+    fn backoff(&self, attempts: i64) -> Duration {
+        jobs::scheduled(RETRIES, attempts)
+    }
+
+    fn perform<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Performed<()>> {
+        Box::pin(async move {
+            let app = &self.0;
+            let id = job.reference.as_deref().unwrap_or_default();
+            let message: Result<Option<Claimed>, sqlx::Error> = sqlx::query_as(
+                "SELECT id, tenant_id, channel, recipient, subject, body FROM outbound_messages \
+                 WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(id)
+            .fetch_optional(app.db.pool())
+            .await;
+            let result = match message {
+                // Sent, failed or forgotten meanwhile.
+                Ok(None) => Ok(()),
+                Ok(Some(message)) => send(app, &message).await,
+                Err(error) => Err(format!("loading the message failed: {error}")),
+            };
+            if let Err(error) = &result {
+                tracing::warn!(message = %id, attempt = job.attempt, %error, "sending a message failed");
+            }
+            Performed { outcome: (), result }
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        tx: &'a mut WriteTx,
+        job: &'a Job,
+        _outcome: Option<&'a ()>,
+        fate: &'a Fate,
+    ) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(async move {
+            let id = job.reference.as_deref().unwrap_or_default();
+            let now = time::to_db(&time::now());
+            let query = match fate {
+                Fate::Done => sqlx::query(
+                    "UPDATE outbound_messages SET status = 'sent', body = '', sent_at = $1, attempts = $2, \
+                     last_error = NULL WHERE id = $3 AND status = 'pending'",
+                )
+                .bind(now)
+                .bind(job.attempt),
+                Fate::Retry { at, error } => sqlx::query(
+                    "UPDATE outbound_messages SET next_attempt_at = $1, attempts = $2, last_error = $3 WHERE id = $4",
+                )
+                .bind(time::to_db(at))
+                .bind(job.attempt)
+                .bind(error.chars().take(500).collect::<String>()),
+                Fate::Dead { error } => sqlx::query(
+                    "UPDATE outbound_messages SET status = 'failed', body = '', attempts = $1, last_error = $2 \
+                     WHERE id = $3",
+                )
+                .bind(job.attempt.min(job.max_attempts))
+                .bind(error.chars().take(500).collect::<String>()),
+            };
+            query.bind(id).execute(&mut **tx).await?;
+            Ok(())
+        })
+    }
 }
 
 /// One attempt at sending; the error when it failed.
@@ -274,53 +297,6 @@ async fn send(app: &App, message: &Claimed) -> Result<(), String> {
             transport.send(email).await.map(|_| ()).map_err(|e| e.to_string())
         }
     }
-}
-
-async fn settle(app: &App, message: &Claimed, outcome: Result<(), String>) -> ApiResult<()> {
-    let now = time::now();
-    let mut tx = app.db.begin_write().await?;
-    match outcome {
-        Ok(()) => {
-            sqlx::query(
-                "UPDATE outbound_messages SET status = 'sent', body = '', sent_at = $1, lease_until = NULL, \
-                 last_error = NULL WHERE id = $2",
-            )
-            .bind(time::to_db(&now))
-            .bind(&message.id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Err(error) => {
-            let error: String = error.chars().take(500).collect();
-            let retry = usize::try_from(message.attempts - 1).ok().and_then(|i| RETRIES.get(i));
-            tracing::warn!(message = %message.id, attempt = message.attempts, %error, "sending a message failed");
-            match retry {
-                Some(wait) => {
-                    let wait = wait.mul_f64(1.0 + rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..0.1));
-                    let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
-                    sqlx::query(
-                        "UPDATE outbound_messages SET next_attempt_at = $1, lease_until = NULL, last_error = $2 WHERE id = $3",
-                    )
-                    .bind(time::to_db(&next))
-                    .bind(&error)
-                    .bind(&message.id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query(
-                        "UPDATE outbound_messages SET status = 'failed', body = '', lease_until = NULL, last_error = $1 \
-                         WHERE id = $2",
-                    )
-                    .bind(&error)
-                    .bind(&message.id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-    }
-    tx.commit().await.map_err(ApiError::from)
 }
 
 #[cfg(test)]

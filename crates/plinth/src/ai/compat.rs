@@ -491,7 +491,7 @@ fn metered_stream(app: App, call: Call, answer: reqwest::Response, wants_usage: 
                     }
                     state.finished = true;
                     let (app, call, (input, output)) = (state.app.clone(), state.call.clone(), state.usage);
-                    tokio::spawn(async move { call.record(&app, 200, input, output).await });
+                    app.tasks.clone().spawn("AI usage", async move { call.record(&app, 200, input, output).await });
                 }
             }
         }
@@ -523,7 +523,7 @@ impl Translating {
         }
         self.recorded = true;
         let (app, call, (input, output)) = (self.app.clone(), self.call.clone(), self.translator.usage());
-        tokio::spawn(async move { call.record(&app, 200, input, output).await });
+        app.tasks.clone().spawn("AI usage", async move { call.record(&app, 200, input, output).await });
     }
 }
 

@@ -70,10 +70,18 @@ impl Recheck {
         }
     }
 
+    /// Whether credentials changed on this node since the last check: then an event is let
+    /// through only after the check, so a change that answered before the event was recorded
+    /// holds for it.
+    pub fn changed(&self) -> bool {
+        self.changes.has_changed().unwrap_or(false)
+    }
+
     /// Checks the credential (after `due`, outside any race, so that the check is never cut
     /// short by another branch): the caller as it now is (its roles read again), or `None` when
     /// the credential no longer holds.
     pub async fn valid(&mut self, app: &App) -> Option<Auth> {
+        self.changes.borrow_and_update();
         self.next = tokio::time::Instant::now() + RECHECK;
         crate::auth::credential::authenticate(app, &self.credential, self.ip).await.ok()
     }
@@ -255,7 +263,40 @@ async fn session(app: App, mut auth: Auth, tenant: String, mut recheck: Recheck,
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     let mut last_heard = Instant::now();
     loop {
+        if recheck.changed()
+            && !checked_again(&app, &mut auth, &mut recheck, &mut filter, &mut channels, &registered, &mut socket).await
+        {
+            break;
+        }
         tokio::select! {
+            // Events first: one recorded before a command arrived is sent before its answer.
+            biased;
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if event["tenant_id"].as_str() != Some(tenant.as_str()) {
+                        continue;
+                    }
+                    let Some(channel) = channels.iter().find(|c| channel_matches(c, &event)).cloned() else { continue };
+                    if recheck.changed() && !checked_again(&app, &mut auth, &mut recheck, &mut filter, &mut channels, &registered, &mut socket).await {
+                        break;
+                    }
+                    if !channels.contains(&channel) {
+                        continue;
+                    }
+                    let Some(event) = filter.admit(&app, &auth, &event).await else { continue };
+                    let frame = json!({ "type": "event", "channel": channel, "event": event });
+                    if !send(&mut socket, text(frame)).await {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    let reason = format!("too slow: {missed} events missed; reconnect");
+                    let close = CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: reason.into() };
+                    let _ = send(&mut socket, Message::Close(Some(close))).await;
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            },
             incoming = socket.recv() => {
                 let Some(Ok(message)) = incoming else { break };
                 last_heard = Instant::now();
@@ -272,37 +313,8 @@ async fn session(app: App, mut auth: Auth, tenant: String, mut recheck: Recheck,
                     }
                 }
             }
-            event = events.recv() => match event {
-                Ok(event) => {
-                    if event["tenant_id"].as_str() != Some(tenant.as_str()) {
-                        continue;
-                    }
-                    let Some(channel) = channels.iter().find(|c| channel_matches(c, &event)).cloned() else { continue };
-                    let Some(event) = filter.admit(&app, &auth, &event).await else { continue };
-                    let frame = json!({ "type": "event", "channel": channel, "event": event });
-                    if !send(&mut socket, text(frame)).await {
-                        break;
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    let reason = format!("too slow: {missed} events missed; reconnect");
-                    let close = CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: reason.into() };
-                    let _ = send(&mut socket, Message::Close(Some(close))).await;
-                    break;
-                }
-                Err(RecvError::Closed) => break,
-            },
             () = recheck.due() => {
-                if let Some(current) = recheck.valid(&app).await {
-                    // Roles and policies may have changed: decide afresh from here on.
-                    auth = current;
-                    filter.reset();
-                    channels.retain(|channel| may_subscribe(&auth, channel).is_ok());
-                    registered.set_channels(&channels);
-                } else {
-                    let reason = "the credential was revoked or has expired";
-                    let close = CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: reason.into() };
-                    let _ = send(&mut socket, Message::Close(Some(close))).await;
+                if !checked_again(&app, &mut auth, &mut recheck, &mut filter, &mut channels, &registered, &mut socket).await {
                     break;
                 }
             }
@@ -313,6 +325,30 @@ async fn session(app: App, mut auth: Auth, tenant: String, mut recheck: Recheck,
             }
         }
     }
+}
+
+/// Checks a socket's credential again: roles and policies may have changed, so its filter and
+/// channels are decided afresh; `false` (the socket closed) when the credential no longer holds.
+async fn checked_again(
+    app: &App,
+    auth: &mut Auth,
+    recheck: &mut Recheck,
+    filter: &mut crate::authz::access::EventFilter,
+    channels: &mut HashSet<String>,
+    registered: &Registered,
+    socket: &mut WebSocket,
+) -> bool {
+    if let Some(current) = recheck.valid(app).await {
+        *auth = current;
+        filter.reset();
+        channels.retain(|channel| may_subscribe(auth, channel).is_ok());
+        registered.set_channels(channels);
+        return true;
+    }
+    let reason = "the credential was revoked or has expired";
+    let close = CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: reason.into() };
+    let _ = send(socket, Message::Close(Some(close))).await;
+    false
 }
 
 /// Whether `auth` may subscribe to `channel`: its read scope, or for one object type the

@@ -47,12 +47,8 @@ impl crate::outbox::Subscriber for TellOtherNodes {
     }
 }
 
-/// Starts listening (PostgreSQL only); stops when `stop` turns true.
-pub fn spawn(app: App, url: String, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(listen(app, url, stop))
-}
-
-async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
+/// Listens (PostgreSQL only) until `stop` turns true.
+pub async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
     loop {
         let mut listener = match connect(&url).await {
             Ok(listener) => listener,

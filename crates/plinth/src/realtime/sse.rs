@@ -125,6 +125,12 @@ impl Cursor {
                 self.backlog.extend(page);
                 continue;
             }
+            if self.recheck.changed() {
+                // A change that answered before the next event was recorded holds for it.
+                let current = self.recheck.valid(&self.app).await?;
+                self.auth = current;
+                self.filter.reset();
+            }
             let received = tokio::select! {
                 received = self.live.recv() => received,
                 () = self.recheck.due() => {

@@ -396,7 +396,7 @@ async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::
     if (now - last_active).num_seconds() >= ACTIVITY_EVERY_SECS && app.session_activity.due(&claims.sid) {
         last_active = now;
         let (db, session) = (app.db.clone(), claims.sid.clone());
-        tokio::spawn(async move {
+        app.tasks.spawn("session activity", async move {
             // Best effort, through the write queue like every write.
             let Ok(mut tx) = db.begin_write().await else { return };
             let done = sqlx::query("UPDATE auth_sessions SET last_active_at = $1 WHERE id = $2")

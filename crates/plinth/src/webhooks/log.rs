@@ -324,16 +324,16 @@ async fn get_delivery(
 /// Queues a delivery for another attempt now; out of the dead-letter queue if it was there. A
 /// delivery that ran out of attempts gets one more.
 pub async fn requeue(tx: &mut WriteTx, tenant: &str, delivery_id: &str) -> ApiResult<Retried> {
-    let row: Option<(String, i64, Option<String>)> =
-        sqlx::query_as("SELECT status, attempt, lease_until FROM webhook_deliveries WHERE id = $1 AND tenant_id = $2")
+    let row: Option<(String, i64, Option<i64>)> =
+        sqlx::query_as("SELECT status, attempt, max_attempts FROM webhook_deliveries WHERE id = $1 AND tenant_id = $2")
             .bind(delivery_id)
             .bind(tenant)
             .fetch_optional(&mut **tx)
             .await?;
-    let Some((status, attempt, lease)) = row else { return Err(ApiError::not_found("webhook delivery")) };
-    let now = time::to_db(&time::now());
-    if lease.is_some_and(|until| until > now) {
-        return Err(ApiError::conflict("the delivery is being sent right now: see its outcome, then retry"));
+    let Some((status, attempt, max_attempts)) = row else { return Err(ApiError::not_found("webhook delivery")) };
+    let busy = || ApiError::conflict("the delivery is being sent right now: see its outcome, then retry");
+    if crate::jobs::is_running(tx, delivery::KIND, delivery_id).await.map_err(ApiError::internal)? {
+        return Err(busy());
     }
     if status == "success" {
         return Err(ApiError::new(
@@ -341,21 +341,20 @@ pub async fn requeue(tx: &mut WriteTx, tenant: &str, delivery_id: &str) -> ApiRe
             "the delivery succeeded already: replay its event to send it again",
         ));
     }
-    let requeued = sqlx::query(
-        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1, lease_until = NULL, \
-         lease_token = NULL, max_attempts = CASE WHEN status = 'failed' THEN attempt + 1 ELSE max_attempts END, \
-         updated_at = $1 WHERE id = $2 AND tenant_id = $3 AND (lease_until IS NULL OR lease_until < $1)",
+    let max_attempts = if status == "failed" { Some(attempt + 1) } else { max_attempts };
+    let now = time::to_db(&time::now());
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1, max_attempts = $2, updated_at = $1          WHERE id = $3 AND tenant_id = $4",
     )
     .bind(&now)
+    .bind(max_attempts)
     .bind(delivery_id)
     .bind(tenant)
     .execute(&mut **tx)
     .await?;
-    if requeued.rows_affected() == 0 {
-        return Err(ApiError::conflict("the delivery is being sent right now: see its outcome, then retry"));
-    }
+    crate::jobs::forget(tx, delivery::KIND, delivery_id).await.map_err(ApiError::internal)?;
+    delivery::enqueue(tx, tenant, delivery_id, attempt, max_attempts).await?;
     crate::dlq::remove_for(tx, tenant, delivery_id).await?;
-    tx.queued_work();
     Ok(Retried { retried: true, id: delivery_id.to_string(), status: "pending".into(), attempt })
 }
 

@@ -7,8 +7,6 @@ pub mod log;
 
 use std::net::IpAddr;
 
-use crate::outbound::is_private;
-
 use axum::extract::State;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -31,6 +29,7 @@ use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams,
 use crate::id::{self, prefix};
 use crate::keyring;
 use crate::object_types::is_identifier;
+use crate::outbound::is_private;
 use crate::scopes::required::{WEBHOOKS_DELETE, WEBHOOKS_READ, WEBHOOKS_WRITE};
 use crate::time;
 
@@ -462,6 +461,9 @@ async fn update_webhook(
         changes: json!({ "url": url, "events": events, "object_types": body.object_types, "status": status }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
+    if enabling {
+        delivery::resume(&mut tx, tenant.as_str(), &current.id).await?;
+    }
     let webhook = find(&mut tx, tenant.as_str(), &current.id).await?;
     tx.commit().await?;
     Ok(Data(webhook))
@@ -505,6 +507,15 @@ async fn delete_webhook(
          (SELECT id FROM webhook_deliveries WHERE webhook_id = $2)",
     )
     .bind(tenant.as_str())
+    .bind(&webhook.id)
+    .execute(&mut *tx)
+    .await?;
+    // Their jobs go with them (a running one finds its delivery gone and writes nothing).
+    sqlx::query(
+        "DELETE FROM jobs WHERE kind = $1 AND status <> 'running' AND reference IN \
+         (SELECT id FROM webhook_deliveries WHERE webhook_id = $2)",
+    )
+    .bind(delivery::KIND)
     .bind(&webhook.id)
     .execute(&mut *tx)
     .await?;

@@ -230,10 +230,18 @@ on_both_backends! {
         assert_eq!(webhook.data()["is_active"], false);
         assert_eq!(app.get("/v1/events/list?type=webhook.disabled", &tenant.key).await.data()["total"], 1);
 
-        // The third attempt waits while the endpoint is disabled; enabling it sends it.
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(failing.got().len(), 2, "no attempt while the endpoint is disabled");
+        // The third attempt waits while the endpoint is disabled (its job, once due, finds it so
+        // and leaves the delivery waiting); enabling it sends it.
         let delivery_id = failing.got()[0].header("webhook-id").to_string();
+        let jobs_of = format!("SELECT COUNT(*) FROM jobs WHERE reference = '{delivery_id}'");
+        for _ in 0..300 {
+            if app.count(&jobs_of).await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(app.count(&jobs_of).await, 0, "the delivery waits without a job");
+        assert_eq!(failing.got().len(), 2, "no attempt while the endpoint is disabled");
         assert_eq!(app.get(&format!("/v1/webhook-deliveries/{delivery_id}"), &tenant.key).await.data()["status"], "retrying");
         failing.always(200);
         app.patch(&format!("/v1/webhooks/{id}"), &tenant.key, json!({ "status": "active" })).await.expect(200);
@@ -364,8 +372,8 @@ on_both_backends! {
         app.delete_confirmed(&format!("/v1/webhooks/{id}"), &tenant.key).await.expect(200);
         assert_eq!(app.count("SELECT COUNT(*) FROM webhook_deliveries").await, 0);
         assert_eq!(app.count("SELECT COUNT(*) FROM webhook_attempts").await, 0);
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(receiver.got().len(), 1, "nothing is sent for a deleted endpoint");
+        assert_eq!(app.count("SELECT COUNT(*) FROM jobs").await, 0, "nothing is left to send for a deleted endpoint");
+        assert_eq!(receiver.got().len(), 1);
     }
 
     async fn private_targets_are_refused_after_resolution(backend) {
@@ -516,7 +524,14 @@ async fn two_nodes_deliver_each_message_once() {
         track(node, &tenant, "node.event", json!({ "n": n })).await;
     }
     receiver.wait_for(20).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every job settled: nothing is left that could send one twice.
+    for _ in 0..300 {
+        if first.count("SELECT COUNT(*) FROM jobs").await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(first.count("SELECT COUNT(*) FROM jobs").await, 0);
     let got = receiver.got();
     let ids: HashSet<&str> = got.iter().map(|g| g.header("webhook-id")).collect();
     assert_eq!(got.len(), 20, "no delivery is sent twice");

@@ -14,6 +14,7 @@ mod gateway;
 mod governance;
 mod idempotency;
 mod inbound;
+mod jobs;
 mod keys;
 mod lists;
 mod object_types;
