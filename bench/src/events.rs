@@ -74,6 +74,7 @@ pub async fn run(
         events: true,
         gateway: false,
         auth: false,
+        jobs: 0,
     };
     println!("events: {requests} requests per scenario, concurrency {concurrency}");
     println!("{:<52} {:>10} {:>10} {:>10} {:>7}", "scenario", "median", "p99", "per s", "failed");
@@ -156,5 +157,6 @@ pub(crate) fn options_like(options: &Options) -> Options {
         events: true,
         gateway: false,
         auth: false,
+        jobs: 0,
     }
 }

@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 mod auth;
 mod events;
 mod gateway;
+mod jobs;
 use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "plk_admin_bench_0123456789abcdefghijklmnopqrstuvwx";
@@ -36,6 +37,8 @@ pub(crate) struct Options {
     gateway: bool,
     /// Measure end-user sign-in (and the timing of known against unknown addresses) instead.
     auth: bool,
+    /// Measure the jobs engine on its own, with this many no-op jobs, instead.
+    jobs: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -49,6 +52,7 @@ fn options() -> anyhow::Result<Options> {
         events: false,
         gateway: false,
         auth: false,
+        jobs: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -63,6 +67,7 @@ fn options() -> anyhow::Result<Options> {
             "--events" => options.events = true,
             "--gateway" => options.gateway = true,
             "--auth" => options.auth = true,
+            "--jobs" => options.jobs = value()?.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -152,6 +157,9 @@ async fn call(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = options()?;
+    if options.jobs > 0 {
+        return jobs::run(options.database_url.as_deref(), options.jobs, options.concurrency).await;
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let data_dir = std::env::temp_dir().join(format!("plinth-bench-{}", std::process::id()));
     let mut command = tokio::process::Command::new(&options.binary);
