@@ -32,10 +32,30 @@ pub const TENANT_JWT_MAX_LIFETIME_SECS: i64 = 3600;
 /// Largest file `POST /v1/ai/upload` takes: 20 MiB.
 pub const AI_UPLOAD_MAX_BYTES: usize = 20 * 1024 * 1024;
 
+/// Most of an AI provider's whole (not streamed) answer that is read.
+pub const UPSTREAM_BODY_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Most of a small service's answer (a bot check, an SMS provider) that is read.
+pub const SERVICE_BODY_MAX_BYTES: usize = 64 * 1024;
+/// Most of one provider's stream that is passed on.
+pub const STREAM_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Longest line of a provider's stream (one event) that is held.
+pub const STREAM_FRAME_MAX_BYTES: usize = 1024 * 1024;
+
 /// The largest body a route takes: the configured limit, or more where a route takes files.
 pub fn body_limit(path: &str, configured: usize) -> usize {
     if path == "/v1/ai/upload" {
         configured.max(AI_UPLOAD_MAX_BYTES + 64 * 1024)
+    } else {
+        configured
+    }
+}
+
+/// The longest a route may take to answer: the configured limit, or for the routes that wait on
+/// an AI provider at least as long as an AI call may take.
+pub fn request_timeout(path: &str, configured: std::time::Duration) -> std::time::Duration {
+    let waits_on_ai = path.starts_with("/v1/ai/") || path == "/v1/chat/completions" || path == "/v1/embeddings";
+    if waits_on_ai {
+        configured.max(crate::outbound::AI_CALL_MAX)
     } else {
         configured
     }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Resolves names with the system resolver and keeps only public addresses.
@@ -29,21 +30,32 @@ impl Resolve for PublicOnly {
 
 /// The client for calls to URLs that tenants give.
 pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
-    builder(allow_private, Some(timeout))
+    client_of(allow_private, Some(timeout))
 }
 
 /// A client for AI providers: no overall timeout (answers stream for minutes), the SSRF guard
 /// unless `trusted` (URLs from the server's own configuration).
 /// Calls to services the operator configured (an SMS provider): their URLs are trusted.
 pub fn service_client() -> reqwest::Client {
-    builder(true, Some(Duration::from_secs(20)))
+    client_of(true, Some(Duration::from_secs(20)))
 }
 
 pub fn ai_client(allow_private: bool, trusted: bool) -> reqwest::Client {
-    builder(allow_private || trusted, None)
+    builder(allow_private || trusted, Some(AI_CALL_MAX)).read_timeout(AI_IDLE_MAX).build().expect(VALID)
 }
 
-fn builder(allow_private: bool, timeout: Option<Duration>) -> reqwest::Client {
+/// Longest an AI call may take, a stream included.
+pub const AI_CALL_MAX: Duration = Duration::from_secs(15 * 60);
+/// Longest an AI provider may stay silent mid-answer.
+pub const AI_IDLE_MAX: Duration = Duration::from_secs(120);
+
+const VALID: &str = "the outbound client's settings are valid";
+
+fn client_of(allow_private: bool, timeout: Option<Duration>) -> reqwest::Client {
+    builder(allow_private, timeout).build().expect(VALID)
+}
+
+fn builder(allow_private: bool, timeout: Option<Duration>) -> reqwest::ClientBuilder {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -56,7 +68,29 @@ fn builder(allow_private: bool, timeout: Option<Duration>) -> reqwest::Client {
     if !allow_private {
         builder = builder.dns_resolver(Arc::new(PublicOnly));
     }
-    builder.build().expect("the outbound client's settings are valid")
+    builder
+}
+
+/// Reads an answer's body, at most `max` bytes: a longer one is refused, never cut and used.
+pub async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Bytes, String> {
+    let too_large = || format!("the answer is larger than {max} bytes");
+    if response.content_length().is_some_and(|length| length > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| describe(&error))? {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
+}
+
+/// Reads an answer's JSON body, at most `max` bytes.
+pub async fn read_json_capped(response: reqwest::Response, max: usize) -> Result<serde_json::Value, String> {
+    let body = read_capped(response, max).await?;
+    serde_json::from_slice(&body).map_err(|error| format!("the answer is not JSON: {error}"))
 }
 
 /// Refuses a URL whose host is a private address written out (names are checked by the

@@ -73,7 +73,7 @@ pub struct AppState {
     /// Model prices, for the cost of AI calls.
     pub ai_prices: crate::ai::usage::Prices,
     /// Providers' model lists, kept five minutes.
-    pub ai_models: crate::ai::compat::ModelCache,
+    pub ai_models: crate::ai::calls::ModelCache,
     /// Where clients reach this server: `PLINTH_PUBLIC_URL`, or the listening address.
     pub public_url: String,
     /// How end users' emails leave.
@@ -244,14 +244,29 @@ fn rewrite_aliases(mut request: Request) -> Request {
 
 /// The contract's answers for what no handler answers (unknown route, wrong method, body over
 /// the limit, a panic), and request ids on everything.
-fn with_contract<S: Clone + Send + Sync + 'static>(routes: Router<S>, max_body: usize) -> Router<S> {
+fn with_contract<S: Clone + Send + Sync + 'static>(routes: Router<S>, max_body: usize, timeout: Duration) -> Router<S> {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(max_body, limit_body))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(timeout, bound_time))
         .layer(middleware::from_fn(request_id::assign))
+}
+
+/// Answers 504 `TIMEOUT` when a request is not answered in time (its body may stream on after).
+/// The handler is dropped, and with it any transaction it held, which rolls back.
+async fn bound_time(State(configured): State<Duration>, request: Request, next: Next) -> Response {
+    let limit = crate::limits::request_timeout(request.uri().path(), configured);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let message =
+                format!("the request was not answered within {} s; nothing it began was kept", limit.as_secs());
+            ApiError::new(ErrorCode::Timeout, message).into_response()
+        }
+    }
 }
 
 /// The router with the contract's middleware, ready to serve.
@@ -266,7 +281,8 @@ pub fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), crate::ratelimit::enforce))
         .layer(middleware::from_fn_with_state(app.clone(), audit::record_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), crate::auth::identify));
-    with_contract(routes, max_body).with_state(app)
+    let timeout = Duration::from_secs(app.config.request_timeout_secs);
+    with_contract(routes, max_body, timeout).with_state(app)
 }
 
 /// Resolves the platform admin credential: the configured one, the stored hash, or a new one
@@ -306,7 +322,12 @@ pub async fn open_database(config: &crate::config::StorageArgs) -> Result<Db, St
     if config.database_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
         std::fs::create_dir_all(&config.data_dir)?;
     }
-    let db = Db::connect(&config.database_url(), config.db_max_connections).await?;
+    let settings = crate::db::PoolSettings {
+        max_connections: config.db_max_connections,
+        acquire_timeout: Duration::from_millis(config.db_acquire_timeout_ms),
+        statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+    };
+    let db = Db::connect_with(&config.database_url(), settings).await?;
     db.migrate().await?;
     crate::authz::roles::backfill_built_ins(&db).await.map_err(|e| StartupError::Roles(e.message))?;
     Ok(db)
@@ -515,7 +536,7 @@ mod tests {
         async fn explode() -> &'static str {
             panic!("secret detail: connection string postgres://user:pass@db");
         }
-        let router = with_contract(Router::new().route("/explode", get(explode)), 1024);
+        let router = with_contract(Router::new().route("/explode", get(explode)), 1024, Duration::from_secs(60));
         let response = router
             .oneshot(Request::get("/explode").header("x-request-id", "trace-1").body(Body::empty()).unwrap())
             .await

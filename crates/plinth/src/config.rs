@@ -60,6 +60,18 @@ pub struct StorageArgs {
     /// Largest number of pooled database connections.
     #[arg(long, env = "PLINTH_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
+
+    /// How long a request waits for a free database connection before it is answered 503
+    /// `UNAVAILABLE` with `Retry-After`, in milliseconds.
+    #[arg(long, env = "PLINTH_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=600_000))]
+    pub db_acquire_timeout_ms: u64,
+
+    /// Longest one PostgreSQL statement may run, in milliseconds (`statement_timeout`): past it,
+    /// 503 `UNAVAILABLE` with `Retry-After`.
+    #[arg(long, env = "PLINTH_DB_STATEMENT_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=3_600_000))]
+    pub db_statement_timeout_ms: u64,
 }
 
 impl StorageArgs {
@@ -96,6 +108,18 @@ pub struct Config {
     #[arg(long, env = "PLINTH_TOKEN_TTL_SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(60..=86_400))]
     pub token_ttl_secs: u64,
+
+    /// How long a request under an `Idempotency-Key` holds the key before a retry may take it
+    /// over, should its process die; renewed while the request runs.
+    #[arg(long, env = "PLINTH_IDEMPOTENCY_LOCK_SECS", default_value_t = 60,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=3600))]
+    pub idempotency_lock_secs: u64,
+
+    /// Longest a request may take to be answered (its body may stream on): past it, 504
+    /// `TIMEOUT`. AI calls get up to 15 minutes whatever it is.
+    #[arg(long, env = "PLINTH_REQUEST_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=3600))]
+    pub request_timeout_secs: u64,
 
     /// Largest accepted JSON body, in bytes.
     #[arg(long, env = "PLINTH_MAX_BODY_BYTES", default_value_t = limits::DEFAULT_MAX_BODY_BYTES)]
@@ -328,11 +352,20 @@ impl Config {
     pub fn for_data_dir(data_dir: PathBuf) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            storage: StorageArgs { data_dir, database_url: None, files_dir: None, db_max_connections: 10 },
+            storage: StorageArgs {
+                data_dir,
+                database_url: None,
+                files_dir: None,
+                db_max_connections: 10,
+                db_acquire_timeout_ms: 10_000,
+                db_statement_timeout_ms: 30_000,
+            },
             admin_key: None,
             master_key: None,
             token_ttl_secs: 3600,
             max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
+            idempotency_lock_secs: 60,
+            request_timeout_secs: 60,
             trusted_proxies: Vec::new(),
             upgrade_url: None,
             plans_file: None,

@@ -148,7 +148,8 @@ async fn send_sms(app: &App, to: &str, body: &str) -> Result<(), String> {
     if status.is_success() {
         return Ok(());
     }
-    let text = answer.text().await.unwrap_or_default();
+    let text = crate::outbound::read_capped(answer, crate::limits::SERVICE_BODY_MAX_BYTES).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
     Err(format!("the SMS provider answered {status}: {}", text.chars().take(300).collect::<String>()))
 }
 

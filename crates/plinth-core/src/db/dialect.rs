@@ -23,11 +23,59 @@ pub async fn lock_row(
     Ok(())
 }
 
+/// When `error` is a unique-constraint violation: the violated index's name, if the database
+/// says it (PostgreSQL's constraint; SQLite's `... failed: index 'name'`).
+pub fn unique_violation(error: &sqlx::Error) -> Option<Option<String>> {
+    let sqlx::Error::Database(db) = error else { return None };
+    if !db.is_unique_violation() {
+        return None;
+    }
+    let named = db.constraint().map(str::to_owned).or_else(|| {
+        let message = db.message();
+        let start = message.find("index '")? + "index '".len();
+        let end = message[start..].find('\'')?;
+        Some(message[start..start + end].to_owned())
+    });
+    Some(named)
+}
+
 /// True when `error` is a unique-constraint violation (both backends).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => db.is_unique_violation(),
         _ => false,
+    }
+}
+
+/// Holds a lock named `key` until the transaction ends, so that transactions deciding on the
+/// same thing (a tenant's spend) take turns: PostgreSQL's transaction-level advisory lock.
+/// SQLite's writers take turns already.
+pub async fn lock_key(conn: &mut AnyConnection, backend: Backend, key: &str) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What saturated, when `error` says the database could not take the work now rather than that
+/// the work is wrong: no pooled connection free in time, a statement past its timeout
+/// (PostgreSQL's `57014`), a lock not had in time (`55P03`), a deadlock or serialization
+/// failure (`40P01`, `40001`), or SQLite busy (`5`).
+pub fn saturation(error: &sqlx::Error) -> Option<&'static str> {
+    match error {
+        sqlx::Error::PoolTimedOut => Some("no database connection was free in time"),
+        sqlx::Error::PoolClosed => Some("the database is shutting down"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("57014") => Some("a database statement ran past its timeout"),
+            Some("55P03") => Some("a database lock was not free in time"),
+            Some("40P01" | "40001") => Some("the database broke a conflict between writes"),
+            Some("5" | "261" | "517") => Some("the database was busy"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -171,9 +171,35 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migr
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
      PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
 
+/// How the pool behaves under load.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before it is 503 `UNAVAILABLE`.
+    pub acquire_timeout: Duration,
+    /// Longest one statement may run on PostgreSQL (`statement_timeout`); SQLite's writers are
+    /// bounded by its busy timeout and the request timeout.
+    pub statement_timeout: Duration,
+}
+
+impl PoolSettings {
+    pub fn new(max_connections: u32) -> PoolSettings {
+        PoolSettings {
+            max_connections,
+            acquire_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 impl Db {
     /// Connects to `url` (`sqlite://...` or `postgres://...`).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, sqlx::Error> {
+        Db::connect_with(url, PoolSettings::new(max_connections)).await
+    }
+
+    /// Connects with `settings`.
+    pub async fn connect_with(url: &str, settings: PoolSettings) -> Result<Db, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -183,14 +209,18 @@ impl Db {
             return Err(sqlx::Error::Configuration("the database URL must start with sqlite:// or postgres://".into()));
         };
         let options = AnyConnectOptions::from_str(url)?;
+        let statement_ms = settings.statement_timeout.as_millis().max(1);
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(SQLITE_PRAGMAS).await?;
-                    }
+                    match backend {
+                        Backend::Sqlite => conn.execute(SQLITE_PRAGMAS).await?,
+                        Backend::Postgres => {
+                            conn.execute(format!("SET statement_timeout = {statement_ms}").as_str()).await?
+                        }
+                    };
                     Ok(())
                 })
             })

@@ -33,6 +33,8 @@ pub enum ErrorCode {
     /// The server cannot take the request now (a saturated resource): retry shortly.
     Unavailable,
     UpstreamUnavailable,
+    /// The request took longer than the server allows.
+    Timeout,
 }
 
 impl ErrorCode {
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable | ErrorCode::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -77,6 +80,7 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            ErrorCode::Timeout => "TIMEOUT",
         }
     }
 }
@@ -124,6 +128,13 @@ impl ApiError {
         let mut errors = FieldErrors::default();
         errors.add(field, problem);
         errors.into_error()
+    }
+
+    /// 503 `UNAVAILABLE` with `Retry-After`: a saturated resource, worth retrying shortly.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut error = Self::new(ErrorCode::Unavailable, message);
+        error.extra.insert("retry_after".into(), Value::from(retry_after_secs));
+        error
     }
 
     /// An internal failure: logged with the request id, answered without its text.
@@ -204,6 +215,8 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
+        // An error that says when to retry says it in the header too.
+        let retry_after = self.extra.get("retry_after").and_then(Value::as_u64);
         let body = ErrorBody {
             success: false,
             error: ErrorDetail {
@@ -218,13 +231,24 @@ impl IntoResponse for ApiError {
         if self.code == ErrorCode::Unauthorized {
             response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
         }
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+        }
         response
     }
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// A saturated database (no connection free in time, a statement over its time, a lock
+    /// not had) is 503 `UNAVAILABLE` with `Retry-After`; anything else is internal.
     fn from(error: sqlx::Error) -> Self {
-        ApiError::internal(error)
+        match crate::db::dialect::saturation(&error) {
+            Some(what) => {
+                tracing::warn!(request_id = %request_id::current(), %error, "{what}");
+                ApiError::unavailable(format!("{what}: retry shortly"), 1)
+            }
+            None => ApiError::internal(error),
+        }
     }
 }
 

@@ -2,12 +2,15 @@
 //! (OpenAI-compatible endpoint, native routes, failover) builds on these.
 
 pub mod anthropic;
+pub mod calls;
 pub mod compat;
 pub mod conversations;
 pub mod native;
 pub mod priority;
 pub mod providers;
+pub mod streams;
 pub mod uploads;
+pub mod upstream;
 pub mod usage;
 
 use utoipa_axum::router::OpenApiRouter;

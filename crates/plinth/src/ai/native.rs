@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::compat::{chat_once, upstream_for, Failure, OpenAiError};
+use super::calls::{chat_once, Failure};
+use super::upstream::{upstream_for, OpenAiError};
 use crate::app::App;
 use crate::auth::Auth;
 use crate::config::Secret;
@@ -121,6 +122,9 @@ async fn candidates(app: &App, tenant: &str, named: Option<&String>) -> ApiResul
 /// be tried (the provider was named, or the failure is the caller's: a 4xx other than 401,
 /// 403 and 429).
 fn failed(provider: &str, failure: Failure, explicit: bool, attempts: &mut Vec<Tried>) -> Option<ApiError> {
+    if let Some(refused) = failure.refused {
+        return Some(*refused);
+    }
     let fails_over = failure.fails_over();
     attempts.push(Tried {
         provider: provider.to_string(),
@@ -190,7 +194,7 @@ async fn models(
         let Some(upstream) = upstream_for(&app, &tenant, &provider, "", None).await.map_err(api_error)? else {
             continue;
         };
-        return match super::compat::models_of(&app, &tenant, &upstream).await {
+        return match super::calls::models_of(&app, &tenant, &upstream).await {
             Ok((models, cached)) => Ok(Data(ModelList { provider, models, cached })),
             Err(failure) => Err(ApiError::new(
                 ErrorCode::UpstreamUnavailable,
@@ -455,7 +459,7 @@ pub async fn answer(
             }
         }
         let outcome = if streamed {
-            match super::compat::stream_once(&app, &tenant, key_id.clone(), &upstream, request.clone()).await {
+            match super::calls::stream_once(&app, &tenant, key_id.clone(), &upstream, request.clone()).await {
                 Ok(response) => return Ok(Answered::Stream(response)),
                 Err(failure) => Err(failure),
             }
@@ -569,7 +573,7 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
             }
         };
         let model = body.model.clone().or(default);
-        let (Some(model), super::compat::Wire::OpenAi) = (model, upstream.wire) else {
+        let (Some(model), super::upstream::Wire::OpenAi) = (model, upstream.wire) else {
             if explicit {
                 return Err(ApiError::invalid(
                     "provider",
@@ -580,7 +584,7 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
             continue;
         };
         upstream.model = model;
-        match super::compat::embed_once(&app, &tenant, key_id.clone(), &upstream, body.input.clone()).await {
+        match super::calls::embed_once(&app, &tenant, key_id.clone(), &upstream, body.input.clone()).await {
             Ok(answer) => {
                 let mut data: Vec<&Value> = answer["data"].as_array().map(|d| d.iter().collect()).unwrap_or_default();
                 data.sort_by_key(|d| d["index"].as_u64().unwrap_or(0));
@@ -703,7 +707,7 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
         };
         upstream.model = body.model.clone().unwrap_or_else(|| default.unwrap_or_default().to_string());
         let n = body.n.unwrap_or(1);
-        match super::compat::image_once(&app, &tenant, key_id.clone(), &upstream, &body.prompt, body.size.as_deref(), n)
+        match super::calls::image_once(&app, &tenant, key_id.clone(), &upstream, &body.prompt, body.size.as_deref(), n)
             .await
         {
             Ok(images) => {

@@ -93,8 +93,46 @@ pub fn dollars(nano: i64) -> String {
     Decimal::new(nano, 9).normalize().to_string()
 }
 
-/// One AI call being made.
-#[derive(Debug, Clone)]
+/// What a call is expected to use: reserved against the budget and `ai_tokens` before it goes
+/// out, settled with what it used after.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    pub input: u64,
+    pub output: u64,
+}
+
+/// Output tokens reserved for an answer that sets no `max_tokens`, and the most reserved.
+const ANSWER_ESTIMATE: u64 = 1024;
+const ANSWER_ESTIMATE_MAX: u64 = 4096;
+
+impl Estimate {
+    /// For text sent: about four characters a token.
+    pub fn of_text(chars: usize) -> u64 {
+        (chars as u64).div_ceil(4)
+    }
+
+    /// For an OpenAI-format chat body: its messages' text, and `max_tokens` (or
+    /// `max_completion_tokens`) for the answer, 1,024 when unset, at most 4,096.
+    pub fn chat(body: &Value) -> Estimate {
+        let asked = body["max_tokens"].as_u64().or_else(|| body["max_completion_tokens"].as_u64());
+        Estimate {
+            input: Estimate::of_text(body["messages"].to_string().len()),
+            output: asked.unwrap_or(ANSWER_ESTIMATE).min(ANSWER_ESTIMATE_MAX),
+        }
+    }
+}
+
+/// A call's row of `ai_usage`, written before it went out with its estimate.
+#[derive(Debug)]
+struct Reservation {
+    id: String,
+    tokens: i64,
+    input: u64,
+}
+
+/// One AI call being made: its usage row is reserved when it starts and settled once, when
+/// `record` is called or, if it never is (the client went away, an early return), when it is
+/// dropped: then the estimate stands, with status 499.
 pub struct Call {
     pub tenant: String,
     pub key_id: Option<String>,
@@ -104,42 +142,175 @@ pub struct Call {
     pub started: Instant,
     /// The provider instance's configuration, for its prices.
     pub instance: Option<Value>,
+    app: App,
+    reservation: Option<Reservation>,
+    recorded: bool,
 }
 
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("tenant", &self.tenant)
+            .field("provider", &self.provider)
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+/// The status a call is recorded with when its client went away before it ended.
+pub const CLIENT_GONE: u16 = 499;
+
 impl Call {
-    /// Records what the call used; failures to record are logged, never the caller's problem.
-    pub async fn record(&self, app: &App, status: u16, input: u64, output: u64) {
-        if let Err(error) = self.store(app, status, input, output).await {
+    /// Starts a call: reserves `estimate` for it in one transaction, serialised per tenant, so
+    /// that concurrent calls never pass the budget or `ai_tokens` by more than one call. 403
+    /// `BUDGET_EXCEEDED` or `FEATURE_LIMIT_REACHED` when nothing is left.
+    pub async fn start(app: &App, base: CallBase, estimate: Estimate) -> ApiResult<Call> {
+        let mut call = Call {
+            tenant: base.tenant,
+            key_id: base.key_id,
+            provider: base.provider,
+            model: base.model,
+            operation: base.operation,
+            started: Instant::now(),
+            instance: base.instance,
+            app: app.clone(),
+            reservation: None,
+            recorded: false,
+        };
+        let cost = app.ai_prices.cost(call.instance.as_ref(), &call.model, estimate.input, estimate.output);
+        let tokens = (estimate.input + estimate.output) as i64;
+        let tenant = TenantId::trusted(call.tenant.clone());
+        let mut tx = app.db.begin_write().await?;
+        let backend = tx.backend();
+        crate::db::dialect::lock_key(&mut tx, backend, &format!("ai-spend:{}", call.tenant)).await?;
+        refuse_over_budget(&mut tx, &call.tenant).await?;
+        crate::entitlements::ensure_room(&mut tx, app, &tenant, "ai_tokens").await?;
+        let id = id::new_id(prefix::AI_USAGE);
+        sqlx::query(
+            "INSERT INTO ai_usage (id, tenant_id, key_id, provider, model, operation, input_tokens, output_tokens, \
+             cost_nano_usd, latency_ms, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10)",
+        )
+        .bind(&id)
+        .bind(&call.tenant)
+        .bind(&call.key_id)
+        .bind(&call.provider)
+        .bind(&call.model)
+        .bind(call.operation)
+        .bind(estimate.input as i64)
+        .bind(estimate.output as i64)
+        .bind(cost)
+        .bind(time::to_db(&time::now()))
+        .execute(&mut *tx)
+        .await?;
+        crate::entitlements::add(&mut tx, &tenant, "ai_tokens", tokens).await?;
+        tx.commit().await?;
+        call.reservation = Some(Reservation { id, tokens, input: estimate.input });
+        Ok(call)
+    }
+
+    /// The input tokens reserved: what stands for a stream whose provider never said.
+    pub fn reserved_input(&self) -> u64 {
+        self.reservation.as_ref().map_or(0, |r| r.input)
+    }
+
+    /// Records what the call used, once; failures to record are logged, never the caller's
+    /// problem.
+    pub async fn record(&mut self, status: u16, input: u64, output: u64) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        if let Err(error) = self.settle(Some((input, output)), status).await {
             tracing::warn!(?error, "recording AI usage failed");
         }
     }
 
-    async fn store(&self, app: &App, status: u16, input: u64, output: u64) -> ApiResult<()> {
-        let cost = app.ai_prices.cost(self.instance.as_ref(), &self.model, input, output);
-        let mut tx = app.db.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO ai_usage (id, tenant_id, key_id, provider, model, operation, input_tokens, output_tokens, \
-             cost_nano_usd, latency_ms, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(id::new_id(prefix::AI_USAGE))
-        .bind(&self.tenant)
-        .bind(&self.key_id)
-        .bind(&self.provider)
-        .bind(&self.model)
-        .bind(self.operation)
-        .bind(input as i64)
-        .bind(output as i64)
-        .bind(cost)
-        .bind(self.started.elapsed().as_millis() as i64)
-        .bind(i64::from(status))
-        .bind(time::to_db(&time::now()))
-        .execute(&mut *tx)
-        .await?;
+    /// Records in the background (from a stream's end or a drop, which cannot wait).
+    pub fn record_later(mut self, status: u16, used: Option<(u64, u64)>) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        let tasks = self.app.tasks.clone();
+        tasks.spawn("AI usage", async move {
+            if let Err(error) = self.settle(used, status).await {
+                tracing::warn!(?error, "recording AI usage failed");
+            }
+        });
+    }
+
+    /// Writes the row: what was used (`None`: the estimate stands), the cost, the latency and
+    /// the status; `ai_tokens` moves by the difference from the reservation.
+    async fn settle(&mut self, used: Option<(u64, u64)>, status: u16) -> ApiResult<()> {
+        let app = self.app.clone();
+        let latency = self.started.elapsed().as_millis() as i64;
         let tenant = TenantId::trusted(self.tenant.clone());
-        crate::entitlements::add(&mut tx, &tenant, "ai_tokens", (input + output) as i64).await?;
+        let Some(reservation) = self.reservation.take() else { return Ok(()) };
+        let mut tx = app.db.begin_write().await?;
+        match used {
+            Some((input, output)) => {
+                let cost = app.ai_prices.cost(self.instance.as_ref(), &self.model, input, output);
+                sqlx::query(
+                    "UPDATE ai_usage SET input_tokens = $1, output_tokens = $2, cost_nano_usd = $3, latency_ms = $4, \
+                     status = $5 WHERE id = $6",
+                )
+                .bind(input as i64)
+                .bind(output as i64)
+                .bind(cost)
+                .bind(latency)
+                .bind(i64::from(status))
+                .bind(&reservation.id)
+                .execute(&mut *tx)
+                .await?;
+                let difference = (input + output) as i64 - reservation.tokens;
+                crate::entitlements::add(&mut tx, &tenant, "ai_tokens", difference).await?;
+                crate::entitlements::release(&mut tx, &tenant, "ai_tokens", -difference).await?;
+            }
+            None => {
+                sqlx::query("UPDATE ai_usage SET latency_ms = $1, status = $2 WHERE id = $3")
+                    .bind(latency)
+                    .bind(i64::from(status))
+                    .bind(&reservation.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.recorded || self.reservation.is_none() {
+            return;
+        }
+        // Never settled: the client went away mid-call, or a path returned early. The
+        // reservation stands as what it used.
+        let call = Call {
+            tenant: std::mem::take(&mut self.tenant),
+            key_id: self.key_id.take(),
+            provider: std::mem::take(&mut self.provider),
+            model: std::mem::take(&mut self.model),
+            operation: self.operation,
+            started: self.started,
+            instance: self.instance.take(),
+            app: self.app.clone(),
+            reservation: self.reservation.take(),
+            recorded: false,
+        };
+        self.recorded = true;
+        call.record_later(CLIENT_GONE, None);
+    }
+}
+
+/// What a call is before it starts: who makes it, to which provider and model.
+#[derive(Debug, Clone)]
+pub struct CallBase {
+    pub tenant: String,
+    pub key_id: Option<String>,
+    pub provider: String,
+    pub model: String,
+    pub operation: &'static str,
+    pub instance: Option<Value>,
 }
 
 fn month_start() -> String {
@@ -166,26 +337,28 @@ async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<Op
     Ok(row.and_then(|(budget,)| budget))
 }
 
-/// Refuses a call before it goes out: 403 `BUDGET_EXCEEDED` when this month's spend reached the
-/// tenant's budget, 403 `FEATURE_LIMIT_REACHED` when its `ai_tokens` are used up.
+/// Refuses a call before it goes out: 403 `BUDGET_EXCEEDED` when this month's spend (calls in
+/// flight at their estimate) reached the tenant's budget, 403 `FEATURE_LIMIT_REACHED` when its
+/// `ai_tokens` are used up. A read: `Call::start` checks again as it reserves.
 pub async fn check(app: &App, tenant: &str) -> ApiResult<()> {
     let mut conn = app.db.pool().acquire().await?;
-    if let Some(budget) = budget_of(&mut conn, tenant).await? {
-        let spent = spent_this_month(&mut conn, tenant).await?;
-        if spent >= nano(&budget).unwrap_or(0) {
-            let mut error = ApiError::new(
-                ErrorCode::BudgetExceeded,
-                format!(
-                    "this month's AI budget of ${budget} is spent (${}): raise it with PUT /v1/ai/budget",
-                    dollars(spent)
-                ),
-            );
-            error.extra.insert("budget_usd".into(), json!(budget));
-            error.extra.insert("spent_usd".into(), json!(dollars(spent)));
-            return Err(error);
-        }
-    }
+    refuse_over_budget(&mut conn, tenant).await?;
     crate::entitlements::ensure_room(&mut conn, app, &TenantId::trusted(tenant.to_string()), "ai_tokens").await
+}
+
+async fn refuse_over_budget(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<()> {
+    let Some(budget) = budget_of(conn, tenant).await? else { return Ok(()) };
+    let spent = spent_this_month(conn, tenant).await?;
+    if spent < nano(&budget).unwrap_or(0) {
+        return Ok(());
+    }
+    let mut error = ApiError::new(
+        ErrorCode::BudgetExceeded,
+        format!("this month's AI budget of ${budget} is spent (${}): raise it with PUT /v1/ai/budget", dollars(spent)),
+    );
+    error.extra.insert("budget_usd".into(), json!(budget));
+    error.extra.insert("spent_usd".into(), json!(dollars(spent)));
+    Err(error)
 }
 
 /// The monthly budget.

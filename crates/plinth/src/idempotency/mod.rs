@@ -4,8 +4,12 @@
 //! the first is still running, is 409 `IDEMPOTENCY_CONFLICT`.
 //!
 //! A replay carries this request's `request_id` and the first one's in `Original-Request-Id`.
-//! An answer of 5xx is not kept, so that a retry runs again. A record whose request died with its
-//! process is taken over by a retry once its lock (60 s) has passed.
+//! An answer of 5xx is not kept, so that a retry runs again. The answer is passed on as it is
+//! made (a stream is never held back) while up to 1 MiB of it is kept; a longer answer, or one
+//! the client walked away from, is recorded as given but not replayable (a retry is 409). The
+//! key's lock is renewed while the request runs, so a long request is never run twice; a record
+//! whose request died with its process is taken over by a retry once its lock
+//! (`PLINTH_IDEMPOTENCY_LOCK_SECS`, 60 s) has passed.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -25,8 +29,8 @@ const HEADER: &str = "idempotency-key";
 const KEY_MAX_CHARS: usize = 255;
 /// How long an answer is kept.
 const KEEP_HOURS: i64 = 24;
-/// How long a running request holds its key before a retry may take it over.
-const LOCK_SECS: i64 = 60;
+/// Most of an answer that is kept for replay.
+const KEEP_MAX_BYTES: usize = 1024 * 1024;
 
 fn conflict(message: &str) -> Response {
     ApiError::new(ErrorCode::IdempotencyConflict, message).into_response()
@@ -71,6 +75,7 @@ fn scope_of(auth: &Auth) -> String {
 
 async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<Claim, ApiError> {
     let pool = app.db.pool();
+    let lock = chrono::Duration::seconds(app.config.idempotency_lock_secs as i64);
     for _ in 0..2 {
         let now = time::now();
         let inserted = sqlx::query(
@@ -80,7 +85,7 @@ async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<
         .bind(scope)
         .bind(key)
         .bind(request_hash)
-        .bind(time::to_db(&(now + chrono::Duration::seconds(LOCK_SECS))))
+        .bind(time::to_db(&(now + lock)))
         .bind(time::to_db(&now))
         .bind(time::to_db(&(now + chrono::Duration::hours(KEEP_HOURS))))
         .execute(pool)
@@ -122,7 +127,7 @@ async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<
                 "UPDATE idempotency_keys SET locked_until = $1 \
                  WHERE scope = $2 AND idempotency_key = $3 AND locked_until = $4 AND status IS NULL",
             )
-            .bind(time::to_db(&(now + chrono::Duration::seconds(LOCK_SECS))))
+            .bind(time::to_db(&(now + lock)))
             .bind(scope)
             .bind(key)
             .bind(&record.locked_until)
@@ -134,7 +139,12 @@ async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<
                 Claim::Refuse(conflict("a request with this Idempotency-Key is still running"))
             });
         };
-        let kept = record.response_body.unwrap_or_default();
+        let Some(kept) = record.response_body else {
+            return Ok(Claim::Refuse(conflict(
+                "the first request with this Idempotency-Key was answered with a stream or an answer over 1 MiB, \
+                 or its client went away: its answer is not kept; use a new key to ask again",
+            )));
+        };
         // Answers are kept encrypted, bound to their scope and key; a row that does not open
         // (another master key) cannot be replayed.
         let Some(kept) = crate::secrets::open(&app.answer_key, associated(scope, key).as_bytes(), &kept) else {
@@ -172,7 +182,9 @@ fn associated(scope: &str, key: &str) -> String {
     format!("idempotency\n{scope}\n{key}")
 }
 
-async fn finish(app: &App, scope: &str, key: &str, status: u16, body: &Bytes, content_type: Option<&str>) {
+/// Writes the outcome: a 5xx forgets the key (a retry runs again); any other answer is kept
+/// (sealed) when `body` holds it whole, else recorded as given but not replayable.
+async fn finish(app: &App, scope: &str, key: &str, status: u16, body: Option<&[u8]>, content_type: Option<&str>) {
     let pool = app.db.pool();
     let outcome = if status >= 500 {
         sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2")
@@ -186,7 +198,7 @@ async fn finish(app: &App, scope: &str, key: &str, status: u16, body: &Bytes, co
              WHERE scope = $4 AND idempotency_key = $5",
         )
         .bind(i64::from(status))
-        .bind(crate::secrets::seal(&app.answer_key, associated(scope, key).as_bytes(), body))
+        .bind(body.map(|body| crate::secrets::seal(&app.answer_key, associated(scope, key).as_bytes(), body)))
         .bind(content_type)
         .bind(scope)
         .bind(key)
@@ -195,6 +207,90 @@ async fn finish(app: &App, scope: &str, key: &str, status: u16, body: &Bytes, co
     };
     if let Err(error) = outcome {
         tracing::error!(%error, "keeping an idempotent answer failed");
+    }
+}
+
+/// Pushes the key's lock on while its request runs; stops when `stop` is dropped.
+fn hold_lock(app: &App, scope: String, key: String, stop: tokio::sync::oneshot::Receiver<()>) {
+    let db = app.db.clone();
+    let lock = app.config.idempotency_lock_secs;
+    app.tasks.spawn("idempotency lock", async move {
+        // Renewed every third of the lock, so a slow database round trip never lets it lapse.
+        let every = std::time::Duration::from_millis(lock * 1000 / 3);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let until = time::to_db(&(time::now() + chrono::Duration::seconds(lock as i64)));
+            let renewed = sqlx::query(
+                "UPDATE idempotency_keys SET locked_until = $1 WHERE scope = $2 AND idempotency_key = $3 \
+                 AND status IS NULL",
+            )
+            .bind(until)
+            .bind(&scope)
+            .bind(&key)
+            .execute(db.pool())
+            .await;
+            if let Err(error) = renewed {
+                tracing::warn!(%error, "renewing an idempotency lock failed");
+            }
+        }
+    });
+}
+
+/// An answer on its way out: passed on chunk by chunk, up to `KEEP_MAX_BYTES` of it kept, the
+/// outcome written when it ends, or in the background if it is dropped first.
+struct Keeping {
+    app: App,
+    scope: String,
+    key: String,
+    status: u16,
+    content_type: Option<String>,
+    kept: Option<Vec<u8>>,
+    renewing: Option<tokio::sync::oneshot::Sender<()>>,
+    finished: bool,
+}
+
+impl Keeping {
+    fn take(&mut self, chunk: &[u8]) {
+        if let Some(kept) = &mut self.kept {
+            if kept.len() + chunk.len() > KEEP_MAX_BYTES {
+                self.kept = None;
+            } else {
+                kept.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    async fn finish(&mut self) {
+        self.finished = true;
+        self.renewing.take();
+        finish(&self.app, &self.scope, &self.key, self.status, self.kept.as_deref(), self.content_type.as_deref())
+            .await;
+    }
+}
+
+impl Drop for Keeping {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // The client went away (or the answer broke) mid-answer: what was done stands, but the
+        // answer is not whole, so it is not replayable.
+        self.renewing.take();
+        let (app, scope, key, status, content_type) = (
+            self.app.clone(),
+            std::mem::take(&mut self.scope),
+            std::mem::take(&mut self.key),
+            self.status,
+            self.content_type.take(),
+        );
+        let tasks = app.tasks.clone();
+        tasks.spawn("idempotent answer", async move {
+            finish(&app, &scope, &key, status, None, content_type.as_deref()).await
+        });
     }
 }
 
@@ -237,15 +333,40 @@ pub async fn enforce(State(app): State<App>, request: Request, next: Next) -> Re
         Ok(Claim::Replay(response) | Claim::Refuse(response)) => return response,
         Ok(Claim::Run) => {}
     }
+    let (renewing, stop) = tokio::sync::oneshot::channel();
+    hold_lock(&app, scope.clone(), key.clone(), stop);
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let (parts, body) = response.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
-        finish(&app, &scope, &key, 500, &Bytes::new(), None).await;
-        return ApiError::internal("reading an answer to keep it").into_response();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let keeping = Keeping {
+        app,
+        scope,
+        key,
+        status: parts.status.as_u16(),
+        content_type,
+        kept: Some(Vec::new()),
+        renewing: Some(renewing),
+        finished: false,
     };
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    finish(&app, &scope, &key, parts.status.as_u16(), &body, content_type).await;
-    Response::from_parts(parts, Body::from(body))
+    let chunks =
+        futures_util::stream::unfold((body.into_data_stream(), keeping), |(mut body, mut keeping)| async move {
+            use futures_util::StreamExt;
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    keeping.take(&chunk);
+                    Some((Ok::<Bytes, axum::Error>(chunk), (body, keeping)))
+                }
+                Some(Err(error)) => {
+                    keeping.kept = None;
+                    Some((Err(error), (body, keeping)))
+                }
+                None => {
+                    keeping.finish().await;
+                    None
+                }
+            }
+        });
+    Response::from_parts(parts, Body::from_stream(chunks))
 }
 
 /// Forgets answers older than 24 hours.

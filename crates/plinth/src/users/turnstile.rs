@@ -28,7 +28,9 @@ pub async fn check(app: &App, tenant: &str, token: Option<&str>, ip: ClientIp) -
         .send()
         .await
         .map_err(|_| failed("the verifier cannot be reached"))?;
-    let body: Value = answer.json().await.map_err(|_| failed("the verifier's answer is not JSON"))?;
+    let body: Value = crate::outbound::read_json_capped(answer, crate::limits::SERVICE_BODY_MAX_BYTES)
+        .await
+        .map_err(|e| failed(&format!("the verifier's answer: {e}")))?;
     if body["success"] == true {
         Ok(())
     } else {

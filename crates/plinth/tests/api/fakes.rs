@@ -85,6 +85,14 @@ fn sse(events: Vec<String>) -> Response {
     ([("content-type", "text/event-stream")], events.concat()).into_response()
 }
 
+/// A stream that sends `events`, then nothing more and never ends (a long answer the client
+/// walks away from).
+fn hanging(events: Vec<String>) -> Response {
+    let head = futures::stream::iter(events.into_iter().map(|e| Ok::<_, std::convert::Infallible>(Bytes::from(e))));
+    let body = axum::body::Body::from_stream(futures::StreamExt::chain(head, futures::stream::pending()));
+    ([("content-type", "text/event-stream")], body).into_response()
+}
+
 /// The text of the last user message.
 fn last_user(body: &Value) -> String {
     body["messages"]
@@ -129,6 +137,10 @@ async fn openai(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, b
                             "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
                 )
             };
+            if last_user(&body) == "hang" {
+                let text = "a long answer that goes on and on";
+                return hanging(vec![chunk(json!({ "role": "assistant", "content": "" }), Value::Null), chunk(json!({ "content": text }), Value::Null)]);
+            }
             let mut frames = vec![
                 chunk(json!({ "role": "assistant", "content": "" }), Value::Null),
                 chunk(json!({ "content": "Hel" }), Value::Null),
@@ -181,6 +193,22 @@ async fn anthropic(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap
     }
     let model = body["model"].as_str().unwrap_or_default().to_string();
     let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+    if body["stream"] == true && last_user(&body).contains("hang") {
+        return hanging(vec![
+            event(
+                "message_start",
+                json!({ "type": "message_start", "message": { "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [], "usage": { "input_tokens": 11, "output_tokens": 1 } } }),
+            ),
+            event(
+                "content_block_start",
+                json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+            ),
+            event(
+                "content_block_delta",
+                json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": "a long answer that goes on and on" } }),
+            ),
+        ]);
+    }
     if body["stream"] == true {
         let mut events = vec![
             event(

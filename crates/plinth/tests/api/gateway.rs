@@ -15,6 +15,13 @@ struct Providers {
 }
 
 async fn gateway(backend: crate::common::Backend) -> (TestApp, Providers) {
+    gateway_with(backend, |_| {}).await
+}
+
+async fn gateway_with(
+    backend: crate::common::Backend,
+    change: impl FnOnce(&mut plinth::config::Config) + Send + 'static,
+) -> (TestApp, Providers) {
     let providers = Providers {
         openai: Fake::openai().await,
         anthropic: Fake::anthropic().await,
@@ -30,6 +37,7 @@ async fn gateway(backend: crate::common::Backend) -> (TestApp, Providers) {
         config.ai.openai_base_url = openai;
         config.ai.anthropic_base_url = anthropic;
         config.ai.openrouter_base_url = openrouter;
+        change(config);
     })
     .await;
     (app, providers)
@@ -305,6 +313,116 @@ on_both_backends! {
         assert_eq!(got["stream"]["calls"], json!([{ "id": "toolu_1", "name": "weather", "arguments": { "city": "Paris" } }]));
     }
 
+    async fn streams_are_metered_when_the_client_walks_away(backend) {
+        use futures::StreamExt;
+        let (app, _fakes) = gateway(backend).await;
+        let tenant = app.tenant("Walkaway").await;
+        credentials(&app, &tenant).await;
+        for model in ["gpt-4o-mini", "claude-sonnet-4-6"] {
+            let body = json!({ "model": model, "messages": [{ "role": "user", "content": "hang" }], "stream": true });
+            let response = app.request(Method::POST, "/v1/chat/completions", Some(&tenant.key)).json(&body).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let mut stream = response.bytes_stream();
+            let mut read = String::new();
+            while !read.contains("goes on and on") {
+                let Some(chunk) = stream.next().await else { panic!("the stream ended early: {read}") };
+                read.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            }
+            // The client goes away mid-answer; the provider never ends its stream.
+            drop(stream);
+        }
+        let gone = "SELECT COUNT(*) FROM ai_usage WHERE status = 499";
+        for _ in 0..300 {
+            if app.count(gone).await == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(app.count(gone).await, 2, "both walked-away streams are recorded");
+        // What was sent counts: 33 characters of answer are about 9 tokens; Anthropic said its
+        // input (11 tokens), OpenAI's input stands at the reservation's estimate.
+        let (input, output): (i64, i64) = sqlx::query_as("SELECT input_tokens, output_tokens FROM ai_usage WHERE model = 'claude-sonnet-4-6'")
+            .fetch_one(app.app.db.pool()).await.unwrap();
+        assert_eq!((input, output), (11, 9));
+        let (input, output, cost): (i64, i64, i64) = sqlx::query_as("SELECT input_tokens, output_tokens, cost_nano_usd FROM ai_usage WHERE model = 'gpt-4o-mini'")
+            .fetch_one(app.app.db.pool()).await.unwrap();
+        assert!(input > 0 && output == 9 && cost > 0, "{input} {output} {cost}");
+        let used = app.get("/v1/entitlements/summary", &tenant.key).await;
+        assert_eq!(used.data()["entitlements"]["ai_tokens"]["used"], json!(11 + 9 + input + 9), "{}", used.text);
+    }
+
+    async fn keyed_streams_flow_at_once_and_run_once(backend) {
+        use futures::StreamExt;
+        let (app, fakes) = gateway_with(backend, |config| config.idempotency_lock_secs = 1).await;
+        let tenant = app.tenant("Keyed").await;
+        credentials(&app, &tenant).await;
+        let keyed = |key: &str, content: &str| {
+            let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": content }], "stream": true });
+            app.request(Method::POST, "/v1/chat/completions", Some(&tenant.key)).header("idempotency-key", key).json(&body)
+        };
+        // The first frames arrive while the provider is still answering: nothing is held back.
+        let response = keyed("stream-1", "hang").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stream = response.bytes_stream();
+        let mut read = String::new();
+        while !read.contains("goes on and on") {
+            let Some(chunk) = stream.next().await else { panic!("the stream ended early: {read}") };
+            read.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        // Past its one-second lock the key is still held while the call runs: a retry does not
+        // run it again.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let calls = fakes.openai.seen().len();
+        let retry = app.send(keyed("stream-1", "hang")).await;
+        retry.expect_error(409, "IDEMPOTENCY_CONFLICT");
+        assert!(retry.body["error"]["message"].as_str().unwrap().contains("still running"), "{}", retry.text);
+        // The client walks away: the call is recorded as given, not replayable, and not run again.
+        drop(stream);
+        let settled = "SELECT COUNT(*) FROM idempotency_keys WHERE idempotency_key = 'stream-1' AND status IS NOT NULL";
+        for _ in 0..300 {
+            if app.count(settled).await == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(app.count(settled).await, 1);
+        let after = app.send(keyed("stream-1", "hang")).await;
+        after.expect_error(409, "IDEMPOTENCY_CONFLICT");
+        assert!(after.body["error"]["message"].as_str().unwrap().contains("not kept"), "{}", after.text);
+        assert_eq!(fakes.openai.seen().len(), calls, "the provider was called once");
+
+        // A whole stream is kept and replayed as it was.
+        let first = app.send(keyed("stream-2", "hi")).await;
+        first.expect(200);
+        assert!(first.text.contains("data: [DONE]"));
+        let replayed = app.send(keyed("stream-2", "hi")).await;
+        replayed.expect(200);
+        assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+        assert_eq!(replayed.text, first.text);
+        assert!(replayed.header("content-type").unwrap().starts_with("text/event-stream"));
+        assert_eq!(fakes.openai.seen().len(), calls + 1);
+    }
+
+    async fn concurrent_calls_stay_within_the_budget(backend) {
+        let (app, fakes) = gateway(backend).await;
+        let tenant = app.tenant("Budgeted").await;
+        credentials(&app, &tenant).await;
+        // 20,000 nano-dollars; each call costs 3,750 (9 input and 4 output tokens of gpt-4o-mini).
+        app.send(app.request(Method::PUT, "/v1/ai/budget", Some(&tenant.key)).json(&json!({ "ai_budget_usd": "0.00002" }))).await.expect(200);
+        let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }], "max_tokens": 4 });
+        let calls = (0..24).map(|_| complete(&app, "/v1/chat/completions", Some(&tenant.key), body.clone()));
+        let answers = futures::future::join_all(calls).await;
+        let answered = answers.iter().filter(|a| a.status == 200).count();
+        let refused = answers.iter().filter(|a| a.status == 403 && a.body["error"]["code"] == "budget_exceeded").count();
+        assert_eq!(answered + refused, 24, "each call answered or refused for the budget");
+        assert!(refused > 0 && answered > 0);
+        assert_eq!(fakes.openai.seen().len(), answered, "refused calls never reached the provider");
+        let (spent,): (i64,) = sqlx::query_as("SELECT CAST(SUM(cost_nano_usd) AS BIGINT) FROM ai_usage WHERE tenant_id = $1")
+            .bind(&tenant.id).fetch_one(app.app.db.pool()).await.unwrap();
+        assert!(spent <= 20_000 + 3_750, "spent {spent}: over the budget by more than one call");
+        assert_eq!(spent, answered as i64 * 3_750);
+    }
+
     async fn calls_are_metered_and_budgets_hold(backend) {
         let (app, fakes) = gateway(backend).await;
         let tenant = app.tenant("Metered").await;
@@ -327,10 +445,10 @@ on_both_backends! {
         fakes.anthropic.fail_with(&[500]);
         complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "messages": hello })).await;
 
-        // Stream records are written as the stream ends.
+        // Stream records are settled as the stream ends (reserved, status 0, until then).
         let mut rows = 0;
         for _ in 0..100 {
-            rows = app.count("SELECT COUNT(*) FROM ai_usage").await;
+            rows = app.count("SELECT COUNT(*) FROM ai_usage WHERE status <> 0").await;
             if rows == 7 {
                 break;
             }

@@ -24,6 +24,7 @@ mod public_keys;
 mod ratelimit;
 mod realtime;
 mod receiver;
+mod saturation;
 mod sms;
 mod smtp;
 mod tenants;
