@@ -119,9 +119,9 @@ pub fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), Strin
 
 /// Refuses a host (a name or a literal address) that is, or resolves to, a private address, for
 /// connections made by other means than the guarded client (a tenant's SMTP server).
-pub async fn check_host(host: &str, port: u16, allow_private: bool) -> Result<(), String> {
+pub async fn check_host(host: &str, port: u16, allow_private: bool) -> Result<Option<IpAddr>, String> {
     if allow_private {
-        return Ok(());
+        return Ok(None);
     }
     const PRIVATE: &str = "the host is, or resolves to, a private address, which outbound calls may not reach";
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -133,14 +133,21 @@ pub async fn check_host(host: &str, port: u16, allow_private: bool) -> Result<()
     if found.is_empty() || found.iter().any(|a| is_private(a.ip())) {
         return Err(PRIVATE.into());
     }
-    Ok(())
+    // The address checked is the one to connect to: a second lookup could answer otherwise.
+    Ok(found.first().map(SocketAddr::ip))
 }
 
-/// The host and port of an `smtp://` or `smtps://` URL.
+/// The host and port of an `smtp://` or `smtps://` URL, with the mail client's default ports
+/// (465 for `smtps`, 587 for STARTTLS, 25 for plain `smtp`).
 pub fn smtp_target(url: &str) -> Option<(String, u16)> {
     let parsed = url::Url::parse(url).ok()?;
-    let port = parsed.port().unwrap_or(if parsed.scheme() == "smtps" { 465 } else { 587 });
-    Some((parsed.host_str()?.to_string(), port))
+    let tls = parsed.query_pairs().any(|(k, _)| k == "tls");
+    let default = match parsed.scheme() {
+        "smtps" => 465,
+        _ if tls => 587,
+        _ => 25,
+    };
+    Some((parsed.host_str()?.to_string(), parsed.port().unwrap_or(default)))
 }
 
 /// A short, log-safe account of why a call failed.

@@ -47,6 +47,26 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
+    /// The transport `url` names, connecting to `address` (the one the guard checked) while
+    /// TLS still verifies the URL's host name.
+    pub fn pinned(url: &str, address: std::net::IpAddr) -> Result<Mailer, String> {
+        use lettre::transport::smtp::client::{Tls, TlsParameters};
+        let mut parsed = url::Url::parse(url).map_err(|e| format!("the SMTP URL: {e}"))?;
+        let domain = parsed.host_str().ok_or("the SMTP URL has no host")?.to_string();
+        let tls = parsed.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned());
+        parsed.set_ip_host(address).map_err(|()| "the SMTP URL cannot take an address".to_string())?;
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(parsed.as_str())
+            .map_err(|e| format!("the SMTP URL: {e}"))?;
+        let params = || TlsParameters::new(domain.clone()).map_err(|e| format!("the SMTP host: {e}"));
+        let builder = match (parsed.scheme(), tls.as_deref()) {
+            ("smtps", _) => builder.tls(Tls::Wrapper(params()?)),
+            (_, Some("required")) => builder.tls(Tls::Required(params()?)),
+            (_, Some("opportunistic")) => builder.tls(Tls::Opportunistic(params()?)),
+            _ => builder,
+        };
+        Ok(Mailer::Smtp(builder.timeout(Some(SEND_TIMEOUT)).build()))
+    }
+
     /// The transport `PLINTH_SMTP_URL` names, or the log.
     pub fn from_config(url: Option<&str>) -> Result<Mailer, String> {
         match url.filter(|u| !u.trim().is_empty()) {
@@ -270,8 +290,11 @@ async fn send(app: &App, message: &Claimed) -> Result<(), String> {
         Some((url, from)) => {
             // The tenant's server passes the address guard on every send (names can move).
             let (host, port) = crate::outbound::smtp_target(&url).ok_or("the tenant's SMTP URL is not a URL")?;
-            crate::outbound::check_host(&host, port, app.config.outbound_allow_private).await?;
-            (Mailer::from_config(Some(&url))?, from.unwrap_or_else(|| app.config.email.email_from.clone()))
+            let mailer = match crate::outbound::check_host(&host, port, app.config.outbound_allow_private).await? {
+                Some(checked) => Mailer::pinned(&url, checked)?,
+                None => Mailer::from_config(Some(&url))?,
+            };
+            (mailer, from.unwrap_or_else(|| app.config.email.email_from.clone()))
         }
         None => (app.mailer.clone(), app.config.email.email_from.clone()),
     };

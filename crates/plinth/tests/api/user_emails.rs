@@ -301,3 +301,36 @@ on_both_backends! {
         assert_eq!(via_server.from, "accounts@acme.test");
     }
 }
+
+/// The tenant's SMTP server is reached at the address the guard checked: the mail client never
+/// resolves the name again (a second answer could point at loopback). Here the name resolves to
+/// nothing at all, and the mail still arrives at the checked address.
+#[tokio::test]
+async fn smtp_connects_to_the_checked_address_not_a_second_lookup() {
+    use lettre::AsyncTransport;
+    let smtp = Smtp::start().await;
+    let port = smtp.url.rsplit(':').next().unwrap();
+    let plinth::messages::Mailer::Smtp(transport) =
+        plinth::messages::Mailer::pinned(&format!("smtp://mail.plinth.invalid:{port}"), [127, 0, 0, 1].into()).unwrap()
+    else {
+        panic!("an SMTP transport");
+    };
+    let email = lettre::Message::builder()
+        .from("from@example.com".parse().unwrap())
+        .to("pinned@example.com".parse().unwrap())
+        .subject("Pinned")
+        .body("to the checked address".to_string())
+        .unwrap();
+    transport.send(email).await.expect("sent to the checked address");
+    assert_eq!(smtp.wait_for("pinned@example.com", 1).await.subject, "Pinned");
+    // Through the name alone, the same URL reaches nothing.
+    let unpinned = plinth::messages::Mailer::from_config(Some(&format!("smtp://mail.plinth.invalid:{port}"))).unwrap();
+    let plinth::messages::Mailer::Smtp(transport) = unpinned else { panic!("an SMTP transport") };
+    let email = lettre::Message::builder()
+        .from("from@example.com".parse().unwrap())
+        .to("lost@example.com".parse().unwrap())
+        .subject("Lost")
+        .body("nowhere".to_string())
+        .unwrap();
+    assert!(transport.send(email).await.is_err());
+}
