@@ -28,7 +28,7 @@ async fn receiver() -> anyhow::Result<(String, Arc<Receiver>)> {
         let state = shared.clone();
         async move {
             state.count.fetch_add(1, Ordering::Relaxed);
-            *state.last.lock().unwrap() = Some(Instant::now());
+            *state.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
             "ok"
         }
     });
@@ -96,7 +96,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered = received.count.load(Ordering::Relaxed);
-    let last = received.last.lock().unwrap().unwrap_or_else(Instant::now);
+    let last = received.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or_else(Instant::now);
     let drained = last.duration_since(started);
     println!(
         "deliveries: {delivered}/{expected} received, {:.0} per s from the first request to the last delivery; \

@@ -29,19 +29,19 @@ impl Resolve for PublicOnly {
 }
 
 /// The client for calls to URLs that tenants give.
-pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Result<reqwest::Client> {
     client_of(allow_private, Some(timeout))
 }
 
 /// A client for AI providers: no overall timeout (answers stream for minutes), the SSRF guard
 /// unless `trusted` (URLs from the server's own configuration).
 /// Calls to services the operator configured (an SMS provider): their URLs are trusted.
-pub fn service_client() -> reqwest::Client {
+pub fn service_client() -> reqwest::Result<reqwest::Client> {
     client_of(true, Some(Duration::from_secs(20)))
 }
 
-pub fn ai_client(allow_private: bool, trusted: bool) -> reqwest::Client {
-    builder(allow_private || trusted, Some(AI_CALL_MAX)).read_timeout(AI_IDLE_MAX).build().expect(VALID)
+pub fn ai_client(allow_private: bool, trusted: bool) -> reqwest::Result<reqwest::Client> {
+    builder(allow_private || trusted, Some(AI_CALL_MAX)).read_timeout(AI_IDLE_MAX).build()
 }
 
 /// Longest an AI call may take, a stream included.
@@ -49,10 +49,8 @@ pub const AI_CALL_MAX: Duration = Duration::from_secs(15 * 60);
 /// Longest an AI provider may stay silent mid-answer.
 pub const AI_IDLE_MAX: Duration = Duration::from_secs(120);
 
-const VALID: &str = "the outbound client's settings are valid";
-
-fn client_of(allow_private: bool, timeout: Option<Duration>) -> reqwest::Client {
-    builder(allow_private, timeout).build().expect(VALID)
+fn client_of(allow_private: bool, timeout: Option<Duration>) -> reqwest::Result<reqwest::Client> {
+    builder(allow_private, timeout).build()
 }
 
 fn builder(allow_private: bool, timeout: Option<Duration>) -> reqwest::ClientBuilder {

@@ -168,6 +168,8 @@ pub enum StartupError {
     Plans(String),
     #[error("creating the built-in roles: {0}")]
     Roles(String),
+    #[error("the outbound HTTP client: {0}")]
+    Outbound(#[from] reqwest::Error),
 }
 
 /// Every route, with its OpenAPI description.
@@ -378,7 +380,7 @@ impl Server {
         let outbound = crate::outbound::client(
             config.outbound_allow_private,
             std::time::Duration::from_secs(config.webhooks.timeout_secs),
-        );
+        )?;
         let files_dir = config.storage.files_dir.clone().unwrap_or_else(|| config.storage.data_dir.join("files"));
         let files = crate::files::Files::local(&files_dir)?;
         let mailer = crate::messages::Mailer::from_config(config.email.smtp_url.as_ref().map(Secret::expose))
@@ -407,13 +409,13 @@ impl Server {
             wrap_key: master.derive("tenant-data-keys"),
             plans,
             outbound,
-            ai_trusted: crate::outbound::ai_client(allow_private, true),
-            ai_guarded: crate::outbound::ai_client(allow_private, false),
+            ai_trusted: crate::outbound::ai_client(allow_private, true)?,
+            ai_guarded: crate::outbound::ai_client(allow_private, false)?,
             ai_prices,
             ai_models: Default::default(),
             public_url,
             mailer,
-            services: crate::outbound::service_client(),
+            services: crate::outbound::service_client()?,
             code_key: master.derive("one-time-codes"),
             files,
             link_key: master.derive("upload-links"),

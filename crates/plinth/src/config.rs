@@ -323,7 +323,16 @@ pub struct RetrySchedule(pub Vec<std::time::Duration>);
 
 impl Default for RetrySchedule {
     fn default() -> Self {
-        "5s,5m,30m,2h,5h,10h,10h".parse().expect("the default schedule parses")
+        let minutes = |m: u64| std::time::Duration::from_secs(60 * m);
+        RetrySchedule(vec![
+            std::time::Duration::from_secs(5),
+            minutes(5),
+            minutes(30),
+            minutes(120),
+            minutes(300),
+            minutes(600),
+            minutes(600),
+        ])
     }
 }
 

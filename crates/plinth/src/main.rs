@@ -81,14 +81,12 @@ fn init_logging(json: bool) {
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed at once, before the server
 /// listens, so that a signal arriving during start-up is not lost.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     #[cfg(unix)]
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("installing SIGINT handler");
-    async move {
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
         #[cfg(unix)]
         tokio::select! {
             _ = terminate.recv() => {},
@@ -97,7 +95,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down: finishing in-flight requests");
-    }
+    })
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -111,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             init_logging(config.log_format == "json");
-            let shutdown = shutdown_signal();
+            let shutdown = shutdown_signal().context("installing the signal handlers")?;
             let server = plinth::Server::start(*config).await.context("starting the server")?;
             if let Some(key) = &server.generated_admin_key {
                 eprintln!(

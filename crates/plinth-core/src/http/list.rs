@@ -8,10 +8,8 @@ use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::Sha256;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Arguments, FromRow, Row};
 use utoipa::{IntoParams, ToSchema};
@@ -199,9 +197,7 @@ impl ListParams {
 }
 
 fn mac(key: &[u8; 32], payload: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(payload);
-    mac.finalize().into_bytes()[..16].to_vec()
+    crate::secrets::hmac_sha256(key, &[payload])[..16].to_vec()
 }
 
 /// A cursor: `payload` as JSON, base64url, with a truncated HMAC so a client can neither read a

@@ -9,9 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -78,10 +76,8 @@ fn sniff(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-fn link_mac(app: &App, id: &str, expires: i64) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&app.link_key).expect("HMAC takes any key length");
-    mac.update(format!("ai-upload\n{id}\n{expires}").as_bytes());
-    mac
+fn link_mac(app: &App, id: &str, expires: i64) -> [u8; 32] {
+    crate::secrets::hmac_sha256(&app.link_key, &[format!("ai-upload\n{id}\n{expires}").as_bytes()])
 }
 
 fn object_path(tenant: &str, id: &str) -> String {
@@ -167,7 +163,14 @@ async fn upload(
         let mut tx = app.db.begin_write().await?;
         // The bytes count against the tenant's `storage` until the upload expires.
         let tenant_id = crate::auth::TenantId::trusted(tenant.clone());
-        crate::entitlements::consume(&mut tx, &app, &tenant_id, "storage", size_bytes as i64).await?;
+        crate::entitlements::consume(
+            &mut tx,
+            &app,
+            &tenant_id,
+            crate::entitlements::Entitlement::Storage,
+            size_bytes as i64,
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO ai_uploads (id, tenant_id, content_type, size_bytes, sha256, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -193,7 +196,7 @@ async fn upload(
         return Err(error);
     }
     let expires = expires_at.timestamp();
-    let signature = crate::secrets::hex(&link_mac(&app, &id, expires).finalize().into_bytes());
+    let signature = crate::secrets::hex(&link_mac(&app, &id, expires));
     let url = format!("{base}/v1/ai/uploads/{id}?expires={expires}&signature={signature}");
     Ok(Created(Upload {
         id,
@@ -230,7 +233,7 @@ async fn download(
     Path(upload_id): Path<String>,
     Query(link): Query<LinkQuery>,
 ) -> ApiResult<Response> {
-    let expected = crate::secrets::hex(&link_mac(&app, &upload_id, link.expires).finalize().into_bytes());
+    let expected = crate::secrets::hex(&link_mac(&app, &upload_id, link.expires));
     let signed = crate::secrets::constant_time_eq(expected.as_bytes(), link.signature.as_bytes());
     if !signed {
         return Err(ApiError::new(ErrorCode::Forbidden, "the link's signature does not match"));
@@ -299,7 +302,8 @@ pub async fn purge_expired(app: &App) -> ApiResult<u64> {
             sqlx::query("DELETE FROM ai_uploads WHERE id = $1").bind(&id).execute(&mut *tx).await?.rows_affected();
         if gone > 0 {
             let tenant = crate::auth::TenantId::trusted(tenant);
-            crate::entitlements::release(&mut tx, &tenant, "storage", size_bytes).await?;
+            crate::entitlements::release(&mut tx, &tenant, crate::entitlements::Entitlement::Storage, size_bytes)
+                .await?;
         }
         tx.commit().await?;
         removed += gone;

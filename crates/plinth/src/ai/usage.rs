@@ -184,7 +184,7 @@ impl Call {
         let backend = tx.backend();
         crate::db::dialect::lock_key(&mut tx, backend, &format!("ai-spend:{}", call.tenant)).await?;
         refuse_over_budget(&mut tx, &call.tenant).await?;
-        crate::entitlements::ensure_room(&mut tx, app, &tenant, "ai_tokens").await?;
+        crate::entitlements::ensure_room(&mut tx, app, &tenant, crate::entitlements::Entitlement::AiTokens).await?;
         let id = id::new_id(prefix::AI_USAGE);
         sqlx::query(
             "INSERT INTO ai_usage (id, tenant_id, key_id, provider, model, operation, input_tokens, output_tokens, \
@@ -202,7 +202,7 @@ impl Call {
         .bind(time::to_db(&time::now()))
         .execute(&mut *tx)
         .await?;
-        crate::entitlements::add(&mut tx, &tenant, "ai_tokens", tokens).await?;
+        crate::entitlements::add(&mut tx, &tenant, crate::entitlements::Entitlement::AiTokens, tokens).await?;
         tx.commit().await?;
         call.reservation = Some(Reservation { id, tokens, input: estimate.input });
         Ok(call)
@@ -261,8 +261,10 @@ impl Call {
                 .execute(&mut *tx)
                 .await?;
                 let difference = (input + output) as i64 - reservation.tokens;
-                crate::entitlements::add(&mut tx, &tenant, "ai_tokens", difference).await?;
-                crate::entitlements::release(&mut tx, &tenant, "ai_tokens", -difference).await?;
+                crate::entitlements::add(&mut tx, &tenant, crate::entitlements::Entitlement::AiTokens, difference)
+                    .await?;
+                crate::entitlements::release(&mut tx, &tenant, crate::entitlements::Entitlement::AiTokens, -difference)
+                    .await?;
             }
             None => {
                 sqlx::query("UPDATE ai_usage SET latency_ms = $1, status = $2 WHERE id = $3")
@@ -343,7 +345,13 @@ async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<Op
 pub async fn check(app: &App, tenant: &str) -> ApiResult<()> {
     let mut conn = app.db.pool().acquire().await?;
     refuse_over_budget(&mut conn, tenant).await?;
-    crate::entitlements::ensure_room(&mut conn, app, &TenantId::trusted(tenant.to_string()), "ai_tokens").await
+    crate::entitlements::ensure_room(
+        &mut conn,
+        app,
+        &TenantId::trusted(tenant.to_string()),
+        crate::entitlements::Entitlement::AiTokens,
+    )
+    .await
 }
 
 async fn refuse_over_budget(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<()> {

@@ -128,6 +128,43 @@ impl Plans {
     }
 }
 
+/// The metered features, by name in code: `FEATURES` holds their limits, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entitlement {
+    ApiCalls,
+    Objects,
+    Storage,
+    Webhooks,
+    AiTokens,
+}
+
+impl Entitlement {
+    pub fn feature(self) -> &'static Feature {
+        &FEATURES[self as usize]
+    }
+
+    pub fn name(self) -> &'static str {
+        self.feature().name
+    }
+
+    pub const ALL: [Entitlement; 5] = [
+        Entitlement::ApiCalls,
+        Entitlement::Objects,
+        Entitlement::Storage,
+        Entitlement::Webhooks,
+        Entitlement::AiTokens,
+    ];
+
+    /// The entitlement a client names: 422 for an unknown one.
+    pub fn parse(name: &str) -> ApiResult<Entitlement> {
+        let feature = feature(name)?;
+        Entitlement::ALL
+            .into_iter()
+            .find(|e| e.name() == feature.name)
+            .ok_or_else(|| ApiError::invalid("feature", "unknown"))
+    }
+}
+
 fn feature(name: &str) -> ApiResult<&'static Feature> {
     FEATURES.iter().find(|f| f.name == name).ok_or_else(|| {
         let names: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
@@ -219,10 +256,10 @@ pub async fn consume(
     conn: &mut AnyConnection,
     app: &App,
     tenant: &TenantId,
-    name: &str,
+    entitlement: Entitlement,
     quantity: i64,
 ) -> ApiResult<(i64, Option<i64>)> {
-    let feature = feature(name)?;
+    let feature = entitlement.feature();
     let tier = tier_of(conn, tenant).await?;
     let limit = limit_of(conn, &app.plans, tenant, tier, feature).await?;
     // With no limit, a ceiling no count reaches.
@@ -249,8 +286,13 @@ pub async fn consume(
 }
 
 /// Refuses (403 `FEATURE_LIMIT_REACHED`) when the tenant has used all of `name` this period.
-pub async fn ensure_room(conn: &mut AnyConnection, app: &App, tenant: &TenantId, name: &str) -> ApiResult<()> {
-    let feature = feature(name)?;
+pub async fn ensure_room(
+    conn: &mut AnyConnection,
+    app: &App,
+    tenant: &TenantId,
+    entitlement: Entitlement,
+) -> ApiResult<()> {
+    let feature = entitlement.feature();
     let tier = tier_of(conn, tenant).await?;
     let Some(limit) = limit_of(conn, &app.plans, tenant, tier, feature).await? else { return Ok(()) };
     let used = used(&mut *conn, tenant, feature).await?;
@@ -262,8 +304,13 @@ pub async fn ensure_room(conn: &mut AnyConnection, app: &App, tenant: &TenantId,
 
 /// Counts `quantity` of `name` that was spent already (tokens an answer used), past the limit
 /// if need be: the next call is refused, not this one.
-pub async fn add(conn: &mut AnyConnection, tenant: &TenantId, name: &str, quantity: i64) -> ApiResult<()> {
-    let feature = feature(name)?;
+pub async fn add(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    entitlement: Entitlement,
+    quantity: i64,
+) -> ApiResult<()> {
+    let feature = entitlement.feature();
     if quantity <= 0 {
         return Ok(());
     }
@@ -281,8 +328,13 @@ pub async fn add(conn: &mut AnyConnection, tenant: &TenantId, name: &str, quanti
 }
 
 /// Gives back `quantity` of a counted feature (objects purged, say), in the caller's transaction.
-pub async fn release(conn: &mut AnyConnection, tenant: &TenantId, name: &str, quantity: i64) -> ApiResult<()> {
-    let feature = feature(name)?;
+pub async fn release(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    entitlement: Entitlement,
+    quantity: i64,
+) -> ApiResult<()> {
+    let feature = entitlement.feature();
     if quantity <= 0 {
         return Ok(());
     }
@@ -301,7 +353,7 @@ pub async fn release(conn: &mut AnyConnection, tenant: &TenantId, name: &str, qu
 
 /// The written `api_calls` of `tenant` this month and its limit (override, else plan).
 pub async fn api_calls_quota(app: &App, tenant: &TenantId) -> ApiResult<(i64, Option<i64>)> {
-    let feature = feature("api_calls")?;
+    let feature = Entitlement::ApiCalls.feature();
     let mut conn = app.db.pool().acquire().await?;
     let tier = tier_of(&mut conn, tenant).await?;
     let limit = limit_of(&mut conn, &app.plans, tenant, tier, feature).await?;
@@ -327,7 +379,7 @@ pub async fn meter_api_calls(
         match app.usage.allows_api_call(&app, tenant).await {
             Ok(Ok(())) => {}
             Ok(Err((used, limit))) => {
-                let feature = FEATURES.iter().find(|f| f.name == "api_calls").expect("api_calls is a feature");
+                let feature = Entitlement::ApiCalls.feature();
                 return limit_reached(&app, feature, used, limit).into_response();
             }
             // Fail open: metering must not take the API down.
@@ -468,7 +520,7 @@ async fn record_usage(
         return Err(ApiError::invalid("metadata", "must be at most 4096 bytes as JSON"));
     }
     let mut tx = app.db.begin_write().await?;
-    let (current, limit) = consume(&mut tx, &app, tenant, &body.feature, quantity).await?;
+    let (current, limit) = consume(&mut tx, &app, tenant, Entitlement::parse(&body.feature)?, quantity).await?;
     sqlx::query(
         "INSERT INTO usage_events (id, tenant_id, feature, quantity, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -649,6 +701,9 @@ mod tests {
         assert_eq!(plans.limit(Tier::Free, api_calls), Some(5));
         assert_eq!(plans.limit(Tier::Starter, api_calls), Some(100_000));
         assert_eq!(plans.limit(Tier::Free, feature("webhooks").unwrap()), None);
+        for entitlement in Entitlement::ALL {
+            assert_eq!(Entitlement::parse(entitlement.name()).unwrap(), entitlement, "FEATURES in the enum's order");
+        }
         assert_eq!(plans.limit(Tier::Pro, feature("objects").unwrap()), None);
         assert!(Plans::from_json(r#"{"gold": {}}"#).is_err());
         assert!(Plans::from_json(r#"{"free": {"unicorns": 1}}"#).is_err());

@@ -128,7 +128,7 @@ async fn create_object(
     let names: Vec<&String> = values.keys().collect();
     check_references(&mut tx, tenant, &schema, &values, &names, &mut problems).await?;
     problems.finish()?;
-    entitlements::consume(&mut tx, &app, tenant, "objects", 1).await?;
+    entitlements::consume(&mut tx, &app, tenant, crate::entitlements::Entitlement::Objects, 1).await?;
     let object = insert(&mut tx, &schema, values, &who).await.map_err(|e| guard.redact_error(e.into()))?;
     guard.check_written(&mut tx, app.db.backend(), &schema, ObjectAction::Insert, &object.id).await?;
     tx.commit().await?;
@@ -492,7 +492,7 @@ async fn batch_create(
     if !failed.is_empty() {
         return Err(batch_error(failed));
     }
-    entitlements::consume(&mut tx, &app, tenant, "objects", valid.len() as i64).await?;
+    entitlements::consume(&mut tx, &app, tenant, crate::entitlements::Entitlement::Objects, valid.len() as i64).await?;
     let mut ids = Vec::with_capacity(valid.len());
     for (index, values) in valid.into_iter().enumerate() {
         match insert(&mut tx, &schema, values, &who).await {

@@ -370,7 +370,7 @@ pub async fn remove_type_dependants(
         .bind(&object_type.id)
         .fetch_one(&mut *conn)
         .await?;
-    entitlements::release(conn, tenant, "objects", objects).await?;
+    entitlements::release(conn, tenant, crate::entitlements::Entitlement::Objects, objects).await?;
     sqlx::query("DELETE FROM objects WHERE object_type_id = $1").bind(&object_type.id).execute(&mut *conn).await?;
     Ok(())
 }
@@ -382,7 +382,7 @@ pub async fn purge(tx: &mut WriteTx, tenant: &TenantId, object_id: &str) -> ApiR
         .bind(tenant.as_str())
         .execute(&mut **tx)
         .await?;
-    entitlements::release(tx, tenant, "objects", 1).await
+    entitlements::release(tx, tenant, crate::entitlements::Entitlement::Objects, 1).await
 }
 
 /// A stored version: (version, action, properties, changed, actor type, actor id, created at).

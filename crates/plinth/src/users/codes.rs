@@ -122,10 +122,7 @@ pub const OTP_ATTEMPTS: i64 = 5;
 /// The stored form of a 6-digit code: an HMAC under the server's key, bound to the tenant and
 /// phone (a plain hash of a million possible codes would be read back in a moment).
 fn otp_hash(key: &[u8; 32], tenant: &str, phone: &str, code: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("otp\n{tenant}\n{phone}\n{code}").as_bytes());
-    secrets::hex(&mac.finalize().into_bytes())
+    secrets::hex(&secrets::hmac_sha256(key, &[format!("otp\n{tenant}\n{phone}\n{code}").as_bytes()]))
 }
 
 /// A new 6-digit code for `phone` (and its user, when there is one): earlier codes stop working.

@@ -359,7 +359,7 @@ async fn create_webhook(
     let id = id::new_id(prefix::WEBHOOK);
     let now = time::to_db(&time::now());
     let mut tx = app.db.begin_write().await?;
-    entitlements::consume(&mut tx, &app, tenant, "webhooks", 1).await?;
+    entitlements::consume(&mut tx, &app, tenant, crate::entitlements::Entitlement::Webhooks, 1).await?;
     let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &id, &secret).await?;
     sqlx::query(
         "INSERT INTO webhooks (id, tenant_id, url, events, object_types, status, description, secret, created_at, \
@@ -524,7 +524,7 @@ async fn delete_webhook(
         .bind(tenant.as_str())
         .execute(&mut *tx)
         .await?;
-    entitlements::release(&mut tx, tenant, "webhooks", 1).await?;
+    entitlements::release(&mut tx, tenant, crate::entitlements::Entitlement::Webhooks, 1).await?;
     let entry = Entry {
         action: "webhook.deleted",
         resource_type: "webhook",

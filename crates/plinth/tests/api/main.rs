@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Black-box tests over real HTTP, each run against SQLite and PostgreSQL.
 
 mod common;
