@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use crate::db::WriteTx;
+use crate::db::{Db, WriteTx};
 use crate::http::ApiResult;
 use crate::id::{self, prefix};
 use crate::time;
@@ -23,9 +23,14 @@ pub struct Event<'a> {
 }
 
 /// What a capability does, in the recording transaction, with each event: queue its webhook
-/// deliveries, tell other nodes. Registered once at start with `Outbox::subscribe`.
+/// deliveries, tell other nodes. Registered once at start with `subscribe`.
 pub trait Subscriber: Send + Sync + 'static {
     fn recorded<'a>(&'a self, tx: &'a mut WriteTx, tenant: &'a str, event: &'a Value) -> BoxFuture<'a, ApiResult<()>>;
+}
+
+/// Adds what a capability does with each event recorded through `db` from now on.
+pub fn subscribe(db: &Db, subscriber: Arc<dyn Subscriber>) {
+    db.outbox().attach(Arc::new(subscriber));
 }
 
 /// Records `event` for `tenant` in the caller's transaction, secret-looking fields redacted, and
@@ -50,8 +55,10 @@ pub async fn record(tx: &mut WriteTx, tenant: &str, event: Event<'_>) -> ApiResu
     .execute(&mut **tx)
     .await?;
     let payload = Arc::new(payload(&id, event.kind, tenant, &now, data));
-    for subscriber in tx.subscribers() {
-        subscriber.recorded(tx, tenant, &payload).await?;
+    for attached in tx.attached() {
+        if let Some(subscriber) = attached.downcast_ref::<Arc<dyn Subscriber>>() {
+            subscriber.recorded(tx, tenant, &payload).await?;
+        }
     }
     tx.recorded_event(payload);
     Ok(id)

@@ -347,9 +347,9 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartupError> {
         let master = MasterKey::load(config.master_key.as_ref().map(Secret::expose), &config.storage.data_dir)?;
         let db = open_database(&config.storage).await?.with_events_buffer(config.realtime_buffer);
-        db.outbox().subscribe(Arc::new(crate::webhooks::delivery::FanOut));
+        crate::outbox::subscribe(&db, Arc::new(crate::webhooks::delivery::FanOut));
         if db.backend() == crate::db::Backend::Postgres {
-            db.outbox().subscribe(Arc::new(crate::realtime::notify::TellOtherNodes));
+            crate::outbox::subscribe(&db, Arc::new(crate::realtime::notify::TellOtherNodes));
         }
         if db.backend() == crate::db::Backend::Postgres && config.master_key.is_none() {
             tracing::warn!(

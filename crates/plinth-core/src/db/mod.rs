@@ -10,8 +10,6 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{broadcast, watch};
 
-use crate::outbox::Subscriber;
-
 pub mod dialect;
 
 /// Which database the pool talks to.
@@ -41,15 +39,13 @@ pub struct Outbox {
     work: watch::Sender<u64>,
     /// The events committed by this process, as delivered to realtime subscribers.
     events: broadcast::Sender<Arc<Value>>,
-    /// What the capabilities do with each event as it is recorded.
-    subscribers: RwLock<Vec<Arc<dyn Subscriber>>>,
+    /// What other parts of the core attach to every write transaction (the outbox's
+    /// subscribers), kept opaque here so that the database knows nothing of them.
+    attached: RwLock<Vec<Attached>>,
 }
 
-impl std::fmt::Debug for dyn Subscriber {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Subscriber")
-    }
-}
+/// Something attached to the outbox, opaque to the database.
+pub type Attached = Arc<dyn std::any::Any + Send + Sync>;
 
 /// How many committed events a slow realtime listener may fall behind before it misses some.
 pub const OUTBOX_EVENTS_BUFFER: usize = 4096;
@@ -59,18 +55,17 @@ impl Outbox {
         Outbox {
             work: watch::channel(0).0,
             events: broadcast::channel(events_buffer.max(1)).0,
-            subscribers: RwLock::new(Vec::new()),
+            attached: RwLock::new(Vec::new()),
         }
     }
 
-    /// Adds what a capability does with each event recorded from now on, in the recording
-    /// transaction.
-    pub fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
-        self.subscribers.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(subscriber);
+    /// Attaches `thing` to every write transaction from now on.
+    pub fn attach(&self, thing: Attached) {
+        self.attached.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(thing);
     }
 
-    fn subscribers(&self) -> Vec<Arc<dyn Subscriber>> {
-        self.subscribers.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    fn attached(&self) -> Vec<Attached> {
+        self.attached.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Changes after every commit that queued background work.
@@ -125,9 +120,9 @@ impl WriteTx {
         self.queued_work = true;
     }
 
-    /// The outbox's subscribers, for an event recorded in this transaction.
-    pub fn subscribers(&self) -> Vec<Arc<dyn Subscriber>> {
-        self.outbox.subscribers()
+    /// What is attached to the outbox, for an event recorded in this transaction.
+    pub fn attached(&self) -> Vec<Attached> {
+        self.outbox.attached()
     }
 
     /// Notes an event recorded in this transaction, for realtime listeners after commit.
