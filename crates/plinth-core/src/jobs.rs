@@ -385,13 +385,16 @@ pub async fn run(db: Db, registry: Registry, mut stop: watch::Receiver<bool>) {
         while running.try_join_next().is_some() {}
         let mut more = false;
         let mut any_free = false;
-        if due(&db).await {
+        {
             for (kind, permits) in &kinds {
                 let free = permits.available_permits().min(CLAIM_BATCH);
                 if free == 0 {
                     continue;
                 }
                 any_free = true;
+                if !due(&db, kind.name()).await {
+                    continue;
+                }
                 let claimed = claim(&db, kind.as_ref(), free).await.unwrap_or_else(|error| {
                     tracing::warn!(%error, kind = kind.name(), "claiming jobs failed; will retry");
                     Vec::new()
@@ -407,8 +410,6 @@ pub async fn run(db: Db, registry: Registry, mut stop: watch::Receiver<bool>) {
                     });
                 }
             }
-        } else {
-            any_free = true;
         }
         if more {
             continue;
@@ -432,18 +433,19 @@ pub async fn run(db: Db, registry: Registry, mut stop: watch::Receiver<bool>) {
     let _ = settler.await;
 }
 
-/// Whether any job is due: a read, so that an idle node does not take the write lock to find
-/// nothing.
-async fn due(db: &Db) -> bool {
+/// Whether a job of `kind` is due: one indexed read, so that a node takes the write lock only
+/// to claim what it will find.
+async fn due(db: &Db, kind: &str) -> bool {
     let found: Result<Option<(String,)>, _> =
-        sqlx::query_as("SELECT id FROM jobs WHERE status <> 'dead' AND run_at <= $1 LIMIT 1")
+        sqlx::query_as("SELECT id FROM jobs WHERE kind = $1 AND status <> 'dead' AND run_at <= $2 LIMIT 1")
+            .bind(kind)
             .bind(time::to_db(&time::now()))
             .fetch_optional(db.pool())
             .await;
     match found {
         Ok(found) => found.is_some(),
         Err(error) => {
-            tracing::warn!(%error, "looking for due jobs failed; will retry");
+            tracing::warn!(%error, kind, "looking for due jobs failed; will retry");
             false
         }
     }
