@@ -405,8 +405,10 @@ pub async fn run(db: Db, registry: Registry, mut stop: watch::Receiver<bool>) {
                     let (db, kind, outcomes) = (db.clone(), kind.clone(), outcomes.clone());
                     running.spawn(async move {
                         let ran = attempt(&db, kind.as_ref(), job).await;
-                        drop(permit);
+                        // The room is given back once the outcome is queued for settling, so
+                        // that a slow settler holds claims back instead of piling up outcomes.
                         let _ = outcomes.send(ran).await;
+                        drop(permit);
                     });
                 }
             }
@@ -489,20 +491,21 @@ async fn attempt(db: &Db, kind: &dyn Erased, job: Job) -> Ran {
         return Ran { job, performed: None };
     }
     let lease = kind.lease();
-    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + lease / 2, lease / 2);
-    let performed = {
-        let work = kind.perform(&job);
-        tokio::pin!(work);
+    // The lease is renewed beside the work, never instead of it: the work goes on being polled
+    // while a renewal waits for the database.
+    let renewing = async {
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + lease / 2, lease / 2);
         loop {
-            tokio::select! {
-                performed = &mut work => break performed,
-                _ = renew.tick() => {
-                    if let Err(error) = renew_lease(db, &job, lease).await {
-                        tracing::warn!(%error, job = %job.id, "renewing a job's lease failed");
-                    }
-                }
+            renew.tick().await;
+            if let Err(error) = renew_lease(db, &job, lease).await {
+                tracing::warn!(%error, job = %job.id, "renewing a job's lease failed");
             }
         }
+    };
+    let performed = tokio::select! {
+        performed = kind.perform(&job) => performed,
+        // The renewal loop never ends; were it to, the run is written off as failed.
+        () = renewing => Performed::failed(Box::new(()) as ErasedOutcome, "the lease renewal stopped"),
     };
     Ran { job, performed: Some(performed) }
 }
@@ -531,7 +534,19 @@ async fn settle_all(db: Db, kinds: Arc<HashMap<&'static str, Arc<dyn Erased>>>, 
             tracing::warn!(%error, "settling jobs together failed; settling them one by one");
             for ran in &batch {
                 if let Err(error) = settle(&db, &kinds, std::slice::from_ref(ran)).await {
-                    tracing::warn!(%error, job = %ran.job.id, "settling a job failed; it will run again");
+                    // The kind's records cannot be written: the job's own fate still is, so that
+                    // it backs off (or dies) instead of running again at every lease.
+                    tracing::warn!(%error, job = %ran.job.id, "settling a job failed; writing its fate alone");
+                    let failed = Ran {
+                        job: ran.job.clone(),
+                        performed: Some(Performed::failed(
+                            Box::new(()) as ErasedOutcome,
+                            format!("settling failed: {error}"),
+                        )),
+                    };
+                    if let Err(error) = settle_fate(&db, &kinds, &failed).await {
+                        tracing::warn!(%error, job = %ran.job.id, "writing a job's fate failed; it will run again");
+                    }
                 }
             }
         }
@@ -563,6 +578,13 @@ fn fate(kind: &dyn Erased, job: &Job, result: Result<(), &str>) -> Fate {
 }
 
 async fn settle_one(tx: &mut WriteTx, kind: &dyn Erased, ran: &Ran) -> Result<(), JobError> {
+    let Some(fate) = write_fate(tx, kind, ran).await? else { return Ok(()) };
+    kind.settle(tx, &ran.job, ran.performed.as_ref().map(|p| &p.outcome), &fate).await
+}
+
+/// Writes the job row's fate; `None` when the lease was lost (whoever holds it now writes its
+/// own).
+async fn write_fate(tx: &mut WriteTx, kind: &dyn Erased, ran: &Ran) -> Result<Option<Fate>, JobError> {
     let job = &ran.job;
     let result = match &ran.performed {
         Some(performed) => performed.result.as_ref().map(|_| ()).map_err(String::as_str),
@@ -604,13 +626,35 @@ async fn settle_one(tx: &mut WriteTx, kind: &dyn Erased, ran: &Ran) -> Result<()
     if held.rows_affected() == 0 {
         // The lease was lost (it ran out, or the job was forgotten): whoever holds it now
         // writes its own outcome.
-        return Ok(());
+        return Ok(None);
     }
     if let Fate::Dead { error } = &fate {
         tracing::warn!(job = %job.id, kind = %job.kind, attempts = job.attempt, %error, "a job ran out of attempts");
     }
     tx.queued_work();
-    kind.settle(tx, job, ran.performed.as_ref().map(|p| &p.outcome), &fate).await
+    Ok(Some(fate))
+}
+
+/// Holds the live jobs of `kind` about `reference` until the transaction ends (PostgreSQL), so
+/// that no claim takes one while the caller decides about them.
+pub async fn lock_reference(tx: &mut WriteTx, kind: &str, reference: &str) -> Result<(), JobError> {
+    if tx.backend() == crate::db::Backend::Postgres {
+        sqlx::query("SELECT id FROM jobs WHERE kind = $1 AND reference = $2 FOR UPDATE")
+            .bind(kind)
+            .bind(reference)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes only the engine's fate of a run, without the kind's records.
+async fn settle_fate(db: &Db, kinds: &HashMap<&'static str, Arc<dyn Erased>>, ran: &Ran) -> Result<(), JobError> {
+    let Some(kind) = kinds.get(ran.job.kind.as_str()) else { return Ok(()) };
+    let mut tx = db.begin_write().await?;
+    write_fate(&mut tx, kind.as_ref(), ran).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn truncate(error: &str) -> String {

@@ -172,7 +172,7 @@ pub async fn chat_once(
     upstream: &Upstream,
     mut body: Value,
 ) -> Result<Value, Failure> {
-    let mut call = attempt(app, tenant, key_id, upstream, "chat", Estimate::chat(&body)).await?;
+    let estimate = Estimate::chat(&body);
     let (path, request) = match upstream.wire {
         Wire::OpenAi => {
             body["model"] = json!(upstream.model);
@@ -183,6 +183,8 @@ pub async fn chat_once(
             ("/v1/messages", request)
         }
     };
+    // Reserved once the request is known to be well formed: a refused one costs nothing.
+    let mut call = attempt(app, tenant, key_id, upstream, "chat", estimate).await?;
     let (status, value) = exchange(app, &mut call, upstream, path, &request).await?;
     let completion = match upstream.wire {
         Wire::OpenAi => value,
@@ -291,7 +293,7 @@ pub async fn stream_once(
     upstream: &Upstream,
     mut body: Value,
 ) -> Result<Response, Failure> {
-    let mut call = attempt(app, tenant, key_id, upstream, "stream", Estimate::chat(&body)).await?;
+    let estimate = Estimate::chat(&body);
     body["stream"] = json!(true);
     let wants_usage = body["stream_options"]["include_usage"] == true;
     let (path, request) = match upstream.wire {
@@ -305,6 +307,7 @@ pub async fn stream_once(
             ("/v1/messages", request)
         }
     };
+    let mut call = attempt(app, tenant, key_id, upstream, "stream", estimate).await?;
     let answer = send(app, &mut call, upstream, path, &request).await?;
     let status = answer.status().as_u16();
     if !(200..300).contains(&status) {

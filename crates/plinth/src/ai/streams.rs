@@ -42,11 +42,13 @@ impl Meter {
         }
     }
 
-    fn finish(&mut self, status: u16) {
+    /// `whole`: the stream ended with the provider's last event, so its count stands; a stream
+    /// cut short counts at least the text sent.
+    fn finish(&mut self, status: u16, whole: bool) {
         let Some(call) = self.call.take() else { return };
         let (input, output) = self.usage;
-        // The provider's count may lag what was sent (a stream cut before its last event).
-        let output = output.max(Estimate::of_text(self.sent_chars));
+        let sent = Estimate::of_text(self.sent_chars);
+        let output = if whole && output > 0 { output } else { output.max(sent) };
         // Without the provider's input count, the reservation's estimate stands for it.
         let input = if input > 0 { input } else { call.reserved_input() };
         call.record_later(status, Some((input, output)));
@@ -56,7 +58,7 @@ impl Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         // Dropped before its end: the client went away.
-        self.finish(CLIENT_GONE);
+        self.finish(CLIENT_GONE, false);
     }
 }
 
@@ -140,10 +142,11 @@ pub fn metered_stream(call: Call, answer: reqwest::Response, wants_usage: bool) 
                         let frame = json!({ "error": { "message": "the provider sent an event over 1 MiB", "type": "upstream_error", "code": "stream_interrupted" } });
                         state.ready.push_back(Bytes::from(format!("data: {frame}\n\ndata: [DONE]\n\n")));
                         state.finished = true;
-                        state.meter.finish(200);
+                        state.meter.finish(502, false);
                     }
                 }
                 ended => {
+                    let broken = matches!(ended, Some(Err(_)));
                     if !state.pending.trim().is_empty() {
                         state.ready.push_back(Bytes::from(std::mem::take(&mut state.pending)));
                     }
@@ -154,7 +157,11 @@ pub fn metered_stream(call: Call, answer: reqwest::Response, wants_usage: bool) 
                         state.ready.push_back(Bytes::from(format!("data: {frame}\n\ndata: [DONE]\n\n")));
                     }
                     state.finished = true;
-                    state.meter.finish(200);
+                    if broken {
+                        state.meter.finish(502, false);
+                    } else {
+                        state.meter.finish(200, true);
+                    }
                 }
             }
         }
@@ -173,6 +180,8 @@ pub struct Translating {
     translator: StreamTranslator,
     ready: VecDeque<Bytes>,
     done: bool,
+    /// Ended without the provider's last event.
+    broken: bool,
     meter: Meter,
 }
 
@@ -192,6 +201,7 @@ pub fn translate_stream(call: Call, answer: reqwest::Response, model: &str, incl
         translator: StreamTranslator::new(model, crate::time::now().timestamp(), include_usage),
         ready: VecDeque::new(),
         done: false,
+        broken: false,
         meter: Meter::new(call),
     };
     let body = stream::unfold(state, |mut state| async move {
@@ -200,7 +210,11 @@ pub fn translate_stream(call: Call, answer: reqwest::Response, model: &str, incl
                 return Some((Ok::<Bytes, std::convert::Infallible>(bytes), state));
             }
             if state.done {
-                state.meter.finish(200);
+                if state.broken {
+                    state.meter.finish(502, false);
+                } else {
+                    state.meter.finish(200, true);
+                }
                 return None;
             }
             match state.events.next().await {
@@ -223,11 +237,13 @@ pub fn translate_stream(call: Call, answer: reqwest::Response, model: &str, incl
                     state.ready.push_back(frame(&error));
                     state.ready.push_back(frame(&json!("[DONE]")));
                     state.done = true;
+                    state.broken = true;
                 }
                 None => {
                     // Ended without `message_stop`: close the stream the OpenAI way.
                     state.ready.push_back(frame(&json!("[DONE]")));
                     state.done = true;
+                    state.broken = true;
                 }
             }
         }

@@ -215,12 +215,18 @@ impl Call {
 
     /// Records what the call used, once; failures to record are logged, never the caller's
     /// problem.
+    /// A successful answer that reports no usage at all leaves the estimate standing: a
+    /// provider that does not count is not free.
     pub async fn record(&mut self, status: u16, input: u64, output: u64) {
-        if std::mem::replace(&mut self.recorded, true) {
+        if self.recorded {
             return;
         }
-        if let Err(error) = self.settle(Some((input, output)), status).await {
-            tracing::warn!(?error, "recording AI usage failed");
+        let reported = input > 0 || output > 0 || !(200..300).contains(&status);
+        let used = reported.then_some((input, output));
+        match self.settle(used, status).await {
+            Ok(()) => self.recorded = true,
+            // Left unrecorded: the drop writes the estimate with status 499.
+            Err(error) => tracing::warn!(?error, "recording AI usage failed"),
         }
     }
 
@@ -243,7 +249,8 @@ impl Call {
         let app = self.app.clone();
         let latency = self.started.elapsed().as_millis() as i64;
         let tenant = TenantId::trusted(self.tenant.clone());
-        let Some(reservation) = self.reservation.take() else { return Ok(()) };
+        // Kept until the settlement commits: a settlement cut short leaves it for the drop.
+        let Some(reservation) = self.reservation.as_ref() else { return Ok(()) };
         let mut tx = app.db.begin_write().await?;
         match used {
             Some((input, output)) => {
@@ -276,6 +283,7 @@ impl Call {
             }
         }
         tx.commit().await?;
+        self.reservation = None;
         Ok(())
     }
 }

@@ -240,6 +240,28 @@ fn hold_lock(app: &App, scope: String, key: String, stop: tokio::sync::oneshot::
     });
 }
 
+/// Lets a key go if its request ends before it is answered.
+struct Unanswered {
+    app: Option<App>,
+    scope: String,
+    key: String,
+}
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.app = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(app) = self.app.take() else { return };
+        let (scope, key) = (std::mem::take(&mut self.scope), std::mem::take(&mut self.key));
+        let tasks = app.tasks.clone();
+        tasks.spawn("idempotency release", async move { finish(&app, &scope, &key, 500, None, None).await });
+    }
+}
+
 /// An answer on its way out: passed on chunk by chunk, up to `KEEP_MAX_BYTES` of it kept, the
 /// outcome written when it ends, or in the background if it is dropped first.
 struct Keeping {
@@ -335,7 +357,11 @@ pub async fn enforce(State(app): State<App>, request: Request, next: Next) -> Re
     }
     let (renewing, stop) = tokio::sync::oneshot::channel();
     hold_lock(&app, scope.clone(), key.clone(), stop);
+    // Dropped before an answer exists (the request timed out, panicked, or its client left):
+    // the key is let go at once, as for a 5xx, so a retry runs again.
+    let unanswered = Unanswered { app: Some(app.clone()), scope: scope.clone(), key: key.clone() };
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    unanswered.answered();
     let (parts, body) = response.into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let keeping = Keeping {

@@ -350,7 +350,14 @@ impl jobs::Kind for Deliver {
         Box::pin(async move {
             let lost;
             let outcome = match outcome {
-                Some(Delivered::Nothing) => return Ok(()),
+                Some(Delivered::Nothing) => {
+                    // The endpoint may have been enabled since the run found it disabled (its
+                    // resume saw this job and skipped the delivery): then it goes out again.
+                    if let (Some(id), Some(tenant)) = (job.reference.as_deref(), job.tenant_id.as_deref()) {
+                        requeue_if_active(tx, tenant, id).await?;
+                    }
+                    return Ok(());
+                }
                 Some(Delivered::Sent(outcome)) => outcome,
                 None => {
                     lost = Outcome::failed(
@@ -364,6 +371,21 @@ impl jobs::Kind for Deliver {
             Ok(())
         })
     }
+}
+
+/// Queues delivery `id` again when it still waits and its endpoint is active.
+async fn requeue_if_active(tx: &mut WriteTx, tenant: &str, id: &str) -> ApiResult<()> {
+    let waiting: Option<(i64, Option<i64>)> = sqlx::query_as(
+        "SELECT d.attempt, d.max_attempts FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+         WHERE d.id = $1 AND w.status = 'active' AND d.status IN ('pending', 'retrying')",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some((attempt, max_attempts)) = waiting {
+        enqueue(tx, tenant, id, attempt, max_attempts).await?;
+    }
+    Ok(())
 }
 
 /// The delivery `id` with its endpoint, or `None` when either is gone.

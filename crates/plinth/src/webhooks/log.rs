@@ -332,6 +332,8 @@ pub async fn requeue(tx: &mut WriteTx, tenant: &str, delivery_id: &str) -> ApiRe
             .await?;
     let Some((status, attempt, max_attempts)) = row else { return Err(ApiError::not_found("webhook delivery")) };
     let busy = || ApiError::conflict("the delivery is being sent right now: see its outcome, then retry");
+    // No claim takes its job while this decides.
+    crate::jobs::lock_reference(tx, delivery::KIND, delivery_id).await.map_err(ApiError::internal)?;
     if crate::jobs::is_running(tx, delivery::KIND, delivery_id).await.map_err(ApiError::internal)? {
         return Err(busy());
     }

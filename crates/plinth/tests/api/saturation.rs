@@ -65,11 +65,20 @@ on_both_backends! {
         let app = TestApp::spawn_with(backend, |config| config.request_timeout_secs = 1).await;
         let tenant = app.tenant("Slow").await;
         let hold = hold_webhooks(&app).await;
-        let slow = app.post("/v1/webhooks", &tenant.key, endpoint()).await;
+        let keyed = || app.request(reqwest::Method::POST, "/v1/webhooks", Some(&tenant.key)).header("idempotency-key", "slow-1").json(&endpoint());
+        let slow = app.send(keyed()).await;
         slow.expect_error(504, "TIMEOUT");
         release(hold).await;
         assert_eq!(app.count("SELECT COUNT(*) FROM webhooks").await, 0, "nothing of it was kept");
-        app.post("/v1/webhooks", &tenant.key, endpoint()).await.expect(201);
+        // Its Idempotency-Key was let go with it: the retry runs (not 409 "still running").
+        for _ in 0..100 {
+            if app.count("SELECT COUNT(*) FROM idempotency_keys WHERE idempotency_key = 'slow-1'").await == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        app.send(keyed()).await.expect(201);
+        assert_eq!(app.count("SELECT COUNT(*) FROM webhooks").await, 1);
     }
 
     async fn a_statement_held_up_too_long_is_503(backend) {
