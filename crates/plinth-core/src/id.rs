@@ -95,6 +95,44 @@ pub fn is_valid(expected_prefix: &str, id: &str) -> bool {
     decode(expected_prefix, id).is_some()
 }
 
+/// The tenant a request acts on. Built only from an authenticated credential (or, for the
+/// platform admin, from a tenant that exists), or read back from the database; never from a
+/// request body. Binds as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Wraps an id that came from the database or a verified credential.
+    pub fn trusted(id: impl Into<String>) -> Self {
+        TenantId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl sqlx::Type<sqlx::Any> for TenantId {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Any> for TenantId {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <String as sqlx::Encode<'q, sqlx::Any>>::encode_by_ref(&self.0, buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +164,15 @@ mod tests {
         assert!(decode("tn", "tn_81h455vb4pex5vsknk084sn02q").is_none());
         assert!(decode("tn", "tn_01h455vb4pex5vsknk084sn0uq").is_none());
         assert!(decode("tn", "tn01h455vb4pex5vsknk084sn02q").is_none());
+    }
+
+    #[tokio::test]
+    async fn tenant_ids_bind_as_text() {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect("sqlite::memory:").await.unwrap();
+        let (text,): (String,) =
+            sqlx::query_as("SELECT $1").bind(TenantId::trusted("tn_1")).fetch_one(&pool).await.unwrap();
+        assert_eq!(text, "tn_1");
+        assert_eq!(TenantId::trusted("tn_2").to_string(), "tn_2");
     }
 }

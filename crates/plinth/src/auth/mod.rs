@@ -25,21 +25,7 @@ use crate::ratelimit::RateLimit;
 use crate::scopes::Required;
 use crate::tenants::store as tenant_store;
 
-/// The tenant a request acts on. Built only from an authenticated credential (or, for the
-/// platform admin, from a tenant that exists), never from a request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantId(String);
-
-impl TenantId {
-    /// Wraps an id that came from the database or a verified credential.
-    pub(crate) fn trusted(id: impl Into<String>) -> Self {
-        TenantId(id.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use crate::id::TenantId;
 
 /// The credential behind a request.
 #[derive(Debug, Clone)]
