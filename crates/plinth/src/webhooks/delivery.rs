@@ -275,6 +275,9 @@ pub enum Delivered {
     Sent(Outcome),
     /// The delivery or its endpoint is gone, or the endpoint is disabled: nothing to write.
     Nothing,
+    /// This server failed before sending (its database, an endpoint secret that does not open):
+    /// logged and retried, never counted against the endpoint's health.
+    Local(Outcome),
 }
 
 /// A delivery as its job sends it.
@@ -330,7 +333,10 @@ impl jobs::Kind for Deliver {
                 Ok(secrets) => send(app, &due.url, &secrets, id, &due.payload).await,
                 Err(error) => {
                     tracing::warn!(?error, delivery = %id, "opening a webhook's secrets failed");
-                    Outcome::failed(Instant::now(), "the endpoint's signing secret could not be opened".into())
+                    let outcome =
+                        Outcome::failed(Instant::now(), "the endpoint's signing secret could not be opened".into());
+                    let error = outcome.error.clone().unwrap_or_default();
+                    return Performed::failed(Delivered::Local(outcome), error);
                 }
             };
             match outcome.error.clone() {
@@ -349,7 +355,7 @@ impl jobs::Kind for Deliver {
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             let lost;
-            let outcome = match outcome {
+            let (outcome, reached) = match outcome {
                 Some(Delivered::Nothing) => {
                     // The endpoint may have been enabled since the run found it disabled (its
                     // resume saw this job and skipped the delivery): then it goes out again.
@@ -358,16 +364,18 @@ impl jobs::Kind for Deliver {
                     }
                     return Ok(());
                 }
-                Some(Delivered::Sent(outcome)) => outcome,
+                Some(Delivered::Sent(outcome)) => (outcome, true),
+                Some(Delivered::Local(outcome)) => (outcome, false),
                 None => {
                     lost = Outcome::failed(
                         Instant::now(),
                         "no attempts left: the outcome of the last one was not recorded".into(),
                     );
-                    &lost
+                    // Cut short on this side (the node died): not the endpoint's doing.
+                    (&lost, false)
                 }
             };
-            settle_delivery(&self.0, tx, job, outcome, fate).await?;
+            settle_delivery(&self.0, tx, job, outcome, fate, reached).await?;
             Ok(())
         })
     }
@@ -428,7 +436,15 @@ pub async fn record_attempt(
 /// Writes an attempt's outcome as its job settles: the log row, the delivery's new state (done,
 /// retrying, or dead and in the dead-letter queue), and the endpoint's health, disabling it after
 /// too many failures in a row.
-async fn settle_delivery(app: &App, tx: &mut WriteTx, job: &Job, outcome: &Outcome, fate: &Fate) -> ApiResult<()> {
+/// `reached`: the attempt went to the endpoint, so it counts for the endpoint's health.
+async fn settle_delivery(
+    app: &App,
+    tx: &mut WriteTx,
+    job: &Job,
+    outcome: &Outcome,
+    fate: &Fate,
+    reached: bool,
+) -> ApiResult<()> {
     let Some(id) = job.reference.as_deref() else { return Ok(()) };
     let Some(tenant) = job.tenant_id.as_deref() else { return Ok(()) };
     let now = time::now();
@@ -456,6 +472,9 @@ async fn settle_delivery(app: &App, tx: &mut WriteTx, job: &Job, outcome: &Outco
     record_attempt(tx, tenant, id, attempts, outcome).await?;
     if status == "failed" {
         crate::dlq::add_delivery(tx, tenant, id, attempts, outcome.error.as_deref()).await?;
+    }
+    if !reached {
+        return Ok(());
     }
     endpoint_health(app, tx, tenant, &webhook_id, outcome.success).await
 }

@@ -207,6 +207,31 @@ on_both_backends! {
         app.get(&format!("/v1/webhook-deliveries/{kept}"), &tenant.key).await.expect(200);
     }
 
+    async fn this_servers_own_failures_never_count_against_an_endpoint(backend) {
+        let app = TestApp::spawn_with(backend, |config| {
+            delivering(config);
+            config.webhooks.disable_after = 1;
+        }).await;
+        let receiver = Receiver::start().await;
+        let tenant = app.tenant("Own fault").await;
+        let (id, _) = endpoint(&app, &tenant, json!({ "url": receiver.url("/in"), "events": ["*"] })).await;
+        // The endpoint's sealed secret no longer opens: this server cannot sign.
+        sqlx::query("UPDATE webhooks SET secret = 'v1:AAAA' WHERE id = $1").bind(&id).execute(app.app.db.pool()).await.unwrap();
+        track(&app, &tenant, "own.fault", json!({})).await;
+        let failed = "SELECT COUNT(*) FROM webhook_attempts WHERE error LIKE '%signing secret%'";
+        for _ in 0..300 {
+            if app.count(failed).await >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(app.count(failed).await >= 1, "the failed attempt is logged");
+        let webhook = app.get(&format!("/v1/webhooks/{id}"), &tenant.key).await;
+        assert_eq!(webhook.data()["status"], "active", "one failure of ours does not disable it: {}", webhook.text);
+        assert_eq!(app.count(&format!("SELECT consecutive_failures FROM webhooks WHERE id = '{id}'")).await, 0);
+        assert!(receiver.got().is_empty());
+    }
+
     async fn endpoints_that_keep_failing_are_disabled(backend) {
         let app = TestApp::spawn_with(backend, |config| {
             delivering(config);

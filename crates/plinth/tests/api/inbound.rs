@@ -107,8 +107,8 @@ both_backends! {
         let refused = [
             (standard_headers(&wrong, "msg_2", now(), body), body.to_string()),
             (standard_headers(&secret, "msg_3", now(), body), r#"{"type":"invoice.paid","amount":1}"#.to_string()),
-            (standard_headers(&secret, "msg_4", now() - 301, body), body.to_string()),
-            (standard_headers(&secret, "msg_5", now() + 301, body), body.to_string()),
+            (standard_headers(&secret, "msg_4", now() - 360, body), body.to_string()),
+            (standard_headers(&secret, "msg_5", now() + 360, body), body.to_string()),
             (Vec::new(), body.to_string()),
         ];
         for (headers, sent) in refused {
