@@ -148,7 +148,7 @@ fn log_held(show: bool, kind: &str, to: &str, subject: Option<&str>, body: &str)
 }
 
 /// Sends a text message through Twilio's Messages API (or the log without an account).
-async fn send_sms(app: &App, to: &str, body: &str) -> Result<(), String> {
+async fn send_sms(app: &App, to: &str, body: &str) -> Result<(), SendError> {
     let sms = &app.config.sms;
     let (Some(account), Some(token)) = (&sms.sms_account_sid, &sms.sms_auth_token) else {
         log_held(app.config.email.dev_show_messages, "text message", to, None, body);
@@ -163,14 +163,17 @@ async fn send_sms(app: &App, to: &str, body: &str) -> Result<(), String> {
         .form(&[("To", to), ("From", from.as_str()), ("Body", body)])
         .send()
         .await
-        .map_err(|e| format!("the SMS provider cannot be reached: {e}"))?;
+        .map_err(|e| SendError::Transport(format!("the SMS provider cannot be reached: {e}")))?;
     let status = answer.status();
     if status.is_success() {
         return Ok(());
     }
     let text = crate::outbound::read_capped(answer, crate::limits::SERVICE_BODY_MAX_BYTES).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
-    Err(format!("the SMS provider answered {status}: {}", text.chars().take(300).collect::<String>()))
+    Err(SendError::Transport(format!(
+        "the SMS provider answered {status}: {}",
+        text.chars().take(300).collect::<String>()
+    )))
 }
 
 #[derive(Debug, FromRow)]
@@ -223,8 +226,8 @@ impl jobs::Kind for Send {
             let result = match message {
                 // Sent, failed or forgotten meanwhile.
                 Ok(None) => Ok(()),
-                Ok(Some(message)) => send(app, &message).await,
-                Err(error) => Err(format!("loading the message failed: {error}")),
+                Ok(Some(message)) => send(app, &message).await.map_err(|error| error.to_string()),
+                Err(error) => Err(SendError::Stored(error.to_string()).to_string()),
             };
             if let Err(error) = &result {
                 tracing::warn!(message = %id, attempt = job.attempt, %error, "sending a message failed");
@@ -269,31 +272,54 @@ impl jobs::Kind for Send {
     }
 }
 
+/// Why a message was not sent: the worker's own error, told apart for the log; the job keeps its
+/// text.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// This server could not read the message or the tenant's settings.
+    #[error("reading the message or its settings failed: {0}")]
+    Stored(String),
+    /// The transport is set up wrong (its URL, its address, the sender), or the guard refused it.
+    #[error("{0}")]
+    Misconfigured(String),
+    /// The transport refused the message or could not be reached.
+    #[error("{0}")]
+    Transport(String),
+}
+
 /// One attempt at sending; the error when it failed.
-async fn send(app: &App, message: &Claimed) -> Result<(), String> {
-    let mut conn = app.db.pool().acquire().await.map_err(|e| e.to_string())?;
+async fn send(app: &App, message: &Claimed) -> Result<(), SendError> {
+    let stored = |e: &dyn std::fmt::Display| SendError::Stored(e.to_string());
+    let mut conn = app.db.pool().acquire().await.map_err(|e| stored(&e))?;
     let body = keyring::open(&mut conn, &app.wrap_key, &message.tenant_id, "message", &message.id, &message.body)
         .await
-        .map_err(|e| e.message)?;
+        .map_err(|e| SendError::Stored(e.message))?;
     drop(conn);
     let subject = message.subject.clone().unwrap_or_default();
     match message.channel.as_str() {
         "email" => {}
         "sms" => return send_sms(app, &message.recipient, &body).await,
-        other => return Err(format!("no transport for `{other}` messages")),
+        other => return Err(SendError::Misconfigured(format!("no transport for `{other}` messages"))),
     }
     // The tenant's own SMTP server, when it set one; else the server's.
-    let mut conn = app.db.pool().acquire().await.map_err(|e| e.to_string())?;
-    let own = crate::users::config::smtp(&mut conn, app, &message.tenant_id).await.map_err(|e| e.message)?;
+    let mut conn = app.db.pool().acquire().await.map_err(|e| stored(&e))?;
+    let own = crate::users::config::smtp(&mut conn, app, &message.tenant_id)
+        .await
+        .map_err(|e| SendError::Stored(e.message))?;
     drop(conn);
     let (mailer, from) = match own {
         Some((url, from)) => {
             // The tenant's server passes the address guard on every send (names can move).
-            let (host, port) = crate::outbound::smtp_target(&url).ok_or("the tenant's SMTP URL is not a URL")?;
-            let mailer = match crate::outbound::check_host(&host, port, app.config.outbound_allow_private).await? {
-                Some(checked) => Mailer::pinned(&url, checked)?,
-                None => Mailer::from_config(Some(&url))?,
-            };
+            let (host, port) = crate::outbound::smtp_target(&url)
+                .ok_or_else(|| SendError::Misconfigured("the tenant's SMTP URL is not a URL".into()))?;
+            let checked = crate::outbound::check_host(&host, port, app.config.outbound_allow_private)
+                .await
+                .map_err(SendError::Misconfigured)?;
+            let mailer = match checked {
+                Some(checked) => Mailer::pinned(&url, checked),
+                None => Mailer::from_config(Some(&url)),
+            }
+            .map_err(SendError::Misconfigured)?;
             (mailer, from.unwrap_or_else(|| app.config.email.email_from.clone()))
         }
         None => (app.mailer.clone(), app.config.email.email_from.clone()),
@@ -304,8 +330,10 @@ async fn send(app: &App, message: &Claimed) -> Result<(), String> {
             Ok(())
         }
         Mailer::Smtp(transport) => {
-            let from: Mailbox = from.parse().map_err(|e| format!("the sender address: {e}"))?;
-            let to: Mailbox = message.recipient.parse().map_err(|e| format!("the recipient: {e}"))?;
+            let from: Mailbox =
+                from.parse().map_err(|e| SendError::Misconfigured(format!("the sender address: {e}")))?;
+            let to: Mailbox =
+                message.recipient.parse().map_err(|e| SendError::Misconfigured(format!("the recipient: {e}")))?;
             let email = lettre::Message::builder()
                 .from(from)
                 .to(to)
@@ -317,8 +345,8 @@ async fn send(app: &App, message: &Claimed) -> Result<(), String> {
                         .header(ContentTransferEncoding::Base64)
                         .body(body),
                 )
-                .map_err(|e| e.to_string())?;
-            transport.send(email).await.map(|_| ()).map_err(|e| e.to_string())
+                .map_err(|e| SendError::Misconfigured(e.to_string()))?;
+            transport.send(email).await.map(|_| ()).map_err(|e| SendError::Transport(e.to_string()))
         }
     }
 }
