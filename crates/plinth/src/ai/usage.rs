@@ -268,9 +268,7 @@ impl Call {
                 .execute(&mut *tx)
                 .await?;
                 let difference = (input + output) as i64 - reservation.tokens;
-                crate::entitlements::add(&mut tx, &tenant, crate::entitlements::Entitlement::AiTokens, difference)
-                    .await?;
-                crate::entitlements::release(&mut tx, &tenant, crate::entitlements::Entitlement::AiTokens, -difference)
+                crate::entitlements::adjust(&mut tx, &tenant, crate::entitlements::Entitlement::AiTokens, difference)
                     .await?;
             }
             None => {

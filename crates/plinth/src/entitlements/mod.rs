@@ -327,6 +327,20 @@ pub async fn add(
     Ok(())
 }
 
+/// Moves a counted feature by `delta` either way (a reservation settled for what was used).
+pub async fn adjust(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    entitlement: Entitlement,
+    delta: i64,
+) -> ApiResult<()> {
+    if delta >= 0 {
+        add(conn, tenant, entitlement, delta).await
+    } else {
+        release(conn, tenant, entitlement, -delta).await
+    }
+}
+
 /// Gives back `quantity` of a counted feature (objects purged, say), in the caller's transaction.
 pub async fn release(
     conn: &mut AnyConnection,
