@@ -6,8 +6,8 @@
 //!   fresh token (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's one writer makes the claim
 //!   atomic in-process). A lease is the row's `run_at` pushed past now: when it runs out the row
 //!   is due again, so a node killed mid-job loses nothing (at least once).
-//! - **Renew**: a job running past half its lease has the lease pushed on, so it is never taken
-//!   twice while it runs.
+//! - **Renew**: a running job has its lease pushed on every third of it, so that it is never
+//!   taken twice while it runs, even when one renewal's commit is slow.
 //! - **Settle**: only the holder of the lease token settles a row: done (deleted), retried after
 //!   exponential back-off with jitter, or dead (kept as `dead`: the engine's dead-letter queue)
 //!   when its attempts run out. The kind writes its own records in the same transaction.
@@ -492,9 +492,11 @@ async fn attempt(db: &Db, kind: &dyn Erased, job: Job) -> Ran {
     }
     let lease = kind.lease();
     // The lease is renewed beside the work, never instead of it: the work goes on being polled
-    // while a renewal waits for the database.
+    // while a renewal waits for the database. Every third of the lease, so that a renewal whose
+    // commit is slow (a busy disk's sync) or fails once still leaves another before it runs out.
+    let every = lease / 3;
     let renewing = async {
-        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + lease / 2, lease / 2);
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             renew.tick().await;
             if let Err(error) = renew_lease(db, &job, lease).await {

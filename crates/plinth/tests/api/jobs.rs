@@ -252,9 +252,11 @@ on_both_backends! {
         let first = database(&storage).await;
         let second = database(&storage).await;
         let seen = Arc::new(Seen::default());
-        // Runs for three leases; the second node, looking all along, never takes it.
-        enqueue(&first, "test.long", json!({ "sleep_ms": 6_000 })).await;
-        let long = |seen: &Arc<Seen>| Test { lease: Duration::from_secs(2), ..Test::new("test.long", seen) };
+        // Runs for more than two leases; the second node, looking all along, never takes it. The
+        // lease is long enough that a renewal whose commit waits seconds for a busy disk still
+        // lands in time.
+        enqueue(&first, "test.long", json!({ "sleep_ms": 12_000 })).await;
+        let long = |seen: &Arc<Seen>| Test { lease: Duration::from_secs(5), ..Test::new("test.long", seen) };
         let (stop_a, a) = worker(&first, vec![long(&seen)]);
         until_count(&first, "SELECT COUNT(*) FROM jobs WHERE status = 'running'", 1).await;
         let (stop_b, b) = worker(&second, vec![long(&seen)]);
