@@ -97,8 +97,12 @@ pub fn is_valid(expected_prefix: &str, id: &str) -> bool {
 
 /// The tenant a request acts on. Built only from an authenticated credential (or, for the
 /// platform admin, from a tenant that exists), or read back from the database; never from a
-/// request body. Binds as text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// request body. Binds and decodes as text.
+///
+/// Every function that acts for a tenant takes a `&TenantId`; a plain `&str` tenant is input not
+/// yet checked (a path, a header, a command-line argument) or the wire form of a response.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
 pub struct TenantId(String);
 
 impl TenantId {
@@ -121,6 +125,25 @@ impl std::fmt::Display for TenantId {
 impl sqlx::Type<sqlx::Any> for TenantId {
     fn type_info() -> sqlx::any::AnyTypeInfo {
         <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+}
+
+/// Read back from the database: a stored tenant id is trusted.
+impl<'r> sqlx::Decode<'r, sqlx::Any> for TenantId {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <String as sqlx::Decode<'r, sqlx::Any>>::decode(value).map(TenantId)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(id: TenantId) -> Self {
+        id.0
+    }
+}
+
+impl AsRef<str> for TenantId {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -167,12 +190,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tenant_ids_bind_as_text() {
+    async fn tenant_ids_bind_decode_and_serialize_as_text() {
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect("sqlite::memory:").await.unwrap();
         let (text,): (String,) =
             sqlx::query_as("SELECT $1").bind(TenantId::trusted("tn_1")).fetch_one(&pool).await.unwrap();
         assert_eq!(text, "tn_1");
+        let (read,): (TenantId,) = sqlx::query_as("SELECT 'tn_3'").fetch_one(&pool).await.unwrap();
+        assert_eq!(read, TenantId::trusted("tn_3"));
         assert_eq!(TenantId::trusted("tn_2").to_string(), "tn_2");
+        assert_eq!(serde_json::to_value(TenantId::trusted("tn_4")).unwrap(), serde_json::json!("tn_4"));
+        assert_eq!(String::from(TenantId::trusted("tn_5")), "tn_5");
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::db::{dialect, Db, WriteTx};
-use crate::id;
+use crate::id::{self, TenantId};
 use crate::secrets;
 use crate::time::{self, Timestamp};
 
@@ -65,7 +65,7 @@ impl From<crate::http::ApiError> for JobError {
 #[derive(Debug, Clone)]
 pub struct NewJob<'a> {
     pub kind: &'a str,
-    pub tenant: Option<&'a str>,
+    pub tenant: Option<&'a TenantId>,
     /// What the job is about (a delivery's id): one live job per kind and reference.
     pub reference: Option<&'a str>,
     pub payload: Value,
@@ -82,7 +82,7 @@ impl<'a> NewJob<'a> {
         NewJob { kind, tenant: None, reference: None, payload, run_at: None, max_attempts: None, attempts_made: 0 }
     }
 
-    pub fn tenant(mut self, tenant: &'a str) -> Self {
+    pub fn tenant(mut self, tenant: &'a TenantId) -> Self {
         self.tenant = Some(tenant);
         self
     }
@@ -156,7 +156,7 @@ pub async fn prune(db: &Db) -> Result<u64, JobError> {
 pub struct Job {
     pub id: String,
     pub kind: String,
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<TenantId>,
     pub reference: Option<String>,
     pub payload: String,
     /// This attempt's number: counted when claimed, so an attempt whose outcome is never

@@ -6,11 +6,12 @@
 use sqlx::AnyConnection;
 
 use crate::http::{ApiError, ApiResult};
+use crate::id::TenantId;
 use crate::secrets;
 use crate::time;
 
 /// The tenant's data key, made on first use (in the caller's transaction).
-pub async fn data_key(conn: &mut AnyConnection, wrap_key: &[u8; 32], tenant: &str) -> ApiResult<[u8; 32]> {
+pub async fn data_key(conn: &mut AnyConnection, wrap_key: &[u8; 32], tenant: &TenantId) -> ApiResult<[u8; 32]> {
     let existing: Option<(String,)> = sqlx::query_as("SELECT wrapped_key FROM tenant_keys WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_optional(&mut *conn)
@@ -20,7 +21,7 @@ pub async fn data_key(conn: &mut AnyConnection, wrap_key: &[u8; 32], tenant: &st
         None => {
             let mut fresh = [0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
-            let wrapped = secrets::seal(wrap_key, tenant.as_bytes(), &fresh);
+            let wrapped = secrets::seal(wrap_key, tenant.as_str().as_bytes(), &fresh);
             // Another request may have made one meanwhile: the first stored wins.
             sqlx::query(
                 "INSERT INTO tenant_keys (tenant_id, wrapped_key, created_at) VALUES ($1, $2, $3) \
@@ -38,13 +39,13 @@ pub async fn data_key(conn: &mut AnyConnection, wrap_key: &[u8; 32], tenant: &st
             stored
         }
     };
-    let key = secrets::open(wrap_key, tenant.as_bytes(), &wrapped).ok_or_else(|| {
+    let key = secrets::open(wrap_key, tenant.as_str().as_bytes(), &wrapped).ok_or_else(|| {
         ApiError::internal("a tenant data key does not open: is PLINTH_MASTER_KEY the one it was made with?")
     })?;
     key.try_into().map_err(|_| ApiError::internal("a tenant data key has the wrong length"))
 }
 
-fn associated(tenant: &str, kind: &str, record: &str) -> Vec<u8> {
+fn associated(tenant: &TenantId, kind: &str, record: &str) -> Vec<u8> {
     format!("{tenant}\n{kind}\n{record}").into_bytes()
 }
 
@@ -52,7 +53,7 @@ fn associated(tenant: &str, kind: &str, record: &str) -> Vec<u8> {
 pub async fn seal(
     conn: &mut AnyConnection,
     wrap_key: &[u8; 32],
-    tenant: &str,
+    tenant: &TenantId,
     kind: &str,
     record: &str,
     secret: &str,
@@ -65,7 +66,7 @@ pub async fn seal(
 pub async fn open(
     conn: &mut AnyConnection,
     wrap_key: &[u8; 32],
-    tenant: &str,
+    tenant: &TenantId,
     kind: &str,
     record: &str,
     sealed: &str,

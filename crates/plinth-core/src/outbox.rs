@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::db::{Db, WriteTx};
 use crate::http::ApiResult;
-use crate::id::{self, prefix};
+use crate::id::{self, prefix, TenantId};
 use crate::time;
 
 /// An event to record.
@@ -25,7 +25,12 @@ pub struct Event<'a> {
 /// What a capability does, in the recording transaction, with each event: queue its webhook
 /// deliveries, tell other nodes. Registered once at start with `subscribe`.
 pub trait Subscriber: Send + Sync + 'static {
-    fn recorded<'a>(&'a self, tx: &'a mut WriteTx, tenant: &'a str, event: &'a Value) -> BoxFuture<'a, ApiResult<()>>;
+    fn recorded<'a>(
+        &'a self,
+        tx: &'a mut WriteTx,
+        tenant: &'a TenantId,
+        event: &'a Value,
+    ) -> BoxFuture<'a, ApiResult<()>>;
 }
 
 /// Adds what a capability does with each event recorded through `db` from now on.
@@ -36,7 +41,7 @@ pub fn subscribe(db: &Db, subscriber: Arc<dyn Subscriber>) {
 /// Records `event` for `tenant` in the caller's transaction, secret-looking fields redacted, and
 /// hands it to every subscriber in the same transaction; returns its id. After commit, this
 /// process's realtime listeners receive it.
-pub async fn record(tx: &mut WriteTx, tenant: &str, event: Event<'_>) -> ApiResult<String> {
+pub async fn record(tx: &mut WriteTx, tenant: &TenantId, event: Event<'_>) -> ApiResult<String> {
     let id = id::new_id(prefix::EVENT);
     let now = time::now();
     // Secret-looking fields never reach a payload (the contract's list, as in audit records).
@@ -66,7 +71,7 @@ pub async fn record(tx: &mut WriteTx, tenant: &str, event: Event<'_>) -> ApiResu
 
 /// The JSON an event is delivered as, to webhooks and realtime subscribers: Standard Webhooks'
 /// `type`, `timestamp` and `data`, with the event's id and tenant.
-pub fn payload(id: &str, kind: &str, tenant: &str, at: &time::Timestamp, data: Value) -> Value {
+pub fn payload(id: &str, kind: &str, tenant: &TenantId, at: &time::Timestamp, data: Value) -> Value {
     serde_json::json!({
         "id": id,
         "type": kind,

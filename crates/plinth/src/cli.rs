@@ -71,7 +71,7 @@ pub async fn create_key(
         let tenant = TenantId::trusted(tenant);
         let (key, token) = keys::issue(&mut *tx, &tenant, &new_key).await?;
         let who = crate::audit::Who::command_line();
-        crate::audit::record(&mut *tx, &who, Some(tenant.as_str()), keys::created_entry(&key)).await?;
+        crate::audit::record(&mut *tx, &who, Some(&tenant), keys::created_entry(&key)).await?;
         tx.commit().await?;
         Ok(KeyCreated { key, token })
     }

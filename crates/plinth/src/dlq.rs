@@ -16,6 +16,7 @@ use crate::auth::Auth;
 use crate::db::WriteTx;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Data, ListParams, Page, Path, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::scopes::required::{DLQ_DELETE, DLQ_READ, DLQ_WRITE};
 use crate::time;
@@ -45,7 +46,7 @@ pub struct DlqMessage {
 #[derive(Debug, FromRow)]
 struct DlqRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     kind: String,
     reference_id: String,
     summary: String,
@@ -62,7 +63,7 @@ impl TryFrom<DlqRow> for DlqMessage {
             summary: serde_json::from_str(&row.summary)?,
             created_at: time::from_db(&row.created_at)?,
             id: row.id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             kind: row.kind,
             reference_id: row.reference_id,
             error: row.error,
@@ -84,7 +85,7 @@ const LIST: ListSpec = ListSpec {
 /// Puts a dead webhook delivery in the queue, in the transaction that gave up on it.
 pub async fn add_delivery(
     tx: &mut WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     delivery_id: &str,
     attempts: i64,
     error: Option<&str>,
@@ -114,7 +115,7 @@ pub async fn add_delivery(
 }
 
 /// Takes the messages about a piece of work out of the queue (it is being retried, or is gone).
-pub async fn remove_for(conn: &mut sqlx::AnyConnection, tenant: &str, reference_id: &str) -> ApiResult<()> {
+pub async fn remove_for(conn: &mut sqlx::AnyConnection, tenant: &TenantId, reference_id: &str) -> ApiResult<()> {
     sqlx::query("DELETE FROM dlq_messages WHERE tenant_id = $1 AND reference_id = $2")
         .bind(tenant)
         .bind(reference_id)
@@ -153,7 +154,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(discard_message))
 }
 
-async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, msg_id: &str) -> ApiResult<DlqMessage> {
+async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, msg_id: &str) -> ApiResult<DlqMessage> {
     let row: Option<DlqRow> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM dlq_messages WHERE id = $1 AND tenant_id = $2"))
             .bind(msg_id)
@@ -193,11 +194,11 @@ async fn retry_message(auth: Auth, State(app): State<App>, Path(msg_id): Path<St
     auth.require(DLQ_WRITE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let message = find(&mut tx, tenant.as_str(), &msg_id).await?;
+    let message = find(&mut tx, tenant, &msg_id).await?;
     if message.kind == WEBHOOK_DELIVERY {
-        crate::webhooks::log::requeue(&mut tx, tenant.as_str(), &message.reference_id).await?;
+        crate::webhooks::log::requeue(&mut tx, tenant, &message.reference_id).await?;
     }
-    remove_for(&mut tx, tenant.as_str(), &message.reference_id).await?;
+    remove_for(&mut tx, tenant, &message.reference_id).await?;
     let entry = Entry {
         action: "dlq.retried",
         resource_type: "dlq_message",
@@ -224,7 +225,7 @@ async fn discard_message(
     auth.require(DLQ_DELETE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let message = find(&mut tx, tenant.as_str(), &msg_id).await?;
+    let message = find(&mut tx, tenant, &msg_id).await?;
     sqlx::query("DELETE FROM dlq_messages WHERE id = $1 AND tenant_id = $2")
         .bind(&message.id)
         .bind(tenant.as_str())

@@ -55,6 +55,7 @@ mod routes_impl {
     use crate::http::error::FieldErrors;
     use crate::http::list::{self, Filter, ListSpec, SortField};
     use crate::http::{ApiError, ApiResult, Created, Data, Json, ListParams, Page, Query};
+    use crate::id::TenantId;
     use crate::scopes::required::{EVENTS_READ, EVENTS_WRITE};
     use crate::time;
 
@@ -77,7 +78,7 @@ mod routes_impl {
     #[derive(Debug, FromRow)]
     struct EventRow {
         id: String,
-        tenant_id: String,
+        tenant_id: TenantId,
         #[sqlx(rename = "type")]
         kind: String,
         resource_type: String,
@@ -95,7 +96,7 @@ mod routes_impl {
                 created_at: time::from_db(&row.created_at)?,
                 id: row.id,
                 kind: row.kind,
-                tenant_id: row.tenant_id,
+                tenant_id: row.tenant_id.into(),
                 resource_type: row.resource_type,
                 resource_id: row.resource_id,
             })
@@ -152,7 +153,7 @@ mod routes_impl {
             "SELECT DISTINCT type FROM events WHERE tenant_id = $1 AND resource_type IN ('custom', 'inbound_message') \
              ORDER BY type LIMIT 200",
         )
-        .bind(auth.tenant()?.as_str())
+        .bind(auth.tenant()?)
         .fetch_all(app.db.pool())
         .await?;
         Ok(BUILT_IN.iter().map(|t| t.to_string()).chain(custom.into_iter().map(|(t,)| t)).collect())
@@ -207,7 +208,7 @@ mod routes_impl {
         errors.finish()?;
         let mut tx = app.db.begin_write().await?;
         let event = Event { kind, resource_type: "custom", resource_id: tenant.as_str(), data };
-        let id = super::record(&mut tx, tenant.as_str(), event).await?;
+        let id = super::record(&mut tx, tenant, event).await?;
         tx.commit().await?;
         Ok(Created(Tracked { tracked: true, id }))
     }

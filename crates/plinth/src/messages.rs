@@ -15,6 +15,7 @@ use sqlx::FromRow;
 use crate::app::App;
 use crate::db::WriteTx;
 use crate::http::{ApiError, ApiResult};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::jobs::{self, Fate, Job, JobError, NewJob, Performed};
 use crate::{keyring, time};
@@ -82,7 +83,7 @@ impl Mailer {
 pub async fn queue_email(
     app: &App,
     tx: &mut WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     to: &str,
     subject: &str,
     body: &str,
@@ -91,14 +92,14 @@ pub async fn queue_email(
 }
 
 /// Queues a text message to `to` (E.164) in `tx`: sent after the commit.
-pub async fn queue_sms(app: &App, tx: &mut WriteTx, tenant: &str, to: &str, body: &str) -> ApiResult<String> {
+pub async fn queue_sms(app: &App, tx: &mut WriteTx, tenant: &TenantId, to: &str, body: &str) -> ApiResult<String> {
     queue(app, tx, tenant, "sms", to, None, body).await
 }
 
 async fn queue(
     app: &App,
     tx: &mut WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     channel: &str,
     to: &str,
     subject: Option<&str>,
@@ -127,7 +128,7 @@ async fn queue(
 
 /// The work of queueing a message without queueing it (the body sealed under the tenant's key,
 /// then dropped): the path an unknown address takes, so that it costs what a known one does.
-pub async fn decoy(app: &App, tx: &mut WriteTx, tenant: &str, body: &str) -> ApiResult<()> {
+pub async fn decoy(app: &App, tx: &mut WriteTx, tenant: &TenantId, body: &str) -> ApiResult<()> {
     keyring::seal(tx, &app.wrap_key, tenant, "message", "decoy", body).await?;
     Ok(())
 }
@@ -179,7 +180,7 @@ async fn send_sms(app: &App, to: &str, body: &str) -> Result<(), SendError> {
 #[derive(Debug, FromRow)]
 struct Claimed {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     channel: String,
     recipient: String,
     subject: Option<String>,

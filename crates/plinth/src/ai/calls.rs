@@ -12,18 +12,19 @@ use super::upstream::{OpenAiError, Upstream, Wire};
 use super::usage::{Call, CallBase, Estimate};
 use crate::app::App;
 use crate::http::ApiError;
+use crate::id::TenantId;
 
 /// Starts a call to `upstream`, its `estimate` reserved.
 pub async fn call(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     key_id: Option<String>,
     upstream: &Upstream,
     operation: &'static str,
     estimate: Estimate,
 ) -> Result<Call, ApiError> {
     let base = CallBase {
-        tenant: tenant.to_string(),
+        tenant: tenant.clone(),
         key_id,
         provider: upstream.provider.clone(),
         model: upstream.model.clone(),
@@ -37,7 +38,7 @@ pub async fn call(
 /// the attempts, whatever the provider.
 async fn attempt(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     key_id: Option<String>,
     upstream: &Upstream,
     operation: &'static str,
@@ -167,7 +168,7 @@ pub async fn exchange(
 /// OpenAI's format (translated from Anthropic's), recorded as usage either way.
 pub async fn chat_once(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     key_id: Option<String>,
     upstream: &Upstream,
     mut body: Value,
@@ -206,13 +207,13 @@ pub struct ModelCache(std::sync::Mutex<std::collections::HashMap<(String, String
 type Listed = (std::time::Instant, Vec<Value>);
 
 impl ModelCache {
-    fn get(&self, tenant: &str, provider: &str) -> Option<Vec<Value>> {
+    fn get(&self, tenant: &TenantId, provider: &str) -> Option<Vec<Value>> {
         let cache = self.0.lock().ok()?;
         let (at, models) = cache.get(&(tenant.to_string(), provider.to_string()))?;
         (at.elapsed() < MODELS_TTL).then(|| models.clone())
     }
 
-    fn put(&self, tenant: &str, provider: &str, models: Vec<Value>) {
+    fn put(&self, tenant: &TenantId, provider: &str, models: Vec<Value>) {
         if let Ok(mut cache) = self.0.lock() {
             if cache.len() > 10_000 {
                 cache.clear();
@@ -224,7 +225,7 @@ impl ModelCache {
 
 /// The models `upstream`'s provider offers, live (kept five minutes), as OpenAI model objects:
 /// the second value tells whether they came from the cache.
-pub async fn models_of(app: &App, tenant: &str, upstream: &Upstream) -> Result<(Vec<Value>, bool), Failure> {
+pub async fn models_of(app: &App, tenant: &TenantId, upstream: &Upstream) -> Result<(Vec<Value>, bool), Failure> {
     if let Some(models) = app.ai_models.get(tenant, &upstream.provider) {
         return Ok((models, true));
     }
@@ -269,7 +270,7 @@ pub async fn models_of(app: &App, tenant: &str, upstream: &Upstream) -> Result<(
 /// One embeddings call at an OpenAI-format `upstream`: the answer, recorded as usage.
 pub async fn embed_once(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     key_id: Option<String>,
     upstream: &Upstream,
     input: Value,
@@ -288,7 +289,7 @@ pub async fn embed_once(
 /// the caller may try another provider).
 pub async fn stream_once(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     key_id: Option<String>,
     upstream: &Upstream,
     mut body: Value,
@@ -327,7 +328,7 @@ pub async fn stream_once(
 /// completions with `modalities`.
 pub async fn image_once(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     key_id: Option<String>,
     upstream: &Upstream,
     prompt: &str,

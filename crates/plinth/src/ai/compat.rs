@@ -23,6 +23,7 @@ use crate::app::App;
 use crate::auth::Auth;
 use crate::config::Secret;
 use crate::http::ApiError;
+use crate::id::TenantId;
 use crate::scopes::required::{CHAT_WRITE, EMBEDDINGS_WRITE};
 use crate::scopes::Required;
 
@@ -120,10 +121,10 @@ async fn caller(
     app: &App,
     auth: Result<Auth, ApiError>,
     scope: Required,
-) -> Result<(String, Option<String>), OpenAiError> {
+) -> Result<(TenantId, Option<String>), OpenAiError> {
     let auth = auth?;
     auth.require(scope)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     super::usage::check(app, &tenant).await?;
     Ok((tenant, auth.actor.key_id().map(str::to_string)))
 }
@@ -206,7 +207,7 @@ pub async fn list_models(auth: Result<Auth, ApiError>, State(app): State<App>) -
     let listed = async {
         let auth = auth?;
         auth.require(crate::scopes::required::MODELS_READ)?;
-        let tenant = auth.tenant()?.as_str().to_string();
+        let tenant = auth.tenant()?.clone();
         let mut conn = app.db.pool().acquire().await.map_err(ApiError::from)?;
         let mut providers = super::priority::get(&mut conn, &tenant).await?;
         drop(conn);

@@ -18,6 +18,7 @@ use crate::auth::Auth;
 use crate::http::error::FieldErrors;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::scopes::required::{AI_READ, AI_WRITE, CHAT_WRITE};
 use crate::time;
@@ -61,7 +62,7 @@ pub struct Message {
 #[derive(Debug, FromRow)]
 struct Row {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     title: Option<String>,
     system: Option<String>,
     provider: Option<String>,
@@ -80,7 +81,7 @@ impl TryFrom<Row> for Conversation {
             created_at: time::from_db(&row.created_at)?,
             updated_at: time::from_db(&row.updated_at)?,
             id: row.id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             title: row.title,
             system: row.system,
             provider: row.provider,
@@ -153,7 +154,7 @@ fn check(fields: &ConversationFields, errors: &mut FieldErrors) {
     }
 }
 
-async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, id: &str) -> ApiResult<Conversation> {
+async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, id: &str) -> ApiResult<Conversation> {
     let row: Option<Row> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM ai_conversations WHERE id = $1 AND tenant_id = $2"))
             .bind(id)
@@ -182,7 +183,7 @@ async fn latest(conn: &mut sqlx::AnyConnection, conversation: &str, limit: i64) 
         .collect()
 }
 
-async fn create(app: &App, tenant: &str, fields: &ConversationFields) -> ApiResult<Conversation> {
+async fn create(app: &App, tenant: &TenantId, fields: &ConversationFields) -> ApiResult<Conversation> {
     let id = id::new_id(prefix::CONVERSATION);
     let now = time::to_db(&time::now());
     let mut tx = app.db.begin_write().await?;
@@ -237,7 +238,7 @@ async fn create_conversation(
     let mut errors = FieldErrors::default();
     check(&body, &mut errors);
     errors.finish()?;
-    Ok(Created(create(&app, auth.tenant()?.as_str(), &body).await?))
+    Ok(Created(create(&app, auth.tenant()?, &body).await?))
 }
 
 /// Get a conversation
@@ -250,7 +251,7 @@ async fn create_conversation(
 async fn get_conversation(auth: Auth, State(app): State<App>, Path(id): Path<String>) -> ApiResult<Data<Conversation>> {
     auth.require(AI_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    let mut conversation = find(&mut conn, auth.tenant()?.as_str(), &id).await?;
+    let mut conversation = find(&mut conn, auth.tenant()?, &id).await?;
     conversation.messages = Some(latest(&mut conn, &conversation.id, SHOWN_MAX).await?);
     Ok(Data(conversation))
 }
@@ -269,7 +270,7 @@ async fn update_conversation(
     Json(body): Json<ConversationFields>,
 ) -> ApiResult<Data<Conversation>> {
     auth.require(AI_WRITE)?;
-    let tenant = auth.tenant()?.as_str();
+    let tenant = auth.tenant()?;
     let mut errors = FieldErrors::default();
     check(&body, &mut errors);
     errors.finish()?;
@@ -302,7 +303,7 @@ async fn update_conversation(
               (status = 404, body = crate::http::error::ErrorBody)))]
 async fn delete_conversation(auth: Auth, State(app): State<App>, Path(id): Path<String>) -> ApiResult<Data<Deleted>> {
     auth.require(AI_WRITE)?;
-    let tenant = auth.tenant()?.as_str();
+    let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
     let conversation = find(&mut tx, tenant, &id).await?;
     sqlx::query("DELETE FROM ai_conversations WHERE id = $1 AND tenant_id = $2")
@@ -321,7 +322,7 @@ async fn turn(
     conversation: Result<Conversation, ConversationFields>,
     say: Say,
 ) -> ApiResult<Response> {
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let (existing, new) = match conversation {
         Ok(existing) => (Some(existing), None),
         Err(fields) => (None, Some(fields)),
@@ -440,7 +441,7 @@ async fn chat_in_conversation(
         return Err(ApiError::invalid("conversation_id", "differs from the path"));
     }
     let mut conn = app.db.pool().acquire().await?;
-    let conversation = find(&mut conn, auth.tenant()?.as_str(), &id).await?;
+    let conversation = find(&mut conn, auth.tenant()?, &id).await?;
     drop(conn);
     turn(app, auth, Ok(conversation), say).await
 }
@@ -455,7 +456,7 @@ async fn chat_in_conversation(
               (status = 404, body = crate::http::error::ErrorBody)))]
 async fn converse(auth: Auth, State(app): State<App>, Json(say): Json<Say>) -> ApiResult<Response> {
     auth.require(CHAT_WRITE)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let conversation = match &say.conversation_id {
         Some(id) => {
             let mut conn = app.db.pool().acquire().await?;

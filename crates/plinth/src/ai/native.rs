@@ -19,6 +19,7 @@ use crate::auth::Auth;
 use crate::config::Secret;
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Data, ErrorCode, Json};
+use crate::id::TenantId;
 use crate::scopes::required::CHAT_WRITE;
 
 /// Most history messages.
@@ -108,7 +109,7 @@ fn check_key(key: Option<&Secret>, provider: Option<&String>, errors: &mut Field
 }
 
 /// The providers to try: the named one alone, or the tenant's priority list.
-async fn candidates(app: &App, tenant: &str, named: Option<&String>) -> ApiResult<Vec<String>> {
+async fn candidates(app: &App, tenant: &TenantId, named: Option<&String>) -> ApiResult<Vec<String>> {
     match named {
         Some(provider) => Ok(vec![provider.clone()]),
         None => {
@@ -188,7 +189,7 @@ async fn models(
     crate::http::Query(query): crate::http::Query<ModelsQuery>,
 ) -> ApiResult<Data<ModelList>> {
     auth.require(crate::scopes::required::MODELS_READ)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let candidates = candidates(&app, &tenant, query.provider.as_ref()).await?;
     for provider in candidates {
         let Some(upstream) = upstream_for(&app, &tenant, &provider, "", None).await.map_err(api_error)? else {
@@ -338,7 +339,7 @@ async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionReque
         (Some(url), None, _, None) if url.starts_with("https://") && url.len() <= 4096 => url.clone(),
         (None, None, None, Some(upload)) if upload.len() <= 64 => {
             auth.require(CHAT_WRITE)?;
-            super::uploads::data_url(&app, auth.tenant()?.as_str(), upload).await?
+            super::uploads::data_url(&app, auth.tenant()?, upload).await?
         }
         (None, Some(data), Some(media), None) if media.starts_with("image/") && !data.is_empty() => {
             use base64::Engine;
@@ -399,7 +400,7 @@ pub async fn answer(
     image: Option<String>,
 ) -> ApiResult<Answered> {
     auth.require(CHAT_WRITE)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut errors = FieldErrors::default();
     let prompt = check(&body, &mut errors);
     errors.finish()?;
@@ -534,7 +535,7 @@ pub struct Embeddings {
               (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`")))]
 async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest>) -> ApiResult<Data<Embeddings>> {
     auth.require(crate::scopes::required::EMBEDDINGS_WRITE)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let texts = match &body.input {
         Value::String(text) if !text.is_empty() => 1,
         Value::Array(items)
@@ -663,7 +664,7 @@ pub struct Images {
               (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`")))]
 async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest>) -> ApiResult<Data<Images>> {
     auth.require(CHAT_WRITE)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut errors = FieldErrors::default();
     if body.prompt.trim().is_empty() || body.prompt.len() > TEXT_MAX_BYTES {
         errors.add("prompt", format!("is required: at most {} KB", TEXT_MAX_BYTES / 1024));

@@ -15,6 +15,7 @@ use crate::auth::Auth;
 use crate::db::WriteTx;
 use crate::http::error::FieldErrors;
 use crate::http::{ApiResult, Data, Json};
+use crate::id::TenantId;
 use crate::scopes::required::{AI_READ, AI_WRITE};
 use crate::time;
 
@@ -39,7 +40,7 @@ pub struct PriorityView {
 }
 
 /// The tenant's list.
-pub async fn get(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<Vec<String>> {
+pub async fn get(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<Vec<String>> {
     let row: Option<(String,)> = sqlx::query_as("SELECT provider_priority FROM ai_settings WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_optional(&mut *conn)
@@ -50,7 +51,7 @@ pub async fn get(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<Vec<
     })
 }
 
-async fn store(tx: &mut WriteTx, tenant: &str, list: &[String]) -> ApiResult<()> {
+async fn store(tx: &mut WriteTx, tenant: &TenantId, list: &[String]) -> ApiResult<()> {
     sqlx::query(
         "INSERT INTO ai_settings (tenant_id, provider_priority, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (tenant_id) DO UPDATE SET provider_priority = excluded.provider_priority, \
@@ -65,7 +66,7 @@ async fn store(tx: &mut WriteTx, tenant: &str, list: &[String]) -> ApiResult<()>
 }
 
 /// Appends `provider` to the tenant's list unless it is there.
-pub async fn append(tx: &mut WriteTx, tenant: &str, provider: &str) -> ApiResult<()> {
+pub async fn append(tx: &mut WriteTx, tenant: &TenantId, provider: &str) -> ApiResult<()> {
     let mut list = get(tx, tenant).await?;
     if !list.iter().any(|p| p == provider) && list.len() < PRIORITY_MAX {
         list.push(provider.to_string());
@@ -75,7 +76,7 @@ pub async fn append(tx: &mut WriteTx, tenant: &str, provider: &str) -> ApiResult
 }
 
 /// Renames an instance in the tenant's list, keeping its place.
-pub async fn rename(tx: &mut WriteTx, tenant: &str, from: &str, to: &str) -> ApiResult<()> {
+pub async fn rename(tx: &mut WriteTx, tenant: &TenantId, from: &str, to: &str) -> ApiResult<()> {
     let mut list = get(tx, tenant).await?;
     if let Some(slot) = list.iter_mut().find(|p| *p == from) {
         *slot = to.to_string();
@@ -85,7 +86,7 @@ pub async fn rename(tx: &mut WriteTx, tenant: &str, from: &str, to: &str) -> Api
 }
 
 /// Takes `provider` out of the tenant's list.
-pub async fn remove(tx: &mut WriteTx, tenant: &str, provider: &str) -> ApiResult<()> {
+pub async fn remove(tx: &mut WriteTx, tenant: &TenantId, provider: &str) -> ApiResult<()> {
     let mut list = get(tx, tenant).await?;
     if list.iter().any(|p| p == provider) {
         list.retain(|p| p != provider);
@@ -94,7 +95,7 @@ pub async fn remove(tx: &mut WriteTx, tenant: &str, provider: &str) -> ApiResult
     Ok(())
 }
 
-async fn view(conn: &mut sqlx::AnyConnection, tenant: &str, providers: Vec<String>) -> ApiResult<PriorityView> {
+async fn view(conn: &mut sqlx::AnyConnection, tenant: &TenantId, providers: Vec<String>) -> ApiResult<PriorityView> {
     let services = crate::vault::configured(conn, tenant).await?;
     let instances: Vec<(String,)> =
         sqlx::query_as("SELECT name FROM ai_providers WHERE tenant_id = $1").bind(tenant).fetch_all(&mut *conn).await?;
@@ -115,7 +116,7 @@ pub fn routes() -> OpenApiRouter<App> {
     responses((status = 200, body = crate::http::response::Envelope<PriorityView>)))]
 async fn get_priority(auth: Auth, State(app): State<App>) -> ApiResult<Data<PriorityView>> {
     auth.require(AI_READ)?;
-    let tenant = auth.tenant()?.as_str();
+    let tenant = auth.tenant()?;
     let mut conn = app.db.pool().acquire().await?;
     let list = get(&mut conn, tenant).await?;
     Ok(Data(view(&mut conn, tenant, list).await?))
@@ -135,7 +136,7 @@ async fn put_priority(
     Json(body): Json<ProviderPriority>,
 ) -> ApiResult<Data<PriorityView>> {
     auth.require(AI_WRITE)?;
-    let tenant = auth.tenant()?.as_str();
+    let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
     let instances: Vec<(String,)> =
         sqlx::query_as("SELECT name FROM ai_providers WHERE tenant_id = $1").bind(tenant).fetch_all(&mut *tx).await?;
@@ -162,7 +163,7 @@ async fn put_priority(
     let entry = Entry {
         action: "ai.provider_priority_set",
         resource_type: "ai_settings",
-        resource_id: tenant,
+        resource_id: tenant.as_str(),
         changes: json!({ "providers": body.providers }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;

@@ -18,6 +18,7 @@ use crate::auth::Auth;
 use crate::http::error::FieldErrors;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::keyring;
 use crate::scopes::required::{AI_PROVIDERS_DELETE, AI_PROVIDERS_READ, AI_PROVIDERS_WRITE};
@@ -55,7 +56,7 @@ pub struct AiProvider {
 #[derive(Debug, FromRow)]
 struct Row {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     name: String,
     provider_type: String,
     api_key_hint: Option<String>,
@@ -78,7 +79,7 @@ impl TryFrom<Row> for AiProvider {
             updated_at: time::from_db(&row.updated_at)?,
             config_json: config,
             id: row.id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             name: row.name,
             provider_type: row.provider_type,
             api_key_hint: row.api_key_hint,
@@ -185,7 +186,7 @@ fn check_config(
 pub async fn open(
     conn: &mut sqlx::AnyConnection,
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     name: &str,
 ) -> ApiResult<Option<(String, Option<String>, Value)>> {
     let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(
@@ -203,7 +204,7 @@ pub async fn open(
     Ok(Some((kind, key, serde_json::from_str(&config)?)))
 }
 
-async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, provider_id: &str) -> ApiResult<AiProvider> {
+async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, provider_id: &str) -> ApiResult<AiProvider> {
     let row: Option<Row> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM ai_providers WHERE id = $1 AND tenant_id = $2"))
             .bind(provider_id)
@@ -277,7 +278,7 @@ async fn create_provider(
         return Err(ApiError::invalid("name", format!("a tenant has at most {INSTANCES_MAX} AI providers")));
     }
     let sealed = match &body.api_key {
-        Some(key) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), KIND, &id, key).await?),
+        Some(key) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant, KIND, &id, key).await?),
         None => None,
     };
     let inserted = sqlx::query(
@@ -300,7 +301,7 @@ async fn create_provider(
         }
         other => other?,
     };
-    super::priority::append(&mut tx, tenant.as_str(), &body.name).await?;
+    super::priority::append(&mut tx, tenant, &body.name).await?;
     let entry = Entry {
         action: "ai_provider.created",
         resource_type: "ai_provider",
@@ -308,7 +309,7 @@ async fn create_provider(
         changes: json!({ "name": body.name, "provider_type": body.provider_type }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
-    let provider = find(&mut tx, tenant.as_str(), &id).await?;
+    let provider = find(&mut tx, tenant, &id).await?;
     tx.commit().await?;
     Ok(Created(provider))
 }
@@ -325,7 +326,7 @@ async fn get_provider(
 ) -> ApiResult<Data<AiProvider>> {
     auth.require(AI_PROVIDERS_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    Ok(Data(find(&mut conn, auth.tenant()?.as_str(), &provider_id).await?))
+    Ok(Data(find(&mut conn, auth.tenant()?, &provider_id).await?))
 }
 
 /// Update an AI provider
@@ -347,7 +348,7 @@ async fn update_provider(
     auth.require(AI_PROVIDERS_WRITE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let current = find(&mut tx, tenant.as_str(), &provider_id).await?;
+    let current = find(&mut tx, tenant, &provider_id).await?;
     let mut errors = FieldErrors::default();
     if body.name.as_deref().is_some_and(|name| !is_name(name)) {
         errors.add("name", "must be 1 to 50 lowercase letters, digits, `-` or `_`, and not a provider's own slug");
@@ -367,7 +368,7 @@ async fn update_provider(
     }
     errors.finish()?;
     let sealed = match &body.api_key {
-        Some(key) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), KIND, &current.id, key).await?),
+        Some(key) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant, KIND, &current.id, key).await?),
         None => None,
     };
     let updated = sqlx::query(
@@ -394,7 +395,7 @@ async fn update_provider(
         other => other?,
     };
     if let Some(name) = body.name.as_ref().filter(|name| **name != current.name) {
-        super::priority::rename(&mut tx, tenant.as_str(), &current.name, name).await?;
+        super::priority::rename(&mut tx, tenant, &current.name, name).await?;
     }
     let entry = Entry {
         action: "ai_provider.updated",
@@ -403,7 +404,7 @@ async fn update_provider(
         changes: json!({ "name": body.name, "api_key_changed": body.api_key.is_some(), "config_changed": body.config_json.is_some() || body.base_url.is_some() }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
-    let provider = find(&mut tx, tenant.as_str(), &current.id).await?;
+    let provider = find(&mut tx, tenant, &current.id).await?;
     tx.commit().await?;
     Ok(Data(provider))
 }
@@ -423,13 +424,13 @@ async fn delete_provider(
     auth.require(AI_PROVIDERS_DELETE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let provider = find(&mut tx, tenant.as_str(), &provider_id).await?;
+    let provider = find(&mut tx, tenant, &provider_id).await?;
     sqlx::query("DELETE FROM ai_providers WHERE id = $1 AND tenant_id = $2")
         .bind(&provider.id)
         .bind(tenant.as_str())
         .execute(&mut *tx)
         .await?;
-    super::priority::remove(&mut tx, tenant.as_str(), &provider.name).await?;
+    super::priority::remove(&mut tx, tenant, &provider.name).await?;
     let entry = Entry {
         action: "ai_provider.deleted",
         resource_type: "ai_provider",

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use crate::app::App;
 use crate::auth::Auth;
 use crate::http::{ApiError, ApiResult, Created, ErrorCode, Path, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::scopes::required::CHAT_WRITE;
 use crate::time;
@@ -80,7 +81,7 @@ fn link_mac(app: &App, id: &str, expires: i64) -> [u8; 32] {
     crate::secrets::hmac_sha256(&app.link_key, &[format!("ai-upload\n{id}\n{expires}").as_bytes()])
 }
 
-fn object_path(tenant: &str, id: &str) -> String {
+fn object_path(tenant: &TenantId, id: &str) -> String {
     format!("ai-uploads/{tenant}/{id}")
 }
 
@@ -138,7 +139,7 @@ async fn upload(
     request: Request,
 ) -> ApiResult<Created<Upload>> {
     auth.require(CHAT_WRITE)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let ttl = query.expires_in.unwrap_or(TTL_DEFAULT_SECS);
     if !(TTL_MIN_SECS..=TTL_MAX_SECS).contains(&ttl) {
         return Err(ApiError::invalid("expires_in", format!("must be {TTL_MIN_SECS} to {TTL_MAX_SECS} seconds")));
@@ -243,7 +244,7 @@ async fn download(
     if link.expires < now.timestamp() {
         return Err(gone());
     }
-    let row: Option<(String, String, String)> =
+    let row: Option<(TenantId, String, String)> =
         sqlx::query_as("SELECT tenant_id, content_type, expires_at FROM ai_uploads WHERE id = $1")
             .bind(&upload_id)
             .fetch_optional(app.db.pool())
@@ -268,7 +269,7 @@ async fn download(
 }
 
 /// An unexpired upload of `tenant` as a `data:` URL, for `POST /v1/ai/vision`.
-pub async fn data_url(app: &App, tenant: &str, upload_id: &str) -> ApiResult<String> {
+pub async fn data_url(app: &App, tenant: &TenantId, upload_id: &str) -> ApiResult<String> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT content_type, expires_at FROM ai_uploads WHERE id = $1 AND tenant_id = $2")
             .bind(upload_id)
@@ -287,7 +288,7 @@ pub async fn data_url(app: &App, tenant: &str, upload_id: &str) -> ApiResult<Str
 /// Removes expired uploads, their bytes first.
 pub async fn purge_expired(app: &App) -> ApiResult<u64> {
     let now = time::to_db(&time::now());
-    let expired: Vec<(String, String, i64)> = sqlx::query_as(
+    let expired: Vec<(String, TenantId, i64)> = sqlx::query_as(
         "SELECT id, tenant_id, size_bytes FROM ai_uploads WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
     )
     .bind(&now)

@@ -9,6 +9,7 @@ use super::anthropic::{self};
 use crate::app::App;
 use crate::config::Secret;
 use crate::http::ApiError;
+use crate::id::TenantId;
 
 /// An error in OpenAI's shape.
 #[derive(Debug)]
@@ -104,7 +105,7 @@ pub fn route(model: &str) -> (&'static str, String) {
 
 /// Resolves the upstream of `model` for `tenant`: one of its provider instances by name
 /// (`<name>/<model>`), else the routing rules, with the credentials from the vault.
-pub async fn resolve(app: &App, tenant: &str, model: &str, key: Option<&Secret>) -> Result<Upstream, OpenAiError> {
+pub async fn resolve(app: &App, tenant: &TenantId, model: &str, key: Option<&Secret>) -> Result<Upstream, OpenAiError> {
     if let Some((head, rest)) = model.split_once('/') {
         if !super::BUILT_IN.contains(&head) {
             if let Some(upstream) = upstream_for(app, tenant, head, rest, key).await? {
@@ -132,7 +133,7 @@ pub async fn resolve(app: &App, tenant: &str, model: &str, key: Option<&Secret>)
 /// makes a built-in provider usable without a vault entry).
 pub async fn upstream_for(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     provider: &str,
     model: &str,
     key: Option<&Secret>,

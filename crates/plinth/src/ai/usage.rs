@@ -134,7 +134,7 @@ struct Reservation {
 /// `record` is called or, if it never is (the client went away, an early return), when it is
 /// dropped: then the estimate stands, with status 499.
 pub struct Call {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub key_id: Option<String>,
     pub provider: String,
     pub model: String,
@@ -294,7 +294,7 @@ impl Drop for Call {
         // Never settled: the client went away mid-call, or a path returned early. The
         // reservation stands as what it used.
         let call = Call {
-            tenant: std::mem::take(&mut self.tenant),
+            tenant: self.tenant.clone(),
             key_id: self.key_id.take(),
             provider: std::mem::take(&mut self.provider),
             model: std::mem::take(&mut self.model),
@@ -313,7 +313,7 @@ impl Drop for Call {
 /// What a call is before it starts: who makes it, to which provider and model.
 #[derive(Debug, Clone)]
 pub struct CallBase {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub key_id: Option<String>,
     pub provider: String,
     pub model: String,
@@ -326,7 +326,7 @@ fn month_start() -> String {
     format!("{:04}-{:02}-01T00:00:00.000000Z", now.year(), now.month())
 }
 
-async fn spent_this_month(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<i64> {
+async fn spent_this_month(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<i64> {
     let (spent,): (Option<i64>,) = sqlx::query_as(
         "SELECT CAST(SUM(cost_nano_usd) AS BIGINT) FROM ai_usage WHERE tenant_id = $1 AND created_at >= $2",
     )
@@ -337,7 +337,7 @@ async fn spent_this_month(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiRe
     Ok(spent.unwrap_or(0))
 }
 
-async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<Option<String>> {
+async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<Option<String>> {
     let row: Option<(Option<String>,)> = sqlx::query_as("SELECT ai_budget_usd FROM ai_settings WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_optional(&mut *conn)
@@ -348,7 +348,7 @@ async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<Op
 /// Refuses a call before it goes out: 403 `BUDGET_EXCEEDED` when this month's spend (calls in
 /// flight at their estimate) reached the tenant's budget, 403 `FEATURE_LIMIT_REACHED` when its
 /// `ai_tokens` are used up. A read: `Call::start` checks again as it reserves.
-pub async fn check(app: &App, tenant: &str) -> ApiResult<()> {
+pub async fn check(app: &App, tenant: &TenantId) -> ApiResult<()> {
     let mut conn = app.db.pool().acquire().await?;
     refuse_over_budget(&mut conn, tenant).await?;
     crate::entitlements::ensure_room(
@@ -360,7 +360,7 @@ pub async fn check(app: &App, tenant: &str) -> ApiResult<()> {
     .await
 }
 
-async fn refuse_over_budget(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<()> {
+async fn refuse_over_budget(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<()> {
     let Some(budget) = budget_of(conn, tenant).await? else { return Ok(()) };
     let spent = spent_this_month(conn, tenant).await?;
     if spent < nano(&budget).unwrap_or(0) {
@@ -393,7 +393,7 @@ pub struct BudgetView {
     pub period: String,
 }
 
-async fn budget_view(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<BudgetView> {
+async fn budget_view(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<BudgetView> {
     let budget = budget_of(conn, tenant).await?;
     let spent = spent_this_month(conn, tenant).await?;
     let remaining = budget.as_deref().and_then(nano).map(|b| dollars((b - spent).max(0)));
@@ -431,7 +431,7 @@ type Group = (String, String, String, i64, i64, i64, i64);
     responses((status = 200, body = crate::http::response::Envelope<Object>)))]
 async fn usage(auth: Auth, State(app): State<App>, Query(query): Query<UsageQuery>) -> ApiResult<Data<Value>> {
     auth.require(AI_USAGE_READ)?;
-    let tenant = auth.tenant()?.as_str();
+    let tenant = auth.tenant()?;
     let mut errors = FieldErrors::default();
     let day = |field: &str, text: &Option<String>, errors: &mut FieldErrors| {
         text.as_deref().map(|t| {
@@ -522,7 +522,7 @@ async fn usage(auth: Auth, State(app): State<App>, Query(query): Query<UsageQuer
 async fn get_budget(auth: Auth, State(app): State<App>) -> ApiResult<Data<BudgetView>> {
     auth.require(AI_BUDGET_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    Ok(Data(budget_view(&mut conn, auth.tenant()?.as_str()).await?))
+    Ok(Data(budget_view(&mut conn, auth.tenant()?).await?))
 }
 
 /// Set the AI budget
@@ -535,7 +535,7 @@ async fn get_budget(auth: Auth, State(app): State<App>) -> ApiResult<Data<Budget
               (status = 422, body = crate::http::error::ErrorBody)))]
 async fn put_budget(auth: Auth, State(app): State<App>, Json(body): Json<Budget>) -> ApiResult<Data<BudgetView>> {
     auth.require(AI_BUDGET_WRITE)?;
-    let tenant = auth.tenant()?.as_str();
+    let tenant = auth.tenant()?;
     let budget = match body.ai_budget_usd.as_deref().map(str::trim) {
         None => None,
         Some(text) => match Decimal::from_str(text) {
@@ -563,7 +563,7 @@ async fn put_budget(auth: Auth, State(app): State<App>, Json(body): Json<Budget>
     let entry = Entry {
         action: "ai.budget_set",
         resource_type: "ai_settings",
-        resource_id: tenant,
+        resource_id: tenant.as_str(),
         changes: json!({ "ai_budget_usd": budget }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::auth::{Actor, Auth};
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{request_id, ApiError, ApiResult, Data, ListParams, Page, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::scopes::required::AUDIT_LOGS_READ;
 use crate::time;
@@ -38,7 +39,7 @@ pub struct Entry<'a> {
 pub struct Who {
     pub actor_type: &'static str,
     pub actor_id: Option<String>,
-    pub tenant: Option<String>,
+    pub tenant: Option<TenantId>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
 }
@@ -62,7 +63,7 @@ impl From<&Auth> for Who {
         Who {
             actor_type,
             actor_id,
-            tenant: auth.tenant().ok().map(|t| t.as_str().to_owned()),
+            tenant: auth.tenant().ok().cloned(),
             ip: Some(auth.client_ip.to_string()),
             user_agent: auth.user_agent.clone(),
         }
@@ -73,10 +74,10 @@ impl From<&Auth> for Who {
 pub async fn record<'e, E: Executor<'e, Database = Any>>(
     db: E,
     who: &Who,
-    tenant: Option<&str>,
+    tenant: Option<&TenantId>,
     entry: Entry<'_>,
 ) -> Result<(), sqlx::Error> {
-    let tenant = tenant.or(who.tenant.as_deref());
+    let tenant = tenant.or(who.tenant.as_ref());
     insert(db, tenant, who.actor_type, who.actor_id.as_deref(), who.ip.as_deref(), who.user_agent.as_deref(), entry)
         .await
 }
@@ -92,7 +93,7 @@ pub async fn record_platform<'e, E: Executor<'e, Database = Any>>(
 
 async fn insert<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    tenant: Option<&str>,
+    tenant: Option<&TenantId>,
     actor_type: &str,
     actor_id: Option<&str>,
     ip: Option<&str>,
@@ -124,7 +125,7 @@ async fn insert<'e, E: Executor<'e, Database = Any>>(
 /// A credential the server recognised but refused: recorded against its tenant.
 #[derive(Debug, Clone)]
 pub struct RefusedCredential {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub actor_type: &'static str,
     pub actor_id: String,
     pub reason: String,
@@ -150,7 +151,7 @@ pub async fn record_refusals(State(app): State<App>, request: Request, next: Nex
             changes: serde_json::json!({ "reason": refused.reason, "route": route }),
         };
         let ip = ip.to_string();
-        let (tenant, actor) = (Some(refused.tenant_id.as_str()), Some(refused.actor_id.as_str()));
+        let (tenant, actor) = (Some(&refused.tenant_id), Some(refused.actor_id.as_str()));
         insert(app.db.pool(), tenant, refused.actor_type, actor, Some(&ip), user_agent.as_deref(), entry).await
     } else if let Some(auth) = auth.filter(|_| response.status() == axum::http::StatusCode::FORBIDDEN) {
         let entry = Entry {

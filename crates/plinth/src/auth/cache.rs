@@ -86,11 +86,12 @@ impl<V> Cache<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::TenantId;
 
     fn credential() -> Arc<KeyCredential> {
         Arc::new(KeyCredential {
             key_id: "key_1".into(),
-            tenant_id: "tn_1".into(),
+            tenant_id: TenantId::trusted("tn_1"),
             scopes: Arc::from(vec!["read".to_string()]),
             ip_allowlist: Vec::new(),
             expires_at: None,

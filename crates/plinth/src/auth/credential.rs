@@ -19,7 +19,7 @@ use crate::{keys, public_keys, secrets, tokens};
 #[derive(Debug, Clone)]
 pub struct KeyCredential {
     pub key_id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub scopes: Arc<[String]>,
     pub ip_allowlist: Vec<IpNet>,
     pub expires_at: Option<Timestamp>,

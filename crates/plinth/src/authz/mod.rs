@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::App;
 use crate::http::ApiResult;
+use crate::id::TenantId;
 
 pub use access::{ObjectAction, ObjectGuard};
 
@@ -131,7 +132,7 @@ pub type GrantRow = (String, String, String, String);
 /// union of the roles' permissions.
 pub async fn load_user(
     conn: &mut AnyConnection,
-    tenant: &str,
+    tenant: &TenantId,
     user_id: &str,
     role: &str,
     metadata: Value,

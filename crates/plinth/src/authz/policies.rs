@@ -400,7 +400,7 @@ async fn record(
     audit::record(&mut **tx, &Who::from(auth), None, entry).await?;
     let event =
         Event { kind: &kind, resource_type: "policy", resource_id: &policy.id, data: json!({ "policy": policy }) };
-    events::record(tx, tenant.as_str(), event).await?;
+    events::record(tx, tenant, event).await?;
     Ok(())
 }
 

@@ -127,7 +127,7 @@ const LIST: ListSpec = ListSpec {
 };
 
 /// Creates the built-in roles of a new tenant, in its creating transaction.
-pub async fn create_built_ins(conn: &mut AnyConnection, tenant: &str) -> ApiResult<()> {
+pub async fn create_built_ins(conn: &mut AnyConnection, tenant: &TenantId) -> ApiResult<()> {
     let now = time::to_db(&time::now());
     for (name, description) in [
         (AUTHENTICATED, "Every signed-in end user"),
@@ -151,7 +151,7 @@ pub async fn create_built_ins(conn: &mut AnyConnection, tenant: &str) -> ApiResu
 
 /// Gives every tenant made before roles existed its built-in roles (at start).
 pub async fn backfill_built_ins(db: &crate::db::Db) -> ApiResult<()> {
-    let missing: Vec<(String,)> = sqlx::query_as(
+    let missing: Vec<(TenantId,)> = sqlx::query_as(
         "SELECT id FROM tenants t WHERE NOT EXISTS (SELECT 1 FROM roles r WHERE r.tenant_id = t.id AND r.built_in = 1)",
     )
     .fetch_all(db.pool())
@@ -357,7 +357,7 @@ async fn record(
     let entry = Entry { action: &kind, resource_type: "role", resource_id: id, changes: data.clone() };
     audit::record(&mut **tx, &Who::from(auth), None, entry).await?;
     let event = Event { kind: &kind, resource_type: "role", resource_id: id, data };
-    events::record(tx, tenant.as_str(), event).await?;
+    events::record(tx, tenant, event).await?;
     Ok(())
 }
 
@@ -704,7 +704,7 @@ async fn count(conn: &mut AnyConnection, sql: &str, id: &str) -> ApiResult<i64> 
 }
 
 async fn find_user(conn: &mut AnyConnection, tenant: &TenantId, user_id: &str) -> ApiResult<crate::users::UserRow> {
-    crate::users::find(conn, tenant.as_str(), user_id).await?.ok_or_else(|| ApiError::not_found("user"))
+    crate::users::find(conn, tenant, user_id).await?.ok_or_else(|| ApiError::not_found("user"))
 }
 
 /// Assign role to user
@@ -768,7 +768,7 @@ async fn user_roles(
         .bind(&user.id)
         .fetch_all(&mut *conn)
         .await?;
-    let (access, _) = super::load_user(&mut conn, tenant.as_str(), &user.id, &user.role, Value::Null).await?;
+    let (access, _) = super::load_user(&mut conn, tenant, &user.id, &user.role, Value::Null).await?;
     let mut results = Vec::with_capacity(access.roles.len());
     for held in access.roles {
         let role = find(&mut conn, tenant, &held.id).await?;

@@ -400,7 +400,7 @@ pub async fn meter_api_calls(
             Err(error) => tracing::warn!(message = %error.message, "api_calls quota unavailable; request let through"),
         }
     }
-    app.usage.record_request(tenant.as_str(), auth.actor.key_id());
+    app.usage.record_request(tenant, auth.actor.key_id());
     next.run(request).await
 }
 
@@ -488,7 +488,7 @@ async fn check_entitlement(
 /// Requests counted in memory and not yet written, for `api_calls`.
 fn pending(app: &App, tenant: &TenantId, feature: &Feature) -> i64 {
     if feature.name == "api_calls" {
-        app.usage.pending_api_calls(tenant.as_str(), &period_key(feature))
+        app.usage.pending_api_calls(tenant, &period_key(feature))
     } else {
         0
     }
@@ -696,7 +696,7 @@ async fn override_tenant_entitlements(
         resource_id: &tenant_id,
         changes: Value::Object(body.limits.clone()),
     };
-    audit::record(&mut *tx, &Who::from(&auth), Some(&tenant_id), entry).await?;
+    audit::record(&mut *tx, &Who::from(&auth), Some(&TenantId::trusted(tenant_id.clone())), entry).await?;
     tx.commit().await?;
     app.usage.forget_quotas();
     Ok(Data(summary(&app, &TenantId::trusted(tenant_id)).await?))

@@ -25,6 +25,7 @@ use crate::events::{self, Event};
 use crate::http::error::FieldErrors;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::keyring;
 use crate::object_types::is_slug;
@@ -63,7 +64,7 @@ pub struct InboundSource {
 #[derive(Debug, FromRow)]
 struct SourceRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     name: String,
     scheme: String,
     description: Option<String>,
@@ -87,7 +88,7 @@ impl TryFrom<SourceRow> for InboundSource {
             created_at: time::from_db(&row.created_at)?,
             updated_at: time::from_db(&row.updated_at)?,
             id: row.id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             name: row.name,
             scheme: row.scheme,
             description: row.description,
@@ -261,7 +262,7 @@ fn generated_secret(scheme: &str) -> Option<String> {
     }
 }
 
-async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, source_id: &str) -> ApiResult<InboundSource> {
+async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, source_id: &str) -> ApiResult<InboundSource> {
     let row: Option<SourceRow> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM inbound_sources WHERE id = $1 AND tenant_id = $2"))
             .bind(source_id)
@@ -339,9 +340,9 @@ async fn create_source(
     if count >= SOURCES_MAX {
         return Err(ApiError::invalid("name", format!("a tenant has at most {SOURCES_MAX} inbound sources")));
     }
-    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &id, &secret).await?;
+    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant, SECRET_KIND, &id, &secret).await?;
     let token = match &body.verify_token {
-        Some(token) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), TOKEN_KIND, &id, token).await?),
+        Some(token) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant, TOKEN_KIND, &id, token).await?),
         None => None,
     };
     let inserted = sqlx::query(
@@ -371,7 +372,7 @@ async fn create_source(
         changes: json!({ "name": body.name, "scheme": body.scheme }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
-    let source = find(&mut tx, tenant.as_str(), &id).await?;
+    let source = find(&mut tx, tenant, &id).await?;
     tx.commit().await?;
     Ok(Created(SourceCreated { source, secret: generated }))
 }
@@ -388,7 +389,7 @@ async fn get_source(
 ) -> ApiResult<Data<InboundSource>> {
     auth.require(INBOUND_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    Ok(Data(find(&mut conn, auth.tenant()?.as_str(), &source_id).await?))
+    Ok(Data(find(&mut conn, auth.tenant()?, &source_id).await?))
 }
 
 /// Update an inbound source
@@ -409,7 +410,7 @@ async fn update_source(
     auth.require(INBOUND_WRITE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let current = find(&mut tx, tenant.as_str(), &source_id).await?;
+    let current = find(&mut tx, tenant, &source_id).await?;
     let mut errors = FieldErrors::default();
     if let Some(secret) = &body.secret {
         if let Err(problem) = check_secret(&current.scheme, secret) {
@@ -427,15 +428,11 @@ async fn update_source(
     }
     errors.finish()?;
     let sealed = match &body.secret {
-        Some(secret) => {
-            Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &current.id, secret).await?)
-        }
+        Some(secret) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant, SECRET_KIND, &current.id, secret).await?),
         None => None,
     };
     let token = match &body.verify_token {
-        Some(token) => {
-            Some(keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), TOKEN_KIND, &current.id, token).await?)
-        }
+        Some(token) => Some(keyring::seal(&mut tx, &app.wrap_key, tenant, TOKEN_KIND, &current.id, token).await?),
         None => None,
     };
     sqlx::query(
@@ -457,7 +454,7 @@ async fn update_source(
         changes: json!({ "secret_changed": body.secret.is_some(), "verify_token_changed": body.verify_token.is_some() }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
-    let source = find(&mut tx, tenant.as_str(), &current.id).await?;
+    let source = find(&mut tx, tenant, &current.id).await?;
     tx.commit().await?;
     Ok(Data(source))
 }
@@ -473,7 +470,7 @@ async fn delete_source(auth: Auth, State(app): State<App>, Path(source_id): Path
     auth.require(INBOUND_DELETE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let source = find(&mut tx, tenant.as_str(), &source_id).await?;
+    let source = find(&mut tx, tenant, &source_id).await?;
     sqlx::query("DELETE FROM inbound_sources WHERE id = $1 AND tenant_id = $2")
         .bind(&source.id)
         .bind(tenant.as_str())
@@ -512,7 +509,7 @@ async fn list_inbound_messages(
     auth.require(INBOUND_READ)?;
     let tenant = auth.tenant()?;
     let mut conn = app.db.pool().acquire().await?;
-    let source = find(&mut conn, tenant.as_str(), &source_id).await?;
+    let source = find(&mut conn, tenant, &source_id).await?;
     drop(conn);
     let filter = Filter::new()
         .eq("tenant_id", tenant.as_str())
@@ -525,7 +522,7 @@ async fn list_inbound_messages(
 /// The source behind a public path, with its opened secret and verify token.
 struct Opened {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     name: String,
     scheme: String,
     secret: String,
@@ -534,7 +531,7 @@ struct Opened {
 
 async fn open_source(app: &App, source_id: &str) -> ApiResult<Opened> {
     let mut conn = app.db.pool().acquire().await?;
-    let row: Option<(String, String, String, String, Option<String>)> =
+    let row: Option<(TenantId, String, String, String, Option<String>)> =
         sqlx::query_as("SELECT tenant_id, name, scheme, secret, verify_token FROM inbound_sources WHERE id = $1")
             .bind(source_id)
             .fetch_optional(&mut *conn)

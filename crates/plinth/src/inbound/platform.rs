@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::events::{self, Event};
 use crate::http::{ApiError, ApiResult, Data, ErrorCode, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::tenants::model::Tier;
 use crate::time;
@@ -46,7 +47,7 @@ async fn keep(
     provider: &str,
     external_id: Option<&str>,
     kind: &str,
-    tenant: Option<&str>,
+    tenant: Option<&TenantId>,
     outcome: &str,
     payload: &str,
 ) -> ApiResult<bool> {
@@ -123,7 +124,7 @@ fn tier_of(object: &Value) -> Option<Tier> {
 
 /// A tenant a billing event is about: its id, tier, and the creation time of the last billing
 /// event applied to it.
-type BillingTenant = (String, String, Option<i64>);
+type BillingTenant = (TenantId, String, Option<i64>);
 
 /// The tenant a billing object is about: named in its metadata or as the checkout's
 /// `client_reference_id`, else the one tenant whose billing customer it is.
@@ -224,7 +225,7 @@ async fn stripe(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiR
         Ok((id, previous, tier)) => format!("applied: {id} moves from {previous} to {}", tier.as_str()),
         Err(ignored) => ignored.clone(),
     };
-    if !keep(&mut tx, "stripe", Some(event_id), kind, tenant_id.as_deref(), &outcome, &event.to_string()).await? {
+    if !keep(&mut tx, "stripe", Some(event_id), kind, tenant_id.as_ref(), &outcome, &event.to_string()).await? {
         return Ok(Data(PlatformReceived { received: true, duplicate: true, outcome: "already received".into() }));
     }
     let changing = change.as_ref().ok().map(|_| app.credentials_changing());
@@ -256,12 +257,12 @@ async fn stripe(State(app): State<App>, headers: HeaderMap, body: Bytes) -> ApiR
         let entry = Entry {
             action: "tenant.plan_changed",
             resource_type: "tenant",
-            resource_id: id,
+            resource_id: id.as_str(),
             changes: json!({ "tier": tier.as_str(), "previous_tier": previous, "stripe_event": event_id, "stripe_type": kind }),
         };
         audit::record(&mut *tx, &who, Some(id), entry).await?;
         let data = json!({ "tier": tier.as_str(), "previous_tier": previous, "source": "stripe" });
-        let event = Event { kind: "tenant.plan_changed", resource_type: "tenant", resource_id: id, data };
+        let event = Event { kind: "tenant.plan_changed", resource_type: "tenant", resource_id: id.as_str(), data };
         events::record(&mut tx, id, event).await?;
     }
     tx.commit().await?;

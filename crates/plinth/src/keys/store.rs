@@ -13,7 +13,7 @@ use crate::time::{self, Timestamp};
 #[derive(Debug, FromRow)]
 struct KeyRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     label: String,
     mode: String,
     prefix: String,
@@ -53,7 +53,7 @@ impl TryFrom<KeyRow> for ApiKey {
             created_at: time::from_db(&row.created_at)?,
             updated_at: time::from_db(&row.updated_at)?,
             id: row.id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             label: row.label,
             prefix: row.prefix,
             replaced_by: row.replaced_by,
@@ -234,7 +234,7 @@ pub async fn revoke<'e, E: Executor<'e, Database = Any>>(db: E, tenant: &TenantI
 #[derive(Debug, FromRow)]
 struct CredentialRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     scopes: String,
     ip_allowlist: String,
     expires_at: Option<String>,

@@ -43,7 +43,7 @@ pub struct ObjectType {
 #[derive(Debug, FromRow)]
 struct ObjectTypeRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     name: String,
     display_name: String,
     description: Option<String>,
@@ -63,7 +63,7 @@ impl TryFrom<ObjectTypeRow> for ObjectType {
             updated_at: time::from_db(&row.updated_at)?,
             additional_properties: row.additional_properties != 0,
             id: row.id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             name: row.name,
             display_name: row.display_name,
             description: row.description,

@@ -41,7 +41,7 @@ pub struct Object {
 #[derive(Debug, FromRow)]
 pub struct ObjectRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     object_type_id: String,
     properties: String,
     version: i64,
@@ -67,7 +67,7 @@ impl TryFrom<ObjectRow> for Object {
             deleted_at,
             id: row.id,
             object_type_id: row.object_type_id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             created_by: row.created_by,
             version: row.version,
         })

@@ -166,7 +166,7 @@ pub async fn drop_indexes(conn: &mut AnyConnection, backend: Backend, property: 
 
 /// Drops the indexes of every property of a tenant, before the tenant is deleted (the rows go
 /// by cascade; the indexes would not).
-pub async fn drop_tenant_indexes(conn: &mut AnyConnection, backend: Backend, tenant_id: &str) -> ApiResult<()> {
+pub async fn drop_tenant_indexes(conn: &mut AnyConnection, backend: Backend, tenant_id: &TenantId) -> ApiResult<()> {
     let rows: Vec<PropertyRow> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM object_properties WHERE tenant_id = $1"))
             .bind(tenant_id)

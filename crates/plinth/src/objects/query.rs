@@ -22,6 +22,7 @@ use crate::db::Backend;
 use crate::http::error::FieldErrors;
 use crate::http::list::{open, seal};
 use crate::http::{ApiError, ApiResult, Data, Json, Page, Path};
+use crate::id::TenantId;
 use crate::limits::{LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
 use crate::time;
 
@@ -577,13 +578,13 @@ pub fn build(
 /// Runs `q` over the type's objects: one page and the total, without what `guard` hides.
 pub async fn run(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     schema: &Schema,
     q: &ObjectQuery,
     guard: &ObjectGuard,
 ) -> ApiResult<Page<Value>> {
     // The queries below are scoped by the type alone: it must be the caller's.
-    if schema.object_type.tenant_id != tenant {
+    if schema.object_type.tenant_id != tenant.as_str() {
         return Err(ApiError::not_found("object type"));
     }
     let backend = app.db.backend();
@@ -858,7 +859,7 @@ async fn list(
     let mut query = from_query_string(&guard.readable_schema(schema), raw.as_deref().unwrap_or_default(), trash)?;
     guard.check_text_search(schema, query.text.as_ref())?;
     query.rows = guard.rows(schema, ObjectAction::Select);
-    Ok(Data(run(&app, tenant.as_str(), schema, &query, &guard).await?))
+    Ok(Data(run(&app, tenant, schema, &query, &guard).await?))
 }
 
 /// The type, and what the caller may read of it.
@@ -924,16 +925,15 @@ async fn search_objects(
     let mut query = body.into_query(&guard.readable_schema(schema))?;
     guard.check_text_search(schema, query.text.as_ref())?;
     query.rows = guard.rows(schema, ObjectAction::Select);
-    Ok(Data(run(&app, tenant.as_str(), schema, &query, &guard).await?))
+    Ok(Data(run(&app, tenant, schema, &query, &guard).await?))
 }
 
 /// The database's plan for a list of `type_ref` with `raw` as its query string: how the
 /// per-property indexes serve filters and sorts. For tests and operators; never served.
-pub async fn explain(app: &App, tenant: &str, type_ref: &str, raw: &str) -> ApiResult<String> {
-    let tenant = crate::auth::TenantId::trusted(tenant);
+pub async fn explain(app: &App, tenant: &TenantId, type_ref: &str, raw: &str) -> ApiResult<String> {
     let backend = app.db.backend();
     let mut conn = app.db.pool().acquire().await?;
-    let schema = Schema::load(&mut conn, &tenant, type_ref).await?;
+    let schema = Schema::load(&mut conn, tenant, type_ref).await?;
     let q = from_query_string(&schema, raw, false)?;
     let mut binds = Binds::new(backend);
     let (where_all, _, order) = build(backend, false, &schema.object_type.id, &q, None, None, &mut binds);

@@ -245,7 +245,7 @@ async fn delete_object(
             resource_id: &object.id,
             data: json!({ "object_type": schema.object_type.name, "object": object, "purged": true }),
         };
-        events::record(&mut tx, tenant.as_str(), event).await?;
+        events::record(&mut tx, tenant, event).await?;
         let entry = Entry {
             action: "object.purged",
             resource_type: "object",

@@ -139,14 +139,15 @@ pub async fn record_write(
         data["changed"] = json!(changed);
     }
     let event = Event { kind: &kind, resource_type: "object", resource_id: &object.id, data };
-    events::record(conn, &object.tenant_id, event).await?;
+    let tenant = TenantId::trusted(object.tenant_id.clone());
+    events::record(conn, &tenant, event).await?;
     let entry = Entry {
         action: &kind,
         resource_type: "object",
         resource_id: &object.id,
         changes: json!({ "object_type_id": object.object_type_id, "version": object.version, "changed": changed }),
     };
-    audit::record(&mut **conn, who, Some(&object.tenant_id), entry).await?;
+    audit::record(&mut **conn, who, Some(&tenant), entry).await?;
     Ok(())
 }
 

@@ -62,7 +62,7 @@ pub struct PublicKey {
 #[derive(Debug, FromRow)]
 struct PublicKeyRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     label: String,
     algorithm: String,
     key_bits: i64,
@@ -85,7 +85,7 @@ impl TryFrom<PublicKeyRow> for PublicKey {
             scopes: serde_json::from_str(&row.scopes)?,
             created_at: time::from_db(&row.created_at)?,
             id: row.id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             label: row.label,
             algorithm: row.algorithm,
             key_bits: row.key_bits,
@@ -267,7 +267,7 @@ async fn delete_public_key(auth: Auth, State(app): State<App>, Path(id): Path<St
     let mut tx = app.db.begin_write().await?;
     let done = sqlx::query("DELETE FROM public_keys WHERE id = $1 AND tenant_id = $2")
         .bind(&id)
-        .bind(auth.tenant()?.as_str())
+        .bind(auth.tenant()?)
         .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
@@ -296,7 +296,7 @@ const JTI_MAX_CHARS: usize = 255;
 
 /// Accepts a token's `jti` once: its first use is kept until the token expires, and a second is
 /// refused.
-async fn claim_jti(app: &App, tenant: &str, jti: &str, exp: i64) -> ApiResult<()> {
+async fn claim_jti(app: &App, tenant: &TenantId, jti: &str, exp: i64) -> ApiResult<()> {
     if jti.is_empty() || jti.len() > JTI_MAX_CHARS {
         return Err(ApiError::unauthorized("a tenant-signed token's `jti` must be 1 to 255 characters"));
     }
@@ -384,7 +384,7 @@ pub async fn authenticate(app: &App, token: &str, alg: Algorithm, kid: Option<&s
                     return Err(ApiError::unauthorized("a tenant-signed token's `exp` may be at most one hour ahead"));
                 }
                 if let Some(jti) = &data.claims.jti {
-                    claim_jti(app, &tenant_id, jti, data.claims.exp).await?;
+                    claim_jti(app, &TenantId::trusted(tenant_id.clone()), jti, data.claims.exp).await?;
                 }
                 let scopes: Vec<String> = serde_json::from_str(scopes)?;
                 if !crate::auth::allowed_by_tenant(

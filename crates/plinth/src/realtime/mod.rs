@@ -25,6 +25,7 @@ use utoipa_axum::routes;
 use crate::app::App;
 use crate::auth::Auth;
 use crate::http::{ApiError, ApiResult, Data};
+use crate::id::TenantId;
 use crate::scopes::required::{EVENTS_READ, FILES_READ, OBJECTS_READ};
 use crate::scopes::Required;
 
@@ -96,7 +97,7 @@ pub struct Hub {
 
 #[derive(Debug)]
 struct Connection {
-    tenant: String,
+    tenant: TenantId,
     kind: &'static str,
     channels: HashSet<String>,
 }
@@ -127,18 +128,18 @@ impl Registered {
 
 impl Hub {
     /// Counts a new connection of `tenant` until the returned guard drops.
-    pub fn register(app: &App, tenant: &str, kind: &'static str, channels: HashSet<String>) -> Registered {
+    pub fn register(app: &App, tenant: &TenantId, kind: &'static str, channels: HashSet<String>) -> Registered {
         let id = app.realtime.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut connections) = app.realtime.connections.lock() {
-            connections.insert(id, Connection { tenant: tenant.to_string(), kind, channels });
+            connections.insert(id, Connection { tenant: tenant.clone(), kind, channels });
         }
         Registered { app: app.clone(), id }
     }
 
-    fn stats(&self, tenant: &str) -> Stats {
+    fn stats(&self, tenant: &TenantId) -> Stats {
         let mut stats = Stats::default();
         if let Ok(connections) = self.connections.lock() {
-            for connection in connections.values().filter(|c| c.tenant == tenant) {
+            for connection in connections.values().filter(|c| &c.tenant == tenant) {
                 stats.connections += 1;
                 *stats.by_kind.entry(connection.kind.to_string()).or_default() += 1;
                 for channel in &connection.channels {
@@ -227,7 +228,7 @@ async fn connect(
     uri: axum::http::Uri,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let upgrade = upgrade.map_err(|_| ApiError::bad_request("this route upgrades to a WebSocket: connect with one"))?;
     let credential =
         crate::auth::credential_of(&headers, &uri).ok_or_else(|| ApiError::unauthorized("missing credential"))?;
@@ -251,7 +252,7 @@ fn error_frame(code: &str, message: impl Into<String>) -> Message {
     text(json!({ "type": "error", "error": { "code": code, "message": message.into() } }))
 }
 
-async fn session(app: App, mut auth: Auth, tenant: String, mut recheck: Recheck, mut socket: WebSocket) {
+async fn session(app: App, mut auth: Auth, tenant: TenantId, mut recheck: Recheck, mut socket: WebSocket) {
     let mut events = app.db.outbox().events();
     let mut filter = crate::authz::access::EventFilter::default();
     let mut channels: HashSet<String> = HashSet::new();
@@ -411,7 +412,7 @@ fn command(auth: &Auth, channels: &mut HashSet<String>, body: &str) -> Option<Me
     responses((status = 200, body = crate::http::response::Envelope<Stats>)))]
 async fn stats(auth: Auth, State(app): State<App>) -> ApiResult<Data<Stats>> {
     auth.require(EVENTS_READ)?;
-    Ok(Data(app.realtime.stats(auth.tenant()?.as_str())))
+    Ok(Data(app.realtime.stats(auth.tenant()?)))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
 use crate::app::App;
+use crate::id::TenantId;
 use crate::time;
 
 /// The notification channel.
@@ -35,7 +36,7 @@ impl crate::outbox::Subscriber for TellOtherNodes {
     fn recorded<'a>(
         &'a self,
         tx: &'a mut crate::db::WriteTx,
-        _tenant: &'a str,
+        _tenant: &'a TenantId,
         event: &'a Value,
     ) -> futures_util::future::BoxFuture<'a, crate::http::ApiResult<()>> {
         Box::pin(async move {
@@ -106,7 +107,7 @@ async fn hear(app: &App, text: &str) {
 }
 
 async fn read_back(app: &App, id: &str) -> Result<Option<Value>, sqlx::Error> {
-    let row: Option<(String, String, String, String)> =
+    let row: Option<(TenantId, String, String, String)> =
         sqlx::query_as("SELECT tenant_id, type, data, created_at FROM events WHERE id = $1")
             .bind(id)
             .fetch_optional(app.db.pool())

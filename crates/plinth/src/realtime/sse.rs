@@ -23,6 +23,7 @@ use crate::app::App;
 use crate::auth::Auth;
 use crate::http::error::FieldErrors;
 use crate::http::{ApiResult, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::scopes::required::EVENTS_READ;
 use crate::time;
@@ -47,7 +48,7 @@ pub struct StreamQuery {
 /// Where a stream is.
 struct Cursor {
     app: App,
-    tenant: String,
+    tenant: TenantId,
     patterns: Vec<String>,
     live: broadcast::Receiver<Arc<Value>>,
     /// Read from the outbox, not yet sent.
@@ -84,7 +85,7 @@ fn sse_event(event: &Value) -> SseEvent {
 }
 
 /// The tenant's events after `after`, oldest first, as delivered.
-async fn outbox_page(app: &App, tenant: &str, after: &str) -> ApiResult<Vec<Value>> {
+async fn outbox_page(app: &App, tenant: &TenantId, after: &str) -> ApiResult<Vec<Value>> {
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(&format!(
         "SELECT id, type, data, created_at FROM events WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT {REPLAY_PAGE}"
     ))
@@ -165,7 +166,7 @@ impl Cursor {
 /// Where the outbox is read from when resuming after `last`. On PostgreSQL, transactions commit
 /// out of id order and nodes' clocks differ, so the replay starts a few seconds before `last`:
 /// the client may see those events again (de-duplicate on the id), never miss one.
-async fn resume_point(app: &App, tenant: &str, last: &str) -> ApiResult<String> {
+async fn resume_point(app: &App, tenant: &TenantId, last: &str) -> ApiResult<String> {
     if app.db.backend() != crate::db::Backend::Postgres {
         return Ok(last.to_string());
     }
@@ -192,7 +193,7 @@ async fn open(
     query: StreamQuery,
 ) -> ApiResult<Response> {
     auth.require(EVENTS_READ)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut errors = FieldErrors::default();
     let patterns: Vec<String> = match &query.types {
         Some(types) => types.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),

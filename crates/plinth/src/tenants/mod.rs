@@ -65,15 +65,15 @@ pub async fn create(db: &Db, body: CreateTenant, who: &Who) -> ApiResult<TenantC
             Ok(()) => {
                 let tenant_id = TenantId::trusted(tenant.id.clone());
                 let (key, secret) = keys::issue(&mut *tx, &tenant_id, &NewKey::first("Default key")).await?;
-                crate::authz::roles::create_built_ins(&mut tx, &tenant.id).await?;
+                crate::authz::roles::create_built_ins(&mut tx, &tenant_id).await?;
                 let entry = Entry {
                     action: "tenant.created",
                     resource_type: "tenant",
                     resource_id: &tenant.id,
                     changes: json!({ "name": tenant.name, "slug": tenant.slug, "tier": tenant.tier }),
                 };
-                audit::record(&mut *tx, who, Some(&tenant.id), entry).await?;
-                audit::record(&mut *tx, who, Some(&tenant.id), keys::created_entry(&key)).await?;
+                audit::record(&mut *tx, who, Some(&tenant_id), entry).await?;
+                audit::record(&mut *tx, who, Some(&tenant_id), keys::created_entry(&key)).await?;
                 tx.commit().await?;
                 return Ok(TenantCreated { tenant, api_key: secret, api_key_id: key.id });
             }
@@ -195,7 +195,7 @@ async fn update_tenant(
         resource_id: &tenant.id,
         changes: json!({ "name": tenant.name, "slug": tenant.slug, "tier": tenant.tier, "settings": tenant.settings }),
     };
-    audit::record(&mut *tx, &Who::from(&auth), Some(&tenant.id), entry).await?;
+    audit::record(&mut *tx, &Who::from(&auth), Some(&TenantId::trusted(tenant.id.clone())), entry).await?;
     // The tier sets the rate limit of every credential of the tenant.
     let _changed = app.credentials_changing();
     tx.commit().await?;
@@ -225,12 +225,13 @@ async fn delete_tenant(
     if store::get(&mut *tx, &tenant_id).await?.is_none() {
         return Err(ApiError::not_found("tenant"));
     }
+    let tenant = TenantId::trusted(tenant_id.clone());
     let dependencies = store::dependants(&mut tx, &tenant_id).await?;
     if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, &params).await? {
         tx.rollback().await?;
         return Err(deletion::refuse(app.db.pool(), target, dependencies).await);
     }
-    crate::objects::properties::drop_tenant_indexes(&mut tx, app.db.backend(), &tenant_id).await?;
+    crate::objects::properties::drop_tenant_indexes(&mut tx, app.db.backend(), &tenant).await?;
     store::delete(&mut *tx, &tenant_id).await?;
     let entry =
         Entry { action: "tenant.deleted", resource_type: "tenant", resource_id: &tenant_id, changes: json!({}) };

@@ -82,7 +82,7 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
         .claims;
     let key = auth::token_key(app, &claims.jti)
         .await?
-        .filter(|key| key.key_id == claims.sub && key.tenant_id == claims.tid)
+        .filter(|key| key.key_id == claims.sub && key.tenant_id.as_str() == claims.tid)
         .ok_or_else(|| ApiError::unauthorized("this token or its API key has been revoked"))?;
     key.admit(ip, "token")?;
     let actor = Actor::Token { key_id: key.key_id.clone(), jti: claims.jti };
@@ -111,7 +111,7 @@ async fn issue<'e, E: Executor<'e, Database = Any>>(db: E, app: &App, key: &KeyC
     let claims = Claims {
         iss: ISSUER.into(),
         sub: key.key_id.clone(),
-        tid: key.tenant_id.clone(),
+        tid: key.tenant_id.to_string(),
         scopes: key.scopes.to_vec(),
         jti: id::new_id(prefix::TOKEN),
         iat: now.timestamp(),
@@ -221,7 +221,7 @@ async fn rotate_token(auth: Auth, State(app): State<App>) -> ApiResult<Data<Toke
     }
     let key = KeyCredential {
         key_id: key_id.to_string(),
-        tenant_id: tenant.as_str().to_string(),
+        tenant_id: tenant.clone(),
         scopes: auth.scopes().into(),
         ip_allowlist: Vec::new(),
         expires_at: None,

@@ -53,7 +53,7 @@ impl UsageRecorder {
     }
 
     /// Counts one authenticated request of `tenant`, made with `key_id` if any.
-    pub fn record_request(&self, tenant: &str, key_id: Option<&str>) {
+    pub fn record_request(&self, tenant: &TenantId, key_id: Option<&str>) {
         let now = time::now();
         let day = now.format("%Y-%m-%d").to_string();
         let month = day[..7].to_string();
@@ -90,7 +90,7 @@ impl UsageRecorder {
             }
         };
         let Some(limit) = quota.limit else { return Ok(Ok(())) };
-        let used = quota.stored + self.pending_api_calls(tenant.as_str(), &month);
+        let used = quota.stored + self.pending_api_calls(tenant, &month);
         Ok(if used < limit { Ok(()) } else { Err((used, limit)) })
     }
 
@@ -100,7 +100,7 @@ impl UsageRecorder {
     }
 
     /// Requests of `tenant` in `month` (`YYYY-MM`) not yet written.
-    pub fn pending_api_calls(&self, tenant: &str, month: &str) -> i64 {
+    pub fn pending_api_calls(&self, tenant: &TenantId, month: &str) -> i64 {
         self.lock().api_calls.get(&(tenant.to_string(), month.to_string())).copied().unwrap_or(0)
     }
 

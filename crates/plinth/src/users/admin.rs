@@ -19,6 +19,7 @@ use crate::http::error::FieldErrors;
 use crate::http::extract::present;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, ErrorCode, Json, ListParams, Page, Path, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::scopes::required::{USERS_DELETE, USERS_READ, USERS_WRITE};
 use crate::time;
@@ -116,7 +117,7 @@ fn check_role(role: &str, errors: &mut FieldErrors) {
 }
 
 /// A new user in `tx`, checked: the stored row. Duplicate emails and phones are 409.
-pub async fn insert(tx: &mut WriteTx, tenant: &str, fields: NewUser) -> ApiResult<UserRow> {
+pub async fn insert(tx: &mut WriteTx, tenant: &TenantId, fields: NewUser) -> ApiResult<UserRow> {
     let now = time::to_db(&time::now());
     let id = id::new_id(prefix::USER);
     let taken = |what: &str| ApiError::new(ErrorCode::Conflict, format!("a user with this {what} exists"));
@@ -185,7 +186,7 @@ pub struct NewUser {
 /// Checks a password against the tenant's policy; the message when it fails.
 pub async fn policy_check(
     conn: &mut sqlx::AnyConnection,
-    tenant: &str,
+    tenant: &TenantId,
     password: &str,
     errors: &mut FieldErrors,
 ) -> ApiResult<()> {
@@ -210,7 +211,7 @@ pub async fn policy_check(
 async fn create_user(auth: Auth, State(app): State<App>, Json(body): Json<CreateUser>) -> ApiResult<Created<User>> {
     auth.require(USERS_WRITE)?;
     check_authority(&app, &auth, body.role.as_deref(), body.app_metadata.is_some()).await?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut errors = FieldErrors::default();
     let email = body.email.as_deref().map(super::normalise_email).transpose().unwrap_or_else(|e| {
         errors.add("email", e);
@@ -271,8 +272,7 @@ async fn create_user(auth: Auth, State(app): State<App>, Json(body): Json<Create
 async fn get_user(auth: Auth, State(app): State<App>, Path(user_id): Path<String>) -> ApiResult<Data<User>> {
     auth.require(USERS_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    let row =
-        super::find(&mut conn, auth.tenant()?.as_str(), &user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let row = super::find(&mut conn, auth.tenant()?, &user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Data(User::try_from(row)?))
 }
 
@@ -321,7 +321,7 @@ async fn update_user(
 ) -> ApiResult<Data<User>> {
     auth.require(USERS_WRITE)?;
     check_authority(&app, &auth, body.role.as_deref(), body.app_metadata.is_some()).await?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let user = change(&app, &tenant, &user_id, body, &Who::from(&auth), None).await?;
     Ok(Data(user))
 }
@@ -344,7 +344,7 @@ async fn check_authority(app: &App, auth: &Auth, role: Option<&str>, app_metadat
 /// `user.banned`). `keep_session` is spared when a new password ends sessions (the user's own).
 pub async fn change(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     user_id: &str,
     body: UpdateUser,
     who: &Who,
@@ -368,7 +368,7 @@ pub struct CheckedChange {
 }
 
 /// Checks a change and hashes its password (outside any transaction: hashing takes a while).
-pub async fn check_change(app: &App, tenant: &str, body: UpdateUser) -> ApiResult<CheckedChange> {
+pub async fn check_change(app: &App, tenant: &TenantId, body: UpdateUser) -> ApiResult<CheckedChange> {
     let mut errors = FieldErrors::default();
     let email = match &body.email {
         Some(Some(email)) => match super::normalise_email(email) {
@@ -426,7 +426,7 @@ pub async fn check_change(app: &App, tenant: &str, body: UpdateUser) -> ApiResul
 pub async fn apply_change(
     app: &App,
     tx: &mut WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     user_id: &str,
     checked: CheckedChange,
     who: &Who,
@@ -579,14 +579,14 @@ async fn delete_user(
     Query(params): Query<DeleteParams>,
 ) -> ApiResult<Data<Deleted>> {
     auth.require(USERS_DELETE)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     remove(&app, &tenant, &user_id, &Who::from(&auth), &params).await?;
     Ok(Deleted::new(user_id))
 }
 
 /// Deletes a user and everything of theirs in one transaction, audited, with `user.deleted`
 /// (which names the user by id only). Objects they wrote are a dependency (see `delete_user`).
-pub async fn remove(app: &App, tenant: &str, user_id: &str, who: &Who, params: &DeleteParams) -> ApiResult<()> {
+pub async fn remove(app: &App, tenant: &TenantId, user_id: &str, who: &Who, params: &DeleteParams) -> ApiResult<()> {
     let mut tx = app.db.begin_write().await?;
     super::find(&mut tx, tenant, user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
     let (authored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM objects WHERE tenant_id = $1 AND created_by = $2")
@@ -594,7 +594,7 @@ pub async fn remove(app: &App, tenant: &str, user_id: &str, who: &Who, params: &
         .bind(user_id)
         .fetch_one(&mut *tx)
         .await?;
-    let target = Target { scope: tenant, resource_type: "user", resource_id: user_id };
+    let target = Target { scope: tenant.as_str(), resource_type: "user", resource_id: user_id };
     let dependencies =
         vec![Dependency { kind: "objects", count: authored, label: "objects the user wrote (their name is erased)" }];
     if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, params).await? {

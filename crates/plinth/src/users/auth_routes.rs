@@ -23,6 +23,7 @@ use crate::db::WriteTx;
 use crate::events::{self, Event};
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Created, Data, Json, OptionalJson, Path};
+use crate::id::TenantId;
 use crate::ratelimit::RateLimit;
 
 /// Attempts one address may make at signing in to one tenant per minute.
@@ -43,11 +44,11 @@ pub fn routes() -> OpenApiRouter<App> {
 }
 
 /// Who is signing in, for audit records.
-pub fn who(tenant: &str, user: Option<&str>, device: &Device) -> Who {
+pub fn who(tenant: &TenantId, user: Option<&str>, device: &Device) -> Who {
     Who {
         actor_type: "user",
         actor_id: user.map(str::to_string),
-        tenant: Some(tenant.to_string()),
+        tenant: Some(tenant.clone()),
         ip: Some(device.ip.to_string()),
         user_agent: device.user_agent.clone(),
     }
@@ -55,7 +56,7 @@ pub fn who(tenant: &str, user: Option<&str>, device: &Device) -> Who {
 
 /// Who acted, for an end-user request that carries no credential: the user when known, and the
 /// client's address.
-pub fn who_at(tenant: &str, user: Option<&str>, ip: ClientIp) -> Who {
+pub fn who_at(tenant: &TenantId, user: Option<&str>, ip: ClientIp) -> Who {
     who(tenant, user, &Device { ip: ip.0, user_agent: None })
 }
 
@@ -213,7 +214,7 @@ pub async fn signup(
 
 pub async fn signed_in_event(
     tx: &mut crate::db::WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     tokens: &Tokens,
     method: &str,
 ) -> ApiResult<()> {
@@ -401,7 +402,7 @@ async fn refresh(
 }
 
 /// Ends a session, audited, with `user.session_ended`; false when it had already ended.
-async fn end_one(app: &App, tenant: &str, user: &str, session: &str, reason: &str, who: &Who) -> ApiResult<bool> {
+async fn end_one(app: &App, tenant: &TenantId, user: &str, session: &str, reason: &str, who: &Who) -> ApiResult<bool> {
     let mut tx = app.db.begin_write().await?;
     let ended = sessions::end(&mut tx, tenant, session, reason).await?;
     if ended {
@@ -446,7 +447,7 @@ async fn logout(
     let device = device_of(ip, &headers);
     let (tenant, user, session) = match (&body, auth.as_ref().ok().map(signed_in)) {
         (Some(body), _) => {
-            let found: Option<(String, String, String)> = sqlx::query_as(
+            let found: Option<(TenantId, String, String)> = sqlx::query_as(
                 "SELECT s.tenant_id, s.user_id, s.id FROM refresh_tokens r JOIN auth_sessions s ON s.id = r.session_id \
                  WHERE r.token_hash = $1",
             )
@@ -456,8 +457,12 @@ async fn logout(
             found.ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?
         }
         (None, Some(Ok((user, session)))) => {
-            let tenant =
-                auth.as_ref().ok().and_then(|a| a.tenant().ok()).map(|t| t.as_str().to_string()).unwrap_or_default();
+            let tenant = auth
+                .as_ref()
+                .ok()
+                .and_then(|a| a.tenant().ok())
+                .cloned()
+                .ok_or_else(|| ApiError::unauthorized("give the `refresh_token` to end"))?;
             (tenant, user, session)
         }
         (None, _) => {
@@ -524,8 +529,7 @@ async fn anonymous(
 async fn current_user(auth: Auth, State(app): State<App>) -> ApiResult<Data<User>> {
     let (user, _) = signed_in(&auth)?;
     let mut conn = app.db.pool().acquire().await?;
-    let row =
-        super::find(&mut conn, auth.tenant()?.as_str(), &user).await?.ok_or_else(|| ApiError::not_found("user"))?;
+    let row = super::find(&mut conn, auth.tenant()?, &user).await?.ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Data(User::try_from(row)?))
 }
 
@@ -557,7 +561,7 @@ async fn update_current_user(
     Json(body): Json<UpdateSelf>,
 ) -> ApiResult<Data<User>> {
     let (user, session) = signed_in(&auth)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     if body.email.is_some() || body.phone.is_some() || body.password.is_some() {
         let mut conn = app.db.pool().acquire().await?;
         super::mfa::require_second_factor(&mut conn, &user, &session).await?;
@@ -622,7 +626,7 @@ async fn list_sessions(auth: Auth, State(app): State<App>) -> ApiResult<Data<Vec
          ORDER BY created_at DESC, id DESC LIMIT 100",
     )
     .bind(&user)
-    .bind(auth.tenant()?.as_str())
+    .bind(auth.tenant()?)
     .bind(crate::time::to_db(&crate::time::now()))
     .fetch_all(app.db.pool())
     .await?;
@@ -659,7 +663,7 @@ pub struct Revoked {
               (status = 401, body = crate::http::error::ErrorBody)))]
 async fn end_other_sessions(auth: Auth, State(app): State<App>) -> ApiResult<Data<Revoked>> {
     let (user, current) = signed_in(&auth)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut tx = app.db.begin_write().await?;
     let revoked = sessions::end_all(&mut tx, &tenant, &user, Some(&current), "revoked").await?;
     if revoked > 0 {
@@ -699,7 +703,7 @@ async fn end_session(
     Path(session_id): Path<String>,
 ) -> ApiResult<Data<SessionRevoked>> {
     let (user, _) = signed_in(&auth)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let owned: Option<(String,)> = sqlx::query_as(
         "SELECT id FROM auth_sessions WHERE id = $1 AND user_id = $2 AND tenant_id = $3 AND ended_at IS NULL",
     )

@@ -7,6 +7,7 @@ use sqlx::FromRow;
 
 use crate::db::WriteTx;
 use crate::http::{ApiError, ApiResult};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::{secrets, time};
 
@@ -47,7 +48,7 @@ impl Purpose {
 #[derive(Debug, Clone, FromRow)]
 pub struct Code {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub user_id: Option<String>,
     pub target: Option<String>,
     pub redirect_to: Option<String>,
@@ -58,7 +59,7 @@ pub struct Code {
 /// stop working.
 pub async fn issue(
     tx: &mut WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     user: Option<&str>,
     purpose: Purpose,
     target: &str,
@@ -95,7 +96,7 @@ pub async fn issue(
 
 /// Uses the live code `token` of `purpose` (in `tenant`, when known): it works once. 400 for an
 /// unknown, used or expired one.
-pub async fn redeem(tx: &mut WriteTx, tenant: Option<&str>, purpose: Purpose, token: &str) -> ApiResult<Code> {
+pub async fn redeem(tx: &mut WriteTx, tenant: Option<&TenantId>, purpose: Purpose, token: &str) -> ApiResult<Code> {
     let invalid = || ApiError::bad_request("this link or token is invalid, used or expired: ask for a new one");
     if token.is_empty() || token.len() > 200 {
         return Err(invalid());
@@ -111,7 +112,7 @@ pub async fn redeem(tx: &mut WriteTx, tenant: Option<&str>, purpose: Purpose, to
     .fetch_optional(&mut **tx)
     .await?;
     match code {
-        Some(code) if tenant.is_none_or(|t| t == code.tenant_id) => Ok(code),
+        Some(code) if tenant.is_none_or(|t| *t == code.tenant_id) => Ok(code),
         _ => Err(invalid()),
     }
 }
@@ -121,7 +122,7 @@ pub const OTP_ATTEMPTS: i64 = 5;
 
 /// The stored form of a 6-digit code: an HMAC under the server's key, bound to the tenant and
 /// phone (a plain hash of a million possible codes would be read back in a moment).
-fn otp_hash(key: &[u8; 32], tenant: &str, phone: &str, code: &str) -> String {
+fn otp_hash(key: &[u8; 32], tenant: &TenantId, phone: &str, code: &str) -> String {
     secrets::hex(&secrets::hmac_sha256(key, &[format!("otp\n{tenant}\n{phone}\n{code}").as_bytes()]))
 }
 
@@ -129,7 +130,7 @@ fn otp_hash(key: &[u8; 32], tenant: &str, phone: &str, code: &str) -> String {
 pub async fn issue_otp(
     tx: &mut WriteTx,
     key: &[u8; 32],
-    tenant: &str,
+    tenant: &TenantId,
     user: Option<&str>,
     phone: &str,
 ) -> ApiResult<String> {
@@ -166,7 +167,13 @@ pub enum OtpCheck {
 }
 
 /// Checks `code` against the live code of `phone`.
-pub async fn check_otp(tx: &mut WriteTx, key: &[u8; 32], tenant: &str, phone: &str, code: &str) -> ApiResult<OtpCheck> {
+pub async fn check_otp(
+    tx: &mut WriteTx,
+    key: &[u8; 32],
+    tenant: &TenantId,
+    phone: &str,
+    code: &str,
+) -> ApiResult<OtpCheck> {
     let now = time::to_db(&time::now());
     let live: Option<(String, String, i64)> = sqlx::query_as(
         "SELECT id, code_hash, attempts FROM auth_codes WHERE tenant_id = $1 AND purpose = 'otp' AND target = $2 \

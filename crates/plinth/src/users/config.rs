@@ -15,6 +15,7 @@ use crate::audit::{self, Entry, Who};
 use crate::auth::Auth;
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Data, Json};
+use crate::id::TenantId;
 use crate::scopes::required::{AUTH_CONFIG_READ, AUTH_CONFIG_WRITE};
 use crate::time;
 
@@ -132,7 +133,7 @@ impl AuthConfig {
     }
 
     /// The name emails and texts sign with: the brand name, else the tenant's name.
-    pub async fn brand(&self, conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<String> {
+    pub async fn brand(&self, conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<String> {
         if let Some(name) = &self.branding.brand_name {
             return Ok(name.clone());
         }
@@ -153,7 +154,7 @@ impl AuthConfig {
 }
 
 /// The tenant's settings, or the defaults.
-pub async fn load(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<AuthConfig> {
+pub async fn load(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<AuthConfig> {
     let row: Option<(String, Option<String>, Option<String>)> =
         sqlx::query_as("SELECT config, turnstile_secret, smtp_url FROM auth_configs WHERE tenant_id = $1")
             .bind(tenant)
@@ -174,7 +175,7 @@ pub async fn load(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<Aut
 pub async fn smtp(
     conn: &mut sqlx::AnyConnection,
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
 ) -> ApiResult<Option<(String, Option<String>)>> {
     let row: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT config, smtp_url FROM auth_configs WHERE tenant_id = $1")
@@ -183,7 +184,7 @@ pub async fn smtp(
             .await?;
     let Some((text, Some(sealed))) = row else { return Ok(None) };
     let config: AuthConfig = serde_json::from_str(&text).map_err(ApiError::internal)?;
-    let url = crate::keyring::open(conn, &app.wrap_key, tenant, "smtp", tenant, &sealed).await?;
+    let url = crate::keyring::open(conn, &app.wrap_key, tenant, "smtp", tenant.as_str(), &sealed).await?;
     Ok(Some((url, config.email_from)))
 }
 
@@ -197,7 +198,11 @@ fn without_flags(value: &mut serde_json::Value) {
 }
 
 /// The tenant's bot-check URL and secret, when both are set.
-pub async fn turnstile(conn: &mut sqlx::AnyConnection, app: &App, tenant: &str) -> ApiResult<Option<(String, String)>> {
+pub async fn turnstile(
+    conn: &mut sqlx::AnyConnection,
+    app: &App,
+    tenant: &TenantId,
+) -> ApiResult<Option<(String, String)>> {
     let row: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT config, turnstile_secret FROM auth_configs WHERE tenant_id = $1")
             .bind(tenant)
@@ -206,7 +211,7 @@ pub async fn turnstile(conn: &mut sqlx::AnyConnection, app: &App, tenant: &str) 
     let Some((text, Some(sealed))) = row else { return Ok(None) };
     let config: AuthConfig = serde_json::from_str(&text).map_err(ApiError::internal)?;
     let Some(url) = config.turnstile_verify_url else { return Ok(None) };
-    let secret = crate::keyring::open(conn, &app.wrap_key, tenant, "turnstile", tenant, &sealed).await?;
+    let secret = crate::keyring::open(conn, &app.wrap_key, tenant, "turnstile", tenant.as_str(), &sealed).await?;
     Ok(Some((url, secret)))
 }
 
@@ -295,7 +300,7 @@ pub fn routes() -> OpenApiRouter<App> {
 async fn get_config(auth: Auth, State(app): State<App>) -> ApiResult<Data<AuthConfig>> {
     auth.require(AUTH_CONFIG_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    Ok(Data(load(&mut conn, auth.tenant()?.as_str()).await?))
+    Ok(Data(load(&mut conn, auth.tenant()?).await?))
 }
 
 /// Update auth config
@@ -312,7 +317,7 @@ async fn set_config(
     Json(mut body): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<Data<AuthConfig>> {
     auth.require(AUTH_CONFIG_WRITE)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     // Secrets are kept apart, sealed; they are never part of the shown settings.
     let mut secrets = Vec::new();
     for (field, column, kind) in WRITE_ONLY {
@@ -362,7 +367,9 @@ async fn set_config(
     .await?;
     for (_, column, kind, secret) in &secrets {
         let sealed = match secret {
-            Some(secret) => Some(crate::keyring::seal(&mut tx, &app.wrap_key, &tenant, kind, &tenant, secret).await?),
+            Some(secret) => {
+                Some(crate::keyring::seal(&mut tx, &app.wrap_key, &tenant, kind, tenant.as_str(), secret).await?)
+            }
             None => None,
         };
         sqlx::query(&format!("UPDATE auth_configs SET {column} = $1 WHERE tenant_id = $2"))
@@ -377,7 +384,7 @@ async fn set_config(
     let entry = Entry {
         action: "auth_config.updated",
         resource_type: "auth_config",
-        resource_id: &tenant,
+        resource_id: tenant.as_str(),
         changes: json!({ "fields": fields }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
@@ -416,7 +423,7 @@ async fn tenant_config(
     let (name, slug): (String, String) =
         sqlx::query_as("SELECT name, slug FROM tenants WHERE id = $1").bind(&tenant).fetch_one(&mut *conn).await?;
     Ok(Data(TenantConfig {
-        tenant_id: tenant,
+        tenant_id: tenant.into(),
         name,
         slug,
         branding: config.branding,

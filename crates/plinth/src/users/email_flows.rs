@@ -26,6 +26,7 @@ use crate::db::WriteTx;
 use crate::events::{self, Event};
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Data, Json, Query};
+use crate::id::TenantId;
 use crate::time;
 
 /// Requests for emails one address may make to one tenant per minute.
@@ -86,7 +87,7 @@ async fn send(
     deliver: bool,
     app: &App,
     tx: &mut WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     config: &AuthConfig,
     base: &str,
     purpose: Purpose,
@@ -280,7 +281,7 @@ async fn email_request(
     ip: ClientIp,
     body: &EmailRequest,
     what: &str,
-) -> ApiResult<(String, String, AuthConfig)> {
+) -> ApiResult<(TenantId, String, AuthConfig)> {
     let tenant = super::tenant_of(app, auth, headers, body.tenant_id.as_deref()).await?;
     let email = super::normalise_email(&body.email).map_err(|e| ApiError::invalid("email", e))?;
     let mut conn = app.db.pool().acquire().await?;

@@ -25,6 +25,7 @@ use crate::auth::{Auth, ClientIp};
 use crate::db::WriteTx;
 use crate::events::{self, Event};
 use crate::http::{ApiError, ApiResult, Created, Data, ErrorCode, Json, OptionalJson, Path};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::scopes::required::USERS_READ;
 use crate::{keyring, secrets, time};
@@ -66,7 +67,7 @@ pub struct Factor {
 
 type FactorRow = (String, String, Option<String>, String, Option<String>);
 
-async fn factors_of(conn: &mut sqlx::AnyConnection, tenant: &str, user: &str) -> ApiResult<Vec<Factor>> {
+async fn factors_of(conn: &mut sqlx::AnyConnection, tenant: &TenantId, user: &str) -> ApiResult<Vec<Factor>> {
     let rows: Vec<FactorRow> = sqlx::query_as(
         "SELECT id, kind, friendly_name, created_at, verified_at FROM mfa_factors \
          WHERE user_id = $1 AND tenant_id = $2 ORDER BY created_at, id",
@@ -327,7 +328,7 @@ async fn enroll(
     OptionalJson(body): OptionalJson<Enroll>,
 ) -> ApiResult<Created<Enrolled>> {
     let (user_id, session) = signed_in(&auth)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let body = body.unwrap_or_default();
     {
         // A new factor replaces the recovery codes: only from a session that passed the current one.
@@ -438,7 +439,7 @@ async fn verify_factor(
     Json(body): Json<FactorCode>,
 ) -> ApiResult<Data<CodeVerified>> {
     let (user_id, session) = signed_in(&auth)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut tx = app.db.begin_write().await?;
     let user = super::find(&mut tx, &tenant, &user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
     let Some(factor) = check_code(&app, &mut tx, &user, Some(&body.factor_id), &body.code, false).await? else {
@@ -505,7 +506,7 @@ async fn challenge(auth: Auth, State(app): State<App>, Json(body): Json<Challeng
     if body.user_id.as_ref().is_some_and(|u| *u != user_id) {
         return Err(ApiError::invalid("user_id", "is not the signed-in user"));
     }
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut tx = app.db.begin_write().await?;
     let user = super::find(&mut tx, &tenant, &user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
     if check_code(&app, &mut tx, &user, Some(&body.factor_id), &body.code, true).await?.is_none() {
@@ -523,7 +524,7 @@ async fn ticket_user(tx: &mut WriteTx, ticket: &str) -> ApiResult<UserRow> {
     if ticket.is_empty() || ticket.len() > 200 {
         return Err(invalid());
     }
-    let found: Option<(String, String)> = sqlx::query_as(
+    let found: Option<(TenantId, String)> = sqlx::query_as(
         "SELECT tenant_id, user_id FROM auth_codes WHERE code_hash = $1 AND purpose = 'mfa_ticket' AND used_at IS NULL \
          AND expires_at > $2",
     )
@@ -648,7 +649,7 @@ async fn recover(
 async fn list_factors(auth: Auth, State(app): State<App>) -> ApiResult<Data<Vec<Factor>>> {
     let (user, _) = signed_in(&auth)?;
     let mut conn = app.db.pool().acquire().await?;
-    Ok(Data(factors_of(&mut conn, auth.tenant()?.as_str(), &user).await?))
+    Ok(Data(factors_of(&mut conn, auth.tenant()?, &user).await?))
 }
 
 /// Whether a factor was removed.
@@ -670,7 +671,7 @@ pub struct Unenrolled {
               (status = 404, body = crate::http::error::ErrorBody)))]
 async fn unenroll(auth: Auth, State(app): State<App>, Path(factor_id): Path<String>) -> ApiResult<Data<Unenrolled>> {
     let (user_id, session) = signed_in(&auth)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut tx = app.db.begin_write().await?;
     let found: Option<(Option<String>,)> =
         sqlx::query_as("SELECT verified_at FROM mfa_factors WHERE id = $1 AND user_id = $2 AND tenant_id = $3")
@@ -714,7 +715,7 @@ async fn unenroll(auth: Auth, State(app): State<App>, Path(factor_id): Path<Stri
               (status = 404, body = crate::http::error::ErrorBody)))]
 async fn user_factors(auth: Auth, State(app): State<App>, Path(user_id): Path<String>) -> ApiResult<Data<Vec<Factor>>> {
     auth.require(USERS_READ)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let mut conn = app.db.pool().acquire().await?;
     super::find(&mut conn, &tenant, &user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Data(factors_of(&mut conn, &tenant, &user_id).await?))

@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::app::App;
 use crate::auth::Auth;
 use crate::http::{ApiError, ApiResult};
+use crate::id::TenantId;
 use crate::time;
 
 /// Roles a user may hold. `authenticated` is every signed-in user's.
@@ -77,7 +78,7 @@ pub const COLUMNS: &str = "id, tenant_id, email, phone, password_hash, role, ano
 #[derive(Debug, Clone, FromRow)]
 pub struct UserRow {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub email: Option<String>,
     pub phone: Option<String>,
     pub password_hash: Option<String>,
@@ -124,7 +125,7 @@ impl TryFrom<UserRow> for User {
 }
 
 /// The user `id` of `tenant`.
-pub async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, id: &str) -> ApiResult<Option<UserRow>> {
+pub async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, id: &str) -> ApiResult<Option<UserRow>> {
     Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1 AND tenant_id = $2"))
         .bind(id)
         .bind(tenant)
@@ -133,7 +134,11 @@ pub async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, id: &str) -> Api
 }
 
 /// The user of `tenant` with `email` (lowercased).
-pub async fn find_by_email(conn: &mut sqlx::AnyConnection, tenant: &str, email: &str) -> ApiResult<Option<UserRow>> {
+pub async fn find_by_email(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &TenantId,
+    email: &str,
+) -> ApiResult<Option<UserRow>> {
     Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND email = $2"))
         .bind(tenant)
         .bind(email)
@@ -174,17 +179,17 @@ pub fn check_metadata(metadata: &Value) -> Result<(), String> {
 /// The tenant an end-user request is for: the credential's (an API key, or the platform admin
 /// with `X-Tenant-ID`), else the one `X-Tenant-ID` or the body's `tenant_id` names, by id or
 /// slug. Naming another tenant than the credential's is refused.
-pub async fn tenant_of(app: &App, auth: Option<&Auth>, headers: &HeaderMap, body: Option<&str>) -> ApiResult<String> {
+pub async fn tenant_of(app: &App, auth: Option<&Auth>, headers: &HeaderMap, body: Option<&str>) -> ApiResult<TenantId> {
     let named = headers
         .get("x-tenant-id")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .or(body.map(str::trim).filter(|v| !v.is_empty()));
-    let credential = auth.and_then(|a| a.tenant().ok()).map(|t| t.as_str().to_string());
+    let credential = auth.and_then(|a| a.tenant().ok()).cloned();
     let resolved = match named {
         Some(name) if name.len() <= 100 => {
-            let found: Option<(String,)> = sqlx::query_as("SELECT id FROM tenants WHERE id = $1 OR slug = $1")
+            let found: Option<(TenantId,)> = sqlx::query_as("SELECT id FROM tenants WHERE id = $1 OR slug = $1")
                 .bind(name)
                 .fetch_optional(app.db.pool())
                 .await?;

@@ -293,7 +293,7 @@ type FactorRow = (String, String, Option<String>, String, Option<String>);
               (status = 429, body = crate::http::error::ErrorBody, description = "Exported within the hour")))]
 async fn export(auth: Auth, State(app): State<App>) -> ApiResult<Data<Value>> {
     let (user_id, _) = signed_in(&auth)?;
-    let tenant = auth.tenant()?.as_str().to_string();
+    let tenant = auth.tenant()?.clone();
     let hour_ago = time::to_db(&(time::now() - chrono::Duration::hours(1)));
     let (recent,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM audit_logs WHERE tenant_id = $1 AND actor_id = $2 AND action = 'user.data_exported' \

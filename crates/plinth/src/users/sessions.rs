@@ -128,7 +128,7 @@ fn access_token(
         iss: ISSUER.into(),
         aud: "authenticated".into(),
         sub: user.id.clone(),
-        tid: user.tenant_id.clone(),
+        tid: user.tenant_id.to_string(),
         sid: session.to_string(),
         role: user.role.clone(),
         roles,
@@ -205,7 +205,7 @@ async fn issue(
 
 /// Ends a session (`reason`: `logout`, `revoked`, `refresh_token_reused`, `banned`, ...);
 /// false when it had already ended.
-pub async fn end(tx: &mut WriteTx, tenant: &str, session: &str, reason: &str) -> ApiResult<bool> {
+pub async fn end(tx: &mut WriteTx, tenant: &TenantId, session: &str, reason: &str) -> ApiResult<bool> {
     let done = sqlx::query(
         "UPDATE auth_sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND tenant_id = $4 AND ended_at IS NULL",
     )
@@ -219,7 +219,13 @@ pub async fn end(tx: &mut WriteTx, tenant: &str, session: &str, reason: &str) ->
 }
 
 /// Ends every live session of `user` but `keep`; how many ended.
-pub async fn end_all(tx: &mut WriteTx, tenant: &str, user: &str, keep: Option<&str>, reason: &str) -> ApiResult<u64> {
+pub async fn end_all(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    user: &str,
+    keep: Option<&str>,
+    reason: &str,
+) -> ApiResult<u64> {
     let done = sqlx::query(
         "UPDATE auth_sessions SET ended_at = $1, end_reason = $2 \
          WHERE user_id = $3 AND tenant_id = $4 AND ended_at IS NULL AND id <> $5",
@@ -235,14 +241,14 @@ pub async fn end_all(tx: &mut WriteTx, tenant: &str, user: &str, keep: Option<&s
 }
 
 /// A refresh token with its session: (session, used_at, tenant, user, ended_at, expires_at, aal).
-type RefreshRow = (String, Option<String>, String, String, Option<String>, String, String);
+type RefreshRow = (String, Option<String>, TenantId, String, Option<String>, String, String);
 
 /// What trading a refresh token came to.
 pub enum Refreshed {
     Tokens(Box<Tokens>),
     /// The token had been used before: its session is now ended.
     Reused {
-        tenant: String,
+        tenant: TenantId,
         user: String,
         session: String,
     },
@@ -339,7 +345,7 @@ type LiveRow = (
 #[derive(Debug)]
 pub struct LiveSession {
     user_id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     expires_at: DateTime<Utc>,
     allowlist: Vec<ipnet::IpNet>,
     tier: Tier,
@@ -414,7 +420,7 @@ async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::
     let (access, permissions) = crate::authz::access_from(held, &user, &role, metadata)?;
     Ok(LiveSession {
         user_id: user,
-        tenant_id: claims.tid.clone(),
+        tenant_id: TenantId::trusted(claims.tid.clone()),
         expires_at,
         allowlist: auth::parse_stored_allowlist(allowlist.as_deref()),
         tier: Tier::parse(&tier).unwrap_or(Tier::Free),
@@ -438,7 +444,7 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
     let now = time::now();
     let cached = app.sessions.get(&claims.sid).filter(|live| {
         live.user_id == claims.sub
-            && live.tenant_id == claims.tid
+            && live.tenant_id.as_str() == claims.tid
             && live.expires_at > now
             && (now - live.last_active).num_seconds() < ACTIVITY_EVERY_SECS
     });

@@ -8,9 +8,10 @@ use serde_json::Value;
 use crate::app::App;
 use crate::auth::ClientIp;
 use crate::http::{ApiError, ApiResult};
+use crate::id::TenantId;
 
 /// Refuses (403) a request whose bot check is due and fails.
-pub async fn check(app: &App, tenant: &str, token: Option<&str>, ip: ClientIp) -> ApiResult<()> {
+pub async fn check(app: &App, tenant: &TenantId, token: Option<&str>, ip: ClientIp) -> ApiResult<()> {
     let mut conn = app.db.pool().acquire().await?;
     let Some((url, secret)) = super::config::turnstile(&mut conn, app, tenant).await? else { return Ok(()) };
     drop(conn);

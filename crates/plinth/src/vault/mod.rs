@@ -20,6 +20,7 @@ use crate::auth::Auth;
 use crate::db::WriteTx;
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, ErrorCode, Json, Path};
+use crate::id::TenantId;
 use crate::keyring;
 use crate::scopes::required::{CREDENTIALS_DELETE, CREDENTIALS_READ, CREDENTIALS_WRITE};
 use crate::time;
@@ -85,7 +86,7 @@ pub fn check_override(key: &str) -> Result<(), String> {
 pub async fn open(
     conn: &mut sqlx::AnyConnection,
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     service: &str,
 ) -> ApiResult<Option<Map<String, Value>>> {
     let row: Option<(String,)> =
@@ -103,7 +104,7 @@ pub async fn open(
 }
 
 /// The services the tenant has credentials for.
-pub async fn configured(conn: &mut sqlx::AnyConnection, tenant: &str) -> ApiResult<Vec<String>> {
+pub async fn configured(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<Vec<String>> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT service FROM service_credentials WHERE tenant_id = $1 ORDER BY service")
             .bind(tenant)
@@ -120,7 +121,7 @@ pub fn routes() -> OpenApiRouter<App> {
     ))
 }
 
-async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, service: &str) -> ApiResult<Option<Credentials>> {
+async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, service: &str) -> ApiResult<Option<Credentials>> {
     let row: Option<Row> = sqlx::query_as(
         "SELECT service, hints, created_at, updated_at FROM service_credentials WHERE tenant_id = $1 AND service = $2",
     )
@@ -141,7 +142,7 @@ async fn list_credentials(auth: Auth, State(app): State<App>) -> ApiResult<Data<
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT service, hints, created_at, updated_at FROM service_credentials WHERE tenant_id = $1 ORDER BY service",
     )
-    .bind(auth.tenant()?.as_str())
+    .bind(auth.tenant()?)
     .fetch_all(app.db.pool())
     .await?;
     Ok(Data(rows.into_iter().map(shown).collect::<ApiResult<_>>()?))
@@ -161,7 +162,7 @@ async fn get_credentials(
 ) -> ApiResult<Data<Credentials>> {
     auth.require(CREDENTIALS_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    let found = find(&mut conn, auth.tenant()?.as_str(), &service).await?;
+    let found = find(&mut conn, auth.tenant()?, &service).await?;
     Ok(Data(found.ok_or_else(|| ApiError::not_found("credentials"))?))
 }
 
@@ -202,7 +203,7 @@ async fn put_credentials(
     errors.finish()?;
     let now = time::to_db(&time::now());
     let mut tx = app.db.begin_write().await?;
-    let existed = find(&mut tx, tenant.as_str(), &service).await?.is_some();
+    let existed = find(&mut tx, tenant, &service).await?.is_some();
     if !existed && spec.is_custom() {
         let (count,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM service_credentials WHERE tenant_id = $1 AND service LIKE 'custom:%'")
@@ -214,8 +215,7 @@ async fn put_credentials(
         }
     }
     let sealed =
-        keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), KIND, &service, &Value::Object(fields).to_string())
-            .await?;
+        keyring::seal(&mut tx, &app.wrap_key, tenant, KIND, &service, &Value::Object(fields).to_string()).await?;
     sqlx::query(
         "INSERT INTO service_credentials (tenant_id, service, sealed, hints, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (tenant_id, service) \
@@ -229,7 +229,7 @@ async fn put_credentials(
     .execute(&mut *tx)
     .await?;
     if spec.is_ai_provider() {
-        crate::ai::priority::append(&mut tx, tenant.as_str(), &service).await?;
+        crate::ai::priority::append(&mut tx, tenant, &service).await?;
     }
     let entry = Entry {
         action: "credentials.stored",
@@ -238,7 +238,7 @@ async fn put_credentials(
         changes: json!({ "fields": hints.keys().collect::<Vec<_>>(), "replaced": existed }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
-    let stored = find(&mut tx, tenant.as_str(), &service).await?.ok_or_else(|| ApiError::internal("stored"))?;
+    let stored = find(&mut tx, tenant, &service).await?.ok_or_else(|| ApiError::internal("stored"))?;
     tx.commit().await?;
     Ok(if existed { Data(stored).into_response() } else { Created(stored).into_response() })
 }
@@ -256,7 +256,7 @@ async fn delete_credentials(
     auth.require(CREDENTIALS_DELETE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    remove(&mut tx, tenant.as_str(), &service).await?;
+    remove(&mut tx, tenant, &service).await?;
     let entry = Entry {
         action: "credentials.deleted",
         resource_type: "credentials",
@@ -268,7 +268,7 @@ async fn delete_credentials(
     Ok(Deleted::new(service))
 }
 
-async fn remove(tx: &mut WriteTx, tenant: &str, service: &str) -> ApiResult<()> {
+async fn remove(tx: &mut WriteTx, tenant: &TenantId, service: &str) -> ApiResult<()> {
     let done = sqlx::query("DELETE FROM service_credentials WHERE tenant_id = $1 AND service = $2")
         .bind(tenant)
         .bind(service)

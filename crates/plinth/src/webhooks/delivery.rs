@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::db::WriteTx;
 use crate::events::{self, Event};
 use crate::http::ApiResult;
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::jobs::{self, Fate, Job, JobError, NewJob, Performed};
 use crate::secrets;
@@ -52,7 +53,7 @@ impl crate::outbox::Subscriber for FanOut {
     fn recorded<'a>(
         &'a self,
         tx: &'a mut WriteTx,
-        tenant: &'a str,
+        tenant: &'a TenantId,
         event: &'a Value,
     ) -> futures_util::future::BoxFuture<'a, ApiResult<()>> {
         Box::pin(fan_out(tx, tenant, event))
@@ -61,7 +62,7 @@ impl crate::outbox::Subscriber for FanOut {
 
 /// Queues, in the recording transaction, a delivery of the event `payload` to each of the
 /// tenant's active endpoints that subscribe to it.
-pub async fn fan_out(tx: &mut WriteTx, tenant: &str, payload: &Value) -> ApiResult<()> {
+pub async fn fan_out(tx: &mut WriteTx, tenant: &TenantId, payload: &Value) -> ApiResult<()> {
     let kind = payload["type"].as_str().unwrap_or_default();
     let object_type = payload["data"]["object_type"].as_str();
     let endpoints: Vec<(String, String, String)> =
@@ -88,7 +89,7 @@ pub async fn fan_out(tx: &mut WriteTx, tenant: &str, payload: &Value) -> ApiResu
 /// with. `max_attempts` overrides the configured schedule's.
 pub async fn queue(
     tx: &mut WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     webhook_id: &str,
     event_id: Option<&str>,
     kind: &str,
@@ -118,7 +119,7 @@ pub async fn queue(
 /// The job that sends delivery `id`, `attempts_made` attempts into it.
 pub async fn enqueue(
     tx: &mut WriteTx,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     attempts_made: i64,
     max_attempts: Option<i64>,
@@ -129,7 +130,7 @@ pub async fn enqueue(
 }
 
 /// Queues again the deliveries of `webhook_id` that waited while it was disabled.
-pub async fn resume(tx: &mut WriteTx, tenant: &str, webhook_id: &str) -> ApiResult<()> {
+pub async fn resume(tx: &mut WriteTx, tenant: &TenantId, webhook_id: &str) -> ApiResult<()> {
     let waiting: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
         "SELECT d.id, d.attempt, d.max_attempts FROM webhook_deliveries d WHERE d.webhook_id = $1          AND d.tenant_id = $2 AND d.status IN ('pending', 'retrying')          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.reference = d.id AND j.kind = $3)",
     )
@@ -283,7 +284,7 @@ pub enum Delivered {
 /// A delivery as its job sends it.
 #[derive(Debug)]
 struct Due {
-    tenant_id: String,
+    tenant_id: TenantId,
     webhook_id: String,
     url: String,
     status: String,
@@ -359,7 +360,7 @@ impl jobs::Kind for Deliver {
                 Some(Delivered::Nothing) => {
                     // The endpoint may have been enabled since the run found it disabled (its
                     // resume saw this job and skipped the delivery): then it goes out again.
-                    if let (Some(id), Some(tenant)) = (job.reference.as_deref(), job.tenant_id.as_deref()) {
+                    if let (Some(id), Some(tenant)) = (job.reference.as_deref(), job.tenant_id.as_ref()) {
                         requeue_if_active(tx, tenant, id).await?;
                     }
                     return Ok(());
@@ -382,7 +383,7 @@ impl jobs::Kind for Deliver {
 }
 
 /// Queues delivery `id` again when it still waits and its endpoint is active.
-async fn requeue_if_active(tx: &mut WriteTx, tenant: &str, id: &str) -> ApiResult<()> {
+async fn requeue_if_active(tx: &mut WriteTx, tenant: &TenantId, id: &str) -> ApiResult<()> {
     let waiting: Option<(i64, Option<i64>)> = sqlx::query_as(
         "SELECT d.attempt, d.max_attempts FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
          WHERE d.id = $1 AND w.status = 'active' AND d.status IN ('pending', 'retrying')",
@@ -398,7 +399,7 @@ async fn requeue_if_active(tx: &mut WriteTx, tenant: &str, id: &str) -> ApiResul
 
 /// The delivery `id` with its endpoint, or `None` when either is gone.
 async fn load(app: &App, id: &str) -> ApiResult<Option<Due>> {
-    let row: Option<(String, String, String, String, String)> = sqlx::query_as(
+    let row: Option<(TenantId, String, String, String, String)> = sqlx::query_as(
         "SELECT d.tenant_id, d.webhook_id, w.url, w.status, d.payload FROM webhook_deliveries d          JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1",
     )
     .bind(id)
@@ -410,7 +411,7 @@ async fn load(app: &App, id: &str) -> ApiResult<Option<Due>> {
 /// Records an attempt's log row.
 pub async fn record_attempt(
     conn: &mut sqlx::AnyConnection,
-    tenant: &str,
+    tenant: &TenantId,
     delivery_id: &str,
     attempt: i64,
     outcome: &Outcome,
@@ -446,7 +447,7 @@ async fn settle_delivery(
     reached: bool,
 ) -> ApiResult<()> {
     let Some(id) = job.reference.as_deref() else { return Ok(()) };
-    let Some(tenant) = job.tenant_id.as_deref() else { return Ok(()) };
+    let Some(tenant) = job.tenant_id.as_ref() else { return Ok(()) };
     let now = time::now();
     let attempts = job.attempt.min(job.max_attempts);
     let (status, next) = match fate {
@@ -481,7 +482,13 @@ async fn settle_delivery(
 
 /// Counts an attempt on the endpoint; disables it, and records `webhook.disabled`, when it has
 /// failed the configured number of times in a row.
-async fn endpoint_health(app: &App, tx: &mut WriteTx, tenant: &str, webhook_id: &str, success: bool) -> ApiResult<()> {
+async fn endpoint_health(
+    app: &App,
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    webhook_id: &str,
+    success: bool,
+) -> ApiResult<()> {
     let now = time::to_db(&time::now());
     let sql = if success {
         "UPDATE webhooks SET success_count = success_count + 1, consecutive_failures = 0, last_delivery_at = $1 \

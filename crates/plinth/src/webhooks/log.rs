@@ -19,6 +19,7 @@ use crate::db::WriteTx;
 use crate::http::error::FieldErrors;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, ErrorCode, Json, ListParams, Page, Path, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::scopes::required::{WEBHOOKS_READ, WEBHOOKS_WRITE};
 use crate::{events, time};
@@ -81,7 +82,7 @@ type AttemptRow = (i64, Option<i64>, i64, Option<String>, Option<String>, String
 #[derive(Debug, FromRow)]
 struct DeliveryRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     webhook_id: String,
     event_id: Option<String>,
     event_type: String,
@@ -131,7 +132,7 @@ impl DeliveryRow {
             updated_at: time::from_db(&self.updated_at)?,
             max_attempts: self.max_attempts.unwrap_or(default_max),
             id: self.id,
-            tenant_id: self.tenant_id,
+            tenant_id: self.tenant_id.into(),
             webhook_id: self.webhook_id,
             event_id: self.event_id,
             event_type: self.event_type,
@@ -210,7 +211,7 @@ pub fn routes() -> OpenApiRouter<App> {
 
 async fn page(
     app: &App,
-    tenant: &str,
+    tenant: &TenantId,
     webhook_id: Option<String>,
     filter: DeliveryFilter,
     params: &ListParams,
@@ -221,7 +222,7 @@ async fn page(
     }
     errors.finish()?;
     let filter = Filter::new()
-        .eq("tenant_id", tenant)
+        .eq("tenant_id", tenant.as_str())
         .eq_opt("webhook_id", webhook_id.or(filter.webhook_id))
         .eq_opt("status", filter.status)
         .eq_opt("event_type", filter.event_type);
@@ -248,9 +249,9 @@ async fn list_webhook_deliveries(
     auth.require(WEBHOOKS_READ)?;
     let tenant = auth.tenant()?;
     let mut conn = app.db.pool().acquire().await?;
-    let webhook = super::find(&mut conn, tenant.as_str(), &webhook_id).await?;
+    let webhook = super::find(&mut conn, tenant, &webhook_id).await?;
     drop(conn);
-    Ok(Data(page(&app, tenant.as_str(), Some(webhook.id), filter, &params).await?))
+    Ok(Data(page(&app, tenant, Some(webhook.id), filter, &params).await?))
 }
 
 /// List webhook deliveries
@@ -266,10 +267,10 @@ async fn list_deliveries(
     Query(filter): Query<DeliveryFilter>,
 ) -> ApiResult<Data<Page<Value>>> {
     auth.require(WEBHOOKS_READ)?;
-    Ok(Data(page(&app, auth.tenant()?.as_str(), None, filter, &params).await?))
+    Ok(Data(page(&app, auth.tenant()?, None, filter, &params).await?))
 }
 
-async fn find(conn: &mut sqlx::AnyConnection, app: &App, tenant: &str, delivery_id: &str) -> ApiResult<Delivery> {
+async fn find(conn: &mut sqlx::AnyConnection, app: &App, tenant: &TenantId, delivery_id: &str) -> ApiResult<Delivery> {
     let row: Option<DeliveryRow> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhook_deliveries WHERE id = $1 AND tenant_id = $2"))
             .bind(delivery_id)
@@ -296,7 +297,7 @@ async fn get_delivery(
     auth.require(WEBHOOKS_READ)?;
     let tenant = auth.tenant()?;
     let mut conn = app.db.pool().acquire().await?;
-    let mut delivery = find(&mut conn, &app, tenant.as_str(), &delivery_id).await?;
+    let mut delivery = find(&mut conn, &app, tenant, &delivery_id).await?;
     let (payload,): (String,) = sqlx::query_as("SELECT payload FROM webhook_deliveries WHERE id = $1")
         .bind(&delivery.id)
         .fetch_one(&mut *conn)
@@ -323,7 +324,7 @@ async fn get_delivery(
 
 /// Queues a delivery for another attempt now; out of the dead-letter queue if it was there. A
 /// delivery that ran out of attempts gets one more.
-pub async fn requeue(tx: &mut WriteTx, tenant: &str, delivery_id: &str) -> ApiResult<Retried> {
+pub async fn requeue(tx: &mut WriteTx, tenant: &TenantId, delivery_id: &str) -> ApiResult<Retried> {
     let row: Option<(String, i64, Option<i64>)> =
         sqlx::query_as("SELECT status, attempt, max_attempts FROM webhook_deliveries WHERE id = $1 AND tenant_id = $2")
             .bind(delivery_id)
@@ -364,11 +365,11 @@ async fn retry(app: &App, auth: &Auth, webhook_id: Option<&str>, delivery_id: &s
     auth.require(WEBHOOKS_WRITE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let delivery = find(&mut tx, app, tenant.as_str(), delivery_id).await?;
+    let delivery = find(&mut tx, app, tenant, delivery_id).await?;
     if webhook_id.is_some_and(|w| w != delivery.webhook_id) {
         return Err(ApiError::not_found("webhook delivery"));
     }
-    let retried = requeue(&mut tx, tenant.as_str(), &delivery.id).await?;
+    let retried = requeue(&mut tx, tenant, &delivery.id).await?;
     let entry = Entry {
         action: "webhook_delivery.retried",
         resource_type: "webhook_delivery",
@@ -434,13 +435,13 @@ async fn test_webhook(
     auth.require(WEBHOOKS_WRITE)?;
     let tenant = auth.tenant()?;
     let mut conn = app.db.pool().acquire().await?;
-    let webhook = super::find(&mut conn, tenant.as_str(), &webhook_id).await?;
+    let webhook = super::find(&mut conn, tenant, &webhook_id).await?;
     drop(conn);
-    let secrets = super::signing_secrets(&app, tenant.as_str(), &webhook.id).await?;
+    let secrets = super::signing_secrets(&app, tenant, &webhook.id).await?;
     let event_id = id::new_id(prefix::EVENT);
     let now = time::now();
     let data = json!({ "webhook_id": webhook.id, "message": "A test event: this endpoint is wired up." });
-    let body = events::payload(&event_id, TEST_EVENT, tenant.as_str(), &now, data).to_string();
+    let body = events::payload(&event_id, TEST_EVENT, tenant, &now, data).to_string();
     let delivery_id = id::new_id(prefix::DELIVERY);
     let outcome = delivery::send(&app, &webhook.url, &secrets, &delivery_id, &body).await;
     let at = time::to_db(&time::now());
@@ -463,7 +464,7 @@ async fn test_webhook(
     .bind(&at)
     .execute(&mut *tx)
     .await?;
-    delivery::record_attempt(&mut tx, tenant.as_str(), &delivery_id, 1, &outcome).await?;
+    delivery::record_attempt(&mut tx, tenant, &delivery_id, 1, &outcome).await?;
     tx.commit().await?;
     Ok(Data(TestResult {
         success: outcome.success,
@@ -517,7 +518,7 @@ async fn replay(
     }
     errors.finish()?;
     let mut tx = app.db.begin_write().await?;
-    let webhook = super::find(&mut tx, tenant.as_str(), &webhook_id).await?;
+    let webhook = super::find(&mut tx, tenant, &webhook_id).await?;
     let (event_id, kind, payload) = match (&body.event, body.payload) {
         (Some(event_id), _) => {
             let row: Option<(String, String, String, String)> =
@@ -527,20 +528,14 @@ async fn replay(
                     .fetch_optional(&mut *tx)
                     .await?;
             let Some((id, kind, data, created_at)) = row else { return Err(ApiError::not_found("event")) };
-            let payload = events::payload(
-                &id,
-                &kind,
-                tenant.as_str(),
-                &time::from_db(&created_at)?,
-                serde_json::from_str(&data)?,
-            );
+            let payload =
+                events::payload(&id, &kind, tenant, &time::from_db(&created_at)?, serde_json::from_str(&data)?);
             (Some(id), kind, payload.to_string())
         }
         (None, Some(payload)) => (None, event_type, payload.to_string()),
         (None, None) => unreachable!("checked above"),
     };
-    let delivery_id =
-        delivery::queue(&mut tx, tenant.as_str(), &webhook.id, event_id.as_deref(), &kind, &payload, None).await?;
+    let delivery_id = delivery::queue(&mut tx, tenant, &webhook.id, event_id.as_deref(), &kind, &payload, None).await?;
     let entry = Entry {
         action: "webhook.replayed",
         resource_type: "webhook",
@@ -548,7 +543,7 @@ async fn replay(
         changes: json!({ "delivery_id": delivery_id, "event_id": event_id, "event_type": kind }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
-    let delivery = find(&mut tx, &app, tenant.as_str(), &delivery_id).await?;
+    let delivery = find(&mut tx, &app, tenant, &delivery_id).await?;
     tx.commit().await?;
     Ok(Created(delivery))
 }

@@ -26,6 +26,7 @@ use crate::entitlements;
 use crate::http::error::FieldErrors;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, ListParams, Page, Path, Query};
+use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::keyring;
 use crate::object_types::is_identifier;
@@ -70,7 +71,7 @@ pub struct Webhook {
 #[derive(Debug, FromRow)]
 struct WebhookRow {
     id: String,
-    tenant_id: String,
+    tenant_id: TenantId,
     url: String,
     events: String,
     object_types: String,
@@ -103,7 +104,7 @@ impl TryFrom<WebhookRow> for Webhook {
             created_at: time::from_db(&row.created_at)?,
             updated_at: time::from_db(&row.updated_at)?,
             id: row.id,
-            tenant_id: row.tenant_id,
+            tenant_id: row.tenant_id.into(),
             url: row.url,
             status: row.status,
             description: row.description,
@@ -292,7 +293,7 @@ fn check_secret(secret: &str) -> Result<(), String> {
     }
 }
 
-async fn find(conn: &mut sqlx::AnyConnection, tenant: &str, webhook_id: &str) -> ApiResult<Webhook> {
+async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, webhook_id: &str) -> ApiResult<Webhook> {
     let row: Option<WebhookRow> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE id = $1 AND tenant_id = $2"))
             .bind(webhook_id)
@@ -360,7 +361,7 @@ async fn create_webhook(
     let now = time::to_db(&time::now());
     let mut tx = app.db.begin_write().await?;
     entitlements::consume(&mut tx, &app, tenant, crate::entitlements::Entitlement::Webhooks, 1).await?;
-    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &id, &secret).await?;
+    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant, SECRET_KIND, &id, &secret).await?;
     sqlx::query(
         "INSERT INTO webhooks (id, tenant_id, url, events, object_types, status, description, secret, created_at, \
          updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
@@ -383,7 +384,7 @@ async fn create_webhook(
         changes: json!({ "url": url, "events": events, "object_types": object_types, "status": status }),
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
-    let webhook = find(&mut tx, tenant.as_str(), &id).await?;
+    let webhook = find(&mut tx, tenant, &id).await?;
     tx.commit().await?;
     Ok(Created(WebhookCreated { webhook, secret }))
 }
@@ -396,7 +397,7 @@ async fn create_webhook(
 async fn get_webhook(auth: Auth, State(app): State<App>, Path(webhook_id): Path<String>) -> ApiResult<Data<Webhook>> {
     auth.require(WEBHOOKS_READ)?;
     let mut conn = app.db.pool().acquire().await?;
-    Ok(Data(find(&mut conn, auth.tenant()?.as_str(), &webhook_id).await?))
+    Ok(Data(find(&mut conn, auth.tenant()?, &webhook_id).await?))
 }
 
 /// Update a webhook
@@ -434,7 +435,7 @@ async fn update_webhook(
     }
     errors.finish()?;
     let mut tx = app.db.begin_write().await?;
-    let current = find(&mut tx, tenant.as_str(), &webhook_id).await?;
+    let current = find(&mut tx, tenant, &webhook_id).await?;
     let enabling = status.as_deref() == Some("active") && current.status != "active";
     sqlx::query(
         "UPDATE webhooks SET url = COALESCE($1, url), events = COALESCE($2, events), \
@@ -462,9 +463,9 @@ async fn update_webhook(
     };
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
     if enabling {
-        delivery::resume(&mut tx, tenant.as_str(), &current.id).await?;
+        delivery::resume(&mut tx, tenant, &current.id).await?;
     }
-    let webhook = find(&mut tx, tenant.as_str(), &current.id).await?;
+    let webhook = find(&mut tx, tenant, &current.id).await?;
     tx.commit().await?;
     Ok(Data(webhook))
 }
@@ -488,7 +489,7 @@ async fn delete_webhook(
     auth.require(WEBHOOKS_DELETE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let webhook = find(&mut tx, tenant.as_str(), &webhook_id).await?;
+    let webhook = find(&mut tx, tenant, &webhook_id).await?;
     let (pending,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status IN ('pending', 'retrying')",
     )
@@ -552,9 +553,9 @@ async fn rotate_secret(
     auth.require(WEBHOOKS_WRITE)?;
     let tenant = auth.tenant()?;
     let mut tx = app.db.begin_write().await?;
-    let webhook = find(&mut tx, tenant.as_str(), &webhook_id).await?;
+    let webhook = find(&mut tx, tenant, &webhook_id).await?;
     let secret = new_secret();
-    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant.as_str(), SECRET_KIND, &webhook.id, &secret).await?;
+    let sealed = keyring::seal(&mut tx, &app.wrap_key, tenant, SECRET_KIND, &webhook.id, &secret).await?;
     let until = time::now() + chrono::Duration::hours(ROTATION_OVERLAP_HOURS);
     sqlx::query(
         "UPDATE webhooks SET previous_secret = secret, previous_secret_until = $1, secret = $2, updated_at = $3 \
@@ -579,7 +580,7 @@ async fn rotate_secret(
 }
 
 /// The signing secrets of an endpoint: the current one, and the previous one while it overlaps.
-pub async fn signing_secrets(app: &App, tenant: &str, webhook_id: &str) -> ApiResult<Vec<String>> {
+pub async fn signing_secrets(app: &App, tenant: &TenantId, webhook_id: &str) -> ApiResult<Vec<String>> {
     let mut conn = app.db.pool().acquire().await?;
     let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT secret, previous_secret, previous_secret_until FROM webhooks WHERE id = $1 AND tenant_id = $2",

@@ -597,13 +597,13 @@ both_backends! {
         }
         for query in ["filter[email][eq]=c3@example.com", "sort=-total", "filter[placed][gte]=2026-01-10&sort=placed",
                       "filter[email][in]=c1@example.com,c2@example.com&sort=total"] {
-            let plan = plinth::objects::query::explain(&app.app, &tenant.id, "orders", query).await.unwrap();
+            let plan = plinth::objects::query::explain(&app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "orders", query).await.unwrap();
             println!("{query}\n{plan}\n");
             assert!(plan.contains("objidx_prop_"), "{query} does not use a property index:\n{plan}");
             assert!(!plan.contains("Seq Scan"), "{query} scans:\n{plan}");
         }
         // An unflagged property is read from the type's objects, without a property index.
-        let plan = plinth::objects::query::explain(&app.app, &tenant.id, "orders", "filter[note][eq]=x").await.unwrap();
+        let plan = plinth::objects::query::explain(&app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "orders", "filter[note][eq]=x").await.unwrap();
         assert!(!plan.contains("objidx_prop_"), "{plan}");
     }
 

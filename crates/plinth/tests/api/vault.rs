@@ -51,7 +51,7 @@ both_backends! {
         assert!(app.stored_anywhere("v24.0").await, "the check finds what is stored in the clear");
         let opened = {
             let mut conn = app.app.db.pool().acquire().await.unwrap();
-            plinth::vault::open(&mut conn, &app.app, &tenant.id, "anthropic").await.unwrap().unwrap()
+            plinth::vault::open(&mut conn, &app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "anthropic").await.unwrap().unwrap()
         };
         assert_eq!(opened["api_key"], ANTHROPIC_KEY);
 
@@ -71,7 +71,7 @@ both_backends! {
         app.get("/v1/credentials/anthropic", &other.key).await.expect_error(404, "NOT_FOUND");
         assert_eq!(app.get("/v1/credentials", &other.key).await.data(), &json!([]));
         let mut conn = app.app.db.pool().acquire().await.unwrap();
-        assert!(plinth::vault::open(&mut conn, &app.app, &other.id, "anthropic").await.unwrap().is_none());
+        assert!(plinth::vault::open(&mut conn, &app.app, &plinth::id::TenantId::trusted(other.id.clone()), "anthropic").await.unwrap().is_none());
         drop(conn);
         let (_, broad) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
         app.get("/v1/credentials/anthropic", &broad).await.expect_error(403, "INSUFFICIENT_SCOPE");
@@ -126,7 +126,7 @@ both_backends! {
         assert!(!app.stored_anywhere(ANTHROPIC_KEY).await);
         let keyed_id = keyed.data()["id"].as_str().unwrap().to_string();
         let mut conn = app.app.db.pool().acquire().await.unwrap();
-        let (kind, key, _) = plinth::ai::providers::open(&mut conn, &app.app, &tenant.id, "team-claude").await.unwrap().unwrap();
+        let (kind, key, _) = plinth::ai::providers::open(&mut conn, &app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "team-claude").await.unwrap().unwrap();
         assert_eq!((kind.as_str(), key.as_deref()), ("anthropic", Some(ANTHROPIC_KEY)));
         drop(conn);
 

@@ -28,7 +28,7 @@ both_backends! {
         assert!(!app.get("/v1/audit-logs", &tenant.key).await.text.contains(&secret));
         let (stored,): (String,) = sqlx::query_as("SELECT secret FROM webhooks").fetch_one(app.app.db.pool()).await.unwrap();
         assert!(stored.starts_with("v1:") && !stored.contains(&secret));
-        assert_eq!(plinth::webhooks::signing_secrets(&app.app, &tenant.id, &id).await.unwrap(), vec![secret.clone()]);
+        assert_eq!(plinth::webhooks::signing_secrets(&app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), &id).await.unwrap(), vec![secret.clone()]);
 
         // Rotation: a new secret, the old one still signing for a day.
         let rotated = app.post(&format!("/v1/webhooks/{id}/rotate-secret"), &tenant.key, json!({})).await;
@@ -36,7 +36,7 @@ both_backends! {
         let new_secret = rotated.data()["secret"].as_str().unwrap().to_string();
         assert_ne!(new_secret, secret);
         assert!(rotated.data()["previous_secret_expires_at"].is_string());
-        assert_eq!(plinth::webhooks::signing_secrets(&app.app, &tenant.id, &id).await.unwrap(), vec![new_secret, secret]);
+        assert_eq!(plinth::webhooks::signing_secrets(&app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), &id).await.unwrap(), vec![new_secret, secret]);
 
         let patched = app.patch(&format!("/v1/webhooks/{id}"), &tenant.key, json!({ "is_active": false, "events": ["*"] })).await;
         patched.expect(200);
