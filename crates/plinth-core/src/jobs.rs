@@ -55,9 +55,13 @@ pub enum JobError {
     Failed(String),
 }
 
-impl From<crate::http::ApiError> for JobError {
-    fn from(error: crate::http::ApiError) -> Self {
-        JobError::Failed(error.message)
+impl From<JobError> for crate::http::ApiError {
+    fn from(error: JobError) -> Self {
+        match error {
+            // A saturated database stays 503.
+            JobError::Database(error) => error.into(),
+            other => crate::http::ApiError::internal(other),
+        }
     }
 }
 

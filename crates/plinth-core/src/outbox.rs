@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use crate::db::{Db, WriteTx};
-use crate::http::ApiResult;
+use crate::http::ApiError;
 use crate::id::{self, prefix, TenantId};
 use crate::time;
 
@@ -22,6 +22,26 @@ pub struct Event<'a> {
     pub data: Value,
 }
 
+/// Why an event could not be recorded; the recording transaction is then to be rolled back.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A subscriber failed for a reason of its own.
+    #[error("{subscriber}: {reason}")]
+    Subscriber { subscriber: &'static str, reason: String },
+}
+
+impl From<OutboxError> for ApiError {
+    fn from(error: OutboxError) -> Self {
+        match error {
+            // A saturated database stays 503.
+            OutboxError::Database(error) => error.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 /// What a capability does, in the recording transaction, with each event: queue its webhook
 /// deliveries, tell other nodes. Registered once at start with `subscribe`.
 pub trait Subscriber: Send + Sync + 'static {
@@ -30,7 +50,7 @@ pub trait Subscriber: Send + Sync + 'static {
         tx: &'a mut WriteTx,
         tenant: &'a TenantId,
         event: &'a Value,
-    ) -> BoxFuture<'a, ApiResult<()>>;
+    ) -> BoxFuture<'a, Result<(), OutboxError>>;
 }
 
 /// Adds what a capability does with each event recorded through `db` from now on.
@@ -41,7 +61,7 @@ pub fn subscribe(db: &Db, subscriber: Arc<dyn Subscriber>) {
 /// Records `event` for `tenant` in the caller's transaction, secret-looking fields redacted, and
 /// hands it to every subscriber in the same transaction; returns its id. After commit, this
 /// process's realtime listeners receive it.
-pub async fn record(tx: &mut WriteTx, tenant: &TenantId, event: Event<'_>) -> ApiResult<String> {
+pub async fn record(tx: &mut WriteTx, tenant: &TenantId, event: Event<'_>) -> Result<String, OutboxError> {
     let id = id::new_id(prefix::EVENT);
     let now = time::now();
     // Secret-looking fields never reach a payload (the contract's list, as in audit records).

@@ -503,7 +503,7 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(%error, "forgetting old dead jobs failed");
             }
             if let Err(error) = crate::users::purge_expired(&app).await {
-                tracing::warn!(?error, "purging expired end-user codes and sessions failed");
+                tracing::warn!(%error, "purging expired end-user codes and sessions failed");
             }
             if let Err(error) = crate::ai::uploads::purge_expired(&app).await {
                 tracing::warn!(?error, "removing expired uploads failed");
@@ -512,7 +512,7 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(%error, "purging expired idempotent answers failed");
             }
             if let Err(error) = crate::public_keys::purge_used_tokens(&app).await {
-                tracing::warn!(?error, "forgetting used tenant-signed token ids failed");
+                tracing::warn!(%error, "forgetting used tenant-signed token ids failed");
             }
             let cutoff = time::to_db(&(time::now() - chrono::Duration::hours(1)));
             if let Err(error) =

@@ -89,7 +89,7 @@ pub async fn add_delivery(
     delivery_id: &str,
     attempts: i64,
     error: Option<&str>,
-) -> ApiResult<()> {
+) -> Result<(), sqlx::Error> {
     let summary: Option<(String, Option<String>, String)> =
         sqlx::query_as("SELECT webhook_id, event_id, event_type FROM webhook_deliveries WHERE id = $1")
             .bind(delivery_id)

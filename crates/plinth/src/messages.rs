@@ -294,7 +294,7 @@ async fn send(app: &App, message: &Claimed) -> Result<(), SendError> {
     let mut conn = app.db.pool().acquire().await.map_err(|e| stored(&e))?;
     let body = keyring::open(&mut conn, &app.wrap_key, &message.tenant_id, "message", &message.id, &message.body)
         .await
-        .map_err(|e| SendError::Stored(e.message))?;
+        .map_err(|e| stored(&e))?;
     drop(conn);
     let subject = message.subject.clone().unwrap_or_default();
     match message.channel.as_str() {

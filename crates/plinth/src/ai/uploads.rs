@@ -302,7 +302,6 @@ pub async fn purge_expired(app: &App) -> ApiResult<u64> {
         let gone =
             sqlx::query("DELETE FROM ai_uploads WHERE id = $1").bind(&id).execute(&mut *tx).await?.rows_affected();
         if gone > 0 {
-            let tenant = crate::auth::TenantId::trusted(tenant);
             crate::entitlements::release(&mut tx, &tenant, crate::entitlements::Entitlement::Storage, size_bytes)
                 .await?;
         }

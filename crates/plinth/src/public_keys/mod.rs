@@ -319,7 +319,7 @@ async fn claim_jti(app: &App, tenant: &TenantId, jti: &str, exp: i64) -> ApiResu
 }
 
 /// Upkeep: forgets the ids of tokens that have expired.
-pub async fn purge_used_tokens(app: &App) -> ApiResult<()> {
+pub async fn purge_used_tokens(app: &App) -> Result<(), sqlx::Error> {
     let mut tx = app.db.begin_write().await?;
     sqlx::query("DELETE FROM tenant_jwt_uses WHERE expires_at < $1")
         .bind(time::to_db(&(time::now() - chrono::Duration::minutes(5))))

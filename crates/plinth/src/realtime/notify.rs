@@ -38,7 +38,7 @@ impl crate::outbox::Subscriber for TellOtherNodes {
         tx: &'a mut crate::db::WriteTx,
         _tenant: &'a TenantId,
         event: &'a Value,
-    ) -> futures_util::future::BoxFuture<'a, crate::http::ApiResult<()>> {
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::outbox::OutboxError>> {
         Box::pin(async move {
             let note = note(tx.node(), event);
             let backend = tx.backend();

@@ -227,7 +227,7 @@ pub async fn claim(tx: &mut crate::db::WriteTx, user: &mut UserRow) -> ApiResult
 
 /// Upkeep: removes codes a day past their expiry, messages a week after they were settled, and
 /// sessions (with their refresh tokens) thirty days after they ended or expired.
-pub async fn purge_expired(app: &App) -> ApiResult<()> {
+pub async fn purge_expired(app: &App) -> Result<(), sqlx::Error> {
     let now = time::now();
     let day_ago = time::to_db(&(now - chrono::Duration::days(1)));
     let week_ago = time::to_db(&(now - chrono::Duration::days(7)));

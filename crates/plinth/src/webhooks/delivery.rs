@@ -17,10 +17,11 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::db::WriteTx;
 use crate::events::{self, Event};
-use crate::http::ApiResult;
+use crate::http::ApiError;
 use crate::id::TenantId;
 use crate::id::{self, prefix};
 use crate::jobs::{self, Fate, Job, JobError, NewJob, Performed};
+use crate::outbox::OutboxError;
 use crate::secrets;
 use crate::time;
 
@@ -46,6 +47,50 @@ pub fn matches(patterns: &[String], kind: &str) -> bool {
     })
 }
 
+/// What went wrong queueing, loading or settling a delivery; an `ApiError` only at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("a stored endpoint does not read back: {0}")]
+    Stored(#[from] serde_json::Error),
+    #[error("jobs: {0}")]
+    Job(#[from] JobError),
+    #[error("recording an event: {0}")]
+    Outbox(#[from] OutboxError),
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(error: DeliveryError) -> Self {
+        match error {
+            // A saturated database stays 503, whichever step met it.
+            DeliveryError::Database(error) | DeliveryError::Job(JobError::Database(error)) => error.into(),
+            DeliveryError::Outbox(error) => error.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<DeliveryError> for JobError {
+    fn from(error: DeliveryError) -> Self {
+        match error {
+            DeliveryError::Database(error) => JobError::Database(error),
+            DeliveryError::Job(error) => error,
+            other => JobError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<DeliveryError> for OutboxError {
+    fn from(error: DeliveryError) -> Self {
+        match error {
+            DeliveryError::Database(error) => OutboxError::Database(error),
+            DeliveryError::Outbox(error) => error,
+            other => OutboxError::Subscriber { subscriber: "webhook fan-out", reason: other.to_string() },
+        }
+    }
+}
+
 /// Queues each event's deliveries as it is recorded: the outbox's subscriber.
 pub struct FanOut;
 
@@ -55,14 +100,14 @@ impl crate::outbox::Subscriber for FanOut {
         tx: &'a mut WriteTx,
         tenant: &'a TenantId,
         event: &'a Value,
-    ) -> futures_util::future::BoxFuture<'a, ApiResult<()>> {
-        Box::pin(fan_out(tx, tenant, event))
+    ) -> futures_util::future::BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(async move { Ok(fan_out(tx, tenant, event).await?) })
     }
 }
 
 /// Queues, in the recording transaction, a delivery of the event `payload` to each of the
 /// tenant's active endpoints that subscribe to it.
-pub async fn fan_out(tx: &mut WriteTx, tenant: &TenantId, payload: &Value) -> ApiResult<()> {
+pub async fn fan_out(tx: &mut WriteTx, tenant: &TenantId, payload: &Value) -> Result<(), DeliveryError> {
     let kind = payload["type"].as_str().unwrap_or_default();
     let object_type = payload["data"]["object_type"].as_str();
     let endpoints: Vec<(String, String, String)> =
@@ -95,7 +140,7 @@ pub async fn queue(
     kind: &str,
     body: &str,
     max_attempts: Option<i64>,
-) -> ApiResult<String> {
+) -> Result<String, DeliveryError> {
     let id = id::new_id(prefix::DELIVERY);
     let now = time::to_db(&time::now());
     sqlx::query(
@@ -123,14 +168,14 @@ pub async fn enqueue(
     id: &str,
     attempts_made: i64,
     max_attempts: Option<i64>,
-) -> ApiResult<()> {
+) -> Result<(), DeliveryError> {
     let job = NewJob { max_attempts, attempts_made, ..NewJob::new(KIND, json!({})).tenant(tenant).reference(id) };
-    jobs::enqueue(tx, job).await.map_err(crate::http::ApiError::internal)?;
+    jobs::enqueue(tx, job).await?;
     Ok(())
 }
 
 /// Queues again the deliveries of `webhook_id` that waited while it was disabled.
-pub async fn resume(tx: &mut WriteTx, tenant: &TenantId, webhook_id: &str) -> ApiResult<()> {
+pub async fn resume(tx: &mut WriteTx, tenant: &TenantId, webhook_id: &str) -> Result<(), DeliveryError> {
     let waiting: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
         "SELECT d.id, d.attempt, d.max_attempts FROM webhook_deliveries d WHERE d.webhook_id = $1          AND d.tenant_id = $2 AND d.status IN ('pending', 'retrying')          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.reference = d.id AND j.kind = $3)",
     )
@@ -383,7 +428,7 @@ impl jobs::Kind for Deliver {
 }
 
 /// Queues delivery `id` again when it still waits and its endpoint is active.
-async fn requeue_if_active(tx: &mut WriteTx, tenant: &TenantId, id: &str) -> ApiResult<()> {
+async fn requeue_if_active(tx: &mut WriteTx, tenant: &TenantId, id: &str) -> Result<(), DeliveryError> {
     let waiting: Option<(i64, Option<i64>)> = sqlx::query_as(
         "SELECT d.attempt, d.max_attempts FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
          WHERE d.id = $1 AND w.status = 'active' AND d.status IN ('pending', 'retrying')",
@@ -398,7 +443,7 @@ async fn requeue_if_active(tx: &mut WriteTx, tenant: &TenantId, id: &str) -> Api
 }
 
 /// The delivery `id` with its endpoint, or `None` when either is gone.
-async fn load(app: &App, id: &str) -> ApiResult<Option<Due>> {
+async fn load(app: &App, id: &str) -> Result<Option<Due>, DeliveryError> {
     let row: Option<(TenantId, String, String, String, String)> = sqlx::query_as(
         "SELECT d.tenant_id, d.webhook_id, w.url, w.status, d.payload FROM webhook_deliveries d          JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1",
     )
@@ -415,7 +460,7 @@ pub async fn record_attempt(
     delivery_id: &str,
     attempt: i64,
     outcome: &Outcome,
-) -> ApiResult<()> {
+) -> Result<(), DeliveryError> {
     sqlx::query(
         "INSERT INTO webhook_attempts (id, delivery_id, tenant_id, attempt, status_code, duration_ms, response_body, \
          error, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -445,7 +490,7 @@ async fn settle_delivery(
     outcome: &Outcome,
     fate: &Fate,
     reached: bool,
-) -> ApiResult<()> {
+) -> Result<(), DeliveryError> {
     let Some(id) = job.reference.as_deref() else { return Ok(()) };
     let Some(tenant) = job.tenant_id.as_ref() else { return Ok(()) };
     let now = time::now();
@@ -488,7 +533,7 @@ async fn endpoint_health(
     tenant: &TenantId,
     webhook_id: &str,
     success: bool,
-) -> ApiResult<()> {
+) -> Result<(), DeliveryError> {
     let now = time::to_db(&time::now());
     let sql = if success {
         "UPDATE webhooks SET success_count = success_count + 1, consecutive_failures = 0, last_delivery_at = $1 \
@@ -528,6 +573,34 @@ async fn endpoint_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_errors_keep_their_cause_up_to_the_edge() {
+        use crate::http::error::ErrorCode;
+        // A saturated database is 503 however deep it was met, and stays a database error for
+        // the jobs engine and the outbox.
+        let saturated = || sqlx::Error::PoolTimedOut;
+        for error in [
+            DeliveryError::Database(saturated()),
+            DeliveryError::Job(JobError::Database(saturated())),
+            DeliveryError::Outbox(OutboxError::Database(saturated())),
+        ] {
+            assert_eq!(ApiError::from(error).code, ErrorCode::Unavailable);
+        }
+        assert!(matches!(JobError::from(DeliveryError::Database(saturated())), JobError::Database(_)));
+        assert!(matches!(OutboxError::from(DeliveryError::Database(saturated())), OutboxError::Database(_)));
+        // Anything else keeps its reason where it is written (a job's last error), and is 500
+        // without it at the edge.
+        let unreadable = || DeliveryError::Stored(serde_json::from_str::<Value>("{").unwrap_err());
+        let JobError::Failed(reason) = JobError::from(unreadable()) else { panic!("not a failure") };
+        assert!(reason.starts_with("a stored endpoint does not read back"), "{reason}");
+        let OutboxError::Subscriber { subscriber, .. } = OutboxError::from(unreadable()) else {
+            panic!("not the subscriber's")
+        };
+        assert_eq!(subscriber, "webhook fan-out");
+        let edge = ApiError::from(unreadable());
+        assert_eq!((edge.code, edge.message.as_str()), (ErrorCode::Internal, "internal error"));
+    }
 
     #[test]
     fn patterns_match_exact_names_wildcards_and_prefixes_only_at_dots() {
