@@ -3,7 +3,10 @@
 //! request (with `Idempotent-Replayed: true`); the same key with another request, or a retry while
 //! the first is still running, is 409 `IDEMPOTENCY_CONFLICT`.
 //!
-//! A replay carries this request's `request_id` and the first one's in `Original-Request-Id`.
+//! A replay carries this request's `request_id` and the first one's in `Original-Request-Id`,
+//! and the headers that belong to the answer (`Content-Type`, `Location`, `ETag`, the
+//! `X-Plinth-*` ones such as the provider that answered), not those of the request that carried
+//! it (its id, its rate limit). A body that is not JSON is replayed byte for byte.
 //! An answer of 5xx is not kept, so that a retry runs again. The answer is passed on as it is
 //! made (a stream is never held back) while up to 1 MiB of it is kept; a longer answer, or one
 //! the client walked away from, is recorded as given but not replayable (a retry is 409). The
@@ -13,7 +16,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sqlx::FromRow;
@@ -31,6 +34,11 @@ const KEY_MAX_CHARS: usize = 255;
 const KEEP_HOURS: i64 = 24;
 /// Most of an answer that is kept for replay.
 const KEEP_MAX_BYTES: usize = 1024 * 1024;
+/// Headers of an answer that are the answer's own, replayed with it (with every `x-plinth-*`).
+const KEPT_HEADERS: &[&str] =
+    &["content-type", "content-language", "content-disposition", "location", "etag", "last-modified"];
+/// Most headers kept of one answer.
+const KEPT_HEADERS_MAX: usize = 32;
 
 fn conflict(message: &str) -> Response {
     ApiError::new(ErrorCode::IdempotencyConflict, message).into_response()
@@ -42,6 +50,7 @@ struct Record {
     status: Option<i64>,
     response_body: Option<String>,
     content_type: Option<String>,
+    response_headers: Option<String>,
     locked_until: String,
     expires_at: String,
 }
@@ -96,7 +105,7 @@ async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<
             Err(error) => return Err(error.into()),
         }
         let record: Option<Record> = sqlx::query_as(
-            "SELECT request_hash, status, response_body, content_type, locked_until, expires_at \
+            "SELECT request_hash, status, response_body, content_type, response_headers, locked_until, expires_at \
              FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
         )
         .bind(scope)
@@ -150,31 +159,59 @@ async fn claim(app: &App, scope: &str, key: &str, request_hash: &str) -> Result<
         let Some(kept) = crate::secrets::open(&app.answer_key, associated(scope, key).as_bytes(), &kept) else {
             return Ok(Claim::Refuse(conflict("this Idempotency-Key's answer cannot be read back: use a new key")));
         };
-        let (body, original_request_id) = restamp(String::from_utf8_lossy(&kept).into_owned());
+        let (body, original_request_id) = restamp(kept);
         let mut response = Response::new(Body::from(body));
-        if let Some(original) = original_request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-            response.headers_mut().insert("original-request-id", original);
-        }
         *response.status_mut() =
             axum::http::StatusCode::from_u16(u16::try_from(status).unwrap_or(500)).unwrap_or_default();
-        if let Some(content_type) = record.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        let headers = response.headers_mut();
+        match record.response_headers.as_deref() {
+            Some(kept) => restore_headers(headers, kept),
+            // Kept before the answer's headers were.
+            None => {
+                if let Some(content_type) = record.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    headers.insert(header::CONTENT_TYPE, content_type);
+                }
+            }
         }
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        if let Some(original) = original_request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            headers.insert("original-request-id", original);
+        }
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(Claim::Replay(response));
     }
     Ok(Claim::Refuse(conflict("a request with this Idempotency-Key is still running")))
 }
 
 /// The kept body with this request's id in place of the first request's (so that `request_id`
-/// always equals `X-Request-Id`), and the first request's id.
-fn restamp(body: String) -> (String, Option<String>) {
-    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str::<serde_json::Value>(&body) else {
+/// always equals `X-Request-Id`), and the first request's id. Any other body (a stream, bytes
+/// that are not text) is given back as it was kept.
+fn restamp(body: Vec<u8>) -> (Vec<u8>, Option<String>) {
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return (body, None);
     };
     let current = serde_json::Value::String(crate::http::request_id::current());
     let original = object.insert("request_id".into(), current).and_then(|v| v.as_str().map(str::to_owned));
-    (serde_json::Value::Object(object).to_string(), original)
+    (serde_json::Value::Object(object).to_string().into_bytes(), original)
+}
+
+/// The answer's own headers, as kept: `[[name, value], ...]`.
+fn kept_headers(headers: &HeaderMap) -> String {
+    let kept: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-plinth-"))
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .take(KEPT_HEADERS_MAX)
+        .collect();
+    serde_json::to_string(&kept).unwrap_or_else(|_| "[]".into())
+}
+
+fn restore_headers(headers: &mut HeaderMap, kept: &str) {
+    let kept: Vec<(String, String)> = serde_json::from_str(kept).unwrap_or_default();
+    for (name, value) in kept {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.append(name, value);
+        }
+    }
 }
 
 /// What a kept answer is bound to.
@@ -184,7 +221,7 @@ fn associated(scope: &str, key: &str) -> String {
 
 /// Writes the outcome: a 5xx forgets the key (a retry runs again); any other answer is kept
 /// (sealed) when `body` holds it whole, else recorded as given but not replayable.
-async fn finish(app: &App, scope: &str, key: &str, status: u16, body: Option<&[u8]>, content_type: Option<&str>) {
+async fn finish(app: &App, scope: &str, key: &str, status: u16, body: Option<&[u8]>, headers: Option<&str>) {
     let pool = app.db.pool();
     let outcome = if status >= 500 {
         sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2")
@@ -194,12 +231,12 @@ async fn finish(app: &App, scope: &str, key: &str, status: u16, body: Option<&[u
             .await
     } else {
         sqlx::query(
-            "UPDATE idempotency_keys SET status = $1, response_body = $2, content_type = $3 \
+            "UPDATE idempotency_keys SET status = $1, response_body = $2, response_headers = $3 \
              WHERE scope = $4 AND idempotency_key = $5",
         )
         .bind(i64::from(status))
         .bind(body.map(|body| crate::secrets::seal(&app.answer_key, associated(scope, key).as_bytes(), body)))
-        .bind(content_type)
+        .bind(headers)
         .bind(scope)
         .bind(key)
         .execute(pool)
@@ -269,7 +306,8 @@ struct Keeping {
     scope: String,
     key: String,
     status: u16,
-    content_type: Option<String>,
+    /// The answer's own headers, as kept.
+    headers: Option<String>,
     kept: Option<Vec<u8>>,
     renewing: Option<tokio::sync::oneshot::Sender<()>>,
     finished: bool,
@@ -289,8 +327,7 @@ impl Keeping {
     async fn finish(&mut self) {
         self.finished = true;
         self.renewing.take();
-        finish(&self.app, &self.scope, &self.key, self.status, self.kept.as_deref(), self.content_type.as_deref())
-            .await;
+        finish(&self.app, &self.scope, &self.key, self.status, self.kept.as_deref(), self.headers.as_deref()).await;
     }
 }
 
@@ -302,17 +339,18 @@ impl Drop for Keeping {
         // The client went away (or the answer broke) mid-answer: what was done stands, but the
         // answer is not whole, so it is not replayable.
         self.renewing.take();
-        let (app, scope, key, status, content_type) = (
+        let (app, scope, key, status, headers) = (
             self.app.clone(),
             std::mem::take(&mut self.scope),
             std::mem::take(&mut self.key),
             self.status,
-            self.content_type.take(),
+            self.headers.take(),
         );
         let tasks = app.tasks.clone();
-        tasks.spawn("idempotent answer", async move {
-            finish(&app, &scope, &key, status, None, content_type.as_deref()).await
-        });
+        tasks.spawn(
+            "idempotent answer",
+            async move { finish(&app, &scope, &key, status, None, headers.as_deref()).await },
+        );
     }
 }
 
@@ -363,13 +401,12 @@ pub async fn enforce(State(app): State<App>, request: Request, next: Next) -> Re
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     unanswered.answered();
     let (parts, body) = response.into_parts();
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let keeping = Keeping {
         app,
         scope,
         key,
         status: parts.status.as_u16(),
-        content_type,
+        headers: Some(kept_headers(&parts.headers)),
         kept: Some(Vec::new()),
         renewing: Some(renewing),
         finished: false,
@@ -402,4 +439,41 @@ pub async fn purge_expired(app: &App) -> Result<u64, sqlx::Error> {
         .execute(app.db.pool())
         .await?;
     Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_keeps_its_own_headers_not_its_requests() {
+        let mut answer = HeaderMap::new();
+        answer.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        answer.insert(header::LOCATION, HeaderValue::from_static("/v1/keys/key_1"));
+        answer.insert("x-plinth-provider", HeaderValue::from_static("openai"));
+        answer.insert("x-request-id", HeaderValue::from_static("req_first"));
+        answer.insert("ratelimit-remaining", HeaderValue::from_static("9"));
+        let mut replayed = HeaderMap::new();
+        restore_headers(&mut replayed, &kept_headers(&answer));
+        assert_eq!(replayed.len(), 3, "{replayed:?}");
+        assert_eq!(replayed[header::LOCATION], "/v1/keys/key_1");
+        assert_eq!(replayed["x-plinth-provider"], "openai");
+        assert_eq!(replayed[header::CONTENT_TYPE], "application/json");
+        // A kept value that no longer parses is left out, not a failure.
+        let mut partial = HeaderMap::new();
+        restore_headers(&mut partial, r#"[["bad name", "x"], ["etag", "\"v1\""]]"#);
+        assert_eq!(partial.len(), 1);
+        assert_eq!(partial[header::ETAG], "\"v1\"");
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_are_replayed_byte_for_byte() {
+        let bytes = vec![0xff, 0xfe, 0x00, b'a'];
+        assert_eq!(restamp(bytes.clone()), (bytes, None));
+        let stream = b"data: {\"a\":1}\n\ndata: [DONE]\n\n".to_vec();
+        assert_eq!(restamp(stream.clone()), (stream, None));
+        let (json, original) = restamp(br#"{"data":{},"request_id":"req_first"}"#.to_vec());
+        assert_eq!(original.as_deref(), Some("req_first"));
+        assert!(serde_json::from_slice::<serde_json::Value>(&json).unwrap()["request_id"].is_string());
+    }
 }

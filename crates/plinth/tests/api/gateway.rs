@@ -400,6 +400,9 @@ on_both_backends! {
         assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
         assert_eq!(replayed.text, first.text);
         assert!(replayed.header("content-type").unwrap().starts_with("text/event-stream"));
+        // With the answer's own headers: the provider that answered.
+        assert_eq!(first.header("x-plinth-provider"), Some("openai"));
+        assert_eq!(replayed.header("x-plinth-provider"), Some("openai"));
         assert_eq!(fakes.openai.seen().len(), calls + 1);
     }
 
