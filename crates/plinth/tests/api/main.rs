@@ -20,6 +20,7 @@ mod keys;
 mod lists;
 mod object_types;
 mod objects;
+mod openapi;
 mod public;
 mod public_keys;
 mod ratelimit;
