@@ -200,7 +200,9 @@ fn api_routes() -> OpenApiRouter<App> {
 /// The OpenAPI document of every route.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (_, doc) = api_routes().split_for_parts();
-    openapi::finish(doc)
+    let mut doc = openapi::finish(doc);
+    crate::ai::upstream::document_errors(&mut doc);
+    doc
 }
 
 async fn not_found() -> ApiError {

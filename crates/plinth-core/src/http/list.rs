@@ -28,11 +28,13 @@ pub const OFFSET_MAX: u32 = 10_000;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page (with the same `sort`).
     pub cursor: Option<String>,
     /// Items to skip, 0 to 10,000, instead of a cursor (pages by cursor stay stable under inserts;
     /// offsets do not).
+    #[param(maximum = 10000)]
     pub offset: Option<u32>,
     /// RFC 3339: created at or after.
     pub created_after: Option<DateTime<Utc>>,

@@ -114,7 +114,15 @@ fn idempotency_key_parameter() -> Parameter {
              key and request (`Idempotent-Replayed: true`); another request with the key is 409 \
              `IDEMPOTENCY_CONFLICT`.",
         ))
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(255))))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                // Printable ASCII, not starting or ending with a space (a header value's edges
+                // are trimmed).
+                .pattern(Some("^[!-~]([ -~]*[!-~])?$")),
+        ))
         .build()
 }
 
@@ -124,6 +132,11 @@ fn complete_operations(openapi: &mut OpenApiDoc) {
         for operation in writes.into_iter().flatten() {
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 operation.parameters.get_or_insert_with(Vec::new).push(idempotency_key_parameter());
+                add_missing(
+                    operation,
+                    "400",
+                    "Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key`",
+                );
                 add_missing(operation, "409", "Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key)");
             }
         }
@@ -133,6 +146,22 @@ fn complete_operations(openapi: &mut OpenApiDoc) {
             if secured {
                 add_missing(operation, "401", "Missing, invalid, expired or revoked credential (`UNAUTHORIZED`)");
                 add_missing(operation, "403", "The credential lacks the scope (`INSUFFICIENT_SCOPE`)");
+                add_missing(
+                    operation,
+                    "404",
+                    "Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID`",
+                );
+            }
+            let names_tenant = operation
+                .parameters
+                .as_ref()
+                .is_some_and(|p| p.iter().any(|p| p.name.eq_ignore_ascii_case("x-tenant-id")));
+            if names_tenant {
+                add_missing(operation, "404", "The tenant named by `X-Tenant-ID` does not exist (`NOT_FOUND`)");
+            }
+            if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                add_missing(operation, "400", "Malformed parameter (`BAD_REQUEST`)");
+                add_missing(operation, "422", "A parameter is invalid (`VALIDATION_FAILED`)");
             }
             if secured || operation.operation_id.as_deref() == Some("create_token") {
                 add_missing(operation, "429", "Over the rate limit (`RATE_LIMITED`), with `Retry-After`");
@@ -146,6 +175,8 @@ fn complete_operations(openapi: &mut OpenApiDoc) {
                 add_missing(operation, "422", "A field is invalid (`VALIDATION_FAILED`)");
             }
             add_missing(operation, "500", "Internal error (`INTERNAL`), without internals");
+            add_missing(operation, "503", "Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated");
+            add_missing(operation, "504", "Not answered in time (`TIMEOUT`); nothing it began was kept");
         }
     }
 }
@@ -176,11 +207,44 @@ fn add_aliases(openapi: &mut OpenApiDoc) {
     openapi.paths.paths.extend(extra);
 }
 
+/// Lists that take `fields=` answer items holding only the fields asked for (and `id`): in the
+/// page envelopes those lists answer with, an item requires `id` alone.
+fn partial_list_items(openapi: OpenApiDoc) -> OpenApiDoc {
+    let Ok(mut document) = serde_json::to_value(&openapi) else { return openapi };
+    let mut partial = std::collections::BTreeSet::new();
+    for item in document["paths"].as_object().into_iter().flat_map(|paths| paths.values()) {
+        for operation in item.as_object().into_iter().flat_map(|item| item.values()) {
+            let selects = operation["parameters"]
+                .as_array()
+                .is_some_and(|parameters| parameters.iter().any(|p| p["name"] == "fields" && p["in"] == "query"));
+            let answer = &operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"];
+            if let (true, Some(name)) = (selects, answer.as_str().and_then(|r| r.strip_prefix("#/components/schemas/")))
+            {
+                partial.insert(name.to_string());
+            }
+        }
+    }
+    for name in partial {
+        let items = &mut document["components"]["schemas"][name.as_str()]["properties"]["data"]["properties"]
+            ["results"]["items"];
+        let Some(item) = items.as_object_mut() else { continue };
+        let has_id = item.get("properties").is_some_and(|p| p.get("id").is_some());
+        item.insert("required".into(), if has_id { serde_json::json!(["id"]) } else { serde_json::json!([]) });
+        let note = "In a list, only `id` is sure to be present: `fields=` selects the others.";
+        let description = match item.get("description").and_then(|d| d.as_str()) {
+            Some(text) => format!("{text} {note}"),
+            None => note.to_string(),
+        };
+        item.insert("description".into(), description.into());
+    }
+    serde_json::from_value(document).unwrap_or(openapi)
+}
+
 /// The finished document.
 pub fn finish(mut openapi: OpenApiDoc) -> OpenApiDoc {
     complete_operations(&mut openapi);
     add_aliases(&mut openapi);
-    openapi
+    partial_list_items(openapi)
 }
 
 /// The canonical path for an aliased one, if `path` is an alias.

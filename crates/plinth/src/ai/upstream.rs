@@ -52,6 +52,70 @@ impl From<ApiError> for OpenAiError {
     }
 }
 
+/// OpenAI's error body, as the OpenAI-compatible routes answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorBody {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `permission_error`, `rate_limit_error`, `upstream_error`,
+    /// `api_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Such as `invalid_api_key`, `insufficient_scope`, `upstream_unavailable`.
+    pub code: Option<String>,
+}
+
+/// The paths that answer errors in OpenAI's shape (with their aliases).
+pub const OPENAI_SHAPED: &[&str] = &["/v1/chat/completions", "/v1/ai/completions", "/v1/embeddings", "/v1/models"];
+
+/// Documents the OpenAI-compatible routes' errors as they are: OpenAI's shape from the route,
+/// or the envelope from what runs before it (an `Idempotency-Key` conflict, the rate limit, a
+/// body over the limit, a timeout).
+pub fn document_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{OneOfBuilder, Schema};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+    use utoipa::{PartialSchema, ToSchema};
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.schemas.insert(OpenAiErrorBody::name().into_owned(), OpenAiErrorBody::schema());
+    components.schemas.insert(OpenAiErrorDetail::name().into_owned(), OpenAiErrorDetail::schema());
+    let either = || -> RefOr<Schema> {
+        Schema::OneOf(
+            OneOfBuilder::new()
+                .item(Ref::from_schema_name(OpenAiErrorBody::name()))
+                .item(Ref::from_schema_name("ErrorBody"))
+                .build(),
+        )
+        .into()
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if !OPENAI_SHAPED.contains(&path.as_str()) {
+            continue;
+        }
+        let operations = [&mut item.get, &mut item.post];
+        for operation in operations.into_iter().flatten() {
+            operation.responses.responses.entry("502".into()).or_insert_with(|| {
+                utoipa::openapi::ResponseBuilder::new()
+                    .description("Every provider tried failed (`upstream_error`)")
+                    .build()
+                    .into()
+            });
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if status.starts_with(['4', '5']) {
+                    if let RefOr::T(response) = response {
+                        response
+                            .content
+                            .insert("application/json".into(), ContentBuilder::new().schema(Some(either())).build());
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "message": self.message, "type": self.kind, "code": self.code } });

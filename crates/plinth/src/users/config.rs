@@ -90,14 +90,16 @@ pub struct AuthConfig {
     /// carry a `turnstile_token` that this URL accepts (with `turnstile_secret`, write-only).
     pub turnstile_verify_url: Option<String>,
     /// Whether a `turnstile_secret` is stored (it is never shown).
-    #[serde(skip_deserializing)]
+    #[serde(default)]
+    #[schema(read_only)]
     pub turnstile_secret_set: bool,
     /// The sender of this tenant's emails through its own `smtp_url` (`Acme
     /// <accounts@acme.example>`); the server's `PLINTH_EMAIL_FROM` when absent.
     pub email_from: Option<String>,
     /// Whether the tenant's own `smtp_url` (write-only) is stored: its users' emails then go
     /// through it instead of the server's.
-    #[serde(skip_deserializing)]
+    #[serde(default)]
+    #[schema(read_only)]
     pub smtp_url_set: bool,
 }
 
@@ -409,7 +411,7 @@ pub struct TenantConfig {
 /// Branding and the enabled sign-in methods of the tenant named by `X-Tenant-ID` (id or slug);
 /// no credential needed.
 #[utoipa::path(get, path = "/v1/tenant-config", tag = "Auth Config",
-    params(("X-Tenant-ID" = String, Header, description = "The tenant's id or slug")),
+    params(("X-Tenant-ID" = Option<String>, Header, description = "The tenant's id or slug")),
     responses((status = 200, body = crate::http::response::Envelope<TenantConfig>),
               (status = 404, body = crate::http::error::ErrorBody)))]
 async fn tenant_config(
