@@ -197,11 +197,32 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::authz::routes())
 }
 
+/// The lists that page with `ListParams`, by their operation's id.
+const LISTS: &[(&str, &crate::http::list::ListSpec)] = &[
+    ("list_providers", &crate::ai::providers::LIST),
+    ("list_conversations", &crate::ai::conversations::LIST),
+    ("list_audit_logs", &crate::audit::LIST),
+    ("list_dlq_messages", &crate::dlq::LIST),
+    ("list_events", &crate::events::routes_impl::LIST),
+    ("list_sources", &crate::inbound::LIST),
+    ("list_inbound_messages", &crate::inbound::MESSAGES),
+    ("list_keys", &crate::keys::store::LIST),
+    ("list_public_keys", &crate::public_keys::LIST),
+    ("list_object_types", &crate::object_types::LIST),
+    ("list_roles", &crate::authz::roles::LIST),
+    ("list_tenants", &crate::tenants::store::LIST),
+    ("list_users", &crate::users::admin::LIST),
+    ("list_deliveries", &crate::webhooks::log::LIST),
+    ("list_webhook_deliveries", &crate::webhooks::log::LIST),
+    ("list_webhooks", &crate::webhooks::LIST),
+];
+
 /// The OpenAPI document of every route.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (_, doc) = api_routes().split_for_parts();
     let mut doc = openapi::finish(doc);
     crate::ai::upstream::document_errors(&mut doc);
+    openapi::describe_lists(&mut doc, LISTS);
     doc
 }
 

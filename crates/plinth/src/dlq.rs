@@ -74,7 +74,7 @@ impl TryFrom<DlqRow> for DlqMessage {
 
 const COLUMNS: &str = "id, tenant_id, kind, reference_id, summary, error, attempts, created_at";
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "dlq_messages",
     columns: COLUMNS,
     sortable: &[SortField { name: "created_at", column: "created_at" }],

@@ -40,7 +40,7 @@ const CUSTOM_DATA_MAX_BYTES: usize = 64 * 1024;
 
 pub use routes_impl::routes;
 
-mod routes_impl {
+pub(crate) mod routes_impl {
     use axum::extract::State;
     use serde::{Deserialize, Serialize};
     use serde_json::{json, Value};
@@ -103,7 +103,7 @@ mod routes_impl {
         }
     }
 
-    const LIST: ListSpec = ListSpec {
+    pub(crate) const LIST: ListSpec = ListSpec {
         table: "events",
         columns: "id, tenant_id, type, resource_type, resource_id, data, created_at",
         sortable: &[SortField { name: "created_at", column: "created_at" }],

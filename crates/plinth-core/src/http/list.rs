@@ -32,8 +32,8 @@ pub struct ListQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page (with the same `sort`).
     pub cursor: Option<String>,
-    /// Items to skip, 0 to 10,000, instead of a cursor (pages by cursor stay stable under inserts;
-    /// offsets do not).
+    /// Items to skip, 0 to 10,000: from the start, or past `cursor` when one is given (pages by
+    /// cursor stay stable under inserts; offsets do not).
     #[param(maximum = 10000)]
     pub offset: Option<u32>,
     /// RFC 3339: created at or after.
@@ -110,9 +110,6 @@ impl ListParams {
                 "offset",
                 format!("must be at most {OFFSET_MAX}: page further with `cursor`"),
             ));
-        }
-        if offset > 0 && query.cursor.as_deref().is_some_and(|c| !c.is_empty()) {
-            return Err(ApiError::bad_request("pass `cursor` or `offset`, not both"));
         }
         let split = |text: &str| -> Vec<String> {
             text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()

@@ -8,6 +8,7 @@ use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
+use super::list::ListSpec;
 
 /// Paths served again under a second name: (canonical prefix, alias prefix, what is excluded).
 pub const ALIASES: &[(&str, &str, &str)] = &[
@@ -240,6 +241,55 @@ fn partial_list_items(openapi: OpenApiDoc) -> OpenApiDoc {
     serde_json::from_value(document).unwrap_or(openapi)
 }
 
+/// A comma-separated list of `choices`, each at most once and maybe behind `prefix`, or nothing.
+/// Every order is spelled out for a few choices; past that, repeats are let through the pattern
+/// (and refused by the server).
+fn list_of(choices: &[&str], prefix: &str) -> String {
+    fn orders(left: &[&str], taken: &mut Vec<String>, prefix: &str, out: &mut Vec<String>) {
+        for (i, choice) in left.iter().enumerate() {
+            taken.push(format!("{prefix}{choice}"));
+            out.push(taken.join(","));
+            let rest: Vec<&str> = left.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, c)| *c).collect();
+            orders(&rest, taken, prefix, out);
+            taken.pop();
+        }
+    }
+    if choices.len() <= 4 {
+        let mut all = Vec::new();
+        orders(choices, &mut Vec::new(), prefix, &mut all);
+        return format!("^({})?$", all.join("|"));
+    }
+    let one = format!("{prefix}({})", choices.join("|"));
+    format!("^({one}(,{one})*)?$")
+}
+
+/// Describes each list by what it offers: `sort` and `fields` name its own fields (a pattern of
+/// them), and lists whose items have no `updated_at` take no `updated_after` or `updated_before`.
+/// `lists` names each list's operation (its aliases follow).
+pub fn describe_lists(openapi: &mut OpenApiDoc, lists: &[(&str, &ListSpec)]) {
+    for item in openapi.paths.paths.values_mut() {
+        let Some(operation) = item.get.as_mut() else { continue };
+        let Some(id) = operation.operation_id.as_deref() else { continue };
+        let own = id.split("_via_").next().unwrap_or(id);
+        let Some((_, spec)) = lists.iter().find(|(name, _)| *name == own) else { continue };
+        let Some(parameters) = operation.parameters.as_mut() else { continue };
+        if !spec.updated_at {
+            parameters.retain(|p| p.name != "updated_after" && p.name != "updated_before");
+        }
+        let sortable: Vec<&str> = spec.sortable.iter().map(|field| field.name).collect();
+        for parameter in parameters.iter_mut() {
+            let pattern = match parameter.name.as_str() {
+                "sort" => list_of(&sortable, "-?"),
+                "fields" => list_of(spec.fields, ""),
+                _ => continue,
+            };
+            parameter.schema = Some(
+                ObjectBuilder::new().schema_type(Type::String).max_length(Some(500)).pattern(Some(pattern)).into(),
+            );
+        }
+    }
+}
+
 /// The finished document.
 pub fn finish(mut openapi: OpenApiDoc) -> OpenApiDoc {
     complete_operations(&mut openapi);
@@ -265,7 +315,14 @@ pub fn canonical_path(path: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_path;
+    use super::{canonical_path, list_of};
+
+    #[test]
+    fn lists_name_each_choice_at_most_once() {
+        assert_eq!(list_of(&["a", "b"], "-?"), "^(-?a|-?a,-?b|-?b|-?b,-?a)?$");
+        let many = list_of(&["a", "b", "c", "d", "e"], "");
+        assert_eq!(many, "^((a|b|c|d|e)(,(a|b|c|d|e))*)?$");
+    }
 
     #[test]
     fn aliases_map_to_canonical_paths() {

@@ -91,7 +91,7 @@ impl TryFrom<Row> for Conversation {
     }
 }
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "ai_conversations",
     columns: COLUMNS,
     sortable: &[

@@ -87,7 +87,7 @@ impl TryFrom<Row> for AiProvider {
     }
 }
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "ai_providers",
     columns: COLUMNS,
     sortable: &[SortField { name: "created_at", column: "created_at" }, SortField { name: "name", column: "name" }],

@@ -274,7 +274,7 @@ async fn list_audit_logs(
 }
 
 /// How audit lists are stored and what they offer.
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "audit_logs",
     columns: COLUMNS,
     sortable: &[SortField { name: "created_at", column: "created_at" }, SortField { name: "action", column: "action" }],

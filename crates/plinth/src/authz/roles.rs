@@ -108,7 +108,7 @@ impl TryFrom<RoleRow> for Role {
     }
 }
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "roles",
     columns: COLUMNS,
     sortable: &[SortField { name: "name", column: "name" }, SortField { name: "created_at", column: "created_at" }],

@@ -97,7 +97,7 @@ impl TryFrom<SourceRow> for InboundSource {
     }
 }
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "inbound_sources",
     columns: COLUMNS,
     sortable: &[SortField { name: "created_at", column: "created_at" }, SortField { name: "name", column: "name" }],
@@ -194,7 +194,7 @@ impl TryFrom<MessageRow> for InboundMessage {
     }
 }
 
-const MESSAGES: ListSpec = ListSpec {
+pub(crate) const MESSAGES: ListSpec = ListSpec {
     table: "inbound_messages",
     columns: "id, source_id, external_id, event_id, content_type, payload, received_at",
     sortable: &[SortField { name: "received_at", column: "received_at" }],

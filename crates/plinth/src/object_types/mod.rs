@@ -71,7 +71,7 @@ impl TryFrom<ObjectTypeRow> for ObjectType {
     }
 }
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "object_types",
     columns: COLUMNS,
     sortable: &[

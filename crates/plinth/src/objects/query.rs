@@ -713,9 +713,6 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
         errors.add("filter", format!("at most {CONDITIONS_MAX} conditions"));
     }
     let limit = parse_limit(limit.as_deref(), &mut errors);
-    if offset > 0 && cursor.is_some() {
-        errors.add("offset", "pass `cursor` or `offset`, not both");
-    }
     let (sort, descending, sort_text) = match parse_sort(schema, sort.as_deref(), order.as_deref()) {
         Ok(parsed) => parsed,
         Err(problem) => {

@@ -225,7 +225,7 @@ async fn list_public_keys(auth: Auth, State(app): State<App>, params: ListParams
 }
 
 /// How public key lists are stored and what they offer.
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "public_keys",
     columns: COLUMNS,
     sortable: &[SortField { name: "label", column: "label" }, SortField { name: "created_at", column: "created_at" }],

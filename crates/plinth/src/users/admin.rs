@@ -24,7 +24,7 @@ use crate::id::{self, prefix};
 use crate::scopes::required::{USERS_DELETE, USERS_READ, USERS_WRITE};
 use crate::time;
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "users",
     columns: COLUMNS,
     sortable: &[

@@ -100,7 +100,7 @@ struct DeliveryRow {
 const COLUMNS: &str = "id, tenant_id, webhook_id, event_id, event_type, status, attempt, max_attempts, response_code, \
      last_error, next_attempt_at, delivered_at, created_at, updated_at";
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "webhook_deliveries",
     columns: COLUMNS,
     sortable: &[SortField { name: "created_at", column: "created_at" }],

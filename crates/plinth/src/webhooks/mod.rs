@@ -115,7 +115,7 @@ impl TryFrom<WebhookRow> for Webhook {
     }
 }
 
-const LIST: ListSpec = ListSpec {
+pub(crate) const LIST: ListSpec = ListSpec {
     table: "webhooks",
     columns: COLUMNS,
     sortable: &[SortField { name: "created_at", column: "created_at" }, SortField { name: "url", column: "url" }],

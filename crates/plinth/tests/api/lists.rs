@@ -109,7 +109,7 @@ both_backends! {
 }
 
 both_backends! {
-    async fn offset_skips_items_where_a_cursor_is_not_used(app) {
+    async fn offset_skips_items_from_the_start_or_past_a_cursor(app) {
         let tenant = app.tenant("Offsets").await;
         for label in ["a", "b", "c"] {
             app.key(&tenant, json!({ "label": label })).await;
@@ -123,7 +123,11 @@ both_backends! {
         assert_eq!(labels(&skipped), labels(&all)[2..3].to_vec());
         assert_eq!(skipped.data()["total"], all.data()["total"]);
         let cursor = app.get("/v1/keys?sort=label&limit=1", &tenant.key).await.data()["next_cursor"].as_str().unwrap().to_string();
-        app.get(&format!("/v1/keys?sort=label&offset=1&cursor={cursor}"), &tenant.key).await.expect_error(400, "BAD_REQUEST");
+        // With a cursor, the offset skips past it: the first page held `labels[0]`, so one more
+        // skipped leaves `labels[2]`.
+        let past = app.get(&format!("/v1/keys?sort=label&offset=1&limit=1&cursor={cursor}"), &tenant.key).await;
+        past.expect(200);
+        assert_eq!(labels(&past), labels(&all)[2..3].to_vec());
         app.get("/v1/keys?offset=10001", &tenant.key).await.expect_error(422, "VALIDATION_FAILED");
 
         app.post("/v1/object-types", &tenant.key, json!({ "name": "rows" })).await.expect(201);
@@ -133,5 +137,9 @@ both_backends! {
         let objects = app.get("/v1/objects/rows/list?sort=id", &tenant.key).await;
         let page = app.get("/v1/objects/rows/list?sort=id&offset=1&limit=1", &tenant.key).await;
         assert_eq!(page.data()["results"][0]["id"], objects.data()["results"][1]["id"]);
+        let cursor = app.get("/v1/objects/rows/list?sort=id&limit=1", &tenant.key).await.data()["next_cursor"].as_str().unwrap().to_string();
+        let past = app.get(&format!("/v1/objects/rows/list?sort=id&offset=1&limit=1&cursor={cursor}"), &tenant.key).await;
+        past.expect(200);
+        assert_eq!(past.data()["results"][0]["id"], objects.data()["results"][2]["id"]);
     }
 }
