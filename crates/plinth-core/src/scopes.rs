@@ -175,7 +175,6 @@ pub fn normalise(field: &str, scopes: &[String], errors: &mut FieldErrors) -> Ve
     }
     let mut out: Vec<String> = Vec::with_capacity(scopes.len());
     for scope in scopes {
-        let scope = scope.trim();
         if !is_valid(scope) {
             errors.add(
                 field,

@@ -8,10 +8,88 @@ use axum::http::StatusCode;
 use super::error::{ApiError, ErrorCode};
 
 /// A JSON body: malformed JSON is 400, a wrong content type 415, too large 413, a body of the
-/// wrong shape 422.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// wrong shape 422. A number with no fraction (`601.0`) is an integer, as JSON Schema has it.
+#[derive(Debug)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(not_json());
+        }
+        let bytes = body_bytes(request, state).await?;
+        parse(&bytes).map(Json)
+    }
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"))
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(ErrorCode::UnsupportedMediaType, "expected a request with `Content-Type: application/json`")
+}
+
+async fn body_bytes<S: Send + Sync>(request: axum::extract::Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is larger than the configured limit")
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })
+}
+
+/// Reads `bytes` as `T`; when that fails on its shape and the body holds integral numbers
+/// written with a fraction (`601.0`), reads it again with them as integers.
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(rejection @ JsonRejection::JsonDataError(_)) => {
+            let retried = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|mut value| integral(&mut value).then_some(value))
+                .and_then(|value| serde_json::from_value::<T>(value).ok());
+            retried.ok_or_else(|| rejection.into())
+        }
+        Err(rejection) => Err(rejection.into()),
+    }
+}
+
+/// Turns integral floats into integers, in place; whether any was.
+fn integral(value: &mut serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(number) if number.is_f64() => {
+            let Some(float) = number.as_f64() else { return false };
+            let whole = float.fract() == 0.0 && float.abs() < 9_007_199_254_740_992.0;
+            if whole {
+                // Exact: below 2^53 every integer is a float.
+                #[allow(clippy::cast_possible_truncation)]
+                let int = float as i64;
+                *value = serde_json::Value::from(int);
+            }
+            whole
+        }
+        serde_json::Value::Array(items) => items.iter_mut().fold(false, |any, item| integral(item) | any),
+        serde_json::Value::Object(fields) => fields.values_mut().fold(false, |any, field| integral(field) | any),
+        _ => false,
+    }
+}
 
 /// Query parameters: a malformed query is 400.
 #[derive(Debug, FromRequestParts)]
@@ -72,7 +150,8 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// An optional JSON body: an empty body is `None`; anything else must be valid JSON as for `Json`.
+/// An optional JSON body: an empty body or `null` is `None`; anything else must be valid JSON as for
+/// `Json`.
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -84,28 +163,37 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = request
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "request body is larger than the configured limit")
-            } else {
-                ApiError::bad_request(rejection.body_text())
-            }
-        })?;
+        let json = is_json(request.headers());
+        let bytes = body_bytes(request, state).await?;
         if bytes.is_empty() {
             return Ok(OptionalJson(None));
         }
-        if !is_json {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "expected a request with `Content-Type: application/json`",
-            ));
+        if !json {
+            return Err(not_json());
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(OptionalJson(Some(value)))
+        // `null` is no body too, as the document's `oneOf: [null, ...]` has it.
+        parse::<Option<T>>(&bytes).map(OptionalJson)
+    }
+}
+
+#[cfg(test)]
+mod integral_tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Body {
+        limit: u32,
+        ratio: f64,
+        items: Vec<i64>,
+    }
+
+    #[test]
+    fn integral_numbers_read_as_integers() {
+        let body: Body = parse(br#"{"limit": 601.0, "ratio": 0.5, "items": [1.0, -2]}"#).unwrap();
+        assert_eq!(body, Body { limit: 601, ratio: 0.5, items: vec![1, -2] });
+        // A real fraction still does not fit an integer.
+        let error = parse::<Body>(br#"{"limit": 601.5, "ratio": 1, "items": []}"#).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ValidationFailed);
+        assert!(parse::<Body>(b"{").is_err());
     }
 }

@@ -6,6 +6,7 @@ pub mod list;
 pub mod openapi;
 pub mod request_id;
 pub mod response;
+pub mod shapes;
 
 pub use error::{ApiError, ApiResult, ErrorCode};
 pub use extract::{Json, OptionalJson, Path, Query};

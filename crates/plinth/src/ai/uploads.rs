@@ -126,7 +126,9 @@ async fn image_of(app: &App, request: Request) -> ApiResult<Bytes> {
 /// 900), for vision providers that fetch images; `POST /v1/ai/vision` also takes the `id`.
 #[utoipa::path(post, path = "/v1/ai/upload", tag = "AI", security(("bearer" = [])),
     params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "image/png", description = "The image, or a multipart form with a `file` part"),
+    request_body(description = "The image (PNG, JPEG, GIF or WebP), or a multipart form with a `file` part",
+        content((crate::http::shapes::Binary = "image/png"), (crate::http::shapes::Binary = "image/jpeg"),
+                (crate::http::shapes::Binary = "image/gif"), (crate::http::shapes::Binary = "image/webp"))),
     responses((status = 201, body = crate::http::response::Envelope<Upload>),
               (status = 401, body = crate::http::error::ErrorBody),
               (status = 413, body = crate::http::error::ErrorBody, description = "Over 20 MB"),

@@ -93,6 +93,7 @@ pub struct CreateKey {
     #[serde(alias = "name")]
     pub label: Option<String>,
     /// Default `["read", "write"]`. A key cannot grant what its creator lacks.
+    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, min_items = 1, max_items = 64)]
     pub scopes: Option<Vec<String>>,
     /// CIDRs or addresses; empty or absent means anywhere.
     pub ip_allowlist: Option<Vec<String>>,
@@ -111,6 +112,7 @@ pub struct CreateKey {
 pub struct UpdateKey {
     #[serde(alias = "name")]
     pub label: Option<String>,
+    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, min_items = 1, max_items = 64)]
     pub scopes: Option<Vec<String>>,
     pub ip_allowlist: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::http::extract::present")]
@@ -133,6 +135,7 @@ pub struct RotateKey {
     #[serde(alias = "name")]
     pub label: Option<String>,
     /// Scopes for the new key; default the old key's.
+    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, min_items = 1, max_items = 64)]
     pub scopes: Option<Vec<String>>,
 }
 

@@ -96,6 +96,7 @@ pub(crate) const LIST: ListSpec = ListSpec {
 #[serde(deny_unknown_fields)]
 pub struct CreateObjectType {
     /// Lowercase identifier: `[a-z][a-z0-9_]{0,62}`.
+    #[schema(value_type = crate::http::shapes::Identifier)]
     pub name: String,
     /// Default: the name in title case (`support_tickets` becomes `Support Tickets`).
     pub display_name: Option<String>,
@@ -107,6 +108,7 @@ pub struct CreateObjectType {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateObjectType {
+    #[schema(value_type = Option<crate::http::shapes::Identifier>)]
     pub name: Option<String>,
     pub display_name: Option<String>,
     #[serde(default, deserialize_with = "crate::http::extract::present")]

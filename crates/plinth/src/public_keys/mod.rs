@@ -105,6 +105,7 @@ pub struct UploadPublicKey {
     pub pem: String,
     pub label: Option<String>,
     /// Scopes granted to tokens signed with this key; default `["*"]`, never wider than the uploader's.
+    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, min_items = 1, max_items = 64)]
     pub scopes: Option<Vec<String>>,
     /// Demand this `aud` of every token (1 to 255 characters).
     pub audience: Option<String>,
