@@ -138,7 +138,8 @@ pub mod required {
     pub const AI_BUDGET_WRITE: Required = Required::new("ai-budget", "write");
 }
 
-fn is_name(part: &str) -> bool {
+/// True for a name: a letter, then lowercase letters, digits, `_` or `-`, at most 64 characters.
+pub fn is_name(part: &str) -> bool {
     let mut chars = part.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')

@@ -120,9 +120,9 @@ fn idempotency_key_parameter() -> Parameter {
                 .schema_type(Type::String)
                 .min_length(Some(1))
                 .max_length(Some(255))
-                // Printable ASCII, not starting or ending with a space (a header value's edges
+                // Printable ASCII and tabs, not starting or ending with a space or tab (a header value's edges
                 // are trimmed).
-                .pattern(Some("^[!-~]([ -~]*[!-~])?$")),
+                .pattern(Some("^[!-~]([\\t -~]*[!-~])?$")),
         ))
         .build()
 }

@@ -12,6 +12,11 @@ use utoipa::{PartialSchema, ToSchema};
 pub const SCOPE_PATTERN: &str = "^(read|write|schema|files|auth|ai|admin|\\*|([a-z][a-z0-9_-]{0,63}|objects\\.[a-z][a-z0-9_]{0,62}):(\\*|[a-z][a-z0-9_-]{0,63}))$";
 /// `crate::names::is_identifier`.
 pub const IDENTIFIER_PATTERN: &str = "^[a-z][a-z0-9_]{0,62}$";
+/// `crate::scopes::is_name`: a role's name, a scope's resource or action.
+pub const NAME_PATTERN: &str = "^[a-z][a-z0-9_-]{0,63}$";
+/// An E.164 number as the server reads it: `+`, then 8 to 15 digits not starting with `0`, with
+/// spaces, dashes, dots and parentheses anywhere (dropped).
+pub const PHONE_PATTERN: &str = "^[ ().-]*\\+[ ().-]*[1-9]([ ().-]*[0-9]){7,14}[ ().-]*$";
 /// `crate::names::is_slug`.
 pub const SLUG_PATTERN: &str = "^[a-z0-9_-]{1,50}$";
 
@@ -53,9 +58,29 @@ shape!(
     text("A letter, then lowercase letters, digits or `_`; at most 63 characters", IDENTIFIER_PATTERN)
 );
 shape!(
+    /// A name: a letter, then lowercase letters, digits, `_` or `-`, at most 64 characters.
+    Name,
+    text("A letter, then lowercase letters, digits, `_` or `-`; at most 64 characters", NAME_PATTERN)
+);
+shape!(
     /// A short name: 1 to 50 lowercase letters, digits, `-` or `_`.
     Slug,
     text("1 to 50 lowercase letters, digits, `-` or `_`", SLUG_PATTERN)
+);
+shape!(
+    /// A phone number: E.164, such as `+15551234567` (spaces, dashes, dots and parentheses are
+    /// dropped).
+    Phone,
+    text("E.164, such as `+15551234567`; spaces, dashes, dots and parentheses are dropped", PHONE_PATTERN)
+);
+shape!(
+    /// An email address (at most 254 characters; stored lowercased).
+    Email,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
+        .max_length(Some(254))
+        .into()
 );
 shape!(
     /// Bytes as they are sent: a body of its own media type.
@@ -90,6 +115,12 @@ mod tests {
         fn identifiers_match_their_pattern_exactly(made in string_regex("[a-z][a-z0-9_]{0,62}").unwrap(), any in near()) {
             prop_assert!(crate::names::is_identifier(&made), "{made}");
             prop_assert_eq!(pattern(IDENTIFIER_PATTERN).is_match(&any), crate::names::is_identifier(&any), "{}", any);
+        }
+
+        #[test]
+        fn names_match_their_pattern_exactly(made in string_regex("[a-z][a-z0-9_-]{0,63}").unwrap(), any in near()) {
+            prop_assert!(crate::scopes::is_name(&made), "{made}");
+            prop_assert_eq!(pattern(NAME_PATTERN).is_match(&any), crate::scopes::is_name(&any), "{}", any);
         }
 
         #[test]

@@ -146,7 +146,7 @@ fn check(fields: &ConversationFields, errors: &mut FieldErrors) {
     if fields.system.as_ref().is_some_and(|s| s.len() > 32 * 1024) {
         errors.add("system", "must be at most 32 KB");
     }
-    if fields.model.as_ref().is_some_and(|m| m.trim().is_empty() || m.len() > 200) {
+    if fields.model.as_ref().is_some_and(|m| m.trim().is_empty() || m.chars().count() > 200) {
         errors.add("model", "must be 1 to 200 characters");
     }
     if fields.provider.as_ref().is_some_and(|p| p.trim().is_empty() || p.len() > 50) {

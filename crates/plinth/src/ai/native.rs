@@ -234,7 +234,7 @@ fn check(body: &ChatRequest, errors: &mut FieldErrors) -> Option<String> {
     if body.system.as_ref().is_some_and(|s| s.len() > TEXT_MAX_BYTES) {
         errors.add("system", format!("at most {} KB", TEXT_MAX_BYTES / 1024));
     }
-    if body.model.as_ref().is_some_and(|m| m.trim().is_empty() || m.len() > 200) {
+    if body.model.as_ref().is_some_and(|m| m.trim().is_empty() || m.chars().count() > 200) {
         errors.add("model", "must be 1 to 200 characters");
     }
     if body.max_tokens.is_some_and(|n| n == 0 || n > 200_000) {

@@ -408,11 +408,14 @@ async fn budget_view(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiRe
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
-    /// `summary` for the spend breakdown; the daily breakdown otherwise.
+    /// `summary` for the spend breakdown; the daily breakdown when absent.
+    #[param(pattern = "^summary$")]
     pub view: Option<String>,
     /// First day (`YYYY-MM-DD`, UTC); the first of this month by default.
+    #[param(format = Date)]
     pub from: Option<String>,
     /// Last day, included; today by default.
+    #[param(format = Date)]
     pub to: Option<String>,
 }
 

@@ -200,7 +200,6 @@ fn check_permissions(auth: &Auth, permissions: &[String], errors: &mut FieldErro
     }
     let mut out: Vec<String> = Vec::with_capacity(permissions.len());
     for permission in permissions {
-        let permission = permission.trim();
         if !crate::scopes::is_valid(permission) {
             errors.add(
                 "permissions",
@@ -375,11 +374,13 @@ pub fn routes() -> OpenApiRouter<App> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
+    #[schema(value_type = crate::http::shapes::Name)]
     pub name: String,
     pub description: Option<String>,
     /// A role (id or name) whose grants this one inherits.
     pub parent_role_id: Option<String>,
     /// Default none.
+    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>)]
     pub permissions: Option<Vec<String>>,
     pub denied_properties: Option<Vec<DeniedProperties>>,
 }
@@ -388,6 +389,7 @@ pub struct CreateRole {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRole {
+    #[schema(value_type = Option<crate::http::shapes::Name>)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<String>)]
@@ -395,6 +397,7 @@ pub struct UpdateRole {
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<String>)]
     pub parent_role_id: Option<Option<String>>,
+    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>)]
     pub permissions: Option<Vec<String>>,
     pub denied_properties: Option<Vec<DeniedProperties>>,
 }
@@ -403,6 +406,7 @@ pub struct UpdateRole {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPermissions {
+    #[schema(value_type = Vec<crate::http::shapes::Scope>)]
     pub permissions: Vec<String>,
 }
 

@@ -416,6 +416,7 @@ pub fn routes() -> OpenApiRouter<App> {
 #[into_params(parameter_in = Query)]
 pub struct CheckQuery {
     /// The feature: `api_calls`, `objects`, `storage`, `webhooks` or `ai_tokens`.
+    #[param(pattern = "^(api_calls|objects|storage|webhooks|ai_tokens)$")]
     pub feature: String,
     /// How much the caller is about to use (default 1).
     pub quantity: Option<i64>,
@@ -497,8 +498,10 @@ fn pending(app: &App, tenant: &TenantId, feature: &Feature) -> i64 {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordUsage {
+    #[schema(pattern = "^(api_calls|objects|storage|webhooks|ai_tokens)$")]
     pub feature: String,
     /// Default 1.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub quantity: Option<i64>,
     /// Free-form context kept with the record (at most 4 KiB).
     #[schema(value_type = Option<Object>)]

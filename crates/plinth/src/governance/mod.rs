@@ -51,8 +51,11 @@ struct GovernanceRow {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateGovernance {
+    #[schema(minimum = 1, maximum = 3650)]
     pub audit_retention_days: Option<i64>,
+    #[schema(minimum = 300, maximum = 2_592_000)]
     pub session_duration_secs: Option<i64>,
+    #[schema(minimum = 8, maximum = 1024)]
     pub password_min_length: Option<i64>,
     pub ip_allowlist: Option<Vec<String>>,
 }

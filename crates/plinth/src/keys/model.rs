@@ -130,6 +130,7 @@ pub struct UpdateKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// Hours the old key keeps working, 0 to 720. Default 24.
+    #[schema(maximum = 720)]
     pub grace_period_hours: Option<u32>,
     /// A label for the new key; default the old key's.
     #[serde(alias = "name")]

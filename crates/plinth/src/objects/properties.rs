@@ -215,11 +215,12 @@ pub struct UpdateProperty {
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
-    #[schema(value_type = Option<String>)]
+    /// Never changed: named only to say so.
+    #[schema(ignore)]
     pub name: Option<Value>,
-    #[schema(value_type = Option<String>)]
+    #[schema(ignore)]
     pub data_type: Option<Value>,
-    #[schema(value_type = Option<String>)]
+    #[schema(ignore)]
     pub reference_type: Option<Value>,
 }
 

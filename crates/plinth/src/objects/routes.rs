@@ -167,7 +167,7 @@ async fn get_object(
 #[utoipa::path(patch, path = "/v1/objects/{object_type_id}/{object_id}", tag = "Objects", security(("bearer" = [])),
     params(("object_type_id" = String, Path, description = "The type's id or name"),
            ("object_id" = String, Path, description = "The object's id"),
-           ("If-Match" = Option<String>, Header, description = "The version the change was made against")),
+           ("If-Match" = Option<u64>, Header, description = "The version the change was made against")),
     request_body = UpdateObject,
     responses((status = 200, body = crate::http::response::Envelope<Object>),
               (status = 404, body = crate::http::error::ErrorBody),
@@ -326,6 +326,7 @@ pub struct ObjectVersion {
 #[into_params(parameter_in = Query)]
 pub struct VersionsQuery {
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -408,6 +409,7 @@ async fn list_versions(
 #[serde(deny_unknown_fields)]
 pub struct BatchCreate {
     /// 1 to 100 objects.
+    #[schema(min_items = 1, max_items = 100)]
     pub objects: Vec<CreateObject>,
 }
 
@@ -514,6 +516,7 @@ async fn batch_create(
 #[serde(deny_unknown_fields)]
 pub struct BatchRead {
     /// 1 to 100 object ids.
+    #[schema(min_items = 1, max_items = 100)]
     pub object_ids: Vec<String>,
 }
 
@@ -562,6 +565,7 @@ pub struct BatchUpdateItem {
 #[serde(deny_unknown_fields)]
 pub struct BatchUpdate {
     /// 1 to 100 updates, each to a different object.
+    #[schema(min_items = 1, max_items = 100)]
     pub updates: Vec<BatchUpdateItem>,
 }
 

@@ -92,11 +92,14 @@ async fn list_users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(value_type = Option<crate::http::shapes::Email>)]
     pub email: Option<String>,
     /// Checked against the tenant's policy; without one the user signs in by link or code.
     pub password: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::Phone>)]
     pub phone: Option<String>,
     /// `authenticated` when absent.
+    #[schema(value_type = Option<crate::http::shapes::Name>)]
     pub role: Option<String>,
     pub email_verified: Option<bool>,
     pub phone_verified: Option<bool>,
@@ -108,11 +111,9 @@ pub struct CreateUser {
 }
 
 fn check_role(role: &str, errors: &mut FieldErrors) {
-    let ok = !role.is_empty()
-        && role.len() <= super::ROLES_MAX_CHARS
-        && role.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if !ok {
-        errors.add("role", "must be 1 to 64 lowercase letters, digits, `_` or `-`");
+    // A role's own name: roles are named so (`authz::roles`).
+    if !crate::scopes::is_name(role) {
+        errors.add("role", "must be 1 to 64 lowercase letters, digits, `_` or `-`, starting with a letter");
     }
 }
 
@@ -281,13 +282,14 @@ async fn get_user(auth: Auth, State(app): State<App>, Path(user_id): Path<String
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::http::shapes::Email>)]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::http::shapes::Phone>)]
     pub phone: Option<Option<String>>,
     /// A new password (checked against the policy); ends the user's sessions.
     pub password: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::Name>)]
     pub role: Option<String>,
     /// Banning ends every session of the user at once.
     pub banned: Option<bool>,

@@ -89,8 +89,10 @@ pub fn signed_in(auth: &Auth) -> ApiResult<(String, String)> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Signup {
+    #[schema(value_type = crate::http::shapes::Email)]
     pub email: String,
     pub password: String,
+    #[schema(value_type = Option<crate::http::shapes::Phone>)]
     pub phone: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub user_metadata: Option<Value>,
@@ -537,7 +539,9 @@ async fn current_user(auth: Auth, State(app): State<App>) -> ApiResult<Data<User
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSelf {
+    #[schema(value_type = Option<crate::http::shapes::Email>)]
     pub email: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::Phone>)]
     pub phone: Option<String>,
     /// A new password: the user's other sessions end.
     pub password: Option<String>,

@@ -242,6 +242,7 @@ async fn verify_link(State(app): State<App>, ip: ClientIp, Query(query): Query<V
 pub struct VerifyBody {
     pub token: String,
     #[serde(rename = "type")]
+    #[schema(pattern = "^(signup|email|email_change)$")]
     pub kind: Option<String>,
 }
 
@@ -264,6 +265,7 @@ pub async fn verify_email(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailRequest {
+    #[schema(value_type = crate::http::shapes::Email)]
     pub email: String,
     /// Where the emailed link leads (must be in the tenant's redirect allowlist).
     pub redirect_to: Option<String>,

@@ -252,3 +252,23 @@ pub async fn purge_expired(app: &App) -> Result<(), sqlx::Error> {
     tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod shape_tests {
+    use proptest::prelude::*;
+    use proptest::string::string_regex;
+
+    use crate::http::shapes::PHONE_PATTERN;
+
+    proptest! {
+        #[test]
+        fn phones_match_their_pattern_exactly(
+            made in string_regex(&PHONE_PATTERN[1..PHONE_PATTERN.len() - 1]).unwrap(),
+            any in string_regex("[ +().0-9a-]{0,24}").unwrap(),
+        ) {
+            prop_assert!(super::normalise_phone(&made).is_ok(), "{made}");
+            let matches = regex::Regex::new(PHONE_PATTERN).unwrap().is_match(&any);
+            prop_assert_eq!(matches, super::normalise_phone(&any).is_ok(), "{}", any);
+        }
+    }
+}

@@ -31,6 +31,7 @@ pub fn routes() -> OpenApiRouter<App> {
 #[serde(deny_unknown_fields)]
 pub struct OtpSend {
     /// E.164, such as `+15551234567`.
+    #[schema(value_type = crate::http::shapes::Phone)]
     pub phone: String,
     pub tenant_id: Option<String>,
     pub turnstile_token: Option<String>,
@@ -101,6 +102,7 @@ pub async fn otp_send(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtpVerify {
+    #[schema(value_type = crate::http::shapes::Phone)]
     pub phone: String,
     pub code: String,
     pub tenant_id: Option<String>,

@@ -189,6 +189,7 @@ fn portal_headers(headers: &HeaderMap) -> HeaderMap {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Lookup {
+    #[schema(value_type = crate::http::shapes::Email)]
     pub email: String,
 }
 

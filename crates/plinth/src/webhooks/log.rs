@@ -150,6 +150,7 @@ impl DeliveryRow {
 #[into_params(parameter_in = Query)]
 pub struct DeliveryFilter {
     /// `pending`, `retrying`, `success` or `failed`.
+    #[param(pattern = "^(pending|retrying|success|failed)$")]
     pub status: Option<String>,
     /// Only deliveries of this event type.
     pub event_type: Option<String>,
