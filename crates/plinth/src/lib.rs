@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod deletion;

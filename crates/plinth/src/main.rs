@@ -28,6 +28,28 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Copy the embedded database and files, consistently, into a new folder (with a manifest of
+    /// checksums). The master key is left out unless `--include-master-key`.
+    Backup {
+        /// The new (or empty) folder to write the backup into.
+        #[arg(long)]
+        to: std::path::PathBuf,
+        /// Put the master key file in the backup too: whoever holds the backup then opens every
+        /// stored secret.
+        #[arg(long)]
+        include_master_key: bool,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Restore a backup into a new data folder, after checking it against its manifest.
+    Restore {
+        /// The backup folder.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// The new (or empty) data folder.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -133,6 +155,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Key(KeyCommand::Create { tenant, scopes, label, test, storage }) => {
             let mode = if test { KeyMode::Test } else { KeyMode::Live };
             print_json(&plinth::cli::create_key(&storage, &tenant, label, scopes, mode).await?)?;
+        }
+        Command::Backup { to, include_master_key, storage } => {
+            let manifest = plinth::backup::backup(&storage, &to, include_master_key).await?;
+            eprintln!(
+                "backed up {} files into {}{}",
+                manifest.files.len(),
+                to.display(),
+                if include_master_key { ", with the master key: keep it as safe as the key" } else { "" }
+            );
+        }
+        Command::Restore { from, data_dir } => {
+            let manifest = plinth::backup::restore(&from, &data_dir)?;
+            eprintln!("restored {} files into {}", manifest.files.len(), data_dir.display());
+            if !manifest.master_key_included {
+                eprintln!(
+                    "the backup holds no master key: start with the original one (PLINTH_MASTER_KEY, or its \
+                     master.key copied into {}), or stored secrets will not open",
+                    data_dir.display()
+                );
+            }
         }
     }
     Ok(())

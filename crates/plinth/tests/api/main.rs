@@ -5,6 +5,7 @@ mod common;
 
 mod audit;
 mod authz;
+mod backup;
 mod cli;
 mod contract;
 mod deliveries;
