@@ -121,6 +121,7 @@ pub(crate) const LIST: ListSpec = ListSpec {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSource {
+    #[schema(value_type = crate::http::shapes::Slug)]
     pub name: String,
     /// `standard-webhooks`, `github-sha256`, `stripe` or `meta`.
     pub scheme: String,
