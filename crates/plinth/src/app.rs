@@ -218,12 +218,18 @@ const LISTS: &[(&str, &crate::http::list::ListSpec)] = &[
 ];
 
 /// The OpenAPI document of every route.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
+pub fn openapi_document() -> serde_json::Value {
     let (_, doc) = api_routes().split_for_parts();
     let mut doc = openapi::finish(doc);
     crate::ai::upstream::document_errors(&mut doc);
     openapi::describe_lists(&mut doc, LISTS);
-    doc
+    let Ok(mut document) = serde_json::to_value(&doc) else { return serde_json::Value::Null };
+    // The server's rules across fields.
+    openapi::require_one_of(&mut document, "CreateUser", &["email", "phone"], false);
+    openapi::require_one_of(&mut document, "Replay", &["event", "payload"], true);
+    openapi::require_one_of(&mut document, "ChatRequest", &["prompt", "message"], true);
+    openapi::require_one_of(&mut document, "Say", &["prompt", "message"], true);
+    document
 }
 
 async fn not_found() -> ApiError {

@@ -117,7 +117,10 @@ pub struct ConversationFields {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Say {
+    /// The user's message (or `message`): not blank, at most 32 KB.
+    #[schema(pattern = "\\S")]
     pub prompt: Option<String>,
+    #[schema(pattern = "\\S")]
     pub message: Option<String>,
     /// Seed 000's `POST /v1/ai/conversation`: the conversation to continue; a new one when absent.
     pub conversation_id: Option<String>,

@@ -33,8 +33,10 @@ const TEXT_MAX_BYTES: usize = 32 * 1024;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
-    /// The user's message (`message` is accepted too).
+    /// The user's message (`message` is accepted too): not blank, at most 32 KB.
+    #[schema(pattern = "\\S")]
     pub prompt: Option<String>,
+    #[schema(pattern = "\\S")]
     pub message: Option<String>,
     /// Earlier turns, oldest first: at most 20 messages and 50 KB.
     pub history: Option<Vec<Turn>>,
