@@ -244,8 +244,13 @@ fn panic_response(_payload: Box<dyn PanicPayload + Send + 'static>) -> Response 
     ApiError::internal("a handler panicked").into_response()
 }
 
-/// Refuses a declared body over the limit before reading it, naming the limit.
+/// Refuses a declared body over the limit before reading it, naming the limit; and a path or
+/// query holding a NUL character (`%00`), which PostgreSQL cannot store or compare with.
 async fn limit_body(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let uri = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or_default();
+    if uri.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0') {
+        return ApiError::bad_request("the path or query may not hold the NUL character (`%00`)").into_response();
+    }
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

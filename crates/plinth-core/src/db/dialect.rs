@@ -65,6 +65,16 @@ pub async fn lock_key(conn: &mut AnyConnection, backend: Backend, key: &str) -> 
 /// (PostgreSQL's `57014`), a lock not had in time (`55P03`), a deadlock or serialization
 /// failure (`40P01`, `40001`), or SQLite busy (`5`).
 pub fn saturation(error: &sqlx::Error) -> Option<&'static str> {
+    saturation_of(error)
+}
+
+/// True when the database refused text it cannot hold: PostgreSQL's `22021` (a NUL character,
+/// or bytes not of the encoding). SQLite stores any text.
+pub fn is_unstorable_text(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("22021"))
+}
+
+fn saturation_of(error: &sqlx::Error) -> Option<&'static str> {
     match error {
         sqlx::Error::PoolTimedOut => Some("no database connection was free in time"),
         sqlx::Error::PoolClosed => Some("the database is shutting down"),

@@ -242,6 +242,10 @@ impl From<sqlx::Error> for ApiError {
     /// A saturated database (no connection free in time, a statement over its time, a lock
     /// not had) is 503 `UNAVAILABLE` with `Retry-After`; anything else is internal.
     fn from(error: sqlx::Error) -> Self {
+        if crate::db::dialect::is_unstorable_text(&error) {
+            // Text a capability did not check itself (PostgreSQL refuses NUL characters).
+            return ApiError::bad_request("text may not hold the NUL character (`\\u0000`)");
+        }
         match crate::db::dialect::saturation(&error) {
             Some(what) => {
                 tracing::warn!(request_id = %request_id::current(), %error, "{what}");

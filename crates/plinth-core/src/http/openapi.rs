@@ -175,6 +175,11 @@ fn complete_operations(openapi: &mut OpenApiDoc) {
                 add_missing(operation, "415", "Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`)");
                 add_missing(operation, "422", "A field is invalid (`VALIDATION_FAILED`)");
             }
+            add_missing(
+                operation,
+                "400",
+                "Malformed request (`BAD_REQUEST`), such as a NUL character in the path or query",
+            );
             add_missing(operation, "500", "Internal error (`INTERNAL`), without internals");
             add_missing(operation, "503", "Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated");
             add_missing(operation, "504", "Not answered in time (`TIMEOUT`); nothing it began was kept");

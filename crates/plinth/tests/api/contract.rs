@@ -7,6 +7,19 @@ use crate::both_backends;
 use crate::common::ADMIN_KEY;
 
 both_backends! {
+    async fn nul_characters_are_refused_alike_on_both_databases(app) {
+        let tenant = app.tenant("Nul").await;
+        let body = serde_json::json!({ "label": "a\u{0}b" });
+        app.post("/v1/keys", &tenant.key, body).await.expect_error(422, "VALIDATION_FAILED");
+        app.get("/v1/webhooks/wh_%00", &tenant.key).await.expect_error(400, "BAD_REQUEST");
+        app.get("/v1/keys?cursor=%00", &tenant.key).await.expect_error(400, "BAD_REQUEST");
+        // An escaped backslash before `u0000` is text, not a NUL.
+        let body = serde_json::json!({ "label": "a\\u0000b" });
+        let created = app.post("/v1/keys", &tenant.key, body).await;
+        created.expect(201);
+        assert_eq!(created.data()["key"]["label"], "a\\u0000b");
+    }
+
     async fn unknown_route_is_404_in_the_envelope(app) {
         app.get("/v1/nothing-here", ADMIN_KEY).await.expect_error(404, "NOT_FOUND");
         app.get_public("/nope").await.expect_error(404, "NOT_FOUND");
