@@ -165,11 +165,10 @@ async fn upload(
     let recorded = async {
         let mut tx = app.db.begin_write().await?;
         // The bytes count against the tenant's `storage` until the upload expires.
-        let tenant_id = crate::auth::TenantId::trusted(tenant.clone());
         crate::entitlements::consume(
             &mut tx,
             &app,
-            &tenant_id,
+            &tenant,
             crate::entitlements::Entitlement::Storage,
             size_bytes as i64,
         )

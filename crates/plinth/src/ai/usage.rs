@@ -351,13 +351,7 @@ async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResu
 pub async fn check(app: &App, tenant: &TenantId) -> ApiResult<()> {
     let mut conn = app.db.pool().acquire().await?;
     refuse_over_budget(&mut conn, tenant).await?;
-    crate::entitlements::ensure_room(
-        &mut conn,
-        app,
-        &TenantId::trusted(tenant.to_string()),
-        crate::entitlements::Entitlement::AiTokens,
-    )
-    .await
+    crate::entitlements::ensure_room(&mut conn, app, tenant, crate::entitlements::Entitlement::AiTokens).await
 }
 
 async fn refuse_over_budget(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<()> {

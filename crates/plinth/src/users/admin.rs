@@ -191,7 +191,7 @@ pub async fn policy_check(
     password: &str,
     errors: &mut FieldErrors,
 ) -> ApiResult<()> {
-    let policy = crate::governance::load(&mut *conn, &crate::auth::TenantId::trusted(tenant.to_string())).await?;
+    let policy = crate::governance::load(&mut *conn, tenant).await?;
     if let Some(weak) = passwords::weakness(password, policy.password_min_length as usize) {
         errors.add("password", weak);
     }
