@@ -224,11 +224,7 @@ pub fn openapi_document() -> serde_json::Value {
     crate::ai::upstream::document_errors(&mut doc);
     openapi::describe_lists(&mut doc, LISTS);
     let Ok(mut document) = serde_json::to_value(&doc) else { return serde_json::Value::Null };
-    // The server's rules across fields.
-    openapi::require_one_of(&mut document, "CreateUser", &["email", "phone"], false);
-    openapi::require_one_of(&mut document, "Replay", &["event", "payload"], true);
-    openapi::require_one_of(&mut document, "ChatRequest", &["prompt", "message"], true);
-    openapi::require_one_of(&mut document, "Say", &["prompt", "message"], true);
+    crate::contract::apply(&mut document);
     document
 }
 

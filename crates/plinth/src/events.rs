@@ -32,7 +32,7 @@ pub const BUILT_IN: &[&str] = &[
 ];
 
 /// Prefixes custom events may not take: they belong to the platform's own events.
-const RESERVED: &[&str] =
+pub const RESERVED: &[&str] =
     &["object", "webhook", "file", "user", "inbound", "api_key", "tenant", "role", "policy", "custom_reserved"];
 
 /// Largest custom event `data`, serialised.
@@ -127,6 +127,7 @@ pub(crate) mod routes_impl {
     pub struct TrackEvent {
         /// Dotted lowercase words, such as `checkout.completed`; not one of the platform's own
         /// prefixes (`object`, `webhook`, `file`, `user`, `inbound`, ...).
+        #[schema(value_type = crate::http::shapes::EventName)]
         pub event_type: String,
         /// Any JSON object, at most 64 KiB.
         #[schema(value_type = Option<Object>)]
@@ -190,9 +191,9 @@ pub(crate) mod routes_impl {
         auth.require(EVENTS_WRITE)?;
         let tenant = auth.tenant()?;
         let mut errors = FieldErrors::default();
-        let kind = body.event_type.trim();
+        let kind = body.event_type.as_str();
         let reserved = RESERVED.iter().any(|p| kind == *p || kind.starts_with(&format!("{p}.")));
-        if kind.contains('*') || !crate::webhooks::is_event_pattern(kind) || !kind.contains('.') {
+        if !crate::names::is_event_name(kind) {
             errors.add("event_type", "must be dotted lowercase words, such as `checkout.completed`");
         } else if reserved {
             errors.add("event_type", format!("`{kind}` belongs to the platform's own events: pick another prefix"));

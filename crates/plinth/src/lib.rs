@@ -8,6 +8,7 @@ pub mod authz;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod deletion;
 pub mod dlq;
 pub mod entitlements;

@@ -20,6 +20,63 @@ pub const PHONE_PATTERN: &str = "^[ ().-]*\\+[ ().-]*[1-9]([ ().-]*[0-9]){7,14}[
 /// `crate::names::is_slug`.
 pub const SLUG_PATTERN: &str = "^[a-z0-9_-]{1,50}$";
 
+/// The blank characters (`crate::names::is_blank`): white space and control characters.
+pub const BLANK_CLASS: &str = "\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+/// The control characters (`char::is_control`).
+pub const CONTROL_CLASS: &str = "\\x00-\\x1f\\x7f-\\x9f";
+/// `crate::names::is_event_name`, with `maxLength` 100.
+pub const EVENT_NAME_PATTERN: &str = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)+$";
+/// A dotted name of one word or more (a replayed event's type), with `maxLength` 100.
+pub const EVENT_TYPE_PATTERN: &str = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$";
+/// `crate::names::is_event_pattern_of_any_length`.
+pub const EVENT_PATTERN_PATTERN: &str = "^(\\*|[a-z0-9_-]+(\\.[a-z0-9_-]+)*(\\.\\*)?)$";
+/// 1 to 50 event patterns, comma-separated.
+pub const EVENT_PATTERNS_PATTERN: &str =
+    "^(\\*|[a-z0-9_-]+(\\.[a-z0-9_-]+)*(\\.\\*)?)(,(\\*|[a-z0-9_-]+(\\.[a-z0-9_-]+)*(\\.\\*)?)){0,49}$";
+/// An `https://` URL to a named public host (a subset of what the webhook check takes).
+pub const WEBHOOK_URL_PATTERN: &str = "^https://([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,8}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(\\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$";
+/// `whsec_` and the base64 (canonical, padded) of 24 to 64 bytes.
+pub const WEBHOOK_SECRET_PATTERN: &str = "^whsec_(([A-Za-z0-9+/]{4}){8,21}|([A-Za-z0-9+/]{4}){8,21}[A-Za-z0-9+/][AQgw]==|([A-Za-z0-9+/]{4}){8,20}[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)$";
+/// `crate::names::is_amount`.
+pub const AMOUNT_PATTERN: &str = "^[0-9]{1,9}(\\.[0-9]{1,18})?$";
+
+/// `crate::names::label(text, max)`: blanks around, then 1 to `max` characters that start and
+/// end with one that is not blank, none of them a control character.
+pub fn label_pattern(max: usize) -> String {
+    let (b, c) = (BLANK_CLASS, CONTROL_CLASS);
+    format!("^[{b}]*[^{b}]([^{c}]{{0,{}}}[^{b}])?[{b}]*$", max.saturating_sub(2))
+}
+
+/// `crate::names::has_text` (unanchored: one character that is not blank, anywhere).
+pub fn text_pattern() -> String {
+    format!("[^{BLANK_CLASS}]")
+}
+
+/// An IPv4 or IPv6 address, or a network of either in CIDR notation (`10.0.0.0/8`,
+/// `2001:db8::/32`), as `std` and `ipnet` read them.
+pub fn ip_network_pattern() -> String {
+    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+    let v4 = format!("{octet}(\\.{octet}){{3}}");
+    let h16 = "[0-9A-Fa-f]{1,4}";
+    let ls32 = format!("({h16}:{h16}|{v4})");
+    // RFC 3986's IPv6address, one alternative per place of the `::`.
+    let mut forms = vec![format!("({h16}:){{6}}{ls32}"), format!("::({h16}:){{5}}{ls32}")];
+    for before in 0..=6usize {
+        let head = if before == 0 { format!("({h16})?") } else { format!("(({h16}:){{0,{before}}}{h16})?") };
+        let tail = match 4i32 - before as i32 {
+            n if n >= 1 => format!("({h16}:){{{n}}}{ls32}"),
+            0 => ls32.clone(),
+            -1 => h16.to_string(),
+            _ => String::new(),
+        };
+        if before <= 6 {
+            forms.push(format!("{head}::{tail}"));
+        }
+    }
+    let v6 = forms.join("|");
+    format!("^({v4}(/(3[0-2]|[12]?[0-9]))?|({v6})(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$")
+}
+
 fn text(description: &str, pattern: &str) -> RefOr<Schema> {
     ObjectBuilder::new().schema_type(Type::String).description(Some(description)).pattern(Some(pattern)).into()
 }
@@ -83,6 +140,107 @@ shape!(
         .into()
 );
 shape!(
+    /// A label: 1 to 255 characters once trimmed, none of them a control character.
+    Label,
+    text("1 to 255 characters (blanks around are trimmed), no control characters", &label_pattern(255))
+);
+shape!(
+    /// A description: at most 2,000 characters, not blank.
+    Description,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("At most 2,000 characters, not blank"))
+        .max_length(Some(2000))
+        .pattern(Some(text_pattern()))
+        .into()
+);
+shape!(
+    /// Text that is not blank.
+    Prose,
+    text("Not blank", &text_pattern())
+);
+shape!(
+    /// A new password: 8 to 1,024 characters, not blank (a tenant's policy may ask more).
+    Password,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("8 to 1,024 characters, not blank, not one of the most common passwords; the tenant's policy may ask for more"))
+        .min_length(Some(8))
+        .max_length(Some(1024))
+        .pattern(Some(text_pattern()))
+        .into()
+);
+shape!(
+    /// A model's name: 1 to 200 characters, not blank.
+    ModelName,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("A model's name, such as `gpt-4o-mini`: at most 200 characters, not blank"))
+        .max_length(Some(200))
+        .pattern(Some(text_pattern()))
+        .into()
+);
+shape!(
+    /// An event name: dotted lowercase words, such as `checkout.completed`.
+    EventName,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("Dotted lowercase words (`a-z`, `0-9`, `_`, `-`), such as `checkout.completed`"))
+        .max_length(Some(100))
+        .pattern(Some(EVENT_NAME_PATTERN))
+        .into()
+);
+shape!(
+    /// An event type of one dotted word or more, such as `order.paid`.
+    EventType,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("Dotted lowercase words (`a-z`, `0-9`, `_`, `-`), such as `order.paid`"))
+        .max_length(Some(100))
+        .pattern(Some(EVENT_TYPE_PATTERN))
+        .into()
+);
+shape!(
+    /// An event name or pattern: `object.created`, `object.*`, `*`.
+    EventPattern,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("An event name or pattern: `object.created`, `object.*`, `*`"))
+        .max_length(Some(100))
+        .pattern(Some(EVENT_PATTERN_PATTERN))
+        .into()
+);
+shape!(
+    /// 1 to 50 event names or patterns, comma-separated (`object.*,inbound.*`).
+    EventPatterns,
+    text("1 to 50 event names or patterns, comma-separated (`object.*,inbound.*`)", EVENT_PATTERNS_PATTERN)
+);
+shape!(
+    /// An amount as a decimal string, such as `25.00`.
+    Amount,
+    text("A decimal string, such as `25.00`: up to 9 digits, then up to 18 after the point", AMOUNT_PATTERN)
+);
+shape!(
+    /// A webhook endpoint's URL.
+    WebhookUrl,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("An `https://` URL of a public host (plain HTTP and private addresses only where the server allows them)"))
+        .max_length(Some(2048))
+        .pattern(Some(WEBHOOK_URL_PATTERN))
+        .into()
+);
+shape!(
+    /// A webhook signing secret.
+    WebhookSecret,
+    text("`whsec_` and the base64 of 24 to 64 bytes", WEBHOOK_SECRET_PATTERN)
+);
+shape!(
+    /// An IP address or CIDR network.
+    IpNetwork,
+    text("An IPv4 or IPv6 address, or a network in CIDR notation (`10.0.0.0/8`)", &ip_network_pattern())
+);
+shape!(
     /// Bytes as they are sent: a body of its own media type.
     Binary,
     ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary))).into()
@@ -104,6 +262,47 @@ mod tests {
         string_regex("[a-z0-9_.:*A -]{0,70}").unwrap()
     }
 
+    fn label_rule(text: &str) -> bool {
+        crate::names::label(text, 255).is_ok()
+    }
+
+    /// Strings near labels and texts: letters, blanks, controls and the odd wide character.
+    fn near_text() -> impl Strategy<Value = String> {
+        string_regex("[a -~\\t\\n\\x00-\\x1f\\x7f-\\xa0\\u{1680}\\u{2000}-\\u{200b}\\u{3000}\\u{feff}é]{0,20}").unwrap()
+    }
+
+    #[test]
+    fn the_ip_pattern_holds_the_forms_people_write() {
+        let ip = pattern(&ip_network_pattern());
+        for good in [
+            "10.0.0.0/8",
+            "127.0.0.1",
+            "::1",
+            "::",
+            "2001:db8::/32",
+            "fe80::1:2",
+            "::ffff:1.2.3.4",
+            "1:2:3:4:5:6:7:8",
+            "1::",
+            "0.0.0.0/0",
+        ] {
+            assert!(ip.is_match(good), "{good}");
+        }
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "01.2.3.4",
+            "1.2.3",
+            "::1/129",
+            "1:2:3:4:5:6:7:8:9",
+            "1::2::3",
+            " 10.0.0.1",
+            "fe80::1%eth0",
+        ] {
+            assert!(!ip.is_match(bad), "{bad}");
+        }
+    }
+
     proptest! {
         #[test]
         fn scopes_match_their_pattern_exactly(made in string_regex(&SCOPE_PATTERN[1..SCOPE_PATTERN.len() - 1]).unwrap(), any in near()) {
@@ -121,6 +320,30 @@ mod tests {
         fn names_match_their_pattern_exactly(made in string_regex("[a-z][a-z0-9_-]{0,63}").unwrap(), any in near()) {
             prop_assert!(crate::scopes::is_name(&made), "{made}");
             prop_assert_eq!(pattern(NAME_PATTERN).is_match(&any), crate::scopes::is_name(&any), "{}", any);
+        }
+
+        #[test]
+        fn labels_match_their_pattern_exactly(made in string_regex(&label_pattern(40)[1..label_pattern(40).len() - 1]).unwrap(), any in near_text()) {
+            prop_assert!(crate::names::label(&made, 40).is_ok(), "{:?}", made);
+            prop_assert_eq!(pattern(&label_pattern(255)).is_match(&any), label_rule(&any), "{:?}", any);
+        }
+
+        #[test]
+        fn texts_match_their_pattern_exactly(any in near_text()) {
+            prop_assert_eq!(pattern(&text_pattern()).is_match(&any), crate::names::has_text(&any), "{:?}", any);
+        }
+
+        #[test]
+        fn event_shapes_match_their_patterns_exactly(made in string_regex("[a-z0-9_*.-]{1,12}(,[a-z0-9_*.-]{0,8}){0,2}").unwrap()) {
+            prop_assert_eq!(pattern(EVENT_NAME_PATTERN).is_match(&made), crate::names::is_event_name(&made), "{}", made);
+            prop_assert_eq!(pattern(EVENT_PATTERN_PATTERN).is_match(&made), crate::names::is_event_pattern_of_any_length(&made), "{}", made);
+            let list = made.split(',').all(crate::names::is_event_pattern_of_any_length);
+            prop_assert_eq!(pattern(EVENT_PATTERNS_PATTERN).is_match(&made), list, "{}", made);
+        }
+
+        #[test]
+        fn amounts_match_their_pattern_exactly(any in string_regex("[0-9.+_e-]{0,25}").unwrap()) {
+            prop_assert_eq!(pattern(AMOUNT_PATTERN).is_match(&any), crate::names::is_amount(&any), "{}", any);
         }
 
         #[test]

@@ -153,7 +153,7 @@ fn take_key(body: &mut Value) -> Result<Option<Secret>, OpenAiError> {
 
 fn model_of(body: &Value) -> Result<String, OpenAiError> {
     match body["model"].as_str() {
-        Some(model) if !model.trim().is_empty() && model.chars().count() <= 200 => Ok(model.to_string()),
+        Some(model) if crate::names::has_text(model) && model.chars().count() <= 200 => Ok(model.to_string()),
         _ => Err(OpenAiError::invalid("`model` is required, such as `claude-sonnet-4-6` or `gpt-4o-mini`")),
     }
 }

@@ -109,7 +109,9 @@ pub struct ConversationFields {
     pub title: Option<String>,
     pub system: Option<String>,
     /// The provider every turn uses (no failover); the priority list when absent.
+    #[schema(value_type = Option<crate::http::shapes::Slug>)]
     pub provider: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::ModelName>)]
     pub model: Option<String>,
 }
 
@@ -118,16 +120,20 @@ pub struct ConversationFields {
 #[serde(deny_unknown_fields)]
 pub struct Say {
     /// The user's message (or `message`): not blank, at most 32 KB.
-    #[schema(pattern = "\\S")]
+    #[schema(value_type = Option<crate::http::shapes::Prose>)]
     pub prompt: Option<String>,
-    #[schema(pattern = "\\S")]
+    #[schema(value_type = Option<crate::http::shapes::Prose>)]
     pub message: Option<String>,
     /// Seed 000's `POST /v1/ai/conversation`: the conversation to continue; a new one when absent.
     pub conversation_id: Option<String>,
     pub system: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::Slug>)]
     pub provider: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::ModelName>)]
     pub model: Option<String>,
+    #[schema(minimum = 1, maximum = 200_000)]
     pub max_tokens: Option<u64>,
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     /// A per-request credential for `provider`, as on `POST /v1/ai/chat`.
     #[schema(value_type = Option<String>)]
@@ -149,10 +155,10 @@ fn check(fields: &ConversationFields, errors: &mut FieldErrors) {
     if fields.system.as_ref().is_some_and(|s| s.len() > 32 * 1024) {
         errors.add("system", "must be at most 32 KB");
     }
-    if fields.model.as_ref().is_some_and(|m| m.trim().is_empty() || m.chars().count() > 200) {
+    if fields.model.as_ref().is_some_and(|m| !crate::names::has_text(m) || m.chars().count() > 200) {
         errors.add("model", "must be 1 to 200 characters");
     }
-    if fields.provider.as_ref().is_some_and(|p| p.trim().is_empty() || p.len() > 50) {
+    if fields.provider.as_ref().is_some_and(|p| !crate::names::is_slug(p)) {
         errors.add("provider", "must be a provider or an instance's name");
     }
 }

@@ -34,11 +34,12 @@ const TEXT_MAX_BYTES: usize = 32 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// The user's message (`message` is accepted too): not blank, at most 32 KB.
-    #[schema(pattern = "\\S")]
+    #[schema(value_type = Option<crate::http::shapes::Prose>)]
     pub prompt: Option<String>,
-    #[schema(pattern = "\\S")]
+    #[schema(value_type = Option<crate::http::shapes::Prose>)]
     pub message: Option<String>,
     /// Earlier turns, oldest first: at most 20 messages and 50 KB.
+    #[schema(max_items = 20)]
     pub history: Option<Vec<Turn>>,
     pub system: Option<String>,
     /// Exactly this provider (`anthropic`, `openai`, `openrouter`, or an instance's name), no
@@ -46,8 +47,11 @@ pub struct ChatRequest {
     pub provider: Option<String>,
     /// The provider's default when absent (`claude-sonnet-4-6`, `gpt-4o-mini`,
     /// `openai/gpt-4o-mini`, an instance's `default_models.chat`).
+    #[schema(value_type = Option<crate::http::shapes::ModelName>)]
     pub model: Option<String>,
+    #[schema(minimum = 1, maximum = 200_000)]
     pub max_tokens: Option<u64>,
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     /// A per-request credential for `provider` (required with it): used for this call instead of
     /// the vault's, never stored, logged or sent on in the body.
@@ -214,7 +218,7 @@ fn check(body: &ChatRequest, errors: &mut FieldErrors) -> Option<String> {
             errors.add("prompt", "give `prompt` or `message`, not both");
             None
         }
-        (Some(text), None) | (None, Some(text)) if !text.trim().is_empty() && text.len() <= TEXT_MAX_BYTES => {
+        (Some(text), None) | (None, Some(text)) if crate::names::has_text(text) && text.len() <= TEXT_MAX_BYTES => {
             Some(text.clone())
         }
         _ => {
@@ -236,7 +240,7 @@ fn check(body: &ChatRequest, errors: &mut FieldErrors) -> Option<String> {
     if body.system.as_ref().is_some_and(|s| s.len() > TEXT_MAX_BYTES) {
         errors.add("system", format!("at most {} KB", TEXT_MAX_BYTES / 1024));
     }
-    if body.model.as_ref().is_some_and(|m| m.trim().is_empty() || m.chars().count() > 200) {
+    if body.model.as_ref().is_some_and(|m| !crate::names::has_text(m) || m.chars().count() > 200) {
         errors.add("model", "must be 1 to 200 characters");
     }
     if body.max_tokens.is_some_and(|n| n == 0 || n > 200_000) {
@@ -309,6 +313,7 @@ async fn run_chat(app: App, auth: Auth, body: ChatRequest) -> ApiResult<Response
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VisionRequest {
+    #[schema(value_type = crate::http::shapes::Prose)]
     pub prompt: String,
     /// An `https://` image URL the provider fetches...
     pub image_url: Option<String>,
@@ -319,7 +324,9 @@ pub struct VisionRequest {
     pub upload_id: Option<String>,
     pub system: Option<String>,
     pub provider: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::ModelName>)]
     pub model: Option<String>,
+    #[schema(minimum = 1, maximum = 200_000)]
     pub max_tokens: Option<u64>,
     /// A per-request credential for `provider` (required with it): used for this call instead of
     /// the vault's, never stored, logged or sent on in the body.
@@ -620,7 +627,12 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
             }
         }
     }
-    let mut error = ApiError::new(ErrorCode::UpstreamUnavailable, "no provider in the priority list gave embeddings");
+    // Nothing tried: the tenant's settings, not an upstream, stand in the way.
+    let mut error = if attempts.iter().all(|a| a.status.is_none()) {
+        ApiError::invalid("provider", "no provider in the priority list has credentials and embeddings")
+    } else {
+        ApiError::new(ErrorCode::UpstreamUnavailable, "no provider in the priority list gave embeddings")
+    };
     error.extra.insert("attempts".into(), json!(attempts));
     Err(error)
 }
@@ -629,6 +641,7 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRequest {
+    #[schema(value_type = crate::http::shapes::Prose)]
     pub prompt: String,
     /// `openai` or `openrouter`; otherwise the priority list's providers that make images.
     pub provider: Option<String>,
@@ -636,8 +649,10 @@ pub struct ImageRequest {
     /// (OpenRouter's default), `google/gemini-3-pro-image-preview`.
     pub model: Option<String>,
     /// Such as `1024x1024` (OpenAI).
+    #[schema(max_length = 20)]
     pub size: Option<String>,
     /// 1 to 4 images (OpenAI).
+    #[schema(minimum = 1, maximum = 4)]
     pub n: Option<u64>,
     /// A per-request credential for `provider` (required with it): used for this call instead of
     /// the vault's, never stored, logged or sent on in the body.
@@ -668,7 +683,7 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
     auth.require(CHAT_WRITE)?;
     let tenant = auth.tenant()?.clone();
     let mut errors = FieldErrors::default();
-    if body.prompt.trim().is_empty() || body.prompt.len() > TEXT_MAX_BYTES {
+    if !crate::names::has_text(&body.prompt) || body.prompt.len() > TEXT_MAX_BYTES {
         errors.add("prompt", format!("is required: at most {} KB", TEXT_MAX_BYTES / 1024));
     }
     if body.n.is_some_and(|n| !(1..=4).contains(&n)) {
@@ -724,7 +739,11 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
             }
         }
     }
-    let mut error = ApiError::new(ErrorCode::UpstreamUnavailable, "no provider in the priority list made the image");
+    let mut error = if attempts.iter().all(|a| a.status.is_none()) {
+        ApiError::invalid("provider", "no provider in the priority list has credentials and makes images")
+    } else {
+        ApiError::new(ErrorCode::UpstreamUnavailable, "no provider in the priority list made the image")
+    };
     error.extra.insert("attempts".into(), json!(attempts));
     Err(error)
 }

@@ -42,6 +42,7 @@ pub fn routes() -> OpenApiRouter<App> {
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// How long the link works, in seconds: 60 to 86400, 900 when absent.
+    #[param(minimum = 60, maximum = 86_400)]
     pub expires_in: Option<u64>,
 }
 
@@ -218,6 +219,7 @@ pub struct LinkQuery {
     /// When the link stops working (Unix seconds), as the upload answered it.
     pub expires: i64,
     /// The link's signature, as the upload answered it.
+    #[param(pattern = "^[0-9a-f]{64}$")]
     pub signature: String,
 }
 

@@ -374,6 +374,7 @@ async fn refuse_over_budget(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// US dollars per calendar month (UTC) as a decimal string, or `null` for none.
+    #[schema(value_type = Option<crate::http::shapes::Amount>)]
     pub ai_budget_usd: Option<String>,
 }
 
@@ -533,12 +534,10 @@ async fn get_budget(auth: Auth, State(app): State<App>) -> ApiResult<Data<Budget
 async fn put_budget(auth: Auth, State(app): State<App>, Json(body): Json<Budget>) -> ApiResult<Data<BudgetView>> {
     auth.require(AI_BUDGET_WRITE)?;
     let tenant = auth.tenant()?;
-    let budget = match body.ai_budget_usd.as_deref().map(str::trim) {
+    let budget = match body.ai_budget_usd.as_deref() {
         None => None,
         Some(text) => match Decimal::from_str(text) {
-            Ok(value) if !value.is_sign_negative() && value < Decimal::from(1_000_000_000i64) => {
-                Some(value.normalize().to_string())
-            }
+            Ok(value) if crate::names::is_amount(text) => Some(value.normalize().to_string()),
             _ => {
                 return Err(ApiError::invalid(
                     "ai_budget_usd",

@@ -69,7 +69,7 @@ pub struct Simulate {
     pub auth_context: AuthContext,
     /// 1 to 100 rows: property values by name, and optionally `id`, `created_by`, `created_at`,
     /// `updated_at` (or the values under `properties`).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 100)]
     pub sample_data: Vec<Value>,
 }
 

@@ -419,6 +419,7 @@ pub struct CheckQuery {
     #[param(pattern = "^(api_calls|objects|storage|webhooks|ai_tokens)$")]
     pub feature: String,
     /// How much the caller is about to use (default 1).
+    #[param(minimum = 1, maximum = 1_000_000_000_000i64)]
     pub quantity: Option<i64>,
 }
 

@@ -57,6 +57,7 @@ pub struct UpdateGovernance {
     pub session_duration_secs: Option<i64>,
     #[schema(minimum = 8, maximum = 1024)]
     pub password_min_length: Option<i64>,
+    #[schema(value_type = Option<Vec<crate::http::shapes::IpNetwork>>, max_items = 100)]
     pub ip_allowlist: Option<Vec<String>>,
 }
 

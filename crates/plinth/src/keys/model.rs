@@ -91,16 +91,19 @@ pub struct KeyRotated {
 pub struct CreateKey {
     /// A name for people (seed 001 calls it `name`). Default `API key`.
     #[serde(alias = "name")]
+    #[schema(value_type = Option<crate::http::shapes::Label>)]
     pub label: Option<String>,
     /// Default `["read", "write"]`. A key cannot grant what its creator lacks.
     #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, min_items = 1, max_items = 64)]
     pub scopes: Option<Vec<String>>,
     /// CIDRs or addresses; empty or absent means anywhere.
+    #[schema(value_type = Option<Vec<crate::http::shapes::IpNetwork>>, max_items = 100)]
     pub ip_allowlist: Option<Vec<String>>,
     /// When the key stops working; in the future.
     pub expires_at: Option<DateTime<Utc>>,
     pub rate_limit_tier: Option<Tier>,
     /// Requests per minute, overriding the tier.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub rate_limit: Option<u32>,
     /// Default `live`.
     pub mode: Option<KeyMode>,
@@ -111,9 +114,11 @@ pub struct CreateKey {
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     #[serde(alias = "name")]
+    #[schema(value_type = Option<crate::http::shapes::Label>)]
     pub label: Option<String>,
     #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, min_items = 1, max_items = 64)]
     pub scopes: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<crate::http::shapes::IpNetwork>>, max_items = 100)]
     pub ip_allowlist: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -122,7 +127,7 @@ pub struct UpdateKey {
     #[schema(value_type = Option<Tier>)]
     pub rate_limit_tier: Option<Option<Tier>>,
     #[serde(default, deserialize_with = "crate::http::extract::present")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10_000_000)]
     pub rate_limit: Option<Option<u32>>,
 }
 
@@ -134,6 +139,7 @@ pub struct RotateKey {
     pub grace_period_hours: Option<u32>,
     /// A label for the new key; default the old key's.
     #[serde(alias = "name")]
+    #[schema(value_type = Option<crate::http::shapes::Label>)]
     pub label: Option<String>,
     /// Scopes for the new key; default the old key's.
     #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, min_items = 1, max_items = 64)]
@@ -173,7 +179,7 @@ pub fn parse_allowlist(field: &str, entries: &[String], errors: &mut FieldErrors
     }
     let mut nets = Vec::with_capacity(entries.len());
     for entry in entries {
-        let entry = entry.trim();
+        let entry = entry.as_str();
         let parsed = entry
             .parse::<IpNet>()
             .map(|net| net.trunc())

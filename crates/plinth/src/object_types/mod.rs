@@ -99,7 +99,9 @@ pub struct CreateObjectType {
     #[schema(value_type = crate::http::shapes::Identifier)]
     pub name: String,
     /// Default: the name in title case (`support_tickets` becomes `Support Tickets`).
+    #[schema(value_type = Option<crate::http::shapes::Label>)]
     pub display_name: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::Description>)]
     pub description: Option<String>,
     pub additional_properties: Option<bool>,
 }
@@ -110,9 +112,10 @@ pub struct CreateObjectType {
 pub struct UpdateObjectType {
     #[schema(value_type = Option<crate::http::shapes::Identifier>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::Label>)]
     pub display_name: Option<String>,
     #[serde(default, deserialize_with = "crate::http::extract::present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::http::shapes::Description>)]
     pub description: Option<Option<String>>,
     pub additional_properties: Option<bool>,
 }
@@ -138,7 +141,7 @@ fn validate_name(name: &str, errors: &mut FieldErrors) {
 }
 
 fn validate_text(field: &str, value: &str, max: usize, errors: &mut FieldErrors) {
-    if value.trim().is_empty() {
+    if !plinth_core::names::has_text(value) {
         errors.add(field, "must not be empty");
     } else if value.chars().count() > max {
         errors.add(field, format!("must be at most {max} characters"));
@@ -200,7 +203,7 @@ async fn create_object_type(
     let mut errors = FieldErrors::default();
     validate_name(&body.name, &mut errors);
     let display_name = body.display_name.unwrap_or_else(|| title_case(&body.name));
-    validate_text("display_name", &display_name, 255, &mut errors);
+    let display_name = crate::tenants::model::validate_name("display_name", &display_name, &mut errors);
     if let Some(description) = &body.description {
         validate_text("description", description, 2000, &mut errors);
     }
@@ -210,7 +213,7 @@ async fn create_object_type(
         id: id::new_id(prefix::OBJECT_TYPE),
         tenant_id: tenant.as_str().to_owned(),
         name: body.name,
-        display_name: display_name.trim().to_owned(),
+        display_name,
         description: body.description,
         additional_properties: body.additional_properties.unwrap_or(false),
         created_at: now,
@@ -290,9 +293,10 @@ async fn update_object_type(
     if let Some(name) = &body.name {
         validate_name(name, &mut errors);
     }
-    if let Some(display_name) = &body.display_name {
-        validate_text("display_name", display_name, 255, &mut errors);
-    }
+    let display_name = body
+        .display_name
+        .as_deref()
+        .map(|name| crate::tenants::model::validate_name("display_name", name, &mut errors));
     if let Some(Some(description)) = &body.description {
         validate_text("description", description, 2000, &mut errors);
     }
@@ -302,8 +306,8 @@ async fn update_object_type(
     if let Some(name) = body.name.clone() {
         object_type.name = name;
     }
-    if let Some(display_name) = &body.display_name {
-        object_type.display_name = display_name.trim().to_owned();
+    if let Some(display_name) = display_name {
+        object_type.display_name = display_name;
     }
     if let Some(description) = body.description.clone() {
         object_type.description = description;

@@ -103,6 +103,7 @@ pub struct UploadPublicKey {
     /// A PEM public key: `-----BEGIN PUBLIC KEY-----` (RSA or EC P-256) or
     /// `-----BEGIN RSA PUBLIC KEY-----`.
     pub pem: String,
+    #[schema(value_type = Option<crate::http::shapes::Label>)]
     pub label: Option<String>,
     /// Scopes granted to tokens signed with this key; default `["*"]`, never wider than the uploader's.
     #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, min_items = 1, max_items = 64)]

@@ -38,6 +38,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Event types or patterns, comma-separated (`object.*,inbound.*`); all when absent.
+    #[param(value_type = Option<crate::http::shapes::EventPatterns>)]
     pub types: Option<String>,
     /// Resume after this event id (for clients that cannot send the `Last-Event-ID` header).
     pub last_event_id: Option<String>,
@@ -196,10 +197,13 @@ async fn open(
     let tenant = auth.tenant()?.clone();
     let mut errors = FieldErrors::default();
     let patterns: Vec<String> = match &query.types {
-        Some(types) => types.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
+        Some(types) => types.split(',').map(str::to_string).collect(),
         None => vec!["*".to_string()],
     };
-    if patterns.is_empty() || patterns.len() > 50 || !patterns.iter().all(|p| crate::webhooks::is_event_pattern(p)) {
+    if patterns.is_empty()
+        || patterns.len() > 50
+        || !patterns.iter().all(|p| crate::names::is_event_pattern_of_any_length(p))
+    {
         errors.add("types", "must be 1 to 50 event types or patterns, comma-separated");
     }
     let last = headers

@@ -102,15 +102,15 @@ pub struct UpdateTenant {
     pub settings: Option<SettingsPatch>,
 }
 
-/// Checks a name or label: trimmed, 1 to 255 characters, no control characters.
+/// Checks a name or label: trimmed of blanks, 1 to 255 characters, no control characters
+/// (`plinth_core::names::label`; the document's `shapes::Label`).
 pub fn validate_name(field: &str, name: &str, errors: &mut FieldErrors) -> String {
-    let name = name.trim();
-    if name.is_empty() {
-        errors.add(field, "must not be empty");
-    } else if name.chars().count() > NAME_MAX_CHARS {
-        errors.add(field, format!("must be at most {NAME_MAX_CHARS} characters"));
-    } else if name.chars().any(char::is_control) {
-        errors.add(field, "must not contain control characters");
+    use plinth_core::names::{label, LabelError};
+    match label(name, NAME_MAX_CHARS) {
+        Ok(name) => return name.to_string(),
+        Err(LabelError::Empty) => errors.add(field, "must not be empty"),
+        Err(LabelError::TooLong) => errors.add(field, format!("must be at most {NAME_MAX_CHARS} characters")),
+        Err(LabelError::Control) => errors.add(field, "must not contain control characters"),
     }
     name.to_string()
 }

@@ -95,6 +95,7 @@ pub struct CreateUser {
     #[schema(value_type = Option<crate::http::shapes::Email>)]
     pub email: Option<String>,
     /// Checked against the tenant's policy; without one the user signs in by link or code.
+    #[schema(value_type = Option<crate::http::shapes::Password>)]
     pub password: Option<String>,
     #[schema(value_type = Option<crate::http::shapes::Phone>)]
     pub phone: Option<String>,
@@ -288,6 +289,7 @@ pub struct UpdateUser {
     #[schema(value_type = Option<crate::http::shapes::Phone>)]
     pub phone: Option<Option<String>>,
     /// A new password (checked against the policy); ends the user's sessions.
+    #[schema(value_type = Option<crate::http::shapes::Password>)]
     pub password: Option<String>,
     #[schema(value_type = Option<crate::http::shapes::Name>)]
     pub role: Option<String>,

@@ -91,6 +91,7 @@ pub fn signed_in(auth: &Auth) -> ApiResult<(String, String)> {
 pub struct Signup {
     #[schema(value_type = crate::http::shapes::Email)]
     pub email: String,
+    #[schema(value_type = crate::http::shapes::Password)]
     pub password: String,
     #[schema(value_type = Option<crate::http::shapes::Phone>)]
     pub phone: Option<String>,
@@ -544,6 +545,7 @@ pub struct UpdateSelf {
     #[schema(value_type = Option<crate::http::shapes::Phone>)]
     pub phone: Option<String>,
     /// A new password: the user's other sessions end.
+    #[schema(value_type = Option<crate::http::shapes::Password>)]
     pub password: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub user_metadata: Option<Value>,

@@ -105,7 +105,7 @@ pub struct AuthConfig {
 
 /// Settings that are written but never shown: (field, column, seal kind). Each is stored
 /// sealed in its own column and shown as `<field>_set`.
-const WRITE_ONLY: &[(&str, &str, &str)] =
+pub const WRITE_ONLY: &[(&str, &str, &str)] =
     &[("turnstile_secret", "turnstile_secret", "turnstile"), ("smtp_url", "smtp_url", "smtp")];
 
 impl Default for AuthConfig {

@@ -364,6 +364,7 @@ async fn email_link(
 #[serde(deny_unknown_fields)]
 pub struct ResetPassword {
     pub token: String,
+    #[schema(value_type = crate::http::shapes::Password)]
     pub password: String,
 }
 

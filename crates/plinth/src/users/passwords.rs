@@ -32,7 +32,7 @@ pub fn weakness(password: &str, min_chars: usize) -> Option<String> {
     if chars > MAX_CHARS {
         return Some(format!("must be at most {MAX_CHARS} characters"));
     }
-    if password.trim().is_empty() {
+    if !crate::names::has_text(password) {
         return Some("must not be blank".into());
     }
     if common().contains(password.to_lowercase().as_str()) {

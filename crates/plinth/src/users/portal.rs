@@ -41,7 +41,7 @@ pub fn routes() -> OpenApiRouter<App> {
 
 fn needs_tenant(tenant: &Option<String>) -> ApiResult<()> {
     match tenant {
-        Some(t) if !t.trim().is_empty() => Ok(()),
+        Some(t) if crate::names::has_text(t) => Ok(()),
         _ => Err(ApiError::invalid("tenant_id", "the portal needs the tenant: `tenant_id` in the body")),
     }
 }

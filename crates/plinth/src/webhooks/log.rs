@@ -196,6 +196,7 @@ pub struct Replay {
     #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
     /// The event type logged for a `payload` (defaults to its `type`, else `webhook.replay`).
+    #[schema(value_type = Option<crate::http::shapes::EventType>)]
     pub event_type: Option<String>,
 }
 
@@ -514,7 +515,8 @@ async fn replay(
         .clone()
         .or_else(|| body.payload.as_ref().and_then(|p| p["type"].as_str()).map(str::to_string))
         .unwrap_or_else(|| "webhook.replay".into());
-    if body.payload.is_some() && (event_type.contains('*') || !super::is_event_pattern(&event_type)) {
+    let named = body.payload.is_some() || body.event_type.is_some();
+    if named && (event_type.contains('*') || !super::is_event_pattern(&event_type)) {
         errors.add("event_type", "must be dotted lowercase words, such as `order.paid`");
     }
     errors.finish()?;

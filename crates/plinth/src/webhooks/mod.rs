@@ -139,21 +139,35 @@ pub(crate) const LIST: ListSpec = ListSpec {
     updated_at: true,
 };
 
+/// Whether an endpoint receives deliveries.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Activity {
+    Active,
+    Disabled,
+}
+
 /// A new endpoint.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// HTTPS (plain HTTP and private addresses only with `PLINTH_OUTBOUND_ALLOW_PRIVATE=true`).
+    #[schema(value_type = crate::http::shapes::WebhookUrl)]
     pub url: String,
     /// 1 to 50 event names or patterns.
+    #[schema(value_type = Vec<crate::http::shapes::EventPattern>, min_items = 1, max_items = 50)]
     pub events: Vec<String>,
+    #[schema(value_type = Option<Vec<crate::http::shapes::Identifier>>, max_items = 50)]
     pub object_types: Option<Vec<String>>,
     /// `active` (default) or `disabled`.
+    #[schema(value_type = Option<Activity>)]
     pub status: Option<String>,
     /// Seed 001's spelling of `status`.
     pub is_active: Option<bool>,
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
     /// Your own signing secret, `whsec_` and base64 of 24 to 64 bytes; generated when absent.
+    #[schema(value_type = Option<crate::http::shapes::WebhookSecret>)]
     pub secret: Option<String>,
 }
 
@@ -161,11 +175,16 @@ pub struct CreateWebhook {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
+    #[schema(value_type = Option<crate::http::shapes::WebhookUrl>)]
     pub url: Option<String>,
+    #[schema(value_type = Option<Vec<crate::http::shapes::EventPattern>>, min_items = 1, max_items = 50)]
     pub events: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<crate::http::shapes::Identifier>>, max_items = 50)]
     pub object_types: Option<Vec<String>>,
+    #[schema(value_type = Option<Activity>)]
     pub status: Option<String>,
     pub is_active: Option<bool>,
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
 }
 
@@ -215,16 +234,7 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<String, String> {
 
 /// True for `*`, `<name>.*`, or a dotted event name of lowercase words.
 pub fn is_event_pattern(pattern: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    let name = pattern.strip_suffix(".*").unwrap_or(pattern);
-    !name.is_empty()
-        && pattern.len() <= 100
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        })
+    pattern.len() <= 100 && crate::names::is_event_pattern_of_any_length(pattern)
 }
 
 /// Checks the subscribed patterns; users' events (`user.*`, matched by `*` too) carry addresses
