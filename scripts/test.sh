@@ -23,3 +23,14 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# With a filter, only the Rust tests it names.
+if [ $# -gt 0 ]; then
+  exit 0
+fi
+
+# The contract, checked by outside tools against the built server: schemathesis over every
+# operation on both databases, then the TypeScript client's own tests.
+bash scripts/schemathesis.sh sqlite --seed 1
+bash scripts/schemathesis.sh postgres --seed 1
+bash scripts/typescript.sh

@@ -59,6 +59,16 @@ pub fn apply(document: &mut Value) {
         "/properties/name",
         json!({ "type": "string", "pattern": shapes::SLUG_PATTERN, "not": { "enum": crate::ai::BUILT_IN } }),
     );
+    // A provider instance's own credential.
+    let secret = format!("^[^{c}]*[^{b}][^{c}]*$", c = shapes::CONTROL_CLASS, b = shapes::BLANK_CLASS);
+    for schema in ["CreateProvider", "UpdateProvider"] {
+        set(
+            document,
+            schema,
+            "/properties/api_key",
+            json!({ "type": ["string", "null"], "maxLength": 1024, "pattern": secret }),
+        );
+    }
     set(
         document,
         "CreateSource",
@@ -97,7 +107,8 @@ pub fn apply(document: &mut Value) {
         }
         if let Some(schema) = body(document, &path, "post") {
             let tenant = json!({ "required": ["tenant_id"], "properties": { "tenant_id": {
-                "type": "string", "description": "The tenant's id or slug", "pattern": shapes::text_pattern(),
+                "type": "string", "description": "The tenant's id or slug",
+                "pattern": format!("^[^\\x00]*[^{b}][^\\x00]*$", b = shapes::BLANK_CLASS),
             } } });
             *schema = json!({ "allOf": [schema.take(), tenant] });
         }
@@ -114,6 +125,13 @@ pub fn apply(document: &mut Value) {
     // A stream resumes after an event id.
     let event_id = json!({ "type": "string", "pattern": "^(evt_[0-7][0-9a-hjkmnp-tv-z]{25})?$" });
     for path in ["/events/stream", "/v1/events/stream"] {
+        set_parameters(
+            document,
+            path,
+            "get",
+            |p| p["name"] == "types",
+            serde_json::to_value(<shapes::EventPatterns as utoipa::PartialSchema>::schema()).unwrap_or(Value::Null),
+        );
         set_parameters(
             document,
             path,

@@ -140,7 +140,7 @@ fn is_name(name: &str) -> bool {
 }
 
 fn check_key(key: &str, errors: &mut FieldErrors) {
-    if key.trim().is_empty() || key.len() > 1024 || key.chars().any(char::is_control) {
+    if !crate::names::has_text(key) || key.chars().count() > 1024 || key.chars().any(char::is_control) {
         errors.add("api_key", "must be 1 to 1024 characters without control characters");
     }
 }

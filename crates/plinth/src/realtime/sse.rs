@@ -38,7 +38,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Event types or patterns, comma-separated (`object.*,inbound.*`); all when absent.
-    #[param(value_type = Option<crate::http::shapes::EventPatterns>)]
+    // Its pattern (`shapes::EventPatterns`) is written onto the document by `contract`.
     pub types: Option<String>,
     /// Resume after this event id (for clients that cannot send the `Last-Event-ID` header).
     pub last_event_id: Option<String>,
@@ -208,8 +208,8 @@ async fn open(
     }
     let last = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+        // A header that is not text cannot name an event: it is refused below, not ignored.
+        .map(|v| v.to_str().map(str::to_string).unwrap_or_else(|_| "\u{fffd}".into()))
         .or(query.last_event_id)
         .filter(|id| !id.is_empty());
     if last.as_deref().is_some_and(|id| !id::is_valid(prefix::EVENT, id)) {
