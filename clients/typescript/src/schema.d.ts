@@ -3693,7 +3693,7 @@ export interface components {
             status?: null | components["schemas"]["Activity"];
             /** @description HTTPS (plain HTTP and private addresses only with `PLINTH_OUTBOUND_ALLOW_PRIVATE=true`). */
             url: components["schemas"]["WebhookUrl"];
-        };
+        } & unknown;
         /** @description A service's credentials as shown: secrets masked. */
         Credentials: {
             /** Format: date-time */
@@ -6924,7 +6924,7 @@ export interface components {
             object_types?: components["schemas"]["Identifier"][] | null;
             status?: null | components["schemas"]["Activity"];
             url?: null | components["schemas"]["WebhookUrl"];
-        };
+        } & unknown;
         /** @description An uploaded image. */
         Upload: {
             /** @description `image/png`, `image/jpeg`, `image/gif` or `image/webp`, read from the bytes. */

@@ -59,6 +59,14 @@ pub fn apply(document: &mut Value) {
         "/properties/name",
         json!({ "type": "string", "pattern": shapes::SLUG_PATTERN, "not": { "enum": crate::ai::BUILT_IN } }),
     );
+    // `is_active` is another spelling of `status`: both given, they agree.
+    for schema in ["CreateWebhook", "UpdateWebhook"] {
+        let clash = |status: &str, active: bool| {
+            json!({ "required": ["status", "is_active"],
+                "properties": { "status": { "const": status }, "is_active": { "const": active } } })
+        };
+        all_of(document, schema, json!({ "not": { "anyOf": [clash("active", false), clash("disabled", true)] } }));
+    }
     // A provider instance's own credential.
     let secret = format!("^[^{c}]*[^{b}][^{c}]*$", c = shapes::CONTROL_CLASS, b = shapes::BLANK_CLASS);
     for schema in ["CreateProvider", "UpdateProvider"] {
