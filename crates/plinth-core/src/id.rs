@@ -90,6 +90,12 @@ pub fn decode(expected_prefix: &str, id: &str) -> Option<Uuid> {
     Some(Uuid::from_u128(value))
 }
 
+/// The pattern of a well-formed identifier with `prefix` (what `is_valid` accepts).
+pub fn pattern(prefix: &str) -> String {
+    let alphabet = std::str::from_utf8(ALPHABET).unwrap_or_default();
+    format!("^{prefix}_[0-7][{alphabet}]{{{}}}$", SUFFIX_LEN - 1)
+}
+
 /// True when `id` is a well-formed identifier with `expected_prefix`.
 pub fn is_valid(expected_prefix: &str, id: &str) -> bool {
     decode(expected_prefix, id).is_some()
@@ -159,6 +165,22 @@ impl<'q> sqlx::Encode<'q, sqlx::Any> for TenantId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pattern_is_what_is_valid() {
+        let pattern = regex::Regex::new(&pattern("evt")).unwrap();
+        for _ in 0..100 {
+            assert!(pattern.is_match(&new_id("evt")));
+        }
+        let made = new_id("evt");
+        for other in
+            [made.replace("evt_", "tn_"), format!("{made}0"), made[..made.len() - 1].to_string(), made.to_uppercase()]
+        {
+            assert_eq!(pattern.is_match(&other), is_valid("evt", &other), "{other}");
+        }
+        let top = format!("evt_8{}", &made[5..]);
+        assert!(!pattern.is_match(&top) && !is_valid("evt", &top));
+    }
 
     #[test]
     fn round_trips_and_sorts_by_time() {

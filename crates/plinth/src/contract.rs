@@ -5,15 +5,18 @@
 
 use serde_json::{json, Value};
 
-use crate::http::openapi;
+use crate::http::document::{
+    add_error_response, add_rule as all_of, component_mut, json_body_mut as body, operation_mut as operation,
+    operations_mut, require_one_of, set_in_component as set, set_parameter_schemas as set_parameters,
+};
 use crate::http::shapes;
 
 /// Applies every rule to the finished document.
 pub fn apply(document: &mut Value) {
-    openapi::require_one_of(document, "CreateUser", &["email", "phone"], false);
-    openapi::require_one_of(document, "Replay", &["event", "payload"], true);
-    openapi::require_one_of(document, "ChatRequest", &["prompt", "message"], true);
-    openapi::require_one_of(document, "Say", &["prompt", "message"], true);
+    require_one_of(document, "CreateUser", &["email", "phone"], false);
+    require_one_of(document, "Replay", &["event", "payload"], true);
+    require_one_of(document, "ChatRequest", &["prompt", "message"], true);
+    require_one_of(document, "Say", &["prompt", "message"], true);
 
     // A per-request provider credential is for the provider the request names.
     let key = json!({ "type": ["string", "null"], "pattern": override_pattern() });
@@ -108,8 +111,8 @@ pub fn apply(document: &mut Value) {
             .and_then(|r| r.strip_prefix("#/components/schemas/"))
             .map(str::to_string);
         let takes_tenant = component
-            .as_ref()
-            .is_some_and(|c| document["components"]["schemas"][c]["properties"].get("tenant_id").is_some());
+            .and_then(|c| component_mut(document, &c).map(|c| c["properties"].get("tenant_id").is_some()))
+            .unwrap_or(false);
         if !takes_tenant {
             continue;
         }
@@ -120,9 +123,8 @@ pub fn apply(document: &mut Value) {
             } } });
             *schema = json!({ "allOf": [schema.take(), tenant] });
         }
-        if let Some(responses) = operation(document, &path, "post").and_then(|o| o.get_mut("responses")) {
-            responses["404"] = json!({ "description": "No such tenant (`NOT_FOUND`)",
-                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } } });
+        if let Some(operation) = operation(document, &path, "post") {
+            add_error_response(operation, "404", "No such tenant (`NOT_FOUND`)");
         }
     }
 
@@ -131,46 +133,32 @@ pub fn apply(document: &mut Value) {
         *schema = json!({ "allOf": [schema.take(), { "properties": { "conversation_id": { "type": "null" } } }] });
     }
     // A stream resumes after an event id.
-    let event_id = json!({ "type": "string", "pattern": "^(evt_[0-7][0-9a-hjkmnp-tv-z]{25})?$" });
+    let event_id = crate::id::pattern(crate::id::prefix::EVENT);
+    let event_id = json!({ "type": "string", "pattern": format!("^({})?$", &event_id[1..event_id.len() - 1]) });
+    let types = serde_json::to_value(<shapes::EventPatterns as utoipa::PartialSchema>::schema()).unwrap_or(Value::Null);
     for path in ["/events/stream", "/v1/events/stream"] {
-        set_parameters(
-            document,
-            path,
-            "get",
-            |p| p["name"] == "types",
-            serde_json::to_value(<shapes::EventPatterns as utoipa::PartialSchema>::schema()).unwrap_or(Value::Null),
-        );
+        set_parameters(document, path, "get", |p| p["name"] == "types", &types);
         set_parameters(
             document,
             path,
             "get",
             |p| p["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case("last-event-id") || n == "last_event_id"),
-            event_id.clone(),
+            &event_id,
         );
     }
 
     // The routes that read OpenAI's wire format take its bodies.
-    let chat = json!({
-        "type": "object",
-        "description": "OpenAI's chat completion request: `model` and `messages`, and any of OpenAI's other fields",
-        "required": ["model", "messages"],
-        "properties": {
-            "model": { "$ref": "#/components/schemas/ModelName" },
-            "messages": { "type": "array", "minItems": 1, "items": { "type": "object" } },
-            "stream": { "type": "boolean" },
-            "api_key": { "type": "string", "pattern": override_pattern() },
-        },
-    });
-    let embeddings = json!({
-        "type": "object",
-        "description": "OpenAI's embeddings request: `model` and `input`, and any of OpenAI's other fields",
-        "required": ["model", "input"],
-        "properties": {
-            "model": { "$ref": "#/components/schemas/ModelName" },
-            "input": { "not": { "type": "null" } },
-            "api_key": { "type": "string", "pattern": override_pattern() },
-        },
-    });
+    let mut chat = openai_body(
+        "OpenAI's chat completion request: `model` and `messages`, and any of OpenAI's other fields",
+        "messages",
+        json!({ "type": "array", "minItems": 1, "items": { "type": "object" } }),
+    );
+    chat["properties"]["stream"] = json!({ "type": "boolean" });
+    let embeddings = openai_body(
+        "OpenAI's embeddings request: `model` and `input`, and any of OpenAI's other fields",
+        "input",
+        json!({ "not": { "type": "null" } }),
+    );
     for (path, wire) in
         [("/v1/chat/completions", &chat), ("/v1/ai/completions", &chat), ("/v1/embeddings", &embeddings)]
     {
@@ -183,18 +171,14 @@ pub fn apply(document: &mut Value) {
             .and_then(|o| o.pointer_mut("/responses/200/content"))
             .and_then(Value::as_object_mut);
         if let Some(content) = answer {
-            content.insert(
-                "text/event-stream".into(),
-                json!({ "schema": { "type": "string", "description": "With `\"stream\": true`: `chat.completion.chunk` frames, then `data: [DONE]`" } }),
-            );
+            let frames = "With `\"stream\": true`: `chat.completion.chunk` frames, then `data: [DONE]`";
+            content.insert("text/event-stream".into(), json!({ "schema": { "description": frames } }));
         }
     }
-    document["components"]["schemas"]["ModelName"] =
-        serde_json::to_value(<shapes::ModelName as utoipa::PartialSchema>::schema()).unwrap_or(Value::Null);
 
     // The auth settings take any of their own fields, and the write-only secrets.
-    let mut settings = document["components"]["schemas"]["AuthConfig"].clone();
-    if let Some(properties) = settings["properties"].as_object_mut() {
+    let mut settings = component_mut(document, "AuthConfig").cloned().unwrap_or(Value::Null);
+    if let Some(properties) = settings.get_mut("properties").and_then(Value::as_object_mut) {
         properties.retain(|_, field| field["readOnly"] != true);
         for (field, _, _) in crate::users::config::WRITE_ONLY {
             properties.insert(
@@ -210,49 +194,47 @@ pub fn apply(document: &mut Value) {
         }
     }
     every_operation(document);
+    crate::http::document::describe_event_streams(document);
 }
 
 /// Rules of every operation: a path or query holding the NUL character is refused before any
 /// route (400), so no free-text parameter may hold one; and the sign-in routes are rate limited
 /// by address and by email or phone, with a credential or without.
 fn every_operation(document: &mut Value) {
-    let Some(paths) = document["paths"].as_object_mut() else { return };
-    for (path, item) in paths.iter_mut() {
-        let sign_in = path.starts_with("/v1/auth/");
-        for operation in item.as_object_mut().into_iter().flat_map(|item| item.values_mut()) {
-            if sign_in {
-                if let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) {
-                    responses.entry("429").or_insert_with(|| {
-                        json!({ "description": "Too many requests (`RATE_LIMITED`); `Retry-After` says when to try again",
-                            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } } })
-                    });
-                }
-            }
-            // Server-Sent Events, each as schemathesis and EventSource read them.
-            let streams =
-                operation.get_mut("responses").and_then(Value::as_object_mut).into_iter().flat_map(|r| r.values_mut());
-            for answer in streams {
-                if let Some(stream) = answer.pointer_mut("/content/text~1event-stream") {
-                    let description =
-                        stream.pointer("/schema/description").cloned().unwrap_or(json!("Server-Sent Events"));
-                    stream["schema"] = json!({ "type": "object", "description": description, "required": ["data"], "properties": {
-                        "event": { "type": "string" }, "data": { "type": "string" }, "id": { "type": "string" },
-                        "retry": { "type": "integer" },
-                    } });
-                }
-            }
-            let parameters = operation.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten();
-            for parameter in parameters.filter(|p| p["in"] == "path" || p["in"] == "query") {
-                let schema = &mut parameter["schema"];
-                let text = schema["type"] == "string"
-                    || schema["type"].as_array().is_some_and(|t| t.contains(&json!("string")));
-                let free = ["pattern", "enum", "format", "$ref"].iter().all(|k| schema.get(k).is_none());
-                if text && free {
-                    schema["pattern"] = json!("^[^\\x00]*$");
-                }
+    for (path, operation) in operations_mut(document) {
+        if path.starts_with("/v1/auth/") {
+            add_error_response(
+                operation,
+                "429",
+                "Too many requests (`RATE_LIMITED`); `Retry-After` says when to try again",
+            );
+        }
+        let parameters = operation.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten();
+        for parameter in parameters.filter(|p| p["in"] == "path" || p["in"] == "query") {
+            let schema = &mut parameter["schema"];
+            let text =
+                schema["type"] == "string" || schema["type"].as_array().is_some_and(|t| t.contains(&json!("string")));
+            let free = ["pattern", "enum", "format", "$ref"].iter().all(|k| schema.get(k).is_none());
+            if text && free {
+                schema["pattern"] = json!("^[^\\x00]*$");
             }
         }
     }
+}
+
+/// A request body of OpenAI's: `model`, the `field` the route needs, the per-request `api_key`,
+/// and any of OpenAI's other fields.
+fn openai_body(description: &str, field: &str, schema: Value) -> Value {
+    json!({
+        "type": "object",
+        "description": description,
+        "required": ["model", field],
+        "properties": {
+            "model": { "$ref": "#/components/schemas/ModelName" },
+            field: schema,
+            "api_key": { "type": "string", "pattern": override_pattern() },
+        },
+    })
 }
 
 fn override_pattern() -> String {
@@ -261,7 +243,7 @@ fn override_pattern() -> String {
 
 /// One of the three ways to give an image, the others absent.
 fn vision_image() -> Value {
-    let base64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+    let base64 = shapes::BASE64_PATTERN;
     json!({ "oneOf": [
         { "required": ["image_url"], "properties": {
             "image_url": { "type": "string", "pattern": "^https://", "maxLength": 4096 },
@@ -276,59 +258,12 @@ fn vision_image() -> Value {
     ] })
 }
 
-/// Sets the value at `pointer` inside the component `schema` (its parents must exist).
-fn set(document: &mut Value, schema: &str, pointer: &str, value: Value) {
-    let Some(component) = document["components"]["schemas"].get_mut(schema) else { return };
-    let (parent, field) = pointer.rsplit_once('/').unwrap_or(("", pointer));
-    if let Some(parent) = component.pointer_mut(parent).and_then(Value::as_object_mut) {
-        parent.insert(field.into(), value);
-    }
-}
-
-/// Adds a rule the component must also satisfy.
-fn all_of(document: &mut Value, schema: &str, rule: Value) {
-    let Some(component) = document["components"]["schemas"].get_mut(schema).and_then(Value::as_object_mut) else {
-        return;
-    };
-    match component.get_mut("allOf").and_then(Value::as_array_mut) {
-        Some(rules) => rules.push(rule),
-        None => {
-            component.insert("allOf".into(), json!([rule]));
-        }
-    }
-}
-
 fn query_enum(document: &mut Value, path: &str, method: &str, name: &str, choices: &[&str]) {
     set_parameters(
         document,
         path,
         method,
         |p| p["name"] == name && p["in"] == "query",
-        json!({ "type": "string", "enum": choices }),
+        &json!({ "type": "string", "enum": choices }),
     );
-}
-
-/// Sets the schema of the operation's parameters that `which` picks.
-fn set_parameters(document: &mut Value, path: &str, method: &str, which: impl Fn(&Value) -> bool, schema: Value) {
-    let Some(parameters) =
-        operation(document, path, method).and_then(|o| o.get_mut("parameters")).and_then(Value::as_array_mut)
-    else {
-        return;
-    };
-    for parameter in parameters.iter_mut().filter(|p| which(p)) {
-        parameter["schema"] = schema.clone();
-    }
-}
-
-fn operation<'a>(document: &'a mut Value, path: &str, method: &str) -> Option<&'a mut Value> {
-    document.get_mut("paths")?.get_mut(path)?.get_mut(method)
-}
-
-/// The JSON request body's schema of an operation.
-fn body<'a>(document: &'a mut Value, path: &str, method: &str) -> Option<&'a mut Value> {
-    operation(document, path, method)?
-        .get_mut("requestBody")?
-        .get_mut("content")?
-        .get_mut("application/json")?
-        .get_mut("schema")
 }

@@ -1,5 +1,6 @@
 //! The HTTP contract: the envelope, errors, request ids, extractors, lists and the OpenAPI document.
 
+pub mod document;
 pub mod error;
 pub mod extract;
 pub mod list;

@@ -71,7 +71,8 @@ pub struct ApiDoc;
 /// Adds what every route shares: the bearer scheme and the error answers of the envelope.
 struct Contract;
 
-fn error_response(description: &str) -> RefOr<Response> {
+/// An error answer of the envelope.
+pub(crate) fn error_response(description: &str) -> RefOr<Response> {
     RefOr::T(
         ResponseBuilder::new()
             .description(description)
@@ -244,20 +245,6 @@ fn partial_list_items(openapi: OpenApiDoc) -> OpenApiDoc {
         item.insert("description".into(), description.into());
     }
     serde_json::from_value(document).unwrap_or(openapi)
-}
-
-/// States, in the finished document, that an object of the component `schema` gives at least
-/// one (`exactly_one`: just one) of `fields`, not null: a rule of the server's that no property
-/// alone can say. (On the assembled JSON: the document's own types have no `anyOf` on an object.)
-pub fn require_one_of(document: &mut serde_json::Value, schema: &str, fields: &[&str], exactly_one: bool) {
-    let Some(component) = document["components"]["schemas"][schema].as_object_mut() else { return };
-    let alternatives: Vec<serde_json::Value> = fields
-        .iter()
-        .map(
-            |field| serde_json::json!({ "required": [field], "properties": { *field: { "not": { "type": "null" } } } }),
-        )
-        .collect();
-    component.insert(if exactly_one { "oneOf" } else { "anyOf" }.into(), alternatives.into());
 }
 
 /// A comma-separated list of `choices`, each at most once and maybe behind `prefix`, or nothing.

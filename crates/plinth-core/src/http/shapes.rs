@@ -35,6 +35,8 @@ pub const EVENT_PATTERNS_PATTERN: &str =
     "^(\\*|[a-z0-9_-]+(\\.[a-z0-9_-]+)*(\\.\\*)?)(,(\\*|[a-z0-9_-]+(\\.[a-z0-9_-]+)*(\\.\\*)?)){0,49}$";
 /// An `https://` URL to a named public host (a subset of what the webhook check takes).
 pub const WEBHOOK_URL_PATTERN: &str = "^https://([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,8}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(\\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$";
+/// Canonical, padded base64 (what `base64::engine::general_purpose::STANDARD` decodes).
+pub const BASE64_PATTERN: &str = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
 /// `whsec_` and the base64 (canonical, padded) of 24 to 64 bytes.
 pub const WEBHOOK_SECRET_PATTERN: &str = "^whsec_(([A-Za-z0-9+/]{4}){8,21}|([A-Za-z0-9+/]{4}){8,21}[A-Za-z0-9+/][AQgw]==|([A-Za-z0-9+/]{4}){8,20}[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)$";
 /// `crate::names::is_amount`.
@@ -79,6 +81,16 @@ pub fn ip_network_pattern() -> String {
 
 fn text(description: &str, pattern: &str) -> RefOr<Schema> {
     ObjectBuilder::new().schema_type(Type::String).description(Some(description)).pattern(Some(pattern)).into()
+}
+
+/// Text of at most `max` characters that matches `pattern`.
+fn bounded(description: &str, max: usize, pattern: impl Into<String>) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .max_length(Some(max))
+        .pattern(Some(pattern))
+        .into()
 }
 
 macro_rules! shape {
@@ -147,12 +159,7 @@ shape!(
 shape!(
     /// A description: at most 2,000 characters, not blank.
     Description,
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some("At most 2,000 characters, not blank"))
-        .max_length(Some(2000))
-        .pattern(Some(text_pattern()))
-        .into()
+    bounded("At most 2,000 characters, not blank", 2000, text_pattern())
 );
 shape!(
     /// Text that is not blank.
@@ -164,7 +171,9 @@ shape!(
     Password,
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .description(Some("8 to 1,024 characters, not blank, not one of the most common passwords; the tenant's policy may ask for more"))
+        .description(Some(
+            "8 to 1,024 characters, not blank, not one of the most common passwords; the tenant's policy may ask for more"
+        ))
         .min_length(Some(8))
         .max_length(Some(1024))
         .pattern(Some(text_pattern()))
@@ -173,42 +182,22 @@ shape!(
 shape!(
     /// A model's name: 1 to 200 characters, not blank.
     ModelName,
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some("A model's name, such as `gpt-4o-mini`: at most 200 characters, not blank"))
-        .max_length(Some(200))
-        .pattern(Some(text_pattern()))
-        .into()
+    bounded("A model's name, such as `gpt-4o-mini`: at most 200 characters, not blank", 200, text_pattern())
 );
 shape!(
     /// An event name: dotted lowercase words, such as `checkout.completed`.
     EventName,
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some("Dotted lowercase words (`a-z`, `0-9`, `_`, `-`), such as `checkout.completed`"))
-        .max_length(Some(100))
-        .pattern(Some(EVENT_NAME_PATTERN))
-        .into()
+    bounded("Dotted lowercase words (`a-z`, `0-9`, `_`, `-`), such as `checkout.completed`", 100, EVENT_NAME_PATTERN)
 );
 shape!(
     /// An event type of one dotted word or more, such as `order.paid`.
     EventType,
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some("Dotted lowercase words (`a-z`, `0-9`, `_`, `-`), such as `order.paid`"))
-        .max_length(Some(100))
-        .pattern(Some(EVENT_TYPE_PATTERN))
-        .into()
+    bounded("Dotted lowercase words (`a-z`, `0-9`, `_`, `-`), such as `order.paid`", 100, EVENT_TYPE_PATTERN)
 );
 shape!(
     /// An event name or pattern: `object.created`, `object.*`, `*`.
     EventPattern,
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some("An event name or pattern: `object.created`, `object.*`, `*`"))
-        .max_length(Some(100))
-        .pattern(Some(EVENT_PATTERN_PATTERN))
-        .into()
+    bounded("An event name or pattern: `object.created`, `object.*`, `*`", 100, EVENT_PATTERN_PATTERN)
 );
 shape!(
     /// 1 to 50 event names or patterns, comma-separated (`object.*,inbound.*`).
@@ -223,12 +212,7 @@ shape!(
 shape!(
     /// A webhook endpoint's URL.
     WebhookUrl,
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some("An `https://` URL of a public host (plain HTTP and private addresses only where the server allows them)"))
-        .max_length(Some(2048))
-        .pattern(Some(WEBHOOK_URL_PATTERN))
-        .into()
+    bounded("An `https://` URL of a public host (plain HTTP and private addresses only where the server allows them)", 2048, WEBHOOK_URL_PATTERN)
 );
 shape!(
     /// A webhook signing secret.
@@ -339,6 +323,20 @@ mod tests {
             prop_assert_eq!(pattern(EVENT_PATTERN_PATTERN).is_match(&made), crate::names::is_event_pattern_of_any_length(&made), "{}", made);
             let list = made.split(',').all(crate::names::is_event_pattern_of_any_length);
             prop_assert_eq!(pattern(EVENT_PATTERNS_PATTERN).is_match(&made), list, "{}", made);
+        }
+
+        #[test]
+        fn base64_matches_its_pattern_exactly(any in string_regex("[A-Za-z0-9+/=]{0,12}").unwrap()) {
+            use base64::Engine;
+            let decodes = base64::engine::general_purpose::STANDARD.decode(&any).is_ok();
+            prop_assert_eq!(pattern(BASE64_PATTERN).is_match(&any), decodes, "{}", any);
+        }
+
+        #[test]
+        fn webhook_secrets_match_their_pattern_exactly(bytes in proptest::collection::vec(any::<u8>(), 20..70)) {
+            use base64::Engine;
+            let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(&bytes));
+            prop_assert_eq!(pattern(WEBHOOK_SECRET_PATTERN).is_match(&secret), (24..=64).contains(&bytes.len()), "{}", secret);
         }
 
         #[test]

@@ -173,17 +173,29 @@ impl NewKey {
     }
 }
 
+/// An address, or a network in CIDR notation (`10.0.0.0/8`; host bits are dropped): the address
+/// as `std` reads it, the prefix in plain digits. The document's `shapes::IpNetwork`.
+fn parse_network(entry: &str) -> Option<IpNet> {
+    let (address, prefix) = match entry.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (entry, None),
+    };
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let Some(prefix) = prefix else { return Some(IpNet::from(address)) };
+    let plain = !prefix.is_empty() && prefix.len() <= 3 && prefix.bytes().all(|b| b.is_ascii_digit());
+    if !plain || (prefix.len() > 1 && prefix.starts_with('0')) {
+        return None;
+    }
+    IpNet::new(address, prefix.parse().ok()?).ok().map(|net| net.trunc())
+}
+
 pub fn parse_allowlist(field: &str, entries: &[String], errors: &mut FieldErrors) -> Vec<IpNet> {
     if entries.len() > IP_ALLOWLIST_MAX {
         errors.add(field, format!("at most {IP_ALLOWLIST_MAX} entries"));
     }
     let mut nets = Vec::with_capacity(entries.len());
     for entry in entries {
-        let entry = entry.as_str();
-        let parsed = entry
-            .parse::<IpNet>()
-            .map(|net| net.trunc())
-            .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
+        let parsed = parse_network(entry).ok_or(());
         match parsed {
             Ok(net) if !nets.contains(&net) => nets.push(net),
             Ok(_) => {}
@@ -291,5 +303,33 @@ impl RotateKey {
         let scopes = self.scopes.map(|s| validate_scopes("scopes", &s, creator, &mut errors));
         errors.finish()?;
         Ok(Rotation { grace_hours, label, scopes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use proptest::string::string_regex;
+
+    use super::*;
+
+    fn accepted(entry: &str) -> bool {
+        let mut errors = FieldErrors::default();
+        parse_allowlist("ip_allowlist", &[entry.to_string()], &mut errors);
+        errors.is_empty()
+    }
+
+    proptest! {
+        /// The document's IP network pattern is exactly what the allowlist accepts.
+        #[test]
+        fn ip_networks_match_their_pattern_exactly(
+            v4 in string_regex("[0-9]{1,3}(\\.[0-9]{1,3}){0,4}(/[0-9]{1,3})?").unwrap(),
+            v6 in string_regex("[0-9a-fA-F:.]{0,30}(/[0-9]{1,3})?").unwrap(),
+        ) {
+            let pattern = regex::Regex::new(&crate::http::shapes::ip_network_pattern()).unwrap();
+            for entry in [v4, v6] {
+                prop_assert_eq!(pattern.is_match(&entry), accepted(&entry), "{}", entry);
+            }
+        }
     }
 }

@@ -206,14 +206,20 @@ async fn open(
     {
         errors.add("types", "must be 1 to 50 event types or patterns, comma-separated");
     }
-    let last = headers
-        .get("last-event-id")
-        // A header that is not text cannot name an event: it is refused below, not ignored.
-        .map(|v| v.to_str().map(str::to_string).unwrap_or_else(|_| "\u{fffd}".into()))
-        .or(query.last_event_id)
-        .filter(|id| !id.is_empty());
+    const NOT_AN_EVENT: &str = "must be an event id (`evt_...`)";
+    let header = headers.get("last-event-id").filter(|v| !v.is_empty());
+    let last = match header.map(|v| v.to_str()) {
+        // A header that is not text names no event: refused, not ignored.
+        Some(Err(_)) => {
+            errors.add("last_event_id", NOT_AN_EVENT);
+            None
+        }
+        Some(Ok(id)) => Some(id.to_string()),
+        None => query.last_event_id,
+    }
+    .filter(|id| !id.is_empty());
     if last.as_deref().is_some_and(|id| !id::is_valid(prefix::EVENT, id)) {
-        errors.add("last_event_id", "must be an event id (`evt_...`)");
+        errors.add("last_event_id", NOT_AN_EVENT);
     }
     errors.finish()?;
     let credential = crate::auth::credential_of(headers, uri)

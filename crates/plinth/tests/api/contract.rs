@@ -116,3 +116,42 @@ async fn a_short_admin_key_is_refused_at_start() {
     let error = plinth::Server::start(config).await.err().expect("start refused");
     assert!(error.to_string().contains("at least 32"), "{error}");
 }
+
+both_backends! {
+    async fn values_are_checked_as_the_document_states_them(app) {
+        let tenant = app.tenant("Shapes").await;
+        // Labels: blanks around are trimmed, a control character inside is refused.
+        let created = app.post("/v1/keys", &tenant.key, json!({ "label": " \t reporting \n" })).await;
+        created.expect(201);
+        assert_eq!(created.data()["key"]["label"], "reporting");
+        app.post("/v1/keys", &tenant.key, json!({ "label": "a\u{7}b" })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/keys", &tenant.key, json!({ "label": "\u{3000}\u{85}" })).await.expect_error(422, "VALIDATION_FAILED");
+        // Other values are taken as given: never trimmed.
+        let spaced = app.post("/v1/keys", &tenant.key, json!({ "ip_allowlist": [" 10.0.0.0/8"] })).await;
+        spaced.expect_error(422, "VALIDATION_FAILED");
+        let network = app.post("/v1/keys", &tenant.key, json!({ "ip_allowlist": ["10.1.2.3/8", "::1"] })).await;
+        network.expect(201);
+        assert_eq!(network.data()["key"]["ip_allowlist"], json!(["10.0.0.0/8", "::1/128"]));
+        app.post("/v1/events", &tenant.key, json!({ "event_type": " order.paid" })).await.expect_error(422, "VALIDATION_FAILED");
+        // Amounts are plain decimals.
+        for bad in ["1_000", "+5", " 25", "1e3", "-1"] {
+            let resp = app.send(app.request(Method::PUT, "/v1/ai/budget", Some(&tenant.key)).json(&json!({ "ai_budget_usd": bad }))).await;
+            assert_eq!(resp.status, 422, "{bad}: {}", resp.text);
+        }
+        let budget = app.send(app.request(Method::PUT, "/v1/ai/budget", Some(&tenant.key)).json(&json!({ "ai_budget_usd": "25.50" }))).await;
+        budget.expect(200);
+        assert_eq!(budget.data()["ai_budget_usd"], "25.5");
+        // The stream's `types` are comma-separated without spaces; a `Last-Event-ID` must be text.
+        app.get("/v1/events/stream?types=object.*,%20user.*", &tenant.key).await.expect_error(422, "VALIDATION_FAILED");
+        app.get("/v1/events/stream?types=object.*,,user.*", &tenant.key).await.expect_error(422, "VALIDATION_FAILED");
+        let header = reqwest::header::HeaderValue::from_bytes(b"evt_\xff").unwrap();
+        let resp = app.send(app.request(Method::GET, "/v1/events/stream", Some(&tenant.key)).header("last-event-id", header)).await;
+        resp.expect_error(422, "VALIDATION_FAILED");
+        // With no provider to try, embeddings and images are the tenant's settings, not an outage.
+        for (path, body) in [("/v1/ai/embeddings", json!({ "input": "hello" })), ("/v1/ai/image", json!({ "prompt": "a cat" }))] {
+            let resp = app.post(path, &tenant.key, body).await;
+            resp.expect_error(422, "VALIDATION_FAILED");
+            assert!(resp.data().is_null() && resp.text.contains("provider"), "{path}: {}", resp.text);
+        }
+    }
+}
