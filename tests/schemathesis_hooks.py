@@ -40,8 +40,10 @@ TOLERATED = [
     (r"^/v1/ai/vision$", r"upload_id", r"no such upload", "a reference to an upload the tenant does not have"),
     (r".*", r".+", r"must not contain the NUL character",
      "JSON holding the NUL character anywhere, which PostgreSQL cannot store: refused alike on both databases"),
-    (r"^/v1/auth-config$", r"smtp_url|site_url|redirect_allowlist|branding\.logo_url", r".",
-     "an SMTP server is checked by resolving it; URLs by the SSRF guard"),
+    (r"^/v1/auth-config$", r"smtp_url|site_url|redirect_allowlist|branding\.logo_url|turnstile_verify_url|email_from",
+     r".", "an SMTP server is checked by resolving it, URLs and addresses by their parsers"),
+    (r"^/v1/auth-config$", r"email_templates\.[a-z_]+\.(subject|body)", r"\{\{link\}\}|1 to 200 characters|1 byte to 32 KB",
+     "a template's placeholders: the body needs `{{link}}` or `{{token}}`, the subject may hold neither"),
 ]
 
 # OpenAI-shaped refusals of the routes that answer OpenAI's wire format: the message says why.

@@ -159,6 +159,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics (Prometheus)
+         * @description The server's metrics in Prometheus's text format. Only with the server's `--metrics-token`
+         *     as the bearer (not an API key); 404 while no token is set.
+         */
+        get: operations["metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/ready": {
         parameters: {
             query?: never;
@@ -3308,11 +3329,8 @@ export interface components {
              * @default []
              */
             redirect_allowlist: string[];
-            /**
-             * @description `open` (anyone signs up) or `invite_only` (only users an admin created).
-             * @default open
-             */
-            signup: string;
+            /** @default open */
+            signup: components["schemas"]["Signup"];
             /**
              * @description Where emailed links lead when a request names no `redirect_to` (the tenant's app); the
              *     token follows as `?token=...&type=...`.
@@ -3367,11 +3385,8 @@ export interface components {
              * @default []
              */
             redirect_allowlist: string[];
-            /**
-             * @description `open` (anyone signs up) or `invite_only` (only users an admin created).
-             * @default open
-             */
-            signup: string;
+            /** @default open */
+            signup: components["schemas"]["Signup"];
             /**
              * @description Where emailed links lead when a request names no `redirect_to` (the tenant's app); the
              *     token follows as `?token=...&type=...`.
@@ -3430,6 +3445,7 @@ export interface components {
         /** @description What the sign-in page shows. */
         Branding: {
             brand_name?: string | null;
+            /** @description An `https://` URL. */
             logo_url?: string | null;
             primary_color?: string | null;
         };
@@ -3990,11 +4006,8 @@ export interface components {
                  * @default []
                  */
                 redirect_allowlist: string[];
-                /**
-                 * @description `open` (anyone signs up) or `invite_only` (only users an admin created).
-                 * @default open
-                 */
-                signup: string;
+                /** @default open */
+                signup: components["schemas"]["Signup"];
                 /**
                  * @description Where emailed links lead when a request names no `redirect_to` (the tenant's app); the
                  *     token follows as `?token=...&type=...`.
@@ -7616,6 +7629,80 @@ export interface operations {
             };
             /** @description Malformed request (`BAD_REQUEST`), such as a NUL character in the path or query */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    metrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Prometheus text format 0.0.4 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as a NUL character in the path or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not the metrics token (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Metrics are off: no `--metrics-token` is set */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -7,6 +7,7 @@ pub mod id;
 pub mod jobs;
 pub mod keyring;
 pub mod limits;
+pub mod metrics;
 pub mod names;
 pub mod outbound;
 pub mod outbox;

@@ -88,6 +88,8 @@ pub struct AppState {
     pub link_key: [u8; 32],
     /// This node's realtime connections.
     pub realtime: crate::realtime::Hub,
+    /// What this server recorded, for `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Background work that requests start and that must finish before shutdown.
     pub tasks: crate::tasks::Tasks,
     pub started_at: Instant,
@@ -162,6 +164,8 @@ pub enum StartupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("PLINTH_ADMIN_KEY must be at least {} characters", crate::limits::ADMIN_KEY_MIN_CHARS)]
     AdminKeyTooShort,
+    #[error("PLINTH_METRICS_TOKEN must be at least {} characters", crate::limits::ADMIN_KEY_MIN_CHARS)]
+    MetricsTokenTooShort,
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -219,7 +223,7 @@ const LISTS: &[(&str, &crate::http::list::ListSpec)] = &[
 
 /// The OpenAPI document of every route.
 pub fn openapi_document() -> serde_json::Value {
-    let (_, doc) = api_routes().split_for_parts();
+    let (_, doc) = api_routes().merge(crate::scrape::routes()).split_for_parts();
     let mut doc = openapi::finish(doc);
     crate::ai::upstream::document_errors(&mut doc);
     openapi::describe_lists(&mut doc, LISTS);
@@ -314,7 +318,14 @@ pub fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), audit::record_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), crate::auth::identify));
     let timeout = Duration::from_secs(app.config.request_timeout_secs);
-    with_contract(routes, max_body, timeout).with_state(app)
+    // Counted outside everything else, so that every answer is counted as it was sent; the
+    // metrics route stands outside the API's middleware but for request ids (its token is not a
+    // credential).
+    let (scrape, _) = crate::scrape::routes().split_for_parts();
+    with_contract(routes, max_body, timeout)
+        .layer(middleware::from_fn_with_state(app.metrics.clone(), crate::metrics::track))
+        .merge(scrape.layer(middleware::from_fn(request_id::assign)))
+        .with_state(app)
 }
 
 /// Resolves the platform admin credential: the configured one, the stored hash, or a new one
@@ -399,6 +410,13 @@ impl Server {
         };
         let (admin_key_hash, generated_admin_key) =
             admin_key(&db, config.admin_key.as_ref().map(Secret::expose)).await?;
+        if config
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose().chars().count() < crate::limits::ADMIN_KEY_MIN_CHARS)
+        {
+            return Err(StartupError::MetricsTokenTooShort);
+        }
         let openapi_json = serde_json::to_vec(&openapi_document()).map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
         let allow_private = config.outbound_allow_private;
@@ -450,6 +468,7 @@ impl Server {
             files,
             link_key: master.derive("upload-links"),
             realtime: crate::realtime::Hub::default(),
+            metrics: Arc::default(),
             tasks: Default::default(),
             started_at: Instant::now(),
             openapi_json: openapi_json.into(),

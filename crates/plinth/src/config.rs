@@ -157,6 +157,11 @@ pub struct Config {
     #[arg(long, env = "PLINTH_OUTBOUND_ALLOW_PRIVATE", default_value_t = false)]
     pub outbound_allow_private: bool,
 
+    /// The bearer token `GET /metrics` asks for (at least 32 characters); metrics are off (404)
+    /// without one.
+    #[arg(long = "metrics-token", env = "PLINTH_METRICS_TOKEN")]
+    pub metrics_token: Option<Secret>,
+
     #[command(flatten)]
     pub webhooks: WebhookArgs,
 
@@ -382,6 +387,7 @@ impl Config {
             region: "local".into(),
             log_format: "text".into(),
             outbound_allow_private: false,
+            metrics_token: None,
             webhooks: WebhookArgs::default(),
             inbound: InboundArgs::default(),
             ai: AiArgs::default(),

@@ -25,6 +25,7 @@ pub mod objects;
 pub mod public_keys;
 pub mod ratelimit;
 pub mod realtime;
+pub mod scrape;
 pub mod tenants;
 pub mod tokens;
 pub mod usage;
@@ -33,7 +34,7 @@ pub mod vault;
 pub mod webhooks;
 
 pub use plinth_core::{
-    db, http, id, jobs, keyring, limits, names, outbound, outbox, redact, scopes, secrets, tasks, time,
+    db, http, id, jobs, keyring, limits, metrics, names, outbound, outbox, redact, scopes, secrets, tasks, time,
 };
 
 pub use app::{App, Server};

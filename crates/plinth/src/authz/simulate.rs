@@ -47,6 +47,7 @@ pub struct DraftPolicy {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthContext {
+    #[schema(min_length = 1, max_length = 200)]
     pub user_id: Option<String>,
     /// The role named on the user (`$auth.role`); default `authenticated`.
     pub role: Option<String>,
@@ -210,7 +211,7 @@ async fn simulate(auth: Auth, State(app): State<App>, Json(body): Json<Simulate>
         errors.add("sample_data", format!("must hold 1 to {SAMPLES_MAX} rows"));
     }
     if let Some(user) = &body.auth_context.user_id {
-        if user.is_empty() || user.len() > 200 {
+        if user.is_empty() || user.chars().count() > 200 {
             errors.add("auth_context.user_id", "must be 1 to 200 characters");
         }
     }

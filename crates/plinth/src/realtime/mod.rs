@@ -136,6 +136,20 @@ impl Hub {
         Registered { app: app.clone(), id }
     }
 
+    /// This node's open connections by kind (`websocket`, `sse`), every tenant's together.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        let mut counts = vec![("websocket", 0), ("sse", 0)];
+        if let Ok(connections) = self.connections.lock() {
+            for connection in connections.values() {
+                match counts.iter_mut().find(|(kind, _)| *kind == connection.kind) {
+                    Some((_, count)) => *count += 1,
+                    None => counts.push((connection.kind, 1)),
+                }
+            }
+        }
+        counts
+    }
+
     fn stats(&self, tenant: &TenantId) -> Stats {
         let mut stats = Stats::default();
         if let Ok(connections) = self.connections.lock() {

@@ -66,9 +66,21 @@ pub struct Templates {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Branding {
+    #[schema(max_length = 100)]
     pub brand_name: Option<String>,
+    /// An `https://` URL.
+    #[schema(pattern = "^https://", max_length = 2048)]
     pub logo_url: Option<String>,
+    #[schema(pattern = "^#[0-9A-Fa-f]{6}$")]
     pub primary_color: Option<String>,
+}
+
+/// Who may sign up.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Signup {
+    Open,
+    InviteOnly,
 }
 
 /// A tenant's auth settings.
@@ -77,6 +89,7 @@ pub struct Branding {
 pub struct AuthConfig {
     pub methods: Methods,
     /// `open` (anyone signs up) or `invite_only` (only users an admin created).
+    #[schema(value_type = Signup)]
     pub signup: String,
     /// Where `redirect_to` may point: exact URLs, or a prefix ending in `*`
     /// (`https://app.example.com/*`). Empty: no `redirect_to` is accepted.

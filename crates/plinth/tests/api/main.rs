@@ -19,6 +19,7 @@ mod inbound;
 mod jobs;
 mod keys;
 mod lists;
+mod metrics;
 mod object_types;
 mod objects;
 mod openapi;
