@@ -7,6 +7,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/"),
     ("get", "/health"),
     ("get", "/ready"),
+    ("get", "/metrics"),
     ("get", "/docs"),
     ("get", "/docs/openapi.json"),
     ("get", "/docs/assets/swagger-ui-bundle.js"),
