@@ -3330,7 +3330,7 @@ export interface components {
              */
             redirect_allowlist: string[];
             /** @default open */
-            signup: components["schemas"]["Signup"];
+            signup: components["schemas"]["SignupMode"];
             /**
              * @description Where emailed links lead when a request names no `redirect_to` (the tenant's app); the
              *     token follows as `?token=...&type=...`.
@@ -3386,7 +3386,7 @@ export interface components {
              */
             redirect_allowlist: string[];
             /** @default open */
-            signup: components["schemas"]["Signup"];
+            signup: components["schemas"]["SignupMode"];
             /**
              * @description Where emailed links lead when a request names no `redirect_to` (the tenant's app); the
              *     token follows as `?token=...&type=...`.
@@ -4007,7 +4007,7 @@ export interface components {
                  */
                 redirect_allowlist: string[];
                 /** @default open */
-                signup: components["schemas"]["Signup"];
+                signup: components["schemas"]["SignupMode"];
                 /**
                  * @description Where emailed links lead when a request names no `redirect_to` (the tenant's app); the
                  *     token follows as `?token=...&type=...`.
@@ -6620,6 +6620,11 @@ export interface components {
             turnstile_token?: string | null;
             user_metadata?: Record<string, unknown> | null;
         };
+        /**
+         * @description Who may sign up.
+         * @enum {string}
+         */
+        SignupMode: "open" | "invite_only";
         Simulate: {
             auth_context?: components["schemas"]["AuthContext"];
             /** @description The type (id or name), when `policy` does not name it. */

@@ -78,7 +78,7 @@ pub struct Branding {
 /// Who may sign up.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Signup {
+pub enum SignupMode {
     Open,
     InviteOnly,
 }
@@ -89,7 +89,7 @@ pub enum Signup {
 pub struct AuthConfig {
     pub methods: Methods,
     /// `open` (anyone signs up) or `invite_only` (only users an admin created).
-    #[schema(value_type = Signup)]
+    #[schema(value_type = SignupMode)]
     pub signup: String,
     /// Where `redirect_to` may point: exact URLs, or a prefix ending in `*`
     /// (`https://app.example.com/*`). Empty: no `redirect_to` is accepted.
