@@ -55,6 +55,9 @@ pub struct AppState {
     pub sessions: crate::auth::cache::Cache<crate::users::sessions::LiveSession>,
     /// Object types with their properties and policies, for end users' requests.
     pub schemas: crate::auth::cache::Cache<crate::authz::access::TypeAccess>,
+    /// Told of every change to credentials on this node, after every cache above has dropped
+    /// it: long-lived streams check their credential again then.
+    pub credential_changes: tokio::sync::watch::Sender<u64>,
     /// Rate-limit buckets: in memory, or shared through PostgreSQL.
     pub limiter: Limiter,
     /// Feature limits per plan tier.
@@ -104,6 +107,8 @@ impl App {
         self.sessions.clear();
         self.schemas.clear();
         self.usage.forget_quotas();
+        // Last: a stream that wakes on this must read nothing stale.
+        self.credential_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Take before committing a change to object types or properties: when it drops, cached
@@ -451,6 +456,7 @@ impl Server {
             sessions: crate::auth::cache::Cache::new(db_is_embedded),
             session_activity: Default::default(),
             schemas: crate::auth::cache::Cache::new(db_is_embedded),
+            credential_changes: tokio::sync::watch::channel(0).0,
             limiter,
             cursor_key: master.derive("list-cursor"),
             answer_key: master.derive("idempotent-answers"),

@@ -26,23 +26,11 @@ pub struct Cache<V> {
     enabled: bool,
     generation: AtomicU64,
     entries: RwLock<HashMap<String, (Arc<V>, Instant)>>,
-    /// Told of every change, for long-lived streams that check their credential again.
-    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl<V> Cache<V> {
     pub fn new(enabled: bool) -> Self {
-        Cache {
-            enabled,
-            generation: AtomicU64::new(0),
-            entries: RwLock::new(HashMap::new()),
-            changes: tokio::sync::watch::channel(0).0,
-        }
-    }
-
-    /// Changes after every change to credentials on this node.
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+        Cache { enabled, generation: AtomicU64::new(0), entries: RwLock::new(HashMap::new()) }
     }
 
     /// Read before loading from the database; pass to `insert`.
@@ -78,8 +66,6 @@ impl<V> Cache<V> {
         let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.clear();
-        drop(entries);
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

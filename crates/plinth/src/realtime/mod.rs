@@ -55,7 +55,12 @@ pub struct Recheck {
 
 impl Recheck {
     pub fn new(app: &App, credential: String, ip: std::net::IpAddr) -> Recheck {
-        Recheck { credential, ip, changes: app.credentials.changes(), next: tokio::time::Instant::now() + RECHECK }
+        Recheck {
+            credential,
+            ip,
+            changes: app.credential_changes.subscribe(),
+            next: tokio::time::Instant::now() + RECHECK,
+        }
     }
 
     /// Waits until the credential is due for a check: a change to credentials, or the interval
