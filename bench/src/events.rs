@@ -64,18 +64,7 @@ pub async fn run(
         token: Some(key.into()),
         body: Some(json!({ "event_type": "bench.tick", "data": { "n": 1, "note": "a small payload" } })),
     };
-    let options = Options {
-        requests,
-        concurrency,
-        database_url: None,
-        binary: String::new(),
-        store: 0,
-        settle: 0,
-        events: true,
-        gateway: false,
-        auth: false,
-        jobs: 0,
-    };
+    let options = Options { requests, concurrency, events: true, ..Options::plain() };
     println!("events: {requests} requests per scenario, concurrency {concurrency}");
     println!("{:<52} {:>10} {:>10} {:>10} {:>7}", "scenario", "median", "p99", "per s", "failed");
 
@@ -147,16 +136,5 @@ pub async fn run(
 }
 
 pub(crate) fn options_like(options: &Options) -> Options {
-    Options {
-        requests: options.requests,
-        concurrency: options.concurrency,
-        database_url: None,
-        binary: String::new(),
-        store: 0,
-        settle: 0,
-        events: true,
-        gateway: false,
-        auth: false,
-        jobs: 0,
-    }
+    Options { database_url: None, binary: String::new(), ..options.clone() }
 }

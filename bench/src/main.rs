@@ -18,10 +18,13 @@ mod auth;
 mod events;
 mod gateway;
 mod jobs;
+mod pocketbase;
+mod record;
 use serde_json::{json, Value};
 
 const ADMIN_KEY: &str = "plk_admin_bench_0123456789abcdefghijklmnopqrstuvwx";
 
+#[derive(Clone)]
 pub(crate) struct Options {
     requests: usize,
     concurrency: usize,
@@ -39,21 +42,37 @@ pub(crate) struct Options {
     auth: bool,
     /// Measure the jobs engine on its own, with this many no-op jobs, instead.
     jobs: usize,
+    /// Compare with another server in the same run: `pocketbase`.
+    vs: Option<String>,
+    /// A PocketBase binary to use instead of installing the pinned one.
+    pocketbase: Option<String>,
+    /// The server's `--durability` (its default when absent).
+    durability: Option<String>,
+}
+
+impl Options {
+    /// The defaults, before any flag.
+    pub(crate) fn plain() -> Options {
+        Options {
+            requests: 20_000,
+            concurrency: 32,
+            database_url: None,
+            binary: "target/release/plinth".into(),
+            store: 0,
+            settle: 0,
+            events: false,
+            gateway: false,
+            auth: false,
+            jobs: 0,
+            vs: None,
+            pocketbase: None,
+            durability: None,
+        }
+    }
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut options = Options {
-        requests: 20_000,
-        concurrency: 32,
-        database_url: None,
-        binary: "target/release/plinth".into(),
-        store: 0,
-        settle: 0,
-        events: false,
-        gateway: false,
-        auth: false,
-        jobs: 0,
-    };
+    let mut options = Options::plain();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().context("a flag needs a value");
@@ -68,10 +87,22 @@ fn options() -> anyhow::Result<Options> {
             "--gateway" => options.gateway = true,
             "--auth" => options.auth = true,
             "--jobs" => options.jobs = value()?.parse()?,
+            "--vs" => match value()?.as_str() {
+                "pocketbase" => options.vs = Some("pocketbase".into()),
+                other => bail!("--vs takes pocketbase, not {other}"),
+            },
+            "--pocketbase" => options.pocketbase = Some(value()?),
+            "--durability" => options.durability = Some(value()?),
             other => bail!("unknown flag {other}"),
         }
     }
     Ok(options)
+}
+
+/// A running Plinth server with an enterprise tenant's key.
+pub(crate) struct Plinth {
+    base: String,
+    key: String,
 }
 
 #[derive(Clone)]
@@ -174,6 +205,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &options.database_url {
         command.args(["--database-url", url]);
     }
+    if let Some(durability) = &options.durability {
+        command.args(["--durability", durability]);
+    }
     if options.events {
         // Webhooks go to a receiver on loopback.
         command.env("PLINTH_OUTBOUND_ALLOW_PRIVATE", "true");
@@ -222,6 +256,14 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&data_dir);
         return Ok(());
     }
+    if options.vs.is_some() {
+        let plinth = Plinth { base: base.clone(), key: key.clone() };
+        pocketbase::run(&client, &plinth, &options).await?;
+        server.start_kill()?;
+        let _ = server.wait().await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+        return Ok(());
+    }
     let token =
         call(&client, reqwest::Method::POST, format!("{base}/v1/token"), &key, json!({ "api_key": key })).await?;
     let token = token["data"]["token"].as_str().context("token")?.to_string();
@@ -251,10 +293,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<44} {:>10} {:>10} {:>12} {:>8}", "scenario", "median", "p99", "req/s", "failed");
     for scenario in &scenarios {
         // Warm the connection pool and caches first.
-        let warm = Options {
-            requests: options.concurrency * 4,
-            ..Options { binary: String::new(), database_url: None, ..options }
-        };
+        let warm = Options { requests: options.concurrency * 4, ..options.clone() };
         drive(&client, &base, scenario, &warm).await;
         let mut outcome = drive(&client, &base, scenario, &options).await;
         outcome.latencies.sort();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, Uri};
+use axum::http::{header, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -310,6 +310,21 @@ async fn bound_time(State(configured): State<Duration>, request: Request, next: 
     }
 }
 
+/// Answers a request that may have written (any method but `GET`, `HEAD` and `OPTIONS`) only
+/// after what it wrote is on disk: a 503 when the sync fails, since the write may not survive.
+async fn synced(State(app): State<App>, request: Request, next: Next) -> Response {
+    let may_write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = next.run(request).await;
+    if may_write {
+        if let Err(error) = app.db.sync().await {
+            tracing::error!(%error, "syncing the database log failed");
+            let message = "the write was committed but could not be synced to disk; check its outcome before retrying";
+            return ApiError::new(ErrorCode::Internal, message).into_response();
+        }
+    }
+    response
+}
+
 /// The router with the contract's middleware, ready to serve.
 pub fn router(app: App) -> Router {
     let max_body = app.config.max_body_bytes;
@@ -322,6 +337,12 @@ pub fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), crate::ratelimit::enforce))
         .layer(middleware::from_fn_with_state(app.clone(), audit::record_refusals))
         .layer(middleware::from_fn_with_state(app.clone(), crate::auth::identify));
+    // Outside every layer that writes: in `power-loss` mode a write is answered once it is on disk.
+    let routes = if app.config.storage.durability == crate::db::Durability::PowerLoss {
+        routes.layer(middleware::from_fn_with_state(app.clone(), synced))
+    } else {
+        routes
+    };
     let timeout = Duration::from_secs(app.config.request_timeout_secs);
     // Counted outside everything else, so that every answer is counted as it was sent; the
     // metrics route stands outside the API's middleware but for request ids (its token is not a
@@ -374,6 +395,7 @@ pub async fn open_database(config: &crate::config::StorageArgs) -> Result<Db, St
         max_connections: config.db_max_connections,
         acquire_timeout: Duration::from_millis(config.db_acquire_timeout_ms),
         statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+        durability: config.durability,
     };
     let db = Db::connect_with(&config.database_url(), settings).await?;
     db.migrate().await?;

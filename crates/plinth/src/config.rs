@@ -72,6 +72,13 @@ pub struct StorageArgs {
     #[arg(long, env = "PLINTH_DB_STATEMENT_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=3_600_000))]
     pub db_statement_timeout_ms: u64,
+
+    /// What a write survives once it is answered: `process` (a killed process loses nothing; a
+    /// power loss may lose the last moments' writes) or `power-loss` (the embedded database's
+    /// log is synced to disk before a write is answered, one sync shared by the writers waiting
+    /// at the same time). PostgreSQL syncs its own commits in both.
+    #[arg(long, env = "PLINTH_DURABILITY", default_value = "process")]
+    pub durability: crate::db::Durability,
 }
 
 impl StorageArgs {
@@ -373,6 +380,7 @@ impl Config {
                 db_max_connections: 10,
                 db_acquire_timeout_ms: 10_000,
                 db_statement_timeout_ms: 30_000,
+                durability: crate::db::Durability::default(),
             },
             admin_key: None,
             master_key: None,

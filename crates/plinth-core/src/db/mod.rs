@@ -11,6 +11,9 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{broadcast, watch};
 
 pub mod dialect;
+pub mod durability;
+
+pub use durability::Durability;
 
 /// Which database the pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct Db {
     outbox: Arc<Outbox>,
     /// This process among the nodes sharing the database.
     node: Arc<str>,
+    /// SQLite in `power-loss` mode: the log synced for writes before they are answered.
+    group_sync: Option<Arc<durability::GroupSync>>,
 }
 
 /// What this process hears when a transaction that queued work or recorded events commits.
@@ -162,9 +167,11 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrat
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// SQLite settings applied to every connection: write-ahead log, a busy timeout instead of
-/// instant `SQLITE_BUSY`, foreign keys enforced, and a synced commit so a 2xx survives a crash.
+/// instant `SQLITE_BUSY`, foreign keys enforced, and commits that are in the log (the operating
+/// system's cache) when they return, so that a killed process loses none; syncs to disk are
+/// `Durability`'s (see `durability`).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-     PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
+     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
 
 /// How the pool behaves under load.
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +182,8 @@ pub struct PoolSettings {
     /// Longest one statement may run on PostgreSQL (`statement_timeout`); SQLite's writers are
     /// bounded by its busy timeout and the request timeout.
     pub statement_timeout: Duration,
+    /// What an answered write survives.
+    pub durability: Durability,
 }
 
 impl PoolSettings {
@@ -183,6 +192,7 @@ impl PoolSettings {
             max_connections,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
+            durability: Durability::default(),
         }
     }
 }
@@ -207,6 +217,9 @@ impl Db {
         let statement_ms = settings.statement_timeout.as_millis().max(1);
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
+            // An embedded database's connection does not drop: a ping before each use would only
+            // add a round trip to the connection's thread.
+            .test_before_acquire(backend == Backend::Postgres)
             .acquire_timeout(settings.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
@@ -222,13 +235,30 @@ impl Db {
             .connect_with(options)
             .await?;
         let node = crate::secrets::random_alphanumeric(12).into();
+        let group_sync = match (backend, settings.durability) {
+            (Backend::Sqlite, Durability::PowerLoss) => {
+                sqlite_file(url).map(|file| Arc::new(durability::GroupSync::new(std::path::Path::new(file))))
+            }
+            _ => None,
+        };
         Ok(Db {
             pool,
             backend,
             writer: Arc::new(tokio::sync::Mutex::new(())),
             outbox: Arc::new(Outbox::new(OUTBOX_EVENTS_BUFFER)),
             node,
+            group_sync,
         })
+    }
+
+    /// Returns once every write committed before the call survives a power loss: in
+    /// `power-loss` mode on SQLite, a sync of the log shared with every caller waiting at the
+    /// same time; otherwise at once (PostgreSQL syncs its own commits).
+    pub async fn sync(&self) -> std::io::Result<()> {
+        match &self.group_sync {
+            Some(group) => group.sync().await,
+            None => Ok(()),
+        }
     }
 
     /// Applies every pending migration of this backend.
@@ -297,6 +327,13 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The file of an SQLite URL (`sqlite://path?mode=rwc`); none for an in-memory database.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next().unwrap_or_default();
+    (!file.is_empty() && file != ":memory:").then_some(file)
 }
 
 pub use dialect::{is_unique_violation, lock_row};

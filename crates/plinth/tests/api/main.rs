@@ -9,6 +9,7 @@ mod backup;
 mod cli;
 mod contract;
 mod deliveries;
+mod durability;
 mod entitlements;
 mod events;
 mod fakes;
