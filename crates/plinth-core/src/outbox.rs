@@ -66,19 +66,20 @@ pub async fn record(tx: &mut WriteTx, tenant: &TenantId, event: Event<'_>) -> Re
     let now = time::now();
     // Secret-looking fields never reach a payload (the contract's list, as in audit records).
     let data = crate::redact::redact(event.data);
-    sqlx::query(
-        "INSERT INTO events (id, tenant_id, type, resource_type, resource_id, data, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&id)
-    .bind(tenant)
-    .bind(event.kind)
-    .bind(event.resource_type)
-    .bind(event.resource_id)
-    .bind(data.to_string())
-    .bind(time::to_db(&now))
-    .execute(&mut **tx)
-    .await?;
+    // Nothing in the transaction reads the event's row: it goes with the commit.
+    tx.defer(
+        crate::db::Deferred::new(
+            "INSERT INTO events (id, tenant_id, type, resource_type, resource_id, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .text(id.as_str())
+        .text(tenant.as_str())
+        .text(event.kind)
+        .text(event.resource_type)
+        .text(event.resource_id)
+        .string(Some(data.to_string()))
+        .string(Some(time::to_db(&now))),
+    );
     let payload = Arc::new(payload(&id, event.kind, tenant, &now, data));
     for attached in tx.attached() {
         if let Some(subscriber) = attached.downcast_ref::<Arc<dyn Subscriber>>() {

@@ -111,17 +111,22 @@ impl App {
         self.credential_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Take before committing a change to object types or properties: when it drops, cached
-    /// schemas are dropped.
+    /// Take before committing a change to object types or properties: until it drops (after
+    /// the commit), cached schemas are not used; when it drops they are forgotten.
     #[must_use]
     pub fn schemas_changing(&self) -> SchemasChanging {
+        self.schemas.begin_change();
         SchemasChanging(self.clone())
     }
 
-    /// Take before committing a change to credentials: when it drops (after the commit, or when
-    /// the request is abandoned mid-commit) cached credentials are dropped.
+    /// Take before committing a change to credentials: until it drops (after the commit, or
+    /// when the request is abandoned mid-commit) nothing cached is used; when it drops, cached
+    /// credentials are forgotten and open streams check theirs again.
     #[must_use]
     pub fn credentials_changing(&self) -> CredentialsChanging {
+        self.credentials.begin_change();
+        self.sessions.begin_change();
+        self.schemas.begin_change();
         CredentialsChanging(self.clone())
     }
 }
@@ -131,7 +136,7 @@ pub struct SchemasChanging(App);
 
 impl Drop for SchemasChanging {
     fn drop(&mut self) {
-        self.0.schemas.clear();
+        self.0.schemas.end_change();
     }
 }
 
@@ -140,6 +145,9 @@ pub struct CredentialsChanging(App);
 
 impl Drop for CredentialsChanging {
     fn drop(&mut self) {
+        self.0.credentials.end_change();
+        self.0.sessions.end_change();
+        self.0.schemas.end_change();
         self.0.credentials_changed();
     }
 }

@@ -10,9 +10,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{broadcast, watch};
 
+mod deferred;
 pub mod dialect;
 pub mod durability;
 
+pub use deferred::Deferred;
 pub use durability::Durability;
 
 /// Which database the pool talks to.
@@ -104,18 +106,37 @@ pub struct WriteTx {
     events: Vec<Arc<Value>>,
     backend: Backend,
     node: Arc<str>,
+    held: deferred::Held,
 }
 
 impl WriteTx {
-    /// Commits; then wakes the workers if work was queued, and hands the recorded events to
-    /// this process's realtime listeners.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    /// Sends the held writes, then commits; then wakes the workers if work was queued, and hands
+    /// the recorded events to this process's realtime listeners.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.flush().await?;
         self.tx.commit().await?;
         if self.queued_work {
             self.outbox.wake();
         }
         for event in self.events {
             self.outbox.publish(event);
+        }
+        Ok(())
+    }
+
+    /// Holds `statement` until the next `flush` or the commit, to send with the others in one
+    /// round trip. Its rows are not visible to this transaction before then.
+    pub fn defer(&mut self, statement: Deferred) {
+        self.held.push(statement);
+    }
+
+    /// Sends the held writes now: before a statement that reads or references their rows.
+    pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        for (sql, arguments) in self.held.take(self.backend)? {
+            sqlx::query_with(&sql, arguments).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -300,6 +321,7 @@ impl Db {
             events: Vec::new(),
             backend: self.backend,
             node: self.node.clone(),
+            held: deferred::Held::default(),
         }
     }
 

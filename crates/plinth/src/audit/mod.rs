@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::auth::{Actor, Auth};
+use crate::db::WriteTx;
 use crate::http::list::{self, Filter, ListSpec, SortField};
 use crate::http::{request_id, ApiError, ApiResult, Data, ListParams, Page, Query};
 use crate::id::TenantId;
@@ -80,6 +81,31 @@ pub async fn record<'e, E: Executor<'e, Database = Any>>(
     let tenant = tenant.or(who.tenant.as_ref());
     insert(db, tenant, who.actor_type, who.actor_id.as_deref(), who.ip.as_deref(), who.user_agent.as_deref(), entry)
         .await
+}
+
+/// Records `entry` with the transaction's commit (one round trip with the other held writes):
+/// for a write whose audit record nothing in the transaction reads.
+pub fn defer(tx: &mut WriteTx, who: &Who, tenant: Option<&TenantId>, entry: Entry<'_>) {
+    let tenant = tenant.or(who.tenant.as_ref());
+    tx.defer(
+        crate::db::Deferred::new(
+            "INSERT INTO audit_logs (id, tenant_id, actor_type, actor_id, action, resource_type, resource_id, \
+             ip_address, user_agent, request_id, changes, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .string(Some(id::new_id(prefix::AUDIT)))
+        .text(tenant.map(TenantId::as_str))
+        .text(who.actor_type)
+        .text(who.actor_id.as_deref())
+        .text(entry.action)
+        .text(entry.resource_type)
+        .text(entry.resource_id)
+        .text(who.ip.as_deref())
+        .string(who.user_agent.as_deref().map(|ua| ua.chars().take(512).collect::<String>()))
+        .string(Some(request_id::current()))
+        .string(Some(redact(entry.changes).to_string()))
+        .string(Some(time::to_db(&time::now()))),
+    );
 }
 
 /// Records `entry` as the platform's, in no tenant (a tenant's deletion, say).

@@ -1,7 +1,10 @@
 //! Short-lived caches of what authenticating and authorizing a request reads: verified API keys
 //! and access tokens, end users' sessions with their roles, and object types with their
-//! policies. Changes are honoured exactly: every change clears its cache after it commits, and a
-//! lookup that raced with a clear is not stored.
+//! policies. Changes are honoured exactly: a change marks its cache as changing before it
+//! commits and clears it after, nothing is served or stored while a change is under way, and a
+//! lookup that raced with a clear is not stored. So an entry served to a writer holding the
+//! database's one write turn is what the database holds: every change committed before the turn
+//! was taken has either cleared the cache or is still marked as under way.
 //!
 //! Enabled only where this process sees every change (the embedded SQLite mode). With
 //! PostgreSQL, several nodes may change things, so each request reads the database.
@@ -25,12 +28,24 @@ pub type CredentialCache = Cache<KeyCredential>;
 pub struct Cache<V> {
     enabled: bool,
     generation: AtomicU64,
+    /// Changes begun and not yet ended.
+    changing: AtomicU64,
     entries: RwLock<HashMap<String, (Arc<V>, Instant)>>,
 }
 
 impl<V> Cache<V> {
     pub fn new(enabled: bool) -> Self {
-        Cache { enabled, generation: AtomicU64::new(0), entries: RwLock::new(HashMap::new()) }
+        Cache {
+            enabled,
+            generation: AtomicU64::new(0),
+            changing: AtomicU64::new(0),
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Whether entries are kept (the embedded mode).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Read before loading from the database; pass to `insert`.
@@ -39,7 +54,7 @@ impl<V> Cache<V> {
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<V>> {
-        if !self.enabled {
+        if !self.enabled || self.changing.load(Ordering::Acquire) > 0 {
             return None;
         }
         let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -52,13 +67,27 @@ impl<V> Cache<V> {
             return;
         }
         let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if self.generation.load(Ordering::Acquire) != seen_generation {
+        if self.generation.load(Ordering::Acquire) != seen_generation || self.changing.load(Ordering::Acquire) > 0 {
             return;
         }
         if entries.len() >= CAPACITY {
             entries.clear();
         }
         entries.insert(key, (credential, Instant::now()));
+    }
+
+    /// Marks a change as under way (before it commits): nothing is served or stored until
+    /// `end_change`.
+    pub fn begin_change(&self) {
+        self.changing.fetch_add(1, Ordering::AcqRel);
+        self.clear();
+    }
+
+    /// Ends a change begun with `begin_change`, forgetting everything (after it committed, or
+    /// was abandoned).
+    pub fn end_change(&self) {
+        self.clear();
+        self.changing.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Forgets everything. Call after a change to keys, tokens or tenants has committed.
@@ -98,6 +127,20 @@ mod tests {
         assert!(cache.get("k").is_some());
         cache.clear();
         assert!(cache.get("k").is_none());
+    }
+
+    #[test]
+    fn nothing_is_served_or_stored_while_a_change_is_under_way() {
+        let cache = CredentialCache::new(true);
+        cache.insert("k".into(), credential(), cache.generation());
+        cache.begin_change();
+        assert!(cache.get("k").is_none());
+        cache.insert("k".into(), credential(), cache.generation());
+        assert!(cache.get("k").is_none());
+        cache.end_change();
+        assert!(cache.get("k").is_none(), "what was loaded during the change is not kept");
+        cache.insert("k".into(), credential(), cache.generation());
+        assert!(cache.get("k").is_some());
     }
 
     #[test]

@@ -249,40 +249,62 @@ fn limit_reached(app: &App, feature: &Feature, used: i64, limit: i64) -> ApiErro
     error
 }
 
-/// Checks and records `quantity` of `feature` for the tenant in one statement, inside the
-/// caller's transaction: 403 `FEATURE_LIMIT_REACHED` when it would pass the limit, and nothing
-/// is recorded then. Returns the usage after recording and the limit.
+/// The tiers in the order of `TIER_LIMIT_PARAMETERS`.
+const TIERS: [Tier; 5] = [Tier::Free, Tier::Starter, Tier::Pro, Tier::Agency, Tier::Enterprise];
+
+/// The tenant's limit of `$2` in SQL: its override (`NULL` there is no limit, `$5`), else its
+/// plan's by tier (`$6` to `$10`, in the order of `TIERS`).
+const CEILING: &str = "COALESCE(\
+    (SELECT COALESCE(limit_value, $5) FROM entitlement_overrides WHERE tenant_id = $1 AND feature = $2), \
+    (SELECT CASE tier WHEN 'free' THEN $6 WHEN 'starter' THEN $7 WHEN 'pro' THEN $8 WHEN 'agency' THEN $9 \
+     WHEN 'enterprise' THEN $10 END FROM tenants WHERE id = $1))";
+
+/// Checks and records `quantity` of `feature` for the tenant in one statement (the limit read
+/// in it too), inside the caller's transaction: 403 `FEATURE_LIMIT_REACHED` when it would pass
+/// the limit, and nothing is recorded then. Returns the usage after recording.
 pub async fn consume(
     conn: &mut AnyConnection,
     app: &App,
     tenant: &TenantId,
     entitlement: Entitlement,
     quantity: i64,
-) -> ApiResult<(i64, Option<i64>)> {
+) -> ApiResult<i64> {
     let feature = entitlement.feature();
-    let tier = tier_of(conn, tenant).await?;
-    let limit = limit_of(conn, &app.plans, tenant, tier, feature).await?;
-    // With no limit, a ceiling no count reaches.
-    let ceiling = limit.unwrap_or(i64::MAX);
-    let row: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO usage_counters (tenant_id, metric, period, count) SELECT $1, $2, $3, $4 WHERE $4 <= $5 \
+    let sql = format!(
+        "INSERT INTO usage_counters (tenant_id, metric, period, count) SELECT $1, $2, $3, $4 WHERE $4 <= {CEILING} \
          ON CONFLICT (tenant_id, metric, period) DO UPDATE SET count = usage_counters.count + excluded.count \
-         WHERE usage_counters.count + excluded.count <= $5 RETURNING count",
-    )
-    .bind(tenant.as_str())
-    .bind(feature.name)
-    .bind(period_key(feature))
-    .bind(quantity)
-    .bind(ceiling)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        Some((count,)) => Ok((count, limit)),
+         WHERE usage_counters.count + excluded.count <= {CEILING} RETURNING count"
+    );
+    let mut query = sqlx::query_as::<_, (i64,)>(&sql)
+        .bind(tenant.as_str())
+        .bind(feature.name)
+        .bind(period_key(feature))
+        .bind(quantity)
+        .bind(i64::MAX);
+    for tier in TIERS {
+        // With no limit, a ceiling no count reaches.
+        query = query.bind(app.plans.limit(tier, feature).unwrap_or(i64::MAX));
+    }
+    match query.fetch_optional(&mut *conn).await? {
+        Some((count,)) => Ok(count),
         None => {
+            let tier = tier_of(conn, tenant).await?;
+            let ceiling = limit_of(conn, &app.plans, tenant, tier, feature).await?.unwrap_or(i64::MAX);
             let used = used(&mut *conn, tenant, feature).await?;
             Err(limit_reached(app, feature, used, ceiling))
         }
     }
+}
+
+/// The tenant's limit of `entitlement`: its override, else its plan's; `None` for no limit.
+pub async fn limit(
+    conn: &mut AnyConnection,
+    app: &App,
+    tenant: &TenantId,
+    entitlement: Entitlement,
+) -> ApiResult<Option<i64>> {
+    let tier = tier_of(conn, tenant).await?;
+    limit_of(conn, &app.plans, tenant, tier, entitlement.feature()).await
 }
 
 /// Refuses (403 `FEATURE_LIMIT_REACHED`) when the tenant has used all of `name` this period.
@@ -538,7 +560,9 @@ async fn record_usage(
         return Err(ApiError::invalid("metadata", "must be at most 4096 bytes as JSON"));
     }
     let mut tx = app.db.begin_write().await?;
-    let (current, limit) = consume(&mut tx, &app, tenant, Entitlement::parse(&body.feature)?, quantity).await?;
+    let entitlement = Entitlement::parse(&body.feature)?;
+    let current = consume(&mut tx, &app, tenant, entitlement, quantity).await?;
+    let limit = limit(&mut tx, &app, tenant, entitlement).await?;
     sqlx::query(
         "INSERT INTO usage_events (id, tenant_id, feature, quantity, metadata, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )

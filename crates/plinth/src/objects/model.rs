@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use super::properties::{self, Property};
 use crate::app::App;
 use crate::auth::TenantId;
+use crate::db::WriteTx;
 use crate::http::{ApiError, ApiResult};
 use crate::object_types::{self, ObjectType};
 use crate::time;
@@ -89,17 +90,25 @@ impl Schema {
     }
 
     /// The schema for writing objects: the type is locked (shared) before its properties are
-    /// read, so a schema change waits for the write or the write sees the change.
-    pub async fn load_for_write(
-        conn: &mut AnyConnection,
-        app: &App,
-        tenant: &TenantId,
-        type_ref: &str,
-    ) -> ApiResult<Schema> {
-        let object_type = object_types::find(conn, tenant, type_ref).await?;
-        object_types::lock(conn, app.db.backend(), &object_type.id, false).await?;
-        let properties = properties::of_type(conn, &object_type.id).await?;
-        Ok(Schema { object_type, properties })
+    /// read, so a schema change waits for the write or the write sees the change. In the
+    /// embedded mode the write turn is held, so the cached schema is the stored one (see
+    /// `auth::cache`) and no query is needed.
+    pub async fn load_for_write(tx: &mut WriteTx, app: &App, tenant: &TenantId, type_ref: &str) -> ApiResult<Schema> {
+        let key = format!("{}:{type_ref}", tenant.as_str());
+        if let Some(found) = app.schemas.get(&key) {
+            return Ok(found.schema.clone());
+        }
+        let generation = app.schemas.generation();
+        let object_type = object_types::find(tx, tenant, type_ref).await?;
+        object_types::lock(tx, app.db.backend(), &object_type.id, false).await?;
+        let properties = properties::of_type(tx, &object_type.id).await?;
+        let schema = Schema { object_type, properties };
+        if app.schemas.is_enabled() {
+            let rules = crate::authz::policies::enabled_rules(tx, &schema.object_type.id).await?;
+            let access = crate::authz::access::TypeAccess { schema: schema.clone(), rules };
+            app.schemas.insert(key, std::sync::Arc::new(access), generation);
+        }
+        Ok(schema)
     }
 
     pub fn property(&self, name: &str) -> Option<&Property> {

@@ -97,28 +97,24 @@ pub fn author(who: &Who) -> String {
     who.actor_id.clone().unwrap_or_else(|| who.actor_type.to_owned())
 }
 
-pub async fn record_version(
-    conn: &mut AnyConnection,
-    object: &Object,
-    action: &str,
-    changed: &[String],
-    who: &Who,
-) -> ApiResult<()> {
-    sqlx::query(
-        "INSERT INTO object_versions (object_id, version, tenant_id, action, properties, changed, actor_type, \
-         actor_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&object.id)
-    .bind(object.version)
-    .bind(&object.tenant_id)
-    .bind(action)
-    .bind(serde_json::to_string(&object.properties)?)
-    .bind(json!(changed).to_string())
-    .bind(who.actor_type)
-    .bind(&who.actor_id)
-    .bind(time::to_db(&object.updated_at))
-    .execute(&mut *conn)
-    .await?;
+/// Records the version row of a write, sent with the transaction's commit (nothing reads it
+/// before).
+pub fn record_version(tx: &mut WriteTx, object: &Object, action: &str, changed: &[String], who: &Who) -> ApiResult<()> {
+    tx.defer(
+        crate::db::Deferred::new(
+            "INSERT INTO object_versions (object_id, version, tenant_id, action, properties, changed, actor_type, \
+             actor_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .text(object.id.as_str())
+        .int(object.version)
+        .text(object.tenant_id.as_str())
+        .text(action)
+        .string(Some(serde_json::to_string(&object.properties)?))
+        .string(Some(json!(changed).to_string()))
+        .text(who.actor_type)
+        .text(who.actor_id.as_deref())
+        .string(Some(time::to_db(&object.updated_at))),
+    );
     Ok(())
 }
 
@@ -131,7 +127,7 @@ pub async fn record_write(
     changed: &[String],
     who: &Who,
 ) -> ApiResult<()> {
-    record_version(conn, object, action, changed, who).await?;
+    record_version(conn, object, action, changed, who)?;
     let kind = format!("object.{action}");
     // The type's name, for subscriptions filtered by `object_types`.
     let mut data = json!({ "object_type": schema.object_type.name, "object": object });
@@ -147,7 +143,7 @@ pub async fn record_write(
         resource_id: &object.id,
         changes: json!({ "object_type_id": object.object_type_id, "version": object.version, "changed": changed }),
     };
-    audit::record(&mut **conn, who, Some(&tenant), entry).await?;
+    audit::defer(conn, who, Some(&tenant), entry);
     Ok(())
 }
 
@@ -378,6 +374,8 @@ pub async fn remove_type_dependants(
 
 /// Purges an object for good (its versions go with it), giving back its share of `objects`.
 pub async fn purge(tx: &mut WriteTx, tenant: &TenantId, object_id: &str) -> ApiResult<()> {
+    // Held version rows of the object would refer to a row no longer there.
+    tx.flush().await?;
     sqlx::query("DELETE FROM objects WHERE id = $1 AND tenant_id = $2")
         .bind(object_id)
         .bind(tenant.as_str())
