@@ -67,6 +67,7 @@ impl Held {
         self.statements.push(statement);
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.statements.is_empty()
     }

@@ -10,6 +10,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{broadcast, watch};
 
+mod batch;
 mod deferred;
 pub mod dialect;
 pub mod durability;
@@ -30,8 +31,9 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     /// SQLite has one writer at a time: writers of this process queue here, in order, instead of
-    /// polling the database lock with SQLite's busy-wait back-off.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// polling the database lock with SQLite's busy-wait back-off, and share transactions
+    /// (`batch`).
+    writer: Arc<batch::Writer>,
     outbox: Arc<Outbox>,
     /// This process among the nodes sharing the database.
     node: Arc<str>,
@@ -96,11 +98,15 @@ impl Outbox {
     }
 }
 
-/// A transaction that writes; on SQLite it holds this process's writer turn until it ends.
+/// A transaction that writes. On SQLite it holds this process's write turn until it ends, and
+/// works in a savepoint of a transaction that writers queued at the same time share (`batch`):
+/// its commit returns once the shared transaction has committed.
 #[derive(Debug)]
 pub struct WriteTx {
-    tx: Transaction<'static, Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// `None` only once `commit` or `rollback` took it.
+    tx: Option<Transaction<'static, Any>>,
+    /// SQLite: the write turn, and whose it is.
+    turn: Option<(batch::Turn, Arc<batch::Writer>)>,
     outbox: Arc<Outbox>,
     queued_work: bool,
     events: Vec<Arc<Value>>,
@@ -109,16 +115,48 @@ pub struct WriteTx {
     held: deferred::Held,
 }
 
+impl Drop for WriteTx {
+    /// Dropped without `commit` or `rollback`: on PostgreSQL the transaction rolls back; on
+    /// SQLite a task rolls its savepoint back and ends its turn.
+    fn drop(&mut self) {
+        if let (Some(tx), Some((turn, writer))) = (self.tx.take(), self.turn.take()) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move { writer.abandon(turn, tx).await });
+                }
+                Err(_) => tracing::error!("a write transaction was dropped outside the runtime"),
+            }
+        }
+    }
+}
+
 impl WriteTx {
     /// Sends the held writes, then commits; then wakes the workers if work was queued, and hands
     /// the recorded events to this process's realtime listeners.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        self.flush().await?;
-        self.tx.commit().await?;
+        match self.turn.take() {
+            None => {
+                self.flush().await?;
+                if let Some(tx) = self.tx.take() {
+                    tx.commit().await?;
+                }
+            }
+            Some((turn, writer)) => {
+                if let Err(error) = self.send_held(Some(batch::RELEASE)).await {
+                    if let Some(tx) = self.tx.take() {
+                        writer.abandon(turn, tx).await;
+                    }
+                    return Err(error);
+                }
+                if let Some(tx) = self.tx.take() {
+                    writer.finish(turn, tx, true).await.map_err(sqlx::Error::Protocol)?;
+                }
+            }
+        }
         if self.queued_work {
             self.outbox.wake();
         }
-        for event in self.events {
+        for event in std::mem::take(&mut self.events) {
             self.outbox.publish(event);
         }
         Ok(())
@@ -132,11 +170,23 @@ impl WriteTx {
 
     /// Sends the held writes now: before a statement that reads or references their rows.
     pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
-        if self.held.is_empty() {
-            return Ok(());
+        self.send_held(None).await
+    }
+
+    /// Sends the held writes, with `then` (SQLite) in the last round trip.
+    async fn send_held(&mut self, then: Option<&str>) -> Result<(), sqlx::Error> {
+        let mut trips = self.held.take(self.backend)?;
+        if let Some(then) = then {
+            match trips.last_mut() {
+                Some((sql, _)) => {
+                    sql.push_str(";\n");
+                    sql.push_str(then);
+                }
+                None => trips.push((then.to_string(), Default::default())),
+            }
         }
-        for (sql, arguments) in self.held.take(self.backend)? {
-            sqlx::query_with(&sql, arguments).execute(&mut *self.tx).await?;
+        for (sql, arguments) in trips {
+            sqlx::query_with(&sql, arguments).execute(&mut **self).await?;
         }
         Ok(())
     }
@@ -165,22 +215,33 @@ impl WriteTx {
         &self.node
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        match (self.tx.take(), self.turn.take()) {
+            (Some(tx), Some((turn, writer))) => {
+                writer.abandon(turn, tx).await;
+                Ok(())
+            }
+            (Some(tx), None) => tx.rollback().await,
+            _ => Ok(()),
+        }
     }
 }
 
+// `tx` is `None` only inside `commit`, `rollback` and `drop`, which take the transaction by
+// value: no statement can reach it then.
 impl std::ops::Deref for WriteTx {
     type Target = AnyConnection;
 
+    #[allow(clippy::expect_used)]
     fn deref(&self) -> &AnyConnection {
-        &self.tx
+        self.tx.as_deref().expect("a write transaction is open until it is committed or rolled back")
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
+    #[allow(clippy::expect_used)]
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        self.tx.as_deref_mut().expect("a write transaction is open until it is committed or rolled back")
     }
 }
 
@@ -265,7 +326,7 @@ impl Db {
         Ok(Db {
             pool,
             backend,
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            writer: Arc::new(batch::Writer::default()),
             outbox: Arc::new(Outbox::new(OUTBOX_EVENTS_BUFFER)),
             node,
             group_sync,
@@ -304,18 +365,17 @@ impl Db {
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => {
-                let turn = self.writer.clone().lock_owned().await;
-                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(self.write_tx(tx, Some(turn)))
+                let (turn, tx) = self.writer.begin(&self.pool).await?;
+                Ok(self.write_tx(tx, Some((turn, self.writer.clone()))))
             }
             Backend::Postgres => Ok(self.write_tx(self.pool.begin().await?, None)),
         }
     }
 
-    fn write_tx(&self, tx: Transaction<'static, Any>, turn: Option<tokio::sync::OwnedMutexGuard<()>>) -> WriteTx {
+    fn write_tx(&self, tx: Transaction<'static, Any>, turn: Option<(batch::Turn, Arc<batch::Writer>)>) -> WriteTx {
         WriteTx {
-            tx,
-            _turn: turn,
+            tx: Some(tx),
+            turn,
             outbox: self.outbox.clone(),
             queued_work: false,
             events: Vec::new(),
