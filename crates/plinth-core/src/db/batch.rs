@@ -23,6 +23,8 @@ use tokio::sync::{oneshot, OwnedMutexGuard};
 /// The savepoint each writer of a batch works in.
 pub(crate) const SAVEPOINT: &str = "SAVEPOINT plinth_write";
 pub(crate) const RELEASE: &str = "RELEASE plinth_write";
+/// Releases a writer's savepoint and opens the next writer's, in one round trip.
+pub(crate) const RELEASE_AND_NEXT: &str = "RELEASE plinth_write; SAVEPOINT plinth_write";
 const ROLLBACK_TO: &str = "ROLLBACK TO plinth_write; RELEASE plinth_write";
 
 /// Most writers whose work one commit carries.
@@ -45,6 +47,8 @@ pub(crate) struct Batch {
     broken: Option<String>,
     /// Batches committed since the start.
     commits_seen: usize,
+    /// The last writer opened the next one's savepoint (`RELEASE_AND_NEXT`).
+    next_savepoint: bool,
 }
 
 /// This process's write turn, for SQLite.
@@ -84,6 +88,12 @@ impl Writer {
             let _waiting = Waiting::new(&self.waiting);
             self.batch.clone().lock_owned().await
         };
+        if turn.next_savepoint {
+            turn.next_savepoint = false;
+            if let Some(tx) = turn.tx.take() {
+                return Ok((turn, tx));
+            }
+        }
         if let Some(tx) = turn.tx.as_mut() {
             // On the transaction where it lies: a writer dropped here leaves the batch whole.
             if let Err(error) = tx.execute(SAVEPOINT).await {
@@ -98,10 +108,23 @@ impl Writer {
         Ok((turn, tx))
     }
 
+    /// Whether a writer is waiting for the turn: then a finishing writer opens its savepoint.
+    pub(crate) fn someone_waits(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
     /// Ends a writer's turn. `kept`: its savepoint was released, so its work is in the batch and
-    /// this waits for the batch's commit; otherwise its work was rolled back already.
-    pub(crate) async fn finish(self: &Arc<Self>, mut turn: Turn, tx: Transaction<'static, Any>, kept: bool) -> Outcome {
+    /// this waits for the batch's commit; otherwise its work was rolled back already. `opened`:
+    /// the next writer's savepoint is open.
+    pub(crate) async fn finish(
+        self: &Arc<Self>,
+        mut turn: Turn,
+        tx: Transaction<'static, Any>,
+        kept: bool,
+        opened: bool,
+    ) -> Outcome {
         turn.tx = Some(tx);
+        turn.next_savepoint = opened;
         let outcome = if kept {
             let (told, hear) = oneshot::channel();
             turn.members.push(told);
@@ -136,7 +159,7 @@ impl Writer {
         if let Err(error) = tx.execute(ROLLBACK_TO).await {
             turn.broken.get_or_insert_with(|| format!("a write could not be undone: {error}"));
         }
-        let _ = self.finish(turn, tx, false).await;
+        let _ = self.finish(turn, tx, false, false).await;
     }
 
     /// Makes sure, a moment from now, that a batch nobody holds the turn of is committed.
@@ -158,6 +181,8 @@ impl Writer {
 async fn commit(turn: &mut Turn) {
     let Some(tx) = turn.tx.take() else { return };
     turn.commits_seen += 1;
+    // A savepoint opened for a next writer ends with the transaction.
+    turn.next_savepoint = false;
     let members = std::mem::take(&mut turn.members);
     let outcome = match turn.broken.take() {
         Some(reason) => {

@@ -142,14 +142,17 @@ impl WriteTx {
                 }
             }
             Some((turn, writer)) => {
-                if let Err(error) = self.send_held(Some(batch::RELEASE)).await {
+                // A writer waiting gets its savepoint in this round trip.
+                let opened = writer.someone_waits();
+                let release = if opened { batch::RELEASE_AND_NEXT } else { batch::RELEASE };
+                if let Err(error) = self.send_held(Some(release)).await {
                     if let Some(tx) = self.tx.take() {
                         writer.abandon(turn, tx).await;
                     }
                     return Err(error);
                 }
                 if let Some(tx) = self.tx.take() {
-                    writer.finish(turn, tx, true).await.map_err(sqlx::Error::Protocol)?;
+                    writer.finish(turn, tx, true, opened).await.map_err(sqlx::Error::Protocol)?;
                 }
             }
         }
