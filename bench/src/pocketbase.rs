@@ -68,7 +68,10 @@ async fn compare(
 
     let backend = if options.database_url.is_some() { "postgres" } else { "sqlite" };
     let mut comparison = Comparison::new(
-        format!("vs-pocketbase-{backend}"),
+        match &options.durability {
+            Some(durability) => format!("vs-pocketbase-{backend}-{durability}"),
+            None => format!("vs-pocketbase-{backend}"),
+        },
         "PocketBase",
         json!({
             "pocketbase": POCKETBASE_VERSION,
