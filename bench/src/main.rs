@@ -328,50 +328,20 @@ async fn store_scenarios(
     options: &Options,
 ) -> anyhow::Result<Vec<Scenario>> {
     let post = reqwest::Method::POST;
-    call(client, post.clone(), format!("{base}/v1/object-types"), key, json!({ "name": "items" })).await?;
-    for property in [
-        json!({ "name": "name", "data_type": "string", "is_sortable": true }),
-        json!({ "name": "qty", "data_type": "integer", "is_indexed": true, "is_sortable": true }),
-        json!({ "name": "price", "data_type": "decimal", "is_sortable": true }),
-        json!({ "name": "notes", "data_type": "text" }),
-    ] {
-        call(client, post.clone(), format!("{base}/v1/object-types/items/properties"), key, property).await?;
-    }
-    const WORDS: &[&str] = &["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
-    let item = |n: usize| {
-        json!({ "properties": {
-            "name": format!("item {n}"), "qty": (n * 7919) % 1000, "price": format!("{}.{:02}", n % 500, n % 100),
-            "notes": format!("{} {} {}", WORDS[n % 8], WORDS[(n / 8) % 8], WORDS[(n / 64) % 8]),
-        } })
-    };
+    pocketbase::define(client, base, key).await?;
+    let item = pocketbase::object;
     let started = Instant::now();
-    let batches = options.store.div_ceil(100);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut loaders = Vec::new();
-    for _ in 0..4 {
-        let (client, next, base, key) = (client.clone(), next.clone(), base.to_string(), key.to_string());
-        let total = options.store;
-        loaders.push(tokio::spawn(async move {
-            loop {
-                let batch = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if batch >= batches {
-                    return anyhow::Ok(());
-                }
-                let objects: Vec<Value> = (batch * 100..((batch + 1) * 100).min(total)).map(item).collect();
-                let url = format!("{base}/v1/objects/items/batch/create");
-                call(&client, reqwest::Method::POST, url, &key, json!({ "objects": objects })).await?;
-            }
-        }));
-    }
-    for loader in loaders {
-        loader.await??;
-    }
-    let elapsed = started.elapsed();
+    let (load_base, load_key) = (base.to_string(), key.to_string());
+    let loaded = pocketbase::load(client, options.store, move |batch| {
+        let objects: Vec<Value> = batch.map(item).collect();
+        (format!("{load_base}/v1/objects/items/batch/create"), load_key.clone(), json!({ "objects": objects }))
+    })
+    .await?;
     println!(
         "loaded {} objects in batches of 100 (4 at a time): {:.1} s, {:.0} objects/s",
         options.store,
-        elapsed.as_secs_f64(),
-        options.store as f64 / elapsed.as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        loaded.per_second
     );
     // An end user who owns some of the items, under the owner recipe: a permission on the
     // built-in role and one policy on `created_by`.

@@ -35,7 +35,7 @@ fn record(n: usize) -> Value {
 }
 
 /// The same record as a Plinth object (decimals travel as strings).
-fn object(n: usize) -> Value {
+pub(crate) fn object(n: usize) -> Value {
     let mut properties = record(n);
     properties["price"] = json!(format!("{}.{:02}", n % 500, n % 100));
     json!({ "properties": properties })
@@ -174,7 +174,7 @@ fn side(method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -
 }
 
 /// Loads `records` through batch requests of 100, four at a time; records per second.
-async fn load<F>(client: &reqwest::Client, records: usize, request: F) -> anyhow::Result<Figure>
+pub(crate) async fn load<F>(client: &reqwest::Client, records: usize, request: F) -> anyhow::Result<Figure>
 where
     F: Fn(std::ops::Range<usize>) -> (String, String, Value) + Send + Sync + 'static,
 {
@@ -204,7 +204,7 @@ where
 
 /// Plinth's side of the collection: the same four fields, the same three indexes (Plinth
 /// indexes sortable properties).
-async fn define(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<()> {
+pub(crate) async fn define(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<()> {
     let post = reqwest::Method::POST;
     call(client, post.clone(), format!("{base}/v1/object-types"), key, json!({ "name": "items" })).await?;
     for property in [
