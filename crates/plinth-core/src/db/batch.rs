@@ -20,12 +20,8 @@ use std::time::Duration;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
-/// The savepoint each writer of a batch works in.
-pub(crate) const SAVEPOINT: &str = "SAVEPOINT plinth_write";
-pub(crate) const RELEASE: &str = "RELEASE plinth_write";
-/// Releases a writer's savepoint and opens the next writer's, in one round trip.
-pub(crate) const RELEASE_AND_NEXT: &str = "RELEASE plinth_write; SAVEPOINT plinth_write";
-const ROLLBACK_TO: &str = "ROLLBACK TO plinth_write; RELEASE plinth_write";
+// Each writer works in a savepoint of its own name (`plinth_write_<n>`): one left open by a
+// writer dropped mid-statement is never the one a later writer rolls back to.
 
 /// Most writers whose work one commit carries.
 const MEMBERS_MAX: usize = 64;
@@ -47,8 +43,14 @@ pub(crate) struct Batch {
     broken: Option<String>,
     /// Batches committed since the start.
     commits_seen: usize,
-    /// The last writer opened the next one's savepoint (`RELEASE_AND_NEXT`).
+    /// The last writer opened the next one's savepoint (`current`).
     next_savepoint: bool,
+    /// The savepoint of the writer holding the turn.
+    current: u64,
+    /// The next savepoint's number.
+    next_id: u64,
+    /// The savepoint a finishing writer is opening for the next one.
+    prepared: Option<u64>,
 }
 
 /// This process's write turn, for SQLite.
@@ -94,9 +96,12 @@ impl Writer {
                 return Ok((turn, tx));
             }
         }
+        turn.current = turn.next_id;
+        turn.next_id += 1;
+        let savepoint = format!("SAVEPOINT plinth_write_{}", turn.current);
         if let Some(tx) = turn.tx.as_mut() {
             // On the transaction where it lies: a writer dropped here leaves the batch whole.
-            if let Err(error) = tx.execute(SAVEPOINT).await {
+            if let Err(error) = tx.execute(savepoint.as_str()).await {
                 self.hand_on(turn).await;
                 return Err(error);
             }
@@ -104,8 +109,21 @@ impl Writer {
                 return Ok((turn, tx));
             }
         }
-        let tx = pool.begin_with(format!("BEGIN IMMEDIATE; {SAVEPOINT}")).await?;
+        let tx = pool.begin_with(format!("BEGIN IMMEDIATE; {savepoint}")).await?;
         Ok((turn, tx))
+    }
+
+    /// The statement that releases the savepoint of the writer holding `turn`, opening the next
+    /// writer's in the same round trip when `open_next`.
+    pub(crate) fn release(turn: &mut Turn, open_next: bool) -> String {
+        let release = format!("RELEASE plinth_write_{}", turn.current);
+        if !open_next {
+            return release;
+        }
+        let next = turn.next_id;
+        turn.next_id += 1;
+        turn.prepared = Some(next);
+        format!("{release}; SAVEPOINT plinth_write_{next}")
     }
 
     /// Whether a writer is waiting for the turn: then a finishing writer opens its savepoint.
@@ -124,7 +142,13 @@ impl Writer {
         opened: bool,
     ) -> Outcome {
         turn.tx = Some(tx);
-        turn.next_savepoint = opened;
+        match turn.prepared.take() {
+            Some(next) if opened => {
+                turn.current = next;
+                turn.next_savepoint = true;
+            }
+            _ => turn.next_savepoint = false,
+        }
         let outcome = if kept {
             let (told, hear) = oneshot::channel();
             turn.members.push(told);
@@ -156,7 +180,9 @@ impl Writer {
 
     /// Rolls a writer's work back to its savepoint and ends its turn.
     pub(crate) async fn abandon(self: &Arc<Self>, mut turn: Turn, mut tx: Transaction<'static, Any>) {
-        if let Err(error) = tx.execute(ROLLBACK_TO).await {
+        turn.prepared = None;
+        let back = format!("ROLLBACK TO plinth_write_{0}; RELEASE plinth_write_{0}", turn.current);
+        if let Err(error) = tx.execute(back.as_str()).await {
             turn.broken.get_or_insert_with(|| format!("a write could not be undone: {error}"));
         }
         let _ = self.finish(turn, tx, false, false).await;
@@ -183,6 +209,7 @@ async fn commit(turn: &mut Turn) {
     turn.commits_seen += 1;
     // A savepoint opened for a next writer ends with the transaction.
     turn.next_savepoint = false;
+    turn.prepared = None;
     let members = std::mem::take(&mut turn.members);
     let outcome = match turn.broken.take() {
         Some(reason) => {

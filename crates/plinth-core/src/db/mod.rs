@@ -141,11 +141,11 @@ impl WriteTx {
                     tx.commit().await?;
                 }
             }
-            Some((turn, writer)) => {
+            Some((mut turn, writer)) => {
                 // A writer waiting gets its savepoint in this round trip.
                 let opened = writer.someone_waits();
-                let release = if opened { batch::RELEASE_AND_NEXT } else { batch::RELEASE };
-                if let Err(error) = self.send_held(Some(release)).await {
+                let release = batch::Writer::release(&mut turn, opened);
+                if let Err(error) = self.send_held(Some(&release)).await {
                     if let Some(tx) = self.tx.take() {
                         writer.abandon(turn, tx).await;
                     }
@@ -188,8 +188,10 @@ impl WriteTx {
                 None => trips.push((then.to_string(), Default::default())),
             }
         }
+        // A round trip that names a writer's savepoint is never sent twice: not kept prepared.
+        let keep = then.is_none();
         for (sql, arguments) in trips {
-            sqlx::query_with(&sql, arguments).execute(&mut **self).await?;
+            sqlx::query_with(&sql, arguments).persistent(keep).execute(&mut **self).await?;
         }
         Ok(())
     }
