@@ -47,6 +47,8 @@ pub struct AppState {
     /// Signs end users' access tokens.
     pub user_tokens: crate::users::sessions::UserTokenKeys,
     pub usage: UsageRecorder,
+    /// What AI calls spend: budgets checked in memory, usage rows written in batches.
+    pub ai_meter: crate::ai::meter::Meter,
     /// Verified credentials, so that a request needs no database round trip to authenticate.
     pub credentials: CredentialCache,
     /// When this node last wrote each session's activity.
@@ -107,6 +109,7 @@ impl App {
         self.sessions.clear();
         self.schemas.clear();
         self.usage.forget_quotas();
+        self.ai_meter.forget(None);
         // Last: a stream that wakes on this must read nothing stale.
         self.credential_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -482,6 +485,7 @@ impl Server {
             config,
             admin_key_hash,
             usage: UsageRecorder::default(),
+            ai_meter: Default::default(),
             credentials: CredentialCache::new(db_is_embedded),
             sessions: crate::auth::cache::Cache::new(db_is_embedded),
             session_activity: Default::default(),
@@ -533,6 +537,7 @@ impl Server {
         if let (Some(url), crate::db::Backend::Postgres) = (&app.config.storage.database_url, app.db.backend()) {
             workers.spawn("notifications", crate::realtime::notify::listen(app.clone(), url.clone(), stop_rx.clone()));
         }
+        workers.spawn("AI usage", crate::ai::meter::Meter::run(app.clone(), stop_rx.clone()));
         workers.spawn("maintenance", maintain(app.clone(), stop_rx));
 
         let router = router(app.clone());
@@ -551,6 +556,9 @@ impl Server {
         app.tasks.join(Duration::from_secs(10)).await;
         if let Err(error) = app.usage.flush(&app.db).await {
             tracing::error!(%error, "writing usage at shutdown failed");
+        }
+        if let Err(error) = app.ai_meter.flush(&app.db).await {
+            tracing::error!(%error, "writing AI usage at shutdown failed");
         }
         app.db.close().await;
         served

@@ -59,12 +59,12 @@ pub async fn buffered(mut call: Call, answer: reqwest::Response) -> Result<Respo
     let bytes = match crate::outbound::read_capped(answer, crate::limits::UPSTREAM_BODY_MAX_BYTES).await {
         Ok(bytes) => bytes,
         Err(problem) => {
-            call.record(502, 0, 0).await;
+            call.record(502, 0, 0);
             return Err(OpenAiError::upstream(problem));
         }
     };
     let (input, output) = serde_json::from_slice::<Value>(&bytes).map(|v| openai_usage(&v["usage"])).unwrap_or((0, 0));
-    call.record(status, input, output).await;
+    call.record(status, input, output);
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     if let Some(content_type) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
@@ -126,14 +126,14 @@ pub async fn send(
     let request = match upstream.post(app, path) {
         Ok(request) => request,
         Err(error) => {
-            call.record(502, 0, 0).await;
+            call.record(502, 0, 0);
             return Err(Failure::new(502, error.message));
         }
     };
     match request.json(body).send().await {
         Ok(answer) => Ok(answer),
         Err(error) => {
-            call.record(502, 0, 0).await;
+            call.record(502, 0, 0);
             Err(Failure::unreachable(&error))
         }
     }
@@ -153,12 +153,12 @@ pub async fn exchange(
     let value: Value = match crate::outbound::read_json_capped(answer, crate::limits::UPSTREAM_BODY_MAX_BYTES).await {
         Ok(value) => value,
         Err(problem) => {
-            call.record(status, 0, 0).await;
+            call.record(status, 0, 0);
             return Err(Failure::new(502, problem));
         }
     };
     if !(200..300).contains(&status) {
-        call.record(status, 0, 0).await;
+        call.record(status, 0, 0);
         return Err(Failure::refused(status, &value));
     }
     Ok((status, value))
@@ -192,7 +192,7 @@ pub async fn chat_once(
         Wire::Anthropic => anthropic::response(&value, crate::time::now().timestamp()),
     };
     let (input, output) = openai_usage(&completion["usage"]);
-    call.record(status, input, output).await;
+    call.record(status, input, output);
     Ok(completion)
 }
 
@@ -280,7 +280,7 @@ pub async fn embed_once(
     let body = json!({ "model": upstream.model, "input": input });
     let (status, value) = exchange(app, &mut call, upstream, "/embeddings", &body).await?;
     let (input_tokens, _) = openai_usage(&value["usage"]);
-    call.record(status, input_tokens, 0).await;
+    call.record(status, input_tokens, 0);
     Ok(value)
 }
 
@@ -312,7 +312,7 @@ pub async fn stream_once(
     let answer = send(app, &mut call, upstream, path, &request).await?;
     let status = answer.status().as_u16();
     if !(200..300).contains(&status) {
-        call.record(status, 0, 0).await;
+        call.record(status, 0, 0);
         let body = crate::outbound::read_json_capped(answer, crate::limits::UPSTREAM_BODY_MAX_BYTES).await;
         return Err(Failure::refused(status, &body.unwrap_or(Value::Null)));
     }
@@ -353,7 +353,7 @@ pub async fn image_once(
     };
     let (status, value) = exchange(app, &mut call, upstream, path, &body).await?;
     let (input, output) = openai_usage(&value["usage"]);
-    call.record(status, input, output).await;
+    call.record(status, input, output);
     let images: Vec<Value> = if through_chat {
         value["choices"][0]["message"]["images"]
             .as_array()

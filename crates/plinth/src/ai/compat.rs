@@ -70,7 +70,7 @@ async fn complete(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Resul
             let answer = match sent {
                 Ok(answer) => answer,
                 Err(error) => {
-                    call.record(502, 0, 0).await;
+                    call.record(502, 0, 0);
                     return Err(failed(error));
                 }
             };
@@ -86,7 +86,7 @@ async fn complete(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Resul
             let answer = match sent {
                 Ok(answer) => answer,
                 Err(error) => {
-                    call.record(502, 0, 0).await;
+                    call.record(502, 0, 0);
                     return Err(failed(error));
                 }
             };
@@ -94,7 +94,7 @@ async fn complete(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Resul
                 let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 let error = crate::outbound::read_json_capped(answer, crate::limits::UPSTREAM_BODY_MAX_BYTES).await;
                 let error = error.unwrap_or(Value::Null);
-                call.record(status.as_u16(), 0, 0).await;
+                call.record(status.as_u16(), 0, 0);
                 (status, [(header::CONTENT_TYPE, "application/json")], anthropic::error(&error).to_string())
                     .into_response()
             } else if stream {
@@ -107,7 +107,7 @@ async fn complete(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Resul
                 let created = crate::time::now().timestamp();
                 let translated = anthropic::response(&answer, created);
                 let (input, output) = openai_usage(&translated["usage"]);
-                call.record(200, input, output).await;
+                call.record(200, input, output);
                 axum::Json(translated).into_response()
             }
         }
@@ -190,7 +190,7 @@ async fn embed(app: App, auth: Result<Auth, ApiError>, bytes: Bytes) -> Result<R
     let answer = match upstream.post(&app, "/embeddings")?.json(&body).send().await {
         Ok(answer) => answer,
         Err(error) => {
-            call.record(502, 0, 0).await;
+            call.record(502, 0, 0);
             return Err(failed(error));
         }
     };

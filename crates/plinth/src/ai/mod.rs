@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod calls;
 pub mod compat;
 pub mod conversations;
+pub mod meter;
 pub mod native;
 pub mod priority;
 pub mod providers;

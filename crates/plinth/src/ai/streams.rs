@@ -51,7 +51,7 @@ impl Meter {
         let output = if whole && output > 0 { output } else { output.max(sent) };
         // Without the provider's input count, the reservation's estimate stands for it.
         let input = if input > 0 { input } else { call.reserved_input() };
-        call.record_later(status, Some((input, output)));
+        call.record_used(status, Some((input, output)));
     }
 }
 

@@ -17,11 +17,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::meter::{Hold, Row};
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
 use crate::http::error::FieldErrors;
-use crate::http::{ApiError, ApiResult, Data, ErrorCode, Json, Query};
+use crate::http::{ApiError, ApiResult, Data, Json, Query};
 use crate::id::{self, prefix};
 use crate::scopes::required::{AI_BUDGET_READ, AI_BUDGET_WRITE, AI_USAGE_READ};
 use crate::time;
@@ -42,7 +43,7 @@ const BUILT_IN: &[(&str, &str, &str)] = &[
 #[derive(Debug, Clone, Default)]
 pub struct Prices(HashMap<String, (i64, i64)>);
 
-fn nano(dollars: &str) -> Option<i64> {
+pub(super) fn nano(dollars: &str) -> Option<i64> {
     let value = Decimal::from_str(dollars.trim()).ok()?;
     if value.is_sign_negative() {
         return None;
@@ -122,17 +123,10 @@ impl Estimate {
     }
 }
 
-/// A call's row of `ai_usage`, written before it went out with its estimate.
-#[derive(Debug)]
-struct Reservation {
-    id: String,
-    tokens: i64,
-    input: u64,
-}
-
-/// One AI call being made: its usage row is reserved when it starts and settled once, when
+/// One AI call being made: its estimate is reserved when it starts and it is settled once, when
 /// `record` is called or, if it never is (the client went away, an early return), when it is
-/// dropped: then the estimate stands, with status 499.
+/// dropped: then the estimate stands, with status 499. Its `ai_usage` row is written by the
+/// meter shortly after.
 pub struct Call {
     pub tenant: TenantId,
     pub key_id: Option<String>,
@@ -143,8 +137,10 @@ pub struct Call {
     /// The provider instance's configuration, for its prices.
     pub instance: Option<Value>,
     app: App,
-    reservation: Option<Reservation>,
-    recorded: bool,
+    created_at: String,
+    estimate: Estimate,
+    /// What the call reserved; taken when it settles.
+    hold: Option<Hold>,
 }
 
 impl std::fmt::Debug for Call {
@@ -161,11 +157,14 @@ impl std::fmt::Debug for Call {
 pub const CLIENT_GONE: u16 = 499;
 
 impl Call {
-    /// Starts a call: reserves `estimate` for it in one transaction, serialised per tenant, so
-    /// that concurrent calls never pass the budget or `ai_tokens` by more than one call. 403
-    /// `BUDGET_EXCEEDED` or `FEATURE_LIMIT_REACHED` when nothing is left.
+    /// Starts a call: reserves `estimate` for it, so that concurrent calls never pass the budget
+    /// or `ai_tokens` by more than one call. 403 `BUDGET_EXCEEDED` or `FEATURE_LIMIT_REACHED`
+    /// when nothing is left.
     pub async fn start(app: &App, base: CallBase, estimate: Estimate) -> ApiResult<Call> {
-        let mut call = Call {
+        let cost = app.ai_prices.cost(base.instance.as_ref(), &base.model, estimate.input, estimate.output);
+        let tokens = (estimate.input + estimate.output) as i64;
+        let hold = app.ai_meter.reserve(app, &base.tenant, Hold { cost, tokens }).await?;
+        Ok(Call {
             tenant: base.tenant,
             key_id: base.key_id,
             provider: base.provider,
@@ -174,139 +173,58 @@ impl Call {
             started: Instant::now(),
             instance: base.instance,
             app: app.clone(),
-            reservation: None,
-            recorded: false,
-        };
-        let cost = app.ai_prices.cost(call.instance.as_ref(), &call.model, estimate.input, estimate.output);
-        let tokens = (estimate.input + estimate.output) as i64;
-        let tenant = TenantId::trusted(call.tenant.clone());
-        let mut tx = app.db.begin_write().await?;
-        let backend = tx.backend();
-        crate::db::dialect::lock_key(&mut tx, backend, &format!("ai-spend:{}", call.tenant)).await?;
-        refuse_over_budget(&mut tx, &call.tenant).await?;
-        crate::entitlements::ensure_room(&mut tx, app, &tenant, crate::entitlements::Entitlement::AiTokens).await?;
-        let id = id::new_id(prefix::AI_USAGE);
-        sqlx::query(
-            "INSERT INTO ai_usage (id, tenant_id, key_id, provider, model, operation, input_tokens, output_tokens, \
-             cost_nano_usd, latency_ms, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10)",
-        )
-        .bind(&id)
-        .bind(&call.tenant)
-        .bind(&call.key_id)
-        .bind(&call.provider)
-        .bind(&call.model)
-        .bind(call.operation)
-        .bind(estimate.input as i64)
-        .bind(estimate.output as i64)
-        .bind(cost)
-        .bind(time::to_db(&time::now()))
-        .execute(&mut *tx)
-        .await?;
-        crate::entitlements::add(&mut tx, &tenant, crate::entitlements::Entitlement::AiTokens, tokens).await?;
-        tx.commit().await?;
-        call.reservation = Some(Reservation { id, tokens, input: estimate.input });
-        Ok(call)
+            created_at: time::to_db(&time::now()),
+            estimate,
+            hold: Some(hold),
+        })
     }
 
     /// The input tokens reserved: what stands for a stream whose provider never said.
     pub fn reserved_input(&self) -> u64 {
-        self.reservation.as_ref().map_or(0, |r| r.input)
+        self.estimate.input
     }
 
-    /// Records what the call used, once; failures to record are logged, never the caller's
-    /// problem.
+    /// Records what the call used, once.
     /// A successful answer that reports no usage at all leaves the estimate standing: a
     /// provider that does not count is not free.
-    pub async fn record(&mut self, status: u16, input: u64, output: u64) {
-        if self.recorded {
-            return;
-        }
+    pub fn record(&mut self, status: u16, input: u64, output: u64) {
         let reported = input > 0 || output > 0 || !(200..300).contains(&status);
-        let used = reported.then_some((input, output));
-        match self.settle(used, status).await {
-            Ok(()) => self.recorded = true,
-            // Left unrecorded: the drop writes the estimate with status 499.
-            Err(error) => tracing::warn!(?error, "recording AI usage failed"),
-        }
+        self.settle(reported.then_some((input, output)), status);
     }
 
-    /// Records in the background (from a stream's end or a drop, which cannot wait).
-    pub fn record_later(mut self, status: u16, used: Option<(u64, u64)>) {
-        if std::mem::replace(&mut self.recorded, true) {
-            return;
-        }
-        let tasks = self.app.tasks.clone();
-        tasks.spawn("AI usage", async move {
-            if let Err(error) = self.settle(used, status).await {
-                tracing::warn!(?error, "recording AI usage failed");
-            }
-        });
+    /// Records what the call used (`None`: the estimate stands), once, and ends it.
+    pub fn record_used(mut self, status: u16, used: Option<(u64, u64)>) {
+        self.settle(used, status);
     }
 
-    /// Writes the row: what was used (`None`: the estimate stands), the cost, the latency and
-    /// the status; `ai_tokens` moves by the difference from the reservation.
-    async fn settle(&mut self, used: Option<(u64, u64)>, status: u16) -> ApiResult<()> {
-        let app = self.app.clone();
-        let latency = self.started.elapsed().as_millis() as i64;
-        let tenant = TenantId::trusted(self.tenant.clone());
-        // Kept until the settlement commits: a settlement cut short leaves it for the drop.
-        let Some(reservation) = self.reservation.as_ref() else { return Ok(()) };
-        let mut tx = app.db.begin_write().await?;
-        match used {
-            Some((input, output)) => {
-                let cost = app.ai_prices.cost(self.instance.as_ref(), &self.model, input, output);
-                sqlx::query(
-                    "UPDATE ai_usage SET input_tokens = $1, output_tokens = $2, cost_nano_usd = $3, latency_ms = $4, \
-                     status = $5 WHERE id = $6",
-                )
-                .bind(input as i64)
-                .bind(output as i64)
-                .bind(cost)
-                .bind(latency)
-                .bind(i64::from(status))
-                .bind(&reservation.id)
-                .execute(&mut *tx)
-                .await?;
-                let difference = (input + output) as i64 - reservation.tokens;
-                crate::entitlements::adjust(&mut tx, &tenant, crate::entitlements::Entitlement::AiTokens, difference)
-                    .await?;
-            }
-            None => {
-                sqlx::query("UPDATE ai_usage SET latency_ms = $1, status = $2 WHERE id = $3")
-                    .bind(latency)
-                    .bind(i64::from(status))
-                    .bind(&reservation.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        self.reservation = None;
-        Ok(())
+    /// Gives the reservation back and hands the call's row to the meter: what was used (`None`:
+    /// the estimate), its cost, its latency and its status.
+    fn settle(&mut self, used: Option<(u64, u64)>, status: u16) {
+        let Some(hold) = self.hold.take() else { return };
+        let (input, output) = used.unwrap_or((self.estimate.input, self.estimate.output));
+        let row = Row {
+            id: id::new_id(prefix::AI_USAGE),
+            tenant: self.tenant.to_string(),
+            key_id: self.key_id.clone(),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            operation: self.operation,
+            input_tokens: input as i64,
+            output_tokens: output as i64,
+            cost_nano_usd: self.app.ai_prices.cost(self.instance.as_ref(), &self.model, input, output),
+            latency_ms: self.started.elapsed().as_millis() as i64,
+            status: i64::from(status),
+            created_at: std::mem::take(&mut self.created_at),
+        };
+        self.app.ai_meter.settle(hold, row);
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if self.recorded || self.reservation.is_none() {
-            return;
-        }
         // Never settled: the client went away mid-call, or a path returned early. The
         // reservation stands as what it used.
-        let call = Call {
-            tenant: self.tenant.clone(),
-            key_id: self.key_id.take(),
-            provider: std::mem::take(&mut self.provider),
-            model: std::mem::take(&mut self.model),
-            operation: self.operation,
-            started: self.started,
-            instance: self.instance.take(),
-            app: self.app.clone(),
-            reservation: self.reservation.take(),
-            recorded: false,
-        };
-        self.recorded = true;
-        call.record_later(CLIENT_GONE, None);
+        self.settle(None, CLIENT_GONE);
     }
 }
 
@@ -326,7 +244,7 @@ fn month_start() -> String {
     format!("{:04}-{:02}-01T00:00:00.000000Z", now.year(), now.month())
 }
 
-async fn spent_this_month(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<i64> {
+pub(super) async fn spent_this_month(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<i64> {
     let (spent,): (Option<i64>,) = sqlx::query_as(
         "SELECT CAST(SUM(cost_nano_usd) AS BIGINT) FROM ai_usage WHERE tenant_id = $1 AND created_at >= $2",
     )
@@ -337,7 +255,7 @@ async fn spent_this_month(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> 
     Ok(spent.unwrap_or(0))
 }
 
-async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<Option<String>> {
+pub(super) async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<Option<String>> {
     let row: Option<(Option<String>,)> = sqlx::query_as("SELECT ai_budget_usd FROM ai_settings WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_optional(&mut *conn)
@@ -347,26 +265,9 @@ async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResu
 
 /// Refuses a call before it goes out: 403 `BUDGET_EXCEEDED` when this month's spend (calls in
 /// flight at their estimate) reached the tenant's budget, 403 `FEATURE_LIMIT_REACHED` when its
-/// `ai_tokens` are used up. A read: `Call::start` checks again as it reserves.
+/// `ai_tokens` are used up. `Call::start` checks again as it reserves.
 pub async fn check(app: &App, tenant: &TenantId) -> ApiResult<()> {
-    let mut conn = app.db.pool().acquire().await?;
-    refuse_over_budget(&mut conn, tenant).await?;
-    crate::entitlements::ensure_room(&mut conn, app, tenant, crate::entitlements::Entitlement::AiTokens).await
-}
-
-async fn refuse_over_budget(conn: &mut sqlx::AnyConnection, tenant: &TenantId) -> ApiResult<()> {
-    let Some(budget) = budget_of(conn, tenant).await? else { return Ok(()) };
-    let spent = spent_this_month(conn, tenant).await?;
-    if spent < nano(&budget).unwrap_or(0) {
-        return Ok(());
-    }
-    let mut error = ApiError::new(
-        ErrorCode::BudgetExceeded,
-        format!("this month's AI budget of ${budget} is spent (${}): raise it with PUT /v1/ai/budget", dollars(spent)),
-    );
-    error.extra.insert("budget_usd".into(), json!(budget));
-    error.extra.insert("spent_usd".into(), json!(dollars(spent)));
-    Err(error)
+    app.ai_meter.check(app, tenant).await
 }
 
 /// The monthly budget.
@@ -446,6 +347,8 @@ async fn usage(auth: Auth, State(app): State<App>, Query(query): Query<UsageQuer
     }
     errors.finish()?;
     let (start, end) = (format!("{from}T00:00:00.000000Z"), format!("{to}T23:59:59.999999Z"));
+    // Calls answered a moment ago are counted.
+    app.ai_meter.flush(&app.db).await?;
     let mut conn = app.db.pool().acquire().await?;
     let rows: Vec<Group> = sqlx::query_as(
         "SELECT SUBSTR(created_at, 1, 10) AS day, provider, model, COUNT(*) AS calls, \
@@ -519,6 +422,7 @@ async fn usage(auth: Auth, State(app): State<App>, Query(query): Query<UsageQuer
     responses((status = 200, body = crate::http::response::Envelope<BudgetView>)))]
 async fn get_budget(auth: Auth, State(app): State<App>) -> ApiResult<Data<BudgetView>> {
     auth.require(AI_BUDGET_READ)?;
+    app.ai_meter.flush(&app.db).await?;
     let mut conn = app.db.pool().acquire().await?;
     Ok(Data(budget_view(&mut conn, auth.tenant()?).await?))
 }
@@ -546,6 +450,8 @@ async fn put_budget(auth: Auth, State(app): State<App>, Json(body): Json<Budget>
             }
         },
     };
+    // Before the write: the spend shown counts calls answered a moment ago.
+    app.ai_meter.flush(&app.db).await?;
     let mut tx = app.db.begin_write().await?;
     sqlx::query(
         "INSERT INTO ai_settings (tenant_id, provider_priority, ai_budget_usd, updated_at) VALUES ($1, '[]', $2, $3) \
@@ -565,6 +471,7 @@ async fn put_budget(auth: Auth, State(app): State<App>, Json(body): Json<Budget>
     audit::record(&mut *tx, &Who::from(&auth), None, entry).await?;
     let view = budget_view(&mut tx, tenant).await?;
     tx.commit().await?;
+    app.ai_meter.forget(Some(tenant));
     Ok(Data(view))
 }
 

@@ -239,7 +239,7 @@ async fn tier_of(conn: &mut AnyConnection, tenant: &TenantId) -> ApiResult<Tier>
 }
 
 /// The answer when a limit is reached.
-fn limit_reached(app: &App, feature: &Feature, used: i64, limit: i64) -> ApiError {
+pub fn limit_reached(app: &App, feature: &Feature, used: i64, limit: i64) -> ApiError {
     let mut error = ApiError::new(
         ErrorCode::FeatureLimitReached,
         format!("the limit for `{}` is reached: used {used} of {limit}", feature.name),
@@ -347,6 +347,26 @@ pub async fn add(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// `add` as a deferred write, for a batch that counts what many calls used: skipped when the
+/// tenant is gone.
+pub fn deferred_add(tenant: &str, entitlement: Entitlement, quantity: i64) -> crate::db::Deferred {
+    let feature = entitlement.feature();
+    crate::db::Deferred::new(
+        "INSERT INTO usage_counters (tenant_id, metric, period, count) \
+         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
+         ON CONFLICT (tenant_id, metric, period) DO UPDATE SET count = usage_counters.count + excluded.count",
+    )
+    .text(tenant)
+    .text(feature.name)
+    .string(Some(period_key(feature)))
+    .int(quantity)
+}
+
+/// The tenant's recorded use of `entitlement` this period.
+pub async fn used_now(conn: &mut AnyConnection, tenant: &TenantId, entitlement: Entitlement) -> ApiResult<i64> {
+    used(conn, tenant, entitlement.feature()).await
 }
 
 /// Moves a counted feature by `delta` either way (a reservation settled for what was used).
@@ -485,6 +505,8 @@ async fn check_entitlement(
     let tenant = auth.tenant()?;
     let feature = feature(&query.feature)?;
     let quantity = positive_quantity(query.quantity)?;
+    // AI calls answered a moment ago count.
+    app.ai_meter.flush(&app.db).await?;
     let mut conn = app.db.pool().acquire().await?;
     let tier = tier_of(&mut conn, tenant).await?;
     let limit = limit_of(&mut conn, &app.plans, tenant, tier, feature).await?;
@@ -600,6 +622,8 @@ pub struct Summary {
 }
 
 async fn summary(app: &App, tenant: &TenantId) -> ApiResult<Summary> {
+    // AI calls answered a moment ago count.
+    app.ai_meter.flush(&app.db).await?;
     let mut conn = app.db.pool().acquire().await?;
     let tier = tier_of(&mut conn, tenant).await?;
     let mut entitlements = BTreeMap::new();
@@ -727,6 +751,7 @@ async fn override_tenant_entitlements(
     audit::record(&mut *tx, &Who::from(&auth), Some(&TenantId::trusted(tenant_id.clone())), entry).await?;
     tx.commit().await?;
     app.usage.forget_quotas();
+    app.ai_meter.forget(None);
     Ok(Data(summary(&app, &TenantId::trusted(tenant_id)).await?))
 }
 

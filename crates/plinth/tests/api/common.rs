@@ -397,8 +397,15 @@ pub fn fixture(name: &str) -> String {
 }
 
 impl TestApp {
+    /// Writes what the server keeps in memory to write in batches (AI calls' usage rows), as it
+    /// would a moment later: stored state is checked after it.
+    pub async fn written(&self) {
+        self.app.ai_meter.flush(&self.app.db).await.expect("writing AI usage");
+    }
+
     /// One number from the server's database, to check stored state.
     pub async fn count(&self, sql: &str) -> i64 {
+        self.written().await;
         let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.app.db.pool()).await.expect(sql);
         n
     }

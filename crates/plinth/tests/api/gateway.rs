@@ -341,6 +341,7 @@ on_both_backends! {
         assert_eq!(app.count(gone).await, 2, "both walked-away streams are recorded");
         // What was sent counts: 33 characters of answer are about 9 tokens; Anthropic said its
         // input (11 tokens), OpenAI's input stands at the reservation's estimate.
+        app.written().await;
         let (input, output): (i64, i64) = sqlx::query_as("SELECT input_tokens, output_tokens FROM ai_usage WHERE model = 'claude-sonnet-4-6'")
             .fetch_one(app.app.db.pool()).await.unwrap();
         assert_eq!((input, output), (11, 9));
@@ -420,6 +421,18 @@ on_both_backends! {
         assert_eq!(answered + refused, 24, "each call answered or refused for the budget");
         assert!(refused > 0 && answered > 0);
         assert_eq!(fakes.openai.seen().len(), answered, "refused calls never reached the provider");
+        // The rows are written in the background, a moment after the answers, unasked.
+        let mut written = 0;
+        for _ in 0..200 {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ai_usage WHERE tenant_id = $1")
+                .bind(&tenant.id).fetch_one(app.app.db.pool()).await.unwrap();
+            written = n;
+            if written == answered as i64 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(written, answered as i64, "every answered call's row is written without a reader asking");
         let (spent,): (i64,) = sqlx::query_as("SELECT CAST(SUM(cost_nano_usd) AS BIGINT) FROM ai_usage WHERE tenant_id = $1")
             .bind(&tenant.id).fetch_one(app.app.db.pool()).await.unwrap();
         assert!(spent <= 20_000 + 3_750, "spent {spent}: over the budget by more than one call");
@@ -448,7 +461,7 @@ on_both_backends! {
         fakes.anthropic.fail_with(&[500]);
         complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "messages": hello })).await;
 
-        // Stream records are settled as the stream ends (reserved, status 0, until then).
+        // Stream records are settled as the stream ends, and written shortly after.
         let mut rows = 0;
         for _ in 0..100 {
             rows = app.count("SELECT COUNT(*) FROM ai_usage WHERE status <> 0").await;
