@@ -57,6 +57,11 @@ pub struct AppState {
     pub sessions: crate::auth::cache::Cache<crate::users::sessions::LiveSession>,
     /// Object types with their properties and policies, for end users' requests.
     pub schemas: crate::auth::cache::Cache<crate::authz::access::TypeAccess>,
+    /// Tenants' opened service credentials (`<tenant> <service>`), and their AI provider
+    /// instances opened (`<tenant> <name>`), so that a gateway call needs no database trip to
+    /// reach its provider. Kept like the caches above.
+    pub vault_opened: crate::auth::cache::Cache<Option<serde_json::Map<String, serde_json::Value>>>,
+    pub providers_opened: crate::auth::cache::Cache<Option<crate::ai::providers::Opened>>,
     /// Told of every change to credentials on this node, after every cache above has dropped
     /// it: long-lived streams check their credential again then.
     pub credential_changes: tokio::sync::watch::Sender<u64>,
@@ -108,6 +113,8 @@ impl App {
         self.credentials.clear();
         self.sessions.clear();
         self.schemas.clear();
+        self.vault_opened.clear();
+        self.providers_opened.clear();
         self.usage.forget_quotas();
         self.ai_meter.forget(None);
         // Last: a stream that wakes on this must read nothing stale.
@@ -490,6 +497,8 @@ impl Server {
             sessions: crate::auth::cache::Cache::new(db_is_embedded),
             session_activity: Default::default(),
             schemas: crate::auth::cache::Cache::new(db_is_embedded),
+            vault_opened: crate::auth::cache::Cache::new(db_is_embedded),
+            providers_opened: crate::auth::cache::Cache::new(db_is_embedded),
             credential_changes: tokio::sync::watch::channel(0).0,
             limiter,
             cursor_key: master.derive("list-cursor"),

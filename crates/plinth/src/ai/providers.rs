@@ -182,13 +182,23 @@ fn check_config(
     config
 }
 
+/// An instance opened: its type, its key and its configuration.
+pub type Opened = (String, Option<String>, Value);
+
 /// The instance `name` of the tenant, with its key opened: (type, key, configuration).
-pub async fn open(
-    conn: &mut sqlx::AnyConnection,
-    app: &App,
-    tenant: &TenantId,
-    name: &str,
-) -> ApiResult<Option<(String, Option<String>, Value)>> {
+pub async fn open(app: &App, tenant: &TenantId, name: &str) -> ApiResult<Option<Opened>> {
+    let cached = format!("{tenant} {name}");
+    if let Some(opened) = app.providers_opened.get(&cached) {
+        return Ok(opened.as_ref().clone());
+    }
+    let generation = app.providers_opened.generation();
+    let mut conn = app.db.pool().acquire().await?;
+    let opened = read(&mut conn, app, tenant, name).await?;
+    app.providers_opened.insert(cached, std::sync::Arc::new(opened.clone()), generation);
+    Ok(opened)
+}
+
+async fn read(conn: &mut sqlx::AnyConnection, app: &App, tenant: &TenantId, name: &str) -> ApiResult<Option<Opened>> {
     let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(
         "SELECT id, provider_type, api_key, config FROM ai_providers WHERE tenant_id = $1 AND name = $2",
     )
@@ -269,6 +279,7 @@ async fn create_provider(
     errors.finish()?;
     let id = id::new_id(prefix::AI_PROVIDER);
     let now = time::to_db(&time::now());
+    let _changing = app.providers_opened.changing();
     let mut tx = app.db.begin_write().await?;
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ai_providers WHERE tenant_id = $1")
         .bind(tenant.as_str())
@@ -347,6 +358,7 @@ async fn update_provider(
 ) -> ApiResult<Data<AiProvider>> {
     auth.require(AI_PROVIDERS_WRITE)?;
     let tenant = auth.tenant()?;
+    let _changing = app.providers_opened.changing();
     let mut tx = app.db.begin_write().await?;
     let current = find(&mut tx, tenant, &provider_id).await?;
     let mut errors = FieldErrors::default();
@@ -423,6 +435,7 @@ async fn delete_provider(
 ) -> ApiResult<Data<Deleted>> {
     auth.require(AI_PROVIDERS_DELETE)?;
     let tenant = auth.tenant()?;
+    let _changing = app.providers_opened.changing();
     let mut tx = app.db.begin_write().await?;
     let provider = find(&mut tx, tenant, &provider_id).await?;
     sqlx::query("DELETE FROM ai_providers WHERE id = $1 AND tenant_id = $2")

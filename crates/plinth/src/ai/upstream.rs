@@ -202,9 +202,8 @@ pub async fn upstream_for(
     model: &str,
     key: Option<&Secret>,
 ) -> Result<Option<Upstream>, OpenAiError> {
-    let mut conn = app.db.pool().acquire().await.map_err(ApiError::from)?;
     if !super::BUILT_IN.contains(&provider) {
-        let Some((kind, stored, config)) = super::providers::open(&mut conn, app, tenant, provider).await? else {
+        let Some((kind, stored, config)) = super::providers::open(app, tenant, provider).await? else {
             return Ok(None);
         };
         let wire = if kind == "anthropic" { Wire::Anthropic } else { Wire::OpenAi };
@@ -227,7 +226,7 @@ pub async fn upstream_for(
         // The CLI providers ride a subscription on the server, which this one does not have.
         return Ok(None);
     }
-    let fields = match (crate::vault::open(&mut conn, app, tenant, provider).await?, key) {
+    let fields = match (crate::vault::open(app, tenant, provider).await?, key) {
         (Some(fields), _) => fields,
         (None, Some(_)) => serde_json::Map::new(),
         (None, None) => return Ok(None),

@@ -90,11 +90,28 @@ impl<V> Cache<V> {
         self.changing.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Begins a change (before it commits) that ends, everything forgotten, when the guard
+    /// drops: after the commit, or when the request is abandoned.
+    #[must_use]
+    pub fn changing(&self) -> Changing<'_, V> {
+        self.begin_change();
+        Changing(self)
+    }
+
     /// Forgets everything. Call after a change to keys, tokens or tenants has committed.
     pub fn clear(&self) {
         let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.clear();
+    }
+}
+
+/// A change under way to what a cache holds; see `Cache::changing`.
+pub struct Changing<'a, V>(&'a Cache<V>);
+
+impl<V> Drop for Changing<'_, V> {
+    fn drop(&mut self) {
+        self.0.end_change();
     }
 }
 

@@ -83,7 +83,19 @@ pub fn check_override(key: &str) -> Result<(), String> {
 }
 
 /// The tenant's credentials for `service`, opened, or `None` when none are stored.
-pub async fn open(
+pub async fn open(app: &App, tenant: &TenantId, service: &str) -> ApiResult<Option<Map<String, Value>>> {
+    let key = format!("{tenant} {service}");
+    if let Some(opened) = app.vault_opened.get(&key) {
+        return Ok(opened.as_ref().clone());
+    }
+    let generation = app.vault_opened.generation();
+    let mut conn = app.db.pool().acquire().await?;
+    let opened = read(&mut conn, app, tenant, service).await?;
+    app.vault_opened.insert(key, std::sync::Arc::new(opened.clone()), generation);
+    Ok(opened)
+}
+
+async fn read(
     conn: &mut sqlx::AnyConnection,
     app: &App,
     tenant: &TenantId,
@@ -202,6 +214,7 @@ async fn put_credentials(
     let (fields, hints) = spec.check(given, &mut errors);
     errors.finish()?;
     let now = time::to_db(&time::now());
+    let _changing = app.vault_opened.changing();
     let mut tx = app.db.begin_write().await?;
     let existed = find(&mut tx, tenant, &service).await?.is_some();
     if !existed && spec.is_custom() {
@@ -255,6 +268,7 @@ async fn delete_credentials(
 ) -> ApiResult<Data<Deleted>> {
     auth.require(CREDENTIALS_DELETE)?;
     let tenant = auth.tenant()?;
+    let _changing = app.vault_opened.changing();
     let mut tx = app.db.begin_write().await?;
     remove(&mut tx, tenant, &service).await?;
     let entry = Entry {

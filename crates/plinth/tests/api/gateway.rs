@@ -148,6 +148,23 @@ on_both_backends! {
         let refused = complete(&app, "/v1/embeddings", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "input": "x" })).await;
         assert_eq!(refused.status, 400);
         assert_eq!(refused.body["error"]["type"], "invalid_request_error");
+
+        // Opened credentials are kept in memory, and a change holds from the next call on.
+        let id = instance.body["data"]["id"].as_str().unwrap();
+        app.send(app.request(Method::PATCH, &format!("/v1/ai-providers/{id}"), Some(&tenant.key)).json(&json!({ "api_key": "sk-local-test-key-0004" }))).await.expect(200);
+        complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "local/llama-3.1-8b", "messages": hello })).await.expect(200);
+        assert_eq!(fakes.openrouter.last().header("authorization"), "Bearer sk-local-test-key-0004");
+        app.send(app.request(Method::PUT, "/v1/credentials/openai", Some(&tenant.key)).json(&json!({ "api_key": "sk-openai-test-key-0005" }))).await.expect(200);
+        complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "gpt-4o-mini", "messages": hello })).await.expect(200);
+        assert_eq!(fakes.openai.last().header("authorization"), "Bearer sk-openai-test-key-0005");
+        assert_eq!(fakes.openai.last().header("openai-organization"), "", "the replaced credentials had no organization");
+        app.send(app.request(Method::DELETE, "/v1/credentials/anthropic", Some(&tenant.key))).await.expect(200);
+        let gone = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "claude-sonnet-4-6", "messages": hello })).await;
+        assert_eq!(gone.status, 401, "{}", gone.text);
+        assert_eq!(gone.body["error"]["code"], "missing_credentials");
+        app.send(app.request(Method::DELETE, &format!("/v1/ai-providers/{id}"), Some(&tenant.key))).await.expect(200);
+        let gone = complete(&app, "/v1/chat/completions", Some(&tenant.key), json!({ "model": "local/llama-3.1-8b", "messages": hello })).await;
+        assert_ne!(gone.header("x-plinth-provider"), Some("local"), "a deleted instance is not used");
     }
 
     async fn tool_calls_and_streams_translate(backend) {

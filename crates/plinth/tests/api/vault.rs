@@ -49,10 +49,8 @@ both_backends! {
             assert!(!app.stored_anywhere(secret).await, "{secret} is stored in the clear");
         }
         assert!(app.stored_anywhere("v24.0").await, "the check finds what is stored in the clear");
-        let opened = {
-            let mut conn = app.app.db.pool().acquire().await.unwrap();
-            plinth::vault::open(&mut conn, &app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "anthropic").await.unwrap().unwrap()
-        };
+        let opened =
+            plinth::vault::open(&app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "anthropic").await.unwrap().unwrap();
         assert_eq!(opened["api_key"], ANTHROPIC_KEY);
 
         // Credentials for AI providers join the priority list in the order they came.
@@ -70,9 +68,7 @@ both_backends! {
         let other = app.tenant("Other").await;
         app.get("/v1/credentials/anthropic", &other.key).await.expect_error(404, "NOT_FOUND");
         assert_eq!(app.get("/v1/credentials", &other.key).await.data(), &json!([]));
-        let mut conn = app.app.db.pool().acquire().await.unwrap();
-        assert!(plinth::vault::open(&mut conn, &app.app, &plinth::id::TenantId::trusted(other.id.clone()), "anthropic").await.unwrap().is_none());
-        drop(conn);
+        assert!(plinth::vault::open(&app.app, &plinth::id::TenantId::trusted(other.id.clone()), "anthropic").await.unwrap().is_none());
         let (_, broad) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
         app.get("/v1/credentials/anthropic", &broad).await.expect_error(403, "INSUFFICIENT_SCOPE");
         let (_, reader) = app.key(&tenant, json!({ "scopes": ["credentials:read"] })).await;
@@ -125,10 +121,8 @@ both_backends! {
         assert!(!keyed.text.contains(ANTHROPIC_KEY));
         assert!(!app.stored_anywhere(ANTHROPIC_KEY).await);
         let keyed_id = keyed.data()["id"].as_str().unwrap().to_string();
-        let mut conn = app.app.db.pool().acquire().await.unwrap();
-        let (kind, key, _) = plinth::ai::providers::open(&mut conn, &app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "team-claude").await.unwrap().unwrap();
+        let (kind, key, _) = plinth::ai::providers::open(&app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "team-claude").await.unwrap().unwrap();
         assert_eq!((kind.as_str(), key.as_deref()), ("anthropic", Some(ANTHROPIC_KEY)));
-        drop(conn);
 
         for bad in [
             json!({ "name": "x", "provider_type": "openai-compatible" }),
