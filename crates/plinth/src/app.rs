@@ -551,8 +551,14 @@ impl Server {
 
         let router = router(app.clone());
         let service = tower::util::MapRequestLayer::new(rewrite_aliases).layer(router);
+        // Answers leave as they are written: small ones are never held back for an ACK.
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
         let served = axum::serve(
-            self.listener,
+            listener,
             axum::ServiceExt::<Request<Body>>::into_make_service_with_connect_info::<SocketAddr>(service),
         )
         .with_graceful_shutdown(shutdown)
