@@ -1,12 +1,38 @@
-//! `--gateway`: what the AI gateway adds to a call. A fake provider on loopback answers OpenAI's
-//! and Anthropic's formats at once; the same request is driven straight at it and through
-//! Plinth (OpenAI passed through, and Anthropic translated both ways), and the medians compared.
+//! `--gateway`: what the AI gateway adds to a call. A fake provider on loopback, in a process of
+//! its own, answers OpenAI's and Anthropic's formats at once; the same request is driven straight
+//! at it and through Plinth (OpenAI passed through, and Anthropic translated both ways), and the
+//! medians compared.
 
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::{drive, percentile, Options, Scenario};
+
+/// The fake provider in a process of its own (this harness started with `--fake-provider`), so
+/// that a call straight at it crosses processes as a call through a gateway does. Answers its
+/// base URL; the process ends with the handle.
+pub async fn spawn_fake_provider() -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--fake-provider")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("the fake provider's output"))?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout).read_line(&mut line).await?;
+    anyhow::ensure!(line.starts_with("http://"), "the fake provider did not start: {line:?}");
+    Ok((child, line.trim().to_string()))
+}
+
+/// `--fake-provider`: serves the fake provider until killed, its base URL printed first.
+pub async fn serve_fake_provider() -> anyhow::Result<()> {
+    let base = fake_provider().await?;
+    println!("{base}");
+    std::future::pending::<()>().await;
+    Ok(())
+}
 
 /// The fake provider: a canned OpenAI chat completion at `/v1/chat/completions`, a canned
 /// Anthropic message at `/v1/messages`.
@@ -30,6 +56,17 @@ pub async fn fake_provider() -> anyhow::Result<String> {
     Ok(base)
 }
 
+/// Stores the fake provider's credentials in Plinth's vault, for OpenAI and Anthropic.
+pub async fn store_credentials(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<()> {
+    for service in ["openai", "anthropic"] {
+        let url = format!("{base}/v1/credentials/{service}");
+        let response =
+            client.put(url).bearer_auth(key).json(&json!({ "api_key": "sk-bench-0123456789abcdef" })).send().await?;
+        anyhow::ensure!(response.status().is_success(), "storing {service} credentials: {}", response.status());
+    }
+    Ok(())
+}
+
 pub async fn run(
     client: &reqwest::Client,
     base: &str,
@@ -37,12 +74,7 @@ pub async fn run(
     key: &str,
     options: &Options,
 ) -> anyhow::Result<()> {
-    for service in ["openai", "anthropic"] {
-        let url = format!("{base}/v1/credentials/{service}");
-        let response =
-            client.put(url).bearer_auth(key).json(&json!({ "api_key": "sk-bench-0123456789abcdef" })).send().await?;
-        anyhow::ensure!(response.status().is_success(), "storing {service} credentials: {}", response.status());
-    }
+    store_credentials(client, base, key).await?;
     let messages = json!([{ "role": "user", "content": "Say hello." }]);
     let direct_openai = Scenario {
         name: "direct: fake OpenAI",

@@ -18,6 +18,7 @@ mod auth;
 mod events;
 mod gateway;
 mod jobs;
+mod litellm;
 mod pocketbase;
 mod record;
 use serde_json::{json, Value};
@@ -42,10 +43,14 @@ pub(crate) struct Options {
     auth: bool,
     /// Measure the jobs engine on its own, with this many no-op jobs, instead.
     jobs: usize,
-    /// Compare with another server in the same run: `pocketbase`.
+    /// Compare with another server in the same run: `pocketbase` or `litellm`.
     vs: Option<String>,
+    /// Whether `--requests` was given (the comparison with LiteLLM sends fewer by default).
+    requests_given: bool,
     /// A PocketBase binary to use instead of installing the pinned one.
     pocketbase: Option<String>,
+    /// A `litellm` command to use instead of installing the pinned one.
+    litellm: Option<String>,
     /// The server's `--durability` (its default when absent).
     durability: Option<String>,
 }
@@ -65,7 +70,9 @@ impl Options {
             auth: false,
             jobs: 0,
             vs: None,
+            requests_given: false,
             pocketbase: None,
+            litellm: None,
             durability: None,
         }
     }
@@ -77,7 +84,10 @@ fn options() -> anyhow::Result<Options> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().context("a flag needs a value");
         match arg.as_str() {
-            "--requests" => options.requests = value()?.parse()?,
+            "--requests" => {
+                options.requests = value()?.parse()?;
+                options.requests_given = true;
+            }
             "--concurrency" => options.concurrency = value()?.parse()?,
             "--database-url" => options.database_url = Some(value()?),
             "--binary" => options.binary = value()?,
@@ -88,10 +98,11 @@ fn options() -> anyhow::Result<Options> {
             "--auth" => options.auth = true,
             "--jobs" => options.jobs = value()?.parse()?,
             "--vs" => match value()?.as_str() {
-                "pocketbase" => options.vs = Some("pocketbase".into()),
-                other => bail!("--vs takes pocketbase, not {other}"),
+                other @ ("pocketbase" | "litellm") => options.vs = Some(other.into()),
+                other => bail!("--vs takes pocketbase or litellm, not {other}"),
             },
             "--pocketbase" => options.pocketbase = Some(value()?),
+            "--litellm" => options.litellm = Some(value()?),
             "--durability" => options.durability = Some(value()?),
             other => bail!("unknown flag {other}"),
         }
@@ -187,6 +198,9 @@ async fn call(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--fake-provider") {
+        return gateway::serve_fake_provider().await;
+    }
     let options = options()?;
     if options.jobs > 0 {
         return jobs::run(options.database_url.as_deref(), options.jobs, options.concurrency).await;
@@ -212,7 +226,9 @@ async fn main() -> anyhow::Result<()> {
         // Webhooks go to a receiver on loopback.
         command.env("PLINTH_OUTBOUND_ALLOW_PRIVATE", "true");
     }
-    let provider = if options.gateway { Some(gateway::fake_provider().await?) } else { None };
+    let litellm = options.vs.as_deref() == Some("litellm");
+    let fake = if options.gateway || litellm { Some(gateway::spawn_fake_provider().await?) } else { None };
+    let provider = fake.as_ref().map(|(_, base)| base.clone());
     if let Some(provider) = &provider {
         command.env("PLINTH_OPENAI_BASE_URL", format!("{provider}/v1"));
         command.env("PLINTH_ANTHROPIC_BASE_URL", provider);
@@ -258,7 +274,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if options.vs.is_some() {
         let plinth = Plinth { base: base.clone(), key: key.clone() };
-        pocketbase::run(&client, &plinth, &options).await?;
+        match &provider {
+            Some(provider) if litellm => litellm::run(&client, &plinth, provider, &options).await?,
+            _ => pocketbase::run(&client, &plinth, &options).await?,
+        }
         server.start_kill()?;
         let _ = server.wait().await;
         let _ = std::fs::remove_dir_all(&data_dir);

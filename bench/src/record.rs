@@ -50,16 +50,22 @@ pub(crate) struct Comparison {
     pub other: &'static str,
     pub settings: Value,
     pub rows: Vec<(String, Figure, Figure)>,
+    /// Figures derived from the rows (what a gateway adds to a call), recorded with them.
+    pub notes: serde_json::Map<String, Value>,
 }
 
 impl Comparison {
     pub fn new(kind: String, other: &'static str, settings: Value) -> Comparison {
-        Comparison { kind, other, settings, rows: Vec::new() }
+        Comparison { kind, other, settings, rows: Vec::new(), notes: Default::default() }
     }
 
     pub fn add(&mut self, scenario: &str, theirs: Figure, ours: Figure) {
         print_row(scenario, &theirs, &ours);
         self.rows.push((scenario.to_string(), theirs, ours));
+    }
+
+    pub fn note(&mut self, name: &str, value: Value) {
+        self.notes.insert(name.to_string(), value);
     }
 
     pub fn header(&self) {
@@ -113,6 +119,7 @@ impl Comparison {
                 "plinth": ours.json(),
                 "ratio": ratio(theirs, ours),
             })).collect::<Vec<_>>(),
+            "notes": self.notes,
         });
         std::fs::create_dir_all(&folder)?;
         let path = folder.join(format!("{}-{}.json", self.kind, now.replace(':', "")));
