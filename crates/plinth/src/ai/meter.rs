@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::db::{Db, Deferred};
+use crate::db::Db;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 
@@ -253,37 +253,109 @@ fn over_budget(budget: &str, spent: i64) -> ApiError {
     error
 }
 
-const INSERT: &str = "INSERT INTO ai_usage (id, tenant_id, key_id, provider, model, operation, input_tokens, \
-     output_tokens, cost_nano_usd, latency_ms, status, created_at) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $2)";
+/// How many rows one statement writes: as many of the largest as fit, then of the next. Each
+/// shape is prepared once.
+const SHAPES: [usize; 3] = [16, 4, 1];
+const COLUMNS: usize = 12;
+
+/// The insert of `rows` rows, skipping those whose tenant is gone meanwhile.
+fn insert(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=COLUMNS).map(|column| format!("${}", row * COLUMNS + column)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO ai_usage (id, tenant_id, key_id, provider, model, operation, input_tokens, output_tokens, \
+         cost_nano_usd, latency_ms, status, created_at) SELECT * FROM (VALUES {}) AS v \
+         WHERE EXISTS (SELECT 1 FROM tenants WHERE id = v.column2)",
+        values.join(", ")
+    )
+}
+
+fn insert_sql(shape: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; SHAPES.len()]> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| SHAPES.map(insert));
+    let index = SHAPES.iter().position(|n| *n == shape).unwrap_or(SHAPES.len() - 1);
+    &all[index]
+}
+
+/// `rows` cut into statements of the shapes.
+fn statements(mut rows: &[Row]) -> Vec<&[Row]> {
+    let mut out = Vec::new();
+    for shape in SHAPES {
+        while rows.len() >= shape {
+            let (head, rest) = rows.split_at(shape);
+            out.push(head);
+            rows = rest;
+        }
+    }
+    out
+}
 
 async fn write(db: &Db, rows: &[Row]) -> Result<(), sqlx::Error> {
     let mut tokens: HashMap<&str, i64> = HashMap::new();
-    let mut tx = db.begin_write().await?;
     for row in rows {
         *tokens.entry(&row.tenant).or_default() += row.input_tokens + row.output_tokens;
-        // A tenant deleted meanwhile has nothing to count against: its rows are skipped.
-        tx.defer(
-            Deferred::new(INSERT)
-                .text(row.id.as_str())
-                .text(row.tenant.as_str())
-                .text(row.key_id.as_deref())
-                .text(row.provider.as_str())
-                .text(row.model.as_str())
-                .text(row.operation)
-                .int(row.input_tokens)
-                .int(row.output_tokens)
-                .int(row.cost_nano_usd)
-                .int(row.latency_ms)
-                .int(row.status)
-                .text(row.created_at.as_str()),
-        );
+    }
+    let mut tx = db.begin_write().await?;
+    for chunk in statements(rows) {
+        let mut query = sqlx::query(insert_sql(chunk.len()));
+        for row in chunk {
+            query = query
+                .bind(&row.id)
+                .bind(&row.tenant)
+                .bind(&row.key_id)
+                .bind(&row.provider)
+                .bind(&row.model)
+                .bind(row.operation)
+                .bind(row.input_tokens)
+                .bind(row.output_tokens)
+                .bind(row.cost_nano_usd)
+                .bind(row.latency_ms)
+                .bind(row.status)
+                .bind(&row.created_at);
+        }
+        query.execute(&mut *tx).await?;
     }
     // In tenant order, so that nodes writing the same counters lock them in the same order.
     let mut tokens: Vec<_> = tokens.into_iter().filter(|(_, n)| *n > 0).collect();
     tokens.sort();
     for (tenant, n) in tokens {
-        tx.defer(entitlements::deferred_add(tenant, Entitlement::AiTokens, n));
+        entitlements::add_if_tenant(&mut tx, tenant, Entitlement::AiTokens, n).await?;
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: usize) -> Row {
+        Row {
+            id: format!("aiu_{n}"),
+            tenant: "tn_1".into(),
+            key_id: None,
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            operation: "chat",
+            input_tokens: 1,
+            output_tokens: 1,
+            cost_nano_usd: 1,
+            latency_ms: 1,
+            status: 200,
+            created_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn rows_go_in_few_prepared_shapes() {
+        let rows: Vec<Row> = (0..39).map(row).collect();
+        let sizes: Vec<usize> = statements(&rows).iter().map(|s| s.len()).collect();
+        assert_eq!(sizes, [16, 16, 4, 1, 1, 1]);
+        assert!(statements(&[]).is_empty());
+        assert!(insert_sql(4).contains("($37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48)"));
+        assert!(!insert_sql(1).contains("$13"));
+    }
 }

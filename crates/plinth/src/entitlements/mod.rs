@@ -349,19 +349,27 @@ pub async fn add(
     Ok(())
 }
 
-/// `add` as a deferred write, for a batch that counts what many calls used: skipped when the
-/// tenant is gone.
-pub fn deferred_add(tenant: &str, entitlement: Entitlement, quantity: i64) -> crate::db::Deferred {
+/// `add` for a batch that counts what many calls used, once written: nothing when the tenant is
+/// gone meanwhile.
+pub async fn add_if_tenant(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    entitlement: Entitlement,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
     let feature = entitlement.feature();
-    crate::db::Deferred::new(
+    sqlx::query(
         "INSERT INTO usage_counters (tenant_id, metric, period, count) \
          SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
          ON CONFLICT (tenant_id, metric, period) DO UPDATE SET count = usage_counters.count + excluded.count",
     )
-    .text(tenant)
-    .text(feature.name)
-    .string(Some(period_key(feature)))
-    .int(quantity)
+    .bind(tenant)
+    .bind(feature.name)
+    .bind(period_key(feature))
+    .bind(quantity)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The tenant's recorded use of `entitlement` this period.

@@ -454,6 +454,19 @@ on_both_backends! {
             .bind(&tenant.id).fetch_one(app.app.db.pool()).await.unwrap();
         assert!(spent <= 20_000 + 3_750, "spent {spent}: over the budget by more than one call");
         assert_eq!(spent, answered as i64 * 3_750);
+
+        // A tenant deleted while its calls wait to be written: they are dropped with it, and
+        // the rows of others are written all the same.
+        let gone = app.tenant("Gone").await;
+        credentials(&app, &gone).await;
+        let other = app.tenant("Stays").await;
+        credentials(&app, &other).await;
+        complete(&app, "/v1/chat/completions", Some(&gone.key), body.clone()).await.expect(200);
+        complete(&app, "/v1/chat/completions", Some(&other.key), body.clone()).await.expect(200);
+        app.delete_confirmed(&format!("/v1/tenants/{}", gone.id), crate::common::ADMIN_KEY).await.expect(200);
+        app.written().await;
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_usage WHERE tenant_id = '{}'", gone.id)).await, 0);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_usage WHERE tenant_id = '{}'", other.id)).await, 1);
     }
 
     async fn calls_are_metered_and_budgets_hold(backend) {
