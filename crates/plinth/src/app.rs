@@ -108,8 +108,22 @@ pub struct AppState {
 
 impl App {
     /// Call after a change to keys, tokens or tenants has committed: cached credentials are
-    /// dropped, so the change holds from the next request on.
+    /// dropped, so the change holds from the next request on, and other nodes are told (on
+    /// PostgreSQL), so that their open streams check their credentials again at once.
     pub fn credentials_changed(&self) {
+        self.forget_credentials();
+        if self.db.backend() == crate::db::Backend::Postgres {
+            let app = self.clone();
+            self.tasks.spawn("telling other nodes of a credential change", async move {
+                if let Err(error) = crate::realtime::notify::credentials_changed(&app).await {
+                    tracing::warn!(%error, "telling other nodes of a credential change failed");
+                }
+            });
+        }
+    }
+
+    /// What `credentials_changed` does on this node alone: for a change another node made.
+    pub fn forget_credentials(&self) {
         self.credentials.clear();
         self.sessions.clear();
         self.schemas.clear();

@@ -1,7 +1,10 @@
 //! Several nodes on one PostgreSQL: each event's transaction sends a notification on
 //! `plinth_events` (delivered only if it commits), and every node listens, handing the events of
 //! other nodes to its own realtime listeners and waking its delivery workers. A notification
-//! carries the event itself when it fits, else its id, which the listener reads back.
+//! carries the event itself when it fits, else its id, which the listener reads back. A change to
+//! credentials (a key revoked, a session ended, a tenant suspended) is told on `plinth_changes`
+//! once committed: the other nodes forget what they cached and their open streams check their
+//! credentials again at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,8 @@ use crate::time;
 
 /// The notification channel.
 pub const CHANNEL: &str = "plinth_events";
+/// The channel of changes to credentials.
+pub const CHANGES: &str = "plinth_changes";
 /// PostgreSQL refuses payloads of 8000 bytes or more; larger events travel by id.
 const PAYLOAD_MAX: usize = 7500;
 
@@ -48,11 +53,22 @@ impl crate::outbox::Subscriber for TellOtherNodes {
     }
 }
 
+/// Tells the other nodes that credentials changed (a change committed on this one).
+pub async fn credentials_changed(app: &App) -> Result<(), sqlx::Error> {
+    let note = json!({ "node": app.db.node(), "changed": "credentials" }).to_string();
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES).bind(note).execute(app.db.pool()).await?;
+    Ok(())
+}
+
 /// Listens (PostgreSQL only) until `stop` turns true.
 pub async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
     loop {
         let mut listener = match connect(&url).await {
-            Ok(listener) => listener,
+            Ok(listener) => {
+                // Changes told while no one listened are unknown: every credential is checked again.
+                app.forget_credentials();
+                listener
+            }
             Err(error) => {
                 tracing::warn!(%error, "listening for other nodes' events failed; retrying");
                 tokio::select! {
@@ -64,6 +80,7 @@ pub async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 received = listener.try_recv() => match received {
+                    Ok(Some(notification)) if notification.channel() == CHANGES => heard_change(&app, notification.payload()),
                     Ok(Some(notification)) => hear(&app, notification.payload()).await,
                     // The connection dropped: notifications in between are lost to realtime
                     // (SSE clients resume from the outbox; deliveries are polled for anyway).
@@ -81,8 +98,15 @@ pub async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
 
 async fn connect(url: &str) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, CHANGES]).await?;
     Ok(listener)
+}
+
+fn heard_change(app: &App, text: &str) {
+    let Ok(note) = serde_json::from_str::<Value>(text) else { return };
+    if note["node"].as_str() != Some(app.db.node()) && note["changed"] == "credentials" {
+        app.forget_credentials();
+    }
 }
 
 async fn hear(app: &App, text: &str) {

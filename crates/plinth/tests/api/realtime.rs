@@ -281,6 +281,45 @@ async fn realtime_fans_out_across_nodes() {
     }
 }
 
+/// Two nodes on one PostgreSQL: a key revoked on one ends its streams on the other at once,
+/// told by a notification, not at the other's next periodic check (a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_revoked_on_one_node_ends_its_streams_on_the_other() {
+    let first = TestApp::spawn(Backend::Postgres).await;
+    let second = first.another_node(|_| {}).await;
+    let tenant = first.tenant("Revoked across").await;
+    let (key_id, key) = first.key(&tenant, json!({ "scopes": ["events:read", "events:write"] })).await;
+    let mut socket = open_socket(&second, &key).await;
+    command(&mut socket, json!({ "type": "subscribe", "channel": "events:*" })).await;
+    // The second node listens once it hears the first's events.
+    let mut listening = false;
+    for _ in 0..20 {
+        track(&first, &tenant, "node.ready").await;
+        if tokio::time::timeout(Duration::from_millis(500), next_frame(&mut socket)).await.is_ok() {
+            listening = true;
+            break;
+        }
+    }
+    assert!(listening, "the second node hears the first");
+    let mut stream = EventStream::open(&second, "/v1/events/stream", Some(&key), None).await;
+    first.delete(&format!("/v1/keys/{key_id}"), &tenant.key).await.expect(200);
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next()).await.expect("closed well before the periodic check");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1008);
+                assert!(frame.reason.contains("revoked"), "{}", frame.reason);
+                break;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    let ended = tokio::time::timeout(WAIT, async { while let Ok(Some(_)) = stream.response.chunk().await {} }).await;
+    assert!(ended.is_ok(), "the event stream on the other node ends");
+    second.get("/v1/events/stream", &key).await.expect_error(401, "UNAUTHORIZED");
+}
+
 /// A subscriber that stops reading is disconnected once it falls behind; the server does not
 /// queue for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
