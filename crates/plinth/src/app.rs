@@ -565,6 +565,8 @@ impl Server {
 
         let router = router(app.clone());
         let service = tower::util::MapRequestLayer::new(rewrite_aliases).layer(router);
+        // What starting took (the OpenAPI document built, migrations read) goes back.
+        crate::memory::give_back();
         // Answers leave as they are written: small ones are never held back for an ACK.
         let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
@@ -607,6 +609,10 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
         ticks += 1;
         if let Err(error) = app.usage.flush(&app.db).await {
             tracing::warn!(%error, "writing usage failed; will retry");
+        }
+        if ticks % 12 == 0 {
+            // Every minute, what a load peak freed goes back to the system.
+            crate::memory::give_back();
         }
         if ticks % 60 == 0 {
             if let Err(error) = audit::prune(&app).await {

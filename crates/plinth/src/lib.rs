@@ -19,6 +19,7 @@ pub mod health;
 pub mod idempotency;
 pub mod inbound;
 pub mod keys;
+pub mod memory;
 pub mod messages;
 pub mod object_types;
 pub mod objects;
