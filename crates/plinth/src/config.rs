@@ -318,14 +318,14 @@ pub struct WebhookArgs {
     pub disable_after: u32,
 
     /// Deliveries in flight at once on this node.
-    #[arg(long = "webhook-concurrency", env = "PLINTH_WEBHOOK_CONCURRENCY", default_value_t = 16,
+    #[arg(long = "webhook-concurrency", env = "PLINTH_WEBHOOK_CONCURRENCY", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
 }
 
 impl Default for WebhookArgs {
     fn default() -> Self {
-        WebhookArgs { retry_schedule: RetrySchedule::default(), timeout_secs: 15, disable_after: 50, concurrency: 16 }
+        WebhookArgs { retry_schedule: RetrySchedule::default(), timeout_secs: 15, disable_after: 50, concurrency: 64 }
     }
 }
 
