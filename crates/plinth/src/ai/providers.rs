@@ -187,15 +187,11 @@ pub type Opened = (String, Option<String>, Value);
 
 /// The instance `name` of the tenant, with its key opened: (type, key, configuration).
 pub async fn open(app: &App, tenant: &TenantId, name: &str) -> ApiResult<Option<Opened>> {
-    let cached = format!("{tenant} {name}");
-    if let Some(opened) = app.providers_opened.get(&cached) {
-        return Ok(opened.as_ref().clone());
-    }
-    let generation = app.providers_opened.generation();
-    let mut conn = app.db.pool().acquire().await?;
-    let opened = read(&mut conn, app, tenant, name).await?;
-    app.providers_opened.insert(cached, std::sync::Arc::new(opened.clone()), generation);
-    Ok(opened)
+    let load = async {
+        let mut conn = app.db.pool().acquire().await?;
+        read(&mut conn, app, tenant, name).await
+    };
+    Ok(app.providers_opened.get_or_load(format!("{tenant} {name}"), load).await?.as_ref().clone())
 }
 
 async fn read(conn: &mut sqlx::AnyConnection, app: &App, tenant: &TenantId, name: &str) -> ApiResult<Option<Opened>> {

@@ -61,6 +61,21 @@ impl<V> Cache<V> {
         entries.get(key).filter(|(_, at)| at.elapsed() < TTL).map(|(credential, _)| credential.clone())
     }
 
+    /// The entry for `key`, or what `load` reads (stored, unless the cache was cleared while it
+    /// read).
+    pub async fn get_or_load<E, F>(&self, key: String, load: F) -> Result<Arc<V>, E>
+    where
+        F: std::future::Future<Output = Result<V, E>>,
+    {
+        if let Some(found) = self.get(&key) {
+            return Ok(found);
+        }
+        let generation = self.generation();
+        let loaded = Arc::new(load.await?);
+        self.insert(key, loaded.clone(), generation);
+        Ok(loaded)
+    }
+
     /// Stores what was loaded, unless the cache was cleared since `seen_generation`.
     pub fn insert(&self, key: String, credential: Arc<V>, seen_generation: u64) {
         if !self.enabled {

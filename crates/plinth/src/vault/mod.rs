@@ -84,15 +84,11 @@ pub fn check_override(key: &str) -> Result<(), String> {
 
 /// The tenant's credentials for `service`, opened, or `None` when none are stored.
 pub async fn open(app: &App, tenant: &TenantId, service: &str) -> ApiResult<Option<Map<String, Value>>> {
-    let key = format!("{tenant} {service}");
-    if let Some(opened) = app.vault_opened.get(&key) {
-        return Ok(opened.as_ref().clone());
-    }
-    let generation = app.vault_opened.generation();
-    let mut conn = app.db.pool().acquire().await?;
-    let opened = read(&mut conn, app, tenant, service).await?;
-    app.vault_opened.insert(key, std::sync::Arc::new(opened.clone()), generation);
-    Ok(opened)
+    let load = async {
+        let mut conn = app.db.pool().acquire().await?;
+        read(&mut conn, app, tenant, service).await
+    };
+    Ok(app.vault_opened.get_or_load(format!("{tenant} {service}"), load).await?.as_ref().clone())
 }
 
 async fn read(
