@@ -160,22 +160,14 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// Installs the pinned LiteLLM proxy into `target/litellm` (once) and answers its command.
 fn install() -> anyhow::Result<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/litellm");
-    let command = venv.join("bin/litellm");
-    let python = venv.join("bin/python");
-    let installed = std::process::Command::new(&python)
-        .args(["-c", "import importlib.metadata as m; print(m.version('litellm'))"])
-        .output()
-        .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == LITELLM_VERSION);
-    if installed && command.exists() {
-        return Ok(command);
-    }
-    println!("installing LiteLLM {LITELLM_VERSION} into {} (once)", venv.display());
-    let made = std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status()?;
-    anyhow::ensure!(made.success(), "python3 -m venv failed");
-    let pip = std::process::Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", &format!("litellm[proxy]=={LITELLM_VERSION}")])
-        .status()?;
-    anyhow::ensure!(pip.success(), "installing litellm[proxy]=={LITELLM_VERSION} failed");
-    Ok(command)
+    let installed = |root: &Path| {
+        let version = std::process::Command::new(root.join("bin/python"))
+            .args(["-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+            .output();
+        root.join("bin/litellm").exists()
+            && version
+                .is_ok_and(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == LITELLM_VERSION)
+    };
+    let root = crate::pip_install("litellm", &format!("litellm[proxy]=={LITELLM_VERSION}"), installed)?;
+    Ok(root.join("bin/litellm"))
 }

@@ -196,6 +196,31 @@ async fn call(
     Ok(value)
 }
 
+/// A pinned package from PyPI in a virtual environment of its own, `target/<folder>`: answers
+/// the folder, installing `requirement` (`name==version`) first unless `installed` finds it there.
+pub(crate) fn pip_install(
+    folder: &str,
+    requirement: &str,
+    installed: impl Fn(&std::path::Path) -> bool,
+) -> anyhow::Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target").join(folder);
+    if installed(&root) {
+        return Ok(root);
+    }
+    println!("installing {requirement} from PyPI into {} (once)", root.display());
+    let status = std::process::Command::new("python3").arg("-m").arg("venv").arg(&root).status()?;
+    if !status.success() {
+        bail!("python3 -m venv {} failed", root.display());
+    }
+    let status = std::process::Command::new(root.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", requirement])
+        .status()?;
+    if !status.success() {
+        bail!("pip install {requirement} failed");
+    }
+    Ok(root)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("--fake-provider") {

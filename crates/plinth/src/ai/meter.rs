@@ -105,20 +105,33 @@ impl Meter {
     /// Refuses a call of `tenant` when its budget or `ai_tokens` are used up (403
     /// `BUDGET_EXCEEDED`, `FEATURE_LIMIT_REACHED`); reserves nothing.
     pub async fn check(&self, app: &App, tenant: &TenantId) -> ApiResult<()> {
-        self.reserve(app, tenant, Hold::default()).await.map(|_| ())
+        self.reserve(app, tenant, Hold::default()).await
     }
 
     /// Checks as `check` does and reserves `hold` for a call in flight, in one step.
-    pub async fn reserve(&self, app: &App, tenant: &TenantId, hold: Hold) -> ApiResult<Hold> {
+    pub async fn reserve(&self, app: &App, tenant: &TenantId, hold: Hold) -> ApiResult<()> {
         let month = this_month();
-        let stale = locked(&self.ledgers).get(tenant.as_str()).is_none_or(|l| l.fresh(&month).is_none());
-        if stale {
+        let mut read = false;
+        loop {
+            {
+                let mut ledgers = locked(&self.ledgers);
+                let ledger = ledgers.entry(tenant.to_string()).or_default();
+                // Once read for this call, the figures stand even if they age meanwhile; they
+                // are taken under the same lock as what this node holds, so that a write moving
+                // rows from one to the other is seen whole.
+                let usable = if read { ledger.written.clone() } else { ledger.fresh(&month).cloned() };
+                if let Some(written) = usable {
+                    return Self::hold(ledger, app, &written, hold);
+                }
+            }
+            // Not read yet, stale, or forgotten by a change since it was read.
             self.load(app, tenant, &month).await?;
+            read = true;
         }
-        let mut ledgers = locked(&self.ledgers);
-        let ledger = ledgers.entry(tenant.to_string()).or_default();
-        // Read a moment ago; if it went stale meanwhile, these figures stand for this call.
-        let written = ledger.written.clone().ok_or_else(|| ApiError::internal("AI spend not loaded"))?;
+    }
+
+    /// Refuses, or reserves `hold` against `written` and what this node holds.
+    fn hold(ledger: &mut Ledger, app: &App, written: &Written, hold: Hold) -> ApiResult<()> {
         let spent = written.spent + ledger.unwritten.cost + ledger.reserved.cost;
         if let Some((budget, nano)) = &written.budget {
             if spent >= *nano {
@@ -133,13 +146,12 @@ impl Meter {
         }
         ledger.reserved.cost += hold.cost;
         ledger.reserved.tokens += hold.tokens;
-        Ok(hold)
+        Ok(())
     }
 
-    /// Reads a tenant's written figures.
+    /// Reads a tenant's written figures, unless another call just did.
     async fn load(&self, app: &App, tenant: &TenantId, month: &str) -> ApiResult<()> {
         let _consistent = self.writing.lock().await;
-        // Another call may have read them while this one waited.
         if locked(&self.ledgers).get(tenant.as_str()).is_some_and(|l| l.fresh(month).is_some()) {
             return Ok(());
         }

@@ -413,7 +413,7 @@ pub async fn answer(
     let mut errors = FieldErrors::default();
     let prompt = check(&body, &mut errors);
     errors.finish()?;
-    super::usage::check(&app, &tenant).await?;
+    app.ai_meter.check(&app, &tenant).await?;
     let explicit = body.provider.is_some();
     let candidates = candidates(&app, &tenant, body.provider.as_ref()).await?;
     if candidates.is_empty() {
@@ -560,7 +560,7 @@ async fn embed(auth: Auth, State(app): State<App>, Json(body): Json<EmbedRequest
     if serde_json::to_vec(&body.input).map(|v| v.len()).unwrap_or(usize::MAX) > 1024 * 1024 {
         return Err(ApiError::invalid("input", "must be at most 1 MB"));
     }
-    super::usage::check(&app, &tenant).await?;
+    app.ai_meter.check(&app, &tenant).await?;
     let explicit = body.provider.is_some();
     let candidates = candidates(&app, &tenant, body.provider.as_ref()).await?;
     let key_id = auth.actor.key_id().map(str::to_string);
@@ -694,7 +694,7 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
     }
     check_key(body.api_key.as_ref(), body.provider.as_ref(), &mut errors);
     errors.finish()?;
-    super::usage::check(&app, &tenant).await?;
+    app.ai_meter.check(&app, &tenant).await?;
     let explicit = body.provider.is_some();
     let candidates = candidates(&app, &tenant, body.provider.as_ref()).await?;
     let key_id = auth.actor.key_id().map(str::to_string);

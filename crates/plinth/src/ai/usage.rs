@@ -163,7 +163,8 @@ impl Call {
     pub async fn start(app: &App, base: CallBase, estimate: Estimate) -> ApiResult<Call> {
         let cost = app.ai_prices.cost(base.instance.as_ref(), &base.model, estimate.input, estimate.output);
         let tokens = (estimate.input + estimate.output) as i64;
-        let hold = app.ai_meter.reserve(app, &base.tenant, Hold { cost, tokens }).await?;
+        let hold = Hold { cost, tokens };
+        app.ai_meter.reserve(app, &base.tenant, hold).await?;
         Ok(Call {
             tenant: base.tenant,
             key_id: base.key_id,
@@ -261,13 +262,6 @@ pub(super) async fn budget_of(conn: &mut sqlx::AnyConnection, tenant: &TenantId)
         .fetch_optional(&mut *conn)
         .await?;
     Ok(row.and_then(|(budget,)| budget))
-}
-
-/// Refuses a call before it goes out: 403 `BUDGET_EXCEEDED` when this month's spend (calls in
-/// flight at their estimate) reached the tenant's budget, 403 `FEATURE_LIMIT_REACHED` when its
-/// `ai_tokens` are used up. `Call::start` checks again as it reserves.
-pub async fn check(app: &App, tenant: &TenantId) -> ApiResult<()> {
-    app.ai_meter.check(app, tenant).await
 }
 
 /// The monthly budget.

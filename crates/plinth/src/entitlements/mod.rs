@@ -358,14 +358,26 @@ pub async fn add_if_tenant(
     quantity: i64,
 ) -> Result<(), sqlx::Error> {
     let feature = entitlement.feature();
+    count_if_tenant(conn, tenant, feature.name, &period_key(feature), quantity).await
+}
+
+/// Adds `quantity` to the tenant's counter of `metric` in `period`, in a batch written after the
+/// fact: nothing when the tenant is gone meanwhile.
+pub async fn count_if_tenant(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    metric: &str,
+    period: &str,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO usage_counters (tenant_id, metric, period, count) \
          SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
          ON CONFLICT (tenant_id, metric, period) DO UPDATE SET count = usage_counters.count + excluded.count",
     )
     .bind(tenant)
-    .bind(feature.name)
-    .bind(period_key(feature))
+    .bind(metric)
+    .bind(period)
     .bind(quantity)
     .execute(conn)
     .await?;

@@ -165,18 +165,8 @@ async fn write(db: &Db, batch: &Pending) -> Result<(), sqlx::Error> {
         .collect();
     counts.sort();
     for (tenant, metric, period, n) in counts {
-        // A tenant deleted meanwhile has no row to count against: skip it.
-        sqlx::query(
-            "INSERT INTO usage_counters (tenant_id, metric, period, count) \
-             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
-             ON CONFLICT (tenant_id, metric, period) DO UPDATE SET count = usage_counters.count + excluded.count",
-        )
-        .bind(tenant)
-        .bind(metric)
-        .bind(period)
-        .bind(*n)
-        .execute(&mut *tx)
-        .await?;
+        // A tenant deleted meanwhile has no row to count against: skipped.
+        crate::entitlements::count_if_tenant(&mut tx, tenant, metric, period, *n).await?;
     }
     let mut last_used: Vec<_> = batch.last_used.iter().collect();
     last_used.sort();

@@ -40,6 +40,22 @@ pub async fn next_frame(socket: &mut Socket) -> Value {
     }
 }
 
+/// Waits for the server to close the socket with 1008 (policy) and answers the reason; pings and,
+/// with `skip_events`, event frames on the way are passed over.
+async fn closed_for_policy(socket: &mut Socket, skip_events: bool) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, socket.next()).await.expect("closed in time") {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1008);
+                return frame.reason.to_string();
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(_))) if skip_events => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
 pub async fn command(socket: &mut Socket, frame: Value) -> Value {
     socket.send(Message::Text(frame.to_string().into())).await.unwrap();
     next_frame(socket).await
@@ -101,18 +117,7 @@ both_backends! {
         let mut socket = open_socket(&app, &key).await;
         let mut stream = EventStream::open(&app, "/v1/events/stream", Some(&key), None).await;
         app.delete(&format!("/v1/keys/{key_id}"), &tenant.key).await.expect(200);
-        loop {
-            let message = tokio::time::timeout(WAIT, socket.next()).await.expect("closed in time");
-            match message {
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    assert_eq!(u16::from(frame.code), 1008);
-                    assert!(frame.reason.contains("revoked"));
-                    break;
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        }
+        assert!(closed_for_policy(&mut socket, false).await.contains("revoked"));
         let ended = tokio::time::timeout(WAIT, async {
             while let Ok(Some(_)) = stream.response.chunk().await {}
         })
@@ -135,17 +140,7 @@ both_backends! {
         let subscribed = command(&mut socket, json!({ "type": "subscribe", "channel": "objects:*" })).await;
         assert_eq!(subscribed["type"], "subscribed");
         app.send(app.request(reqwest::Method::POST, "/v1/auth/logout", Some(&access))).await.expect(200);
-        loop {
-            let message = tokio::time::timeout(WAIT, socket.next()).await.expect("closed in time");
-            match message {
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    assert_eq!(u16::from(frame.code), 1008);
-                    break;
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        }
+        closed_for_policy(&mut socket, false).await;
     }
 
     async fn websocket_subscribers_get_their_tenants_events_only(app) {
@@ -303,18 +298,9 @@ async fn a_credential_revoked_on_one_node_ends_its_streams_on_the_other() {
     assert!(listening, "the second node hears the first");
     let mut stream = EventStream::open(&second, "/v1/events/stream", Some(&key), None).await;
     first.delete(&format!("/v1/keys/{key_id}"), &tenant.key).await.expect(200);
-    loop {
-        let message = tokio::time::timeout(WAIT, socket.next()).await.expect("closed well before the periodic check");
-        match message {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                assert_eq!(u16::from(frame.code), 1008);
-                assert!(frame.reason.contains("revoked"), "{}", frame.reason);
-                break;
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Text(_))) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
+    // Closed well before the periodic check.
+    let reason = closed_for_policy(&mut socket, true).await;
+    assert!(reason.contains("revoked"), "{reason}");
     let ended = tokio::time::timeout(WAIT, async { while let Ok(Some(_)) = stream.response.chunk().await {} }).await;
     assert!(ended.is_ok(), "the event stream on the other node ends");
     second.get("/v1/events/stream", &key).await.expect_error(401, "UNAUTHORIZED");
