@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 mod auth;
 mod events;
 mod gateway;
+mod isolation;
 mod jobs;
 mod litellm;
 mod pocketbase;
@@ -43,6 +44,9 @@ pub(crate) struct Options {
     auth: bool,
     /// Measure the jobs engine on its own, with this many no-op jobs, instead.
     jobs: usize,
+    /// Measure another tenant's writes while a property of a type with this many objects is
+    /// made sortable, instead.
+    isolation: usize,
     /// Compare with another server in the same run: `pocketbase` or `litellm`.
     vs: Option<String>,
     /// Whether `--requests` was given (the comparison with LiteLLM sends fewer by default).
@@ -69,6 +73,7 @@ impl Options {
             gateway: false,
             auth: false,
             jobs: 0,
+            isolation: 0,
             vs: None,
             requests_given: false,
             pocketbase: None,
@@ -97,6 +102,7 @@ fn options() -> anyhow::Result<Options> {
             "--gateway" => options.gateway = true,
             "--auth" => options.auth = true,
             "--jobs" => options.jobs = value()?.parse()?,
+            "--isolation" => options.isolation = value()?.parse()?,
             "--vs" => match value()?.as_str() {
                 other @ ("pocketbase" | "litellm") => options.vs = Some(other.into()),
                 other => bail!("--vs takes pocketbase or litellm, not {other}"),
@@ -314,6 +320,13 @@ async fn main() -> anyhow::Result<()> {
 
     if let Some(provider) = &provider {
         gateway::run(&client, &base, provider, &key, &options).await?;
+        server.start_kill()?;
+        let _ = server.wait().await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+        return Ok(());
+    }
+    if options.isolation > 0 {
+        isolation::run(&client, &base, &key, &options).await?;
         server.start_kill()?;
         let _ = server.wait().await;
         let _ = std::fs::remove_dir_all(&data_dir);

@@ -2115,7 +2115,8 @@ export interface paths {
         post?: never;
         /**
          * Delete a property
-         * @description Removes the field and its indexes. Objects keep their values under the name, untyped.
+         * @description Removes the field; its indexes are dropped in the background. Objects keep their values under
+         *     the name, untyped.
          */
         delete: operations["delete_property"];
         options?: never;
@@ -5236,6 +5237,12 @@ export interface components {
                 enum_values?: string[] | null;
                 /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
                 id: string;
+                /**
+                 * @description Where the lookup and sort index that `is_indexed` or `is_sortable` asks for stands: it is
+                 *     built in the background (`building`, then `ready`), so that a change never holds other
+                 *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed.
+                 */
+                index_status: components["schemas"]["IndexStatus"];
                 /** @description Filters on it use an index. */
                 is_indexed: boolean;
                 /** @description Every object has a value. */
@@ -5830,6 +5837,12 @@ export interface components {
                 enum_values?: string[] | null;
                 /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
                 id: string;
+                /**
+                 * @description Where the lookup and sort index that `is_indexed` or `is_sortable` asks for stands: it is
+                 *     built in the background (`building`, then `ready`), so that a change never holds other
+                 *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed.
+                 */
+                index_status: components["schemas"]["IndexStatus"];
                 /** @description Filters on it use an index. */
                 is_indexed: boolean;
                 /** @description Every object has a value. */
@@ -6135,6 +6148,11 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
+        /**
+         * @description Where a property's lookup and sort index stands.
+         * @enum {string}
+         */
+        IndexStatus: "none" | "building" | "ready" | "failed";
         /** @description An IPv4 or IPv6 address, or a network in CIDR notation (`10.0.0.0/8`) */
         IpNetwork: string;
         /** @description A new key and its secret, shown only now. */
@@ -6346,6 +6364,12 @@ export interface components {
             enum_values?: string[] | null;
             /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
             id: string;
+            /**
+             * @description Where the lookup and sort index that `is_indexed` or `is_sortable` asks for stands: it is
+             *     built in the background (`building`, then `ready`), so that a change never holds other
+             *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed.
+             */
+            index_status: components["schemas"]["IndexStatus"];
             /** @description Filters on it use an index. */
             is_indexed: boolean;
             /** @description Every object has a value. */

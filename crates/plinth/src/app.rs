@@ -555,6 +555,7 @@ impl Server {
         let mut kinds = crate::jobs::Registry::new();
         kinds.register(crate::webhooks::delivery::Deliver(app.clone()));
         kinds.register(crate::messages::Send(app.clone()));
+        kinds.register(crate::objects::indexes::Reconcile(app.clone()));
         let workers = crate::tasks::Tasks::default();
         workers.spawn("jobs", crate::jobs::run(app.db.clone(), kinds, stop_rx.clone()));
         if let (Some(url), crate::db::Backend::Postgres) = (&app.config.storage.database_url, app.db.backend()) {

@@ -376,7 +376,7 @@ async fn delete_object_type(
         tx.rollback().await?;
         return Err(deletion::refuse(app.db.pool(), target, dependencies).await);
     }
-    crate::objects::remove_type_dependants(&mut tx, app.db.backend(), tenant, &object_type).await?;
+    crate::objects::remove_type_dependants(&mut tx, tenant, &object_type).await?;
     sqlx::query("DELETE FROM object_types WHERE id = $1 AND tenant_id = $2")
         .bind(&object_type.id)
         .bind(tenant.as_str())

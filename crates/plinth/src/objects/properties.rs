@@ -1,6 +1,8 @@
 //! Properties (seed 002): the typed fields of an object type. A property's flags become real
-//! database indexes on the objects' JSON (`is_indexed`/`is_sortable`: a lookup and sort index;
-//! `is_unique`: a unique index over the type's live objects), made and dropped with the change.
+//! database indexes on the objects' JSON: `is_indexed`/`is_sortable`, a lookup and sort index
+//! built and dropped in the background (`indexes`: `index_status` says where it stands);
+//! `is_unique`, a unique index over the type's live objects, made with the change that asks for
+//! it (it must hold from the answer on) and dropped in the background.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -10,12 +12,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::indexes::{self, IndexStatus};
 use super::sql;
 use super::types::DataType;
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
 use crate::auth::{Auth, TenantId};
-use crate::db::{is_unique_violation, Backend};
+use crate::db::{is_unique_violation, Backend, WriteTx};
 use crate::http::error::FieldErrors;
 use crate::http::{ApiError, ApiResult, Created, Data, Deleted, Json, Path};
 use crate::id::{self, prefix};
@@ -44,6 +47,10 @@ pub struct Property {
     pub is_indexed: bool,
     /// Lists may sort by it, through an index.
     pub is_sortable: bool,
+    /// Where the lookup and sort index that `is_indexed` or `is_sortable` asks for stands: it is
+    /// built in the background (`building`, then `ready`), so that a change never holds other
+    /// writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed.
+    pub index_status: IndexStatus,
     /// No two live objects of the type share a value (enforced by a unique index).
     pub is_unique: bool,
     /// Every object has a value.
@@ -86,6 +93,7 @@ struct PropertyRow {
     is_sortable: i64,
     is_unique: i64,
     is_required: i64,
+    index_status: String,
     default_value: Option<String>,
     enum_values: Option<String>,
     reference_type_id: Option<String>,
@@ -95,7 +103,7 @@ struct PropertyRow {
 }
 
 const COLUMNS: &str = "id, object_type_id, name, data_type, is_indexed, is_sortable, is_unique, is_required, \
-     default_value, enum_values, reference_type_id, description, created_at, updated_at";
+     index_status, default_value, enum_values, reference_type_id, description, created_at, updated_at";
 
 impl TryFrom<PropertyRow> for Property {
     type Error = ApiError;
@@ -103,8 +111,11 @@ impl TryFrom<PropertyRow> for Property {
     fn try_from(row: PropertyRow) -> ApiResult<Property> {
         let data_type = DataType::parse(&row.data_type)
             .ok_or_else(|| ApiError::internal(format!("stored data type `{}`", row.data_type)))?;
+        let index_status = IndexStatus::parse(&row.index_status)
+            .ok_or_else(|| ApiError::internal(format!("stored index status `{}`", row.index_status)))?;
         Ok(Property {
             data_type,
+            index_status,
             is_indexed: row.is_indexed != 0,
             is_sortable: row.is_sortable != 0,
             is_unique: row.is_unique != 0,
@@ -154,26 +165,21 @@ async fn find(conn: &mut AnyConnection, object_type: &ObjectType, id_or_name: &s
     row.map(Property::try_from).transpose()?.ok_or_else(|| ApiError::not_found("property"))
 }
 
-/// Drops the indexes of a property (when it is deleted, or its type is).
-pub async fn drop_indexes(conn: &mut AnyConnection, backend: Backend, property: &Property) -> ApiResult<()> {
-    let mut statements = sql::drop_lookup_index(backend, &property.id);
-    statements.push(sql::drop_index(&sql::unique_index_name(&property.id)));
-    for statement in statements {
-        sqlx::query(&statement).execute(&mut *conn).await?;
-    }
-    Ok(())
+/// Queues the drop of a property's indexes, in the transaction that deletes it (or its type):
+/// the job finds the property gone and drops both without holding other writes.
+pub async fn drop_indexes(tx: &mut WriteTx, tenant: &TenantId, property: &Property) -> ApiResult<()> {
+    indexes::queue(tx, tenant, &property.id).await
 }
 
-/// Drops the indexes of every property of a tenant, before the tenant is deleted (the rows go
-/// by cascade; the indexes would not).
-pub async fn drop_tenant_indexes(conn: &mut AnyConnection, backend: Backend, tenant_id: &TenantId) -> ApiResult<()> {
-    let rows: Vec<PropertyRow> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM object_properties WHERE tenant_id = $1"))
-            .bind(tenant_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    for row in rows {
-        drop_indexes(conn, backend, &Property::try_from(row)?).await?;
+/// Queues the drop of the indexes of every property of a tenant, in the transaction that
+/// deletes the tenant (the rows go by cascade; the indexes would not).
+pub async fn drop_tenant_indexes(tx: &mut WriteTx, tenant_id: &TenantId) -> ApiResult<()> {
+    let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM object_properties WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    for (id,) in ids {
+        indexes::queue(tx, tenant_id, &id).await?;
     }
     Ok(())
 }
@@ -395,25 +401,29 @@ async fn require_values(conn: &mut AnyConnection, backend: Backend, property: &P
     Ok(())
 }
 
-/// Makes the indexes a property's flags call for, and drops those they no longer do.
+/// Makes the unique index a change calls for, and queues the job for the rest: the lookup and
+/// sort index built or dropped, a unique index no longer wanted dropped. Records where the
+/// lookup index stands in `after`.
 async fn apply_indexes(
-    conn: &mut AnyConnection,
-    backend: Backend,
+    tx: &mut WriteTx,
+    tenant: &TenantId,
     before: Option<&Property>,
-    after: &Property,
+    after: &mut Property,
 ) -> ApiResult<()> {
+    let backend = tx.backend();
     let had_lookup = before.is_some_and(Property::has_lookup_index);
     let had_unique = before.is_some_and(|p| p.is_unique);
-    let statements = if after.has_lookup_index() && !had_lookup {
-        sql::create_index(backend, &after.id, &after.object_type_id, &after.name, after.data_type)
-    } else if !after.has_lookup_index() && had_lookup {
-        sql::drop_lookup_index(backend, &after.id)
-    } else {
-        Vec::new()
-    };
-    for statement in statements {
-        sqlx::query(&statement).execute(&mut *conn).await?;
+    let lookup_changes = after.has_lookup_index() != had_lookup;
+    if lookup_changes || before.is_none() {
+        after.index_status = IndexStatus::wanted(after.has_lookup_index());
     }
+    if lookup_changes || (had_unique && !after.is_unique) {
+        indexes::queue(tx, tenant, &after.id).await?;
+    }
+    if after.is_unique && !had_unique {
+        indexes::hold(tx, &after.id).await?;
+    }
+    let conn: &mut AnyConnection = tx;
     if after.is_unique && !had_unique {
         let ddl = sql::create_unique_index(backend, &after.id, &after.object_type_id, &after.name, after.data_type);
         match sqlx::query(&ddl).execute(&mut *conn).await {
@@ -427,8 +437,6 @@ async fn apply_indexes(
             }
             Err(error) => return Err(error.into()),
         }
-    } else if !after.is_unique && had_unique {
-        sqlx::query(&sql::drop_index(&sql::unique_index_name(&after.id))).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -530,6 +538,7 @@ async fn create_property(
         data_type,
         is_indexed: indexed,
         is_sortable: sortable,
+        index_status: IndexStatus::wanted(indexed || sortable),
         is_unique: unique,
         is_required: body.is_required.unwrap_or(false),
         default_value: body.default_value.filter(|v| !v.is_null()),
@@ -551,7 +560,7 @@ async fn create_property(
     }
     let inserted = sqlx::query(&format!(
         "INSERT INTO object_properties ({COLUMNS}, tenant_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)"
     ))
     .bind(&property.id)
     .bind(&object_type.id)
@@ -561,6 +570,7 @@ async fn create_property(
     .bind(i64::from(property.is_sortable))
     .bind(i64::from(property.is_unique))
     .bind(i64::from(property.is_required))
+    .bind(property.index_status.as_str())
     .bind(property.default_value.as_ref().map(Value::to_string))
     .bind(property.enum_values.as_ref().map(|v| json!(v).to_string()))
     .bind(&property.reference_type)
@@ -583,7 +593,7 @@ async fn create_property(
     if property.is_unique {
         check_no_duplicates(&mut tx, backend, &property).await?;
     }
-    apply_indexes(&mut tx, backend, None, &property).await?;
+    apply_indexes(&mut tx, tenant, None, &mut property).await?;
     let entry = Entry {
         action: "property.created",
         resource_type: "property",
@@ -685,16 +695,17 @@ async fn update_property(
     if after.is_unique && !before.is_unique {
         check_no_duplicates(&mut tx, backend, &after).await?;
     }
-    apply_indexes(&mut tx, backend, Some(&before), &after).await?;
+    apply_indexes(&mut tx, tenant, Some(&before), &mut after).await?;
     after.updated_at = time::now();
     sqlx::query(
         "UPDATE object_properties SET is_indexed = $1, is_sortable = $2, is_unique = $3, is_required = $4, \
-         default_value = $5, enum_values = $6, description = $7, updated_at = $8 WHERE id = $9",
+         index_status = $5, default_value = $6, enum_values = $7, description = $8, updated_at = $9 WHERE id = $10",
     )
     .bind(i64::from(after.is_indexed))
     .bind(i64::from(after.is_sortable))
     .bind(i64::from(after.is_unique))
     .bind(i64::from(after.is_required))
+    .bind(after.index_status.as_str())
     .bind(after.default_value.as_ref().map(Value::to_string))
     .bind(after.enum_values.as_ref().map(|v| json!(v).to_string()))
     .bind(&after.description)
@@ -720,7 +731,8 @@ async fn update_property(
 
 /// Delete a property
 ///
-/// Removes the field and its indexes. Objects keep their values under the name, untyped.
+/// Removes the field; its indexes are dropped in the background. Objects keep their values under
+/// the name, untyped.
 #[utoipa::path(delete, path = "/v1/object-types/{object_type_id}/properties/{property_id}", tag = "Properties",
     security(("bearer" = [])),
     params(("object_type_id" = String, Path, description = "The type's id or name"),
@@ -738,7 +750,7 @@ async fn delete_property(
     let object_type = object_types::find(&mut tx, tenant, &type_id).await?;
     object_types::lock(&mut tx, app.db.backend(), &object_type.id, true).await?;
     let property = find(&mut tx, &object_type, &property_id).await?;
-    drop_indexes(&mut tx, app.db.backend(), &property).await?;
+    drop_indexes(&mut tx, tenant, &property).await?;
     sqlx::query("DELETE FROM object_properties WHERE id = $1").bind(&property.id).execute(&mut *tx).await?;
     let entry = Entry {
         action: "property.deleted",

@@ -249,6 +249,24 @@ pub fn create_index(
     }
 }
 
+/// PostgreSQL: the lookup index built without blocking writes to `objects` (outside any
+/// transaction), then its statistics.
+pub fn create_index_concurrently(property_id: &str, type_id: &str, name: &str, data_type: DataType) -> Vec<String> {
+    create_index(Backend::Postgres, property_id, type_id, name, data_type)
+        .into_iter()
+        .map(|statement| statement.replacen("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1))
+        .collect()
+}
+
+/// PostgreSQL: the lookup index dropped without blocking writes (outside any transaction), and
+/// its statistics.
+pub fn drop_lookup_index_concurrently(property_id: &str) -> Vec<String> {
+    vec![
+        format!("DROP INDEX CONCURRENTLY IF EXISTS {}", index_name(property_id)),
+        format!("DROP STATISTICS IF EXISTS {}", statistics_name(property_id)),
+    ]
+}
+
 /// The statements dropping a property's lookup index (and its statistics).
 pub fn drop_lookup_index(backend: Backend, property_id: &str) -> Vec<String> {
     let mut statements = vec![drop_index(&index_name(property_id))];
@@ -311,6 +329,15 @@ mod tests {
             value_expr(Backend::Postgres, "total", DataType::Currency),
             "CAST((properties::jsonb -> 'total' ->> 'amount') AS numeric)"
         );
+    }
+
+    #[test]
+    fn postgres_builds_and_drops_without_blocking_writes() {
+        let built = create_index_concurrently("prop_1", "ot_1", "qty", DataType::Integer);
+        assert!(built[0].starts_with("CREATE INDEX CONCURRENTLY IF NOT EXISTS objidx_prop_1 ON objects"), "{built:?}");
+        assert!(built[1].starts_with("CREATE STATISTICS"), "{built:?}");
+        let dropped = drop_lookup_index_concurrently("prop_1");
+        assert_eq!(dropped[0], "DROP INDEX CONCURRENTLY IF EXISTS objidx_prop_1");
     }
 
     #[test]

@@ -350,19 +350,15 @@ pub async fn type_dependants(
 
 /// Removes what depends on a type before it is deleted: its properties' indexes, the reference
 /// properties of other types that point at it, and its objects' share of the `objects` quota.
-pub async fn remove_type_dependants(
-    conn: &mut AnyConnection,
-    backend: crate::db::Backend,
-    tenant: &TenantId,
-    object_type: &ObjectType,
-) -> ApiResult<()> {
-    for property in properties::of_type(conn, &object_type.id).await? {
-        properties::drop_indexes(conn, backend, &property).await?;
+pub async fn remove_type_dependants(tx: &mut WriteTx, tenant: &TenantId, object_type: &ObjectType) -> ApiResult<()> {
+    for property in properties::of_type(tx, &object_type.id).await? {
+        properties::drop_indexes(tx, tenant, &property).await?;
     }
-    for property in properties::referencing(conn, &object_type.id).await? {
-        properties::drop_indexes(conn, backend, &property).await?;
-        sqlx::query("DELETE FROM object_properties WHERE id = $1").bind(&property.id).execute(&mut *conn).await?;
+    for property in properties::referencing(tx, &object_type.id).await? {
+        properties::drop_indexes(tx, tenant, &property).await?;
+        sqlx::query("DELETE FROM object_properties WHERE id = $1").bind(&property.id).execute(&mut **tx).await?;
     }
+    let conn: &mut AnyConnection = tx;
     let (objects,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM objects WHERE object_type_id = $1")
         .bind(&object_type.id)
         .fetch_one(&mut *conn)

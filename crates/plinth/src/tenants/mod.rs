@@ -231,7 +231,7 @@ async fn delete_tenant(
         tx.rollback().await?;
         return Err(deletion::refuse(app.db.pool(), target, dependencies).await);
     }
-    crate::objects::properties::drop_tenant_indexes(&mut tx, app.db.backend(), &tenant).await?;
+    crate::objects::properties::drop_tenant_indexes(&mut tx, &tenant).await?;
     store::delete(&mut *tx, &tenant_id).await?;
     let entry =
         Entry { action: "tenant.deleted", resource_type: "tenant", resource_id: &tenant_id, changes: json!({}) };

@@ -11,7 +11,51 @@ async fn schema(app: &TestApp, tenant: &TestTenant, type_name: &str, properties:
     for property in properties.as_array().unwrap() {
         let resp = app.post(&format!("/v1/object-types/{type_name}/properties"), &tenant.key, property.clone()).await;
         assert_eq!(resp.status, 201, "{property}: {}", resp.text);
+        let name = property["name"].as_str().unwrap();
+        if resp.data()["index_status"] == "building" {
+            index_settles(app, tenant, type_name, name, "ready").await;
+        }
     }
+}
+
+/// Waits until the property's index has been built (or dropped) by the background job, and
+/// answers the property.
+async fn index_settles(app: &TestApp, tenant: &TestTenant, type_name: &str, name: &str, status: &str) -> Value {
+    let path = format!("/v1/object-types/{type_name}/properties/{name}");
+    let id = app.get(&path, &tenant.key).await.data()["id"].as_str().expect("the property's id").to_string();
+    // Watched in the database, so that the tenant's rate limit is not spent on it.
+    let settled = format!("SELECT COUNT(*) FROM object_properties WHERE id = '{id}' AND index_status <> 'building'");
+    for _ in 0..600 {
+        if app.count(&settled).await == 1 {
+            let resp = app.get(&path, &tenant.key).await;
+            assert_eq!(resp.data()["index_status"], status, "{}", resp.text);
+            return resp.data().clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the index of {type_name}.{name} did not become {status}");
+}
+
+/// Whether the database holds an index of that name.
+async fn index_exists(app: &TestApp, name: &str) -> bool {
+    let sql = match app.storage.backend {
+        crate::common::Backend::Sqlite => {
+            format!("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = '{name}'")
+        }
+        crate::common::Backend::Postgres => format!("SELECT COUNT(*) FROM pg_indexes WHERE indexname = '{name}'"),
+    };
+    app.count(&sql).await == 1
+}
+
+/// Waits until the index of that name is gone (its drop is background work too).
+async fn index_goes(app: &TestApp, name: &str) {
+    for _ in 0..600 {
+        if !index_exists(app, name).await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the index {name} was not dropped");
 }
 
 async fn create(app: &TestApp, tenant: &TestTenant, type_name: &str, properties: Value) -> Value {
@@ -582,6 +626,58 @@ both_backends! {
 }
 
 both_backends! {
+    async fn property_indexes_are_built_and_dropped_in_the_background(app) {
+        let tenant = app.tenant_on("Indexes", "enterprise").await;
+        schema(&app, &tenant, "orders", json!([{ "name": "total", "data_type": "integer" }, { "name": "code", "data_type": "string" }])).await;
+        for i in 0..40 {
+            create(&app, &tenant, "orders", json!({ "total": (i * 7) % 40, "code": format!("c{i}") })).await;
+        }
+        let total = app.get("/v1/object-types/orders/properties/total", &tenant.key).await;
+        assert_eq!(total.data()["index_status"], "none", "{}", total.text);
+        let id = total.data()["id"].as_str().unwrap().to_string();
+        let lookup = format!("objidx_{id}");
+
+        // Asked for, the index is answered as building, then built by the job: lists read through it.
+        let changed = app.patch("/v1/object-types/orders/properties/total", &tenant.key, json!({ "is_sortable": true })).await;
+        changed.expect(200);
+        assert_eq!(changed.data()["index_status"], "building", "{}", changed.text);
+        let ready = index_settles(&app, &tenant, "orders", "total", "ready").await;
+        assert_eq!(ready["is_sortable"], true);
+        assert!(index_exists(&app, &lookup).await);
+        let plan = plinth::objects::query::explain(&app.app, &plinth::id::TenantId::trusted(tenant.id.clone()), "orders", "sort=-total").await.unwrap();
+        assert!(plan.contains(&lookup), "{plan}");
+        let sorted = app.get("/v1/objects/orders/list?sort=-total&limit=3", &tenant.key).await;
+        let totals: Vec<Value> = sorted.data()["results"].as_array().unwrap().iter().map(|o| o["properties"]["total"].clone()).collect();
+        assert_eq!(totals, [json!(39), json!(38), json!(37)]);
+
+        // Unflagged: no index wanted at once, and the index goes.
+        let changed = app.patch("/v1/object-types/orders/properties/total", &tenant.key, json!({ "is_sortable": false })).await;
+        assert_eq!(changed.data()["index_status"], "none", "{}", changed.text);
+        index_goes(&app, &lookup).await;
+
+        // Flipped on, off and on again before any job ran: the last word holds.
+        for sortable in [true, false, true] {
+            app.patch("/v1/object-types/orders/properties/total", &tenant.key, json!({ "is_sortable": sortable })).await.expect(200);
+        }
+        index_settles(&app, &tenant, "orders", "total", "ready").await;
+        assert!(index_exists(&app, &lookup).await);
+
+        // A unique property's index holds from the answer on; unflagged or deleted, its indexes go.
+        let code = app.patch("/v1/object-types/orders/properties/code", &tenant.key, json!({ "is_unique": true, "is_indexed": true })).await;
+        code.expect(200);
+        let code_id = code.data()["id"].as_str().unwrap().to_string();
+        assert!(index_exists(&app, &format!("objuniq_{code_id}")).await);
+        let taken = app.post("/v1/objects/orders", &tenant.key, json!({ "properties": { "code": "c1" } })).await;
+        taken.expect_error(409, "CONFLICT");
+        index_settles(&app, &tenant, "orders", "code", "ready").await;
+        app.delete("/v1/object-types/orders/properties/code", &tenant.key).await.expect(200);
+        index_goes(&app, &format!("objuniq_{code_id}")).await;
+        index_goes(&app, &format!("objidx_{code_id}")).await;
+        // Deleting the type drops what its properties still had.
+        app.delete_confirmed("/v1/object-types/orders", &tenant.key).await.expect(200);
+        index_goes(&app, &lookup).await;
+    }
+
     async fn filters_and_sorts_on_flagged_properties_use_their_indexes(app) {
         let tenant = app.tenant("Plans").await;
         schema(&app, &tenant, "orders", json!([
@@ -736,4 +832,50 @@ both_backends! {
 fn ids_of(resp: &crate::common::Resp) -> Vec<String> {
     assert_eq!(resp.status, 200, "{}", resp.text);
     ids(resp)
+}
+
+/// PostgreSQL only, where nodes and tenants share one server: a tenant's property change neither
+/// waits for another tenant's write in flight nor holds it, and its index is built once that
+/// write is done. (SQLite has one writer: every write waits its turn there.)
+mod a_schema_change_holds_no_other_tenant {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let app = TestApp::spawn(crate::common::Backend::Postgres).await;
+        let (a, b) = (app.tenant("Alpha").await, app.tenant("Beta").await);
+        schema(&app, &a, "items", json!([{ "name": "qty", "data_type": "integer" }])).await;
+        for qty in 0..20 {
+            create(&app, &a, "items", json!({ "qty": qty })).await;
+        }
+        schema(&app, &b, "notes", json!([{ "name": "title", "data_type": "string" }])).await;
+        let note = create(&app, &b, "notes", json!({ "title": "first" })).await;
+
+        // Tenant B's write in flight: a transaction that changed its object and has not committed.
+        let mut open = app.app.db.pool().begin().await.unwrap();
+        sqlx::query("UPDATE objects SET version = version WHERE id = $1")
+            .bind(note["id"].as_str().unwrap())
+            .execute(&mut *open)
+            .await
+            .unwrap();
+
+        // A's change is answered meanwhile; B goes on writing while A's index waits to be built.
+        let wait = std::time::Duration::from_secs(20);
+        let change = app.patch("/v1/object-types/items/properties/qty", &a.key, json!({ "is_sortable": true }));
+        let changed = tokio::time::timeout(wait, change).await.expect("the change waited for another tenant's write");
+        changed.expect(200);
+        assert_eq!(changed.data()["index_status"], "building", "{}", changed.text);
+        let write = app.post("/v1/objects/notes", &b.key, json!({ "properties": { "title": "second" } }));
+        tokio::time::timeout(wait, write).await.expect("B's write waited for A's index").expect(201);
+        // A concurrent build waits for every older write: it cannot be ready before B's commits.
+        let property = app.get("/v1/object-types/items/properties/qty", &a.key).await;
+        assert_eq!(property.data()["index_status"], "building", "{}", property.text);
+
+        open.commit().await.unwrap();
+        index_settles(&app, &a, "items", "qty", "ready").await;
+        let valid = app
+            .count("SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'objidx_%' AND i.indisvalid")
+            .await;
+        assert_eq!(valid, 1);
+    }
 }
