@@ -128,25 +128,23 @@ pub(crate) async fn run(client: &reqwest::Client, base: &str, key: &str, options
         (answered - change_started).as_secs_f64() * 1e3,
         (ready - change_started).as_secs_f64() * 1e3
     );
-    let window = |from: Duration, to: Duration| -> (Vec<Duration>, usize) {
-        // A request overlaps the window when it was answered after it began and sent before it ended.
-        let mut chosen: Vec<Duration> = samples
-            .iter()
-            .filter(|(sent, took, _)| *sent + *took >= from && *sent <= to)
-            .map(|(_, took, _)| *took)
-            .collect();
-        chosen.sort();
-        let failed = samples.iter().filter(|(sent, took, ok)| !ok && *sent + *took >= from && *sent <= to).count();
-        (chosen, failed)
+    // Before: answered before the change was sent. Under way: answered after it was sent and
+    // sent before the index was ready. After: sent once it was.
+    let window = |keep: &dyn Fn(Duration, Duration) -> bool| -> (Vec<Duration>, usize) {
+        let chosen: Vec<&(Duration, Duration, bool)> =
+            samples.iter().filter(|(sent, took, _)| keep(*sent, *took)).collect();
+        let mut latencies: Vec<Duration> = chosen.iter().map(|(_, took, _)| *took).collect();
+        latencies.sort();
+        (latencies, chosen.iter().filter(|(_, _, ok)| !ok).count())
     };
     println!(
         "{:<36} {:>9} {:>10} {:>10} {:>10} {:>7}",
         "tenant B's creates", "requests", "median", "p99", "max", "failed"
     );
     for (name, (latencies, failed)) in [
-        ("before the change", window(Duration::ZERO, change_started)),
-        ("while it is under way", window(change_started, ready)),
-        ("after", window(ready, Duration::MAX)),
+        ("before the change", window(&|sent, took| sent + took < change_started)),
+        ("while it is under way", window(&|sent, took| sent + took >= change_started && sent <= ready)),
+        ("after", window(&|sent, _| sent > ready)),
     ] {
         println!(
             "{name:<36} {:>9} {:>8.2}ms {:>8.2}ms {:>8.2}ms {failed:>7}",

@@ -60,6 +60,37 @@ pub async fn lock_key(conn: &mut AnyConnection, backend: Backend, key: &str) -> 
     Ok(())
 }
 
+/// Holds a lock named `key` for as long as the connection's session lasts (or until it is
+/// taken back), against sessions and transactions taking the same `key` (`lock_key`): for work
+/// that runs outside a transaction, such as a concurrent index build. PostgreSQL only; SQLite's
+/// writers take turns already.
+pub async fn lock_key_for_session(conn: &mut AnyConnection, backend: Backend, key: &str) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_lock(hashtextextended($1, 0))) AS locked")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether the index `name` exists but is not valid: what a concurrent build cut short leaves
+/// on PostgreSQL (it takes writes but serves no read, and `IF NOT EXISTS` would keep it).
+/// SQLite builds in a transaction: never.
+pub async fn is_invalid_index(conn: &mut AnyConnection, backend: Backend, name: &str) -> Result<bool, sqlx::Error> {
+    if backend == Backend::Sqlite {
+        return Ok(false);
+    }
+    let invalid: Option<(bool,)> = sqlx::query_as(
+        "SELECT NOT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
+         WHERE c.relname = $1 AND c.relnamespace = CAST(current_schema() AS regnamespace)",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(invalid == Some((true,)))
+}
+
 /// What saturated, when `error` says the database could not take the work now rather than that
 /// the work is wrong: no pooled connection free in time, a statement past its timeout
 /// (PostgreSQL's `57014`), a lock not had in time (`55P03`), a deadlock or serialization

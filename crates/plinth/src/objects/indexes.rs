@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::sql;
 use super::types::DataType;
 use crate::app::App;
-use crate::db::{Backend, WriteTx};
+use crate::db::{dialect, Backend, WriteTx};
 use crate::http::ApiResult;
 use crate::id::TenantId;
 use crate::jobs::{self, Fate, Job, JobError, NewJob, Performed};
@@ -78,12 +78,8 @@ pub async fn queue(tx: &mut WriteTx, tenant: &TenantId, property_id: &str) -> Ap
 /// for its whole run: a unique index made by the change is then never the one a job that read
 /// the flags before the change drops. SQLite's one writer orders the two already.
 pub async fn hold(tx: &mut WriteTx, property_id: &str) -> ApiResult<()> {
-    if tx.backend() == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(lock_key(property_id))
-            .execute(&mut **tx)
-            .await?;
-    }
+    let backend = tx.backend();
+    dialect::lock_key(tx, backend, &lock_key(property_id)).await?;
     Ok(())
 }
 
@@ -174,21 +170,9 @@ async fn reconcile_postgres(app: &App, property_id: &str) -> Result<(), String> 
 
 async fn reconcile_on(conn: &mut AnyConnection, property_id: &str) -> Result<(), String> {
     conn.execute("SET statement_timeout = 0").await.map_err(|e| e.to_string())?;
-    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-        .bind(lock_key(property_id))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| e.to_string())?;
+    dialect::lock_key_for_session(conn, Backend::Postgres, &lock_key(property_id)).await.map_err(|e| e.to_string())?;
     let index = sql::index_name(property_id);
-    let invalid: Option<(bool,)> = sqlx::query_as(
-        "SELECT NOT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
-         WHERE c.relname = $1 AND c.relnamespace = CAST(current_schema() AS regnamespace)",
-    )
-    .bind(&index)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(|e| e.to_string())?;
-    if invalid == Some((true,)) {
+    if dialect::is_invalid_index(conn, Backend::Postgres, &index).await.map_err(|e| e.to_string())? {
         execute_all(conn, &sql::drop_lookup_index_concurrently(property_id)).await?;
     }
     let wanted_now = wanted(conn, property_id).await?;

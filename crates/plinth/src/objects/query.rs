@@ -596,6 +596,16 @@ pub async fn run(
     }
     let total = match &cursor {
         Some(cursor) => cursor.total,
+        // Every live (or trashed) object of the type: the count the database keeps.
+        None if q.filter.is_none() && q.rows.is_none() && q.text.is_none() && q.ranges.is_empty() => {
+            let column = if q.trash { "trashed" } else { "live" };
+            let kept: Option<(i64,)> =
+                sqlx::query_as(&format!("SELECT {column} FROM object_counts WHERE object_type_id = $1"))
+                    .bind(&schema.object_type.id)
+                    .fetch_optional(app.db.pool())
+                    .await?;
+            kept.map_or(0, |(n,)| n)
+        }
         None => {
             let mut count_binds = Binds::new(backend);
             let (where_all, _, _) = build(backend, true, &schema.object_type.id, q, None, None, &mut count_binds);

@@ -879,3 +879,56 @@ mod a_schema_change_holds_no_other_tenant {
         assert_eq!(valid, 1);
     }
 }
+
+/// The totals of a type's list and trash, the list's checked against a counted one.
+async fn totals(app: &TestApp, key: &str) -> (i64, i64) {
+    let live = app.get("/v1/objects/tasks/list?sort=-n&limit=2", key).await;
+    let trash = app.get("/v1/objects/tasks/trash?limit=2", key).await;
+    let counted = app.get("/v1/objects/tasks/list?filter[n][gte]=0&limit=2", key).await;
+    assert_eq!(live.data()["total"], counted.data()["total"], "{} / {}", live.text, counted.text);
+    (live.data()["total"].as_i64().unwrap(), trash.data()["total"].as_i64().unwrap())
+}
+
+both_backends! {
+    async fn an_unfiltered_total_is_the_count_the_database_keeps(app) {
+        let tenant = app.tenant_on("Totals", "enterprise").await;
+        schema(&app, &tenant, "tasks", json!([{ "name": "n", "data_type": "integer", "is_sortable": true }])).await;
+        schema(&app, &tenant, "other", json!([{ "name": "n", "data_type": "integer" }])).await;
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(create(&app, &tenant, "tasks", json!({ "n": n })).await["id"].as_str().unwrap().to_string());
+        }
+        create(&app, &tenant, "other", json!({ "n": 1 })).await;
+        assert_eq!(totals(&app, &tenant.key).await, (5, 0));
+        for id in &ids[..2] {
+            app.delete(&format!("/v1/objects/tasks/{id}"), &tenant.key).await.expect(200);
+        }
+        assert_eq!(totals(&app, &tenant.key).await, (3, 2));
+        app.post(&format!("/v1/objects/tasks/{}/restore", ids[0]), &tenant.key, json!({})).await.expect(200);
+        assert_eq!(totals(&app, &tenant.key).await, (4, 1));
+        app.delete(&format!("/v1/objects/tasks/{}?force=true", ids[1]), &tenant.key).await.expect(200);
+        assert_eq!(totals(&app, &tenant.key).await, (4, 0));
+        let batch: Vec<Value> = (10..13).map(|n| json!({ "properties": { "n": n } })).collect();
+        app.post("/v1/objects/tasks/batch/create", &tenant.key, json!({ "objects": batch })).await.expect(201);
+        assert_eq!(totals(&app, &tenant.key).await, (7, 0));
+        // A failed write counts nothing.
+        app.post("/v1/objects/tasks", &tenant.key, json!({ "properties": { "n": "seven" } })).await.expect(422);
+        assert_eq!(totals(&app, &tenant.key).await, (7, 0));
+        // An end user's list is narrowed by their policies: counted over what they may see.
+        app.grant_owner_access(&tenant, "tasks").await;
+        let body = json!({ "email": "counted@example.com", "password": "granite-otter-harbour-42" });
+        let request = |path: &str| app.request(Method::POST, path, None).header("x-tenant-id", &tenant.id).json(&body);
+        app.send(request("/v1/auth/signup")).await.expect(201);
+        let login = app.send(request("/v1/auth/login")).await;
+        let user = login.data()["access_token"].as_str().unwrap().to_string();
+        app.post("/v1/objects/tasks", &user, json!({ "properties": { "n": 99 } })).await.expect(201);
+        let theirs = app.get("/v1/objects/tasks/list", &user).await;
+        assert_eq!(theirs.data()["total"], 1, "{}", theirs.text);
+        assert_eq!(totals(&app, &tenant.key).await, (8, 0));
+        // The kept count is the stored one, per type; a deleted type's goes with it.
+        let stored = app.count("SELECT COUNT(*) FROM objects o JOIN object_types t ON t.id = o.object_type_id WHERE t.name = 'tasks' AND o.deleted_at IS NULL").await;
+        assert_eq!(stored, 8);
+        app.delete_confirmed("/v1/object-types/tasks", &tenant.key).await.expect(200);
+        assert_eq!(app.count("SELECT COUNT(*) FROM object_counts").await, 1);
+    }
+}
