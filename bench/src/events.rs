@@ -1,6 +1,7 @@
 //! `--events`: what recording an event costs with and without a webhook endpoint to fan out to,
-//! how fast queued deliveries drain to a receiver on loopback, and how long an event takes to
-//! reach a WebSocket subscriber and a Server-Sent Events stream.
+//! how fast queued deliveries drain to a receiver on loopback (while events keep coming, and as a
+//! backlog on its own), and how long an event takes to reach a WebSocket subscriber and a
+//! Server-Sent Events stream.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,14 +20,22 @@ const ROUND_TRIPS: usize = 500;
 struct Receiver {
     count: AtomicUsize,
     last: Mutex<Option<Instant>>,
+    /// Deliveries are answered only while it is true: closed, they wait, and the server's
+    /// deliveries in flight with them, so that a backlog builds.
+    open: tokio::sync::watch::Sender<bool>,
 }
 
 async fn receiver() -> anyhow::Result<(String, Arc<Receiver>)> {
-    let state = Arc::new(Receiver { count: AtomicUsize::new(0), last: Mutex::new(None) });
+    let state = Arc::new(Receiver {
+        count: AtomicUsize::new(0),
+        last: Mutex::new(None),
+        open: tokio::sync::watch::channel(true).0,
+    });
     let shared = state.clone();
     let app = axum::Router::new().fallback(move || {
         let state = shared.clone();
         async move {
+            let _ = state.open.subscribe().wait_for(|open| *open).await;
             state.count.fetch_add(1, Ordering::Relaxed);
             *state.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
             "ok"
@@ -92,6 +101,27 @@ pub async fn run(
          the last arrived {:.0} ms after the last request answered",
         delivered as f64 / drained.as_secs_f64(),
         last.saturating_duration_since(started + fanned.elapsed).as_secs_f64() * 1e3
+    );
+
+    // A backlog on its own: the receiver holds its answers while as many events are recorded
+    // (the server's deliveries in flight wait with it, the rest queue), then answers all.
+    received.open.send_replace(false);
+    let before = received.count.load(Ordering::Relaxed);
+    let queued = drive(client, base, &event, &options).await;
+    let expected = before + requests - queued.failures;
+    let opened = Instant::now();
+    received.open.send_replace(true);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while received.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = received.count.load(Ordering::Relaxed) - before;
+    let last = received.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or_else(Instant::now);
+    println!(
+        "backlog: {drained}/{} deliveries queued while the receiver held its answers, drained at {:.0} per s \
+         once it answered",
+        expected - before,
+        drained as f64 / last.saturating_duration_since(opened).as_secs_f64()
     );
 
     // Realtime: one event at a time, from sending the request to the frame or SSE event.

@@ -256,6 +256,8 @@ async fn main() -> anyhow::Result<()> {
     if options.events {
         // Webhooks go to a receiver on loopback.
         command.env("PLINTH_OUTBOUND_ALLOW_PRIVATE", "true");
+        // The backlog scenario holds deliveries at the receiver while it queues more.
+        command.env("PLINTH_WEBHOOK_TIMEOUT_SECS", "120");
     }
     let litellm = options.vs.as_deref() == Some("litellm");
     let fake = if options.gateway || litellm { Some(gateway::spawn_fake_provider().await?) } else { None };
