@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::{call, percentile, pocketbase, Options, ADMIN_KEY};
+use crate::{bench_tenant, call, percentile, pocketbase, Options};
 
 /// Writers of tenant B.
 const WRITERS: usize = 4;
@@ -40,25 +39,7 @@ pub(crate) async fn run(client: &reqwest::Client, base: &str, key: &str, options
     println!("tenant A: {} objects loaded in {:.1} s", options.isolation, started.elapsed().as_secs_f64());
 
     // Tenant B: a tenant of its own, with a key allowed far more than it sends.
-    let tenant = call(
-        client,
-        post.clone(),
-        format!("{base}/v1/tenants"),
-        ADMIN_KEY,
-        json!({ "name": "Other", "tier": "enterprise" }),
-    )
-    .await?;
-    let other_key = tenant["data"]["api_key"].as_str().context("api_key")?.to_string();
-    let other_key_id = tenant["data"]["api_key_id"].as_str().context("api_key_id")?.to_string();
-    let other_id = tenant["data"]["id"].as_str().context("tenant id")?.to_string();
-    let raised = client
-        .patch(format!("{base}/v1/keys/{other_key_id}"))
-        .bearer_auth(ADMIN_KEY)
-        .header("x-tenant-id", &other_id)
-        .json(&json!({ "rate_limit": 10_000_000 }))
-        .send()
-        .await?;
-    anyhow::ensure!(raised.status().is_success(), "raising tenant B's rate limit failed");
+    let other_key = bench_tenant(client, base, "Other").await?.key;
     call(client, post.clone(), format!("{base}/v1/object-types"), &other_key, json!({ "name": "notes" })).await?;
     let property = json!({ "name": "title", "data_type": "string" });
     call(client, post.clone(), format!("{base}/v1/object-types/notes/properties"), &other_key, property).await?;

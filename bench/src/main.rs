@@ -281,23 +281,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("the server did not become ready");
     }
 
-    // An enterprise tenant (no monthly call limit) whose key allows far more than the run sends.
-    let body = json!({ "name": "Bench", "tier": "enterprise" });
-    let tenant = call(&client, reqwest::Method::POST, format!("{base}/v1/tenants"), ADMIN_KEY, body).await?;
-    let key = tenant["data"]["api_key"].as_str().context("api_key")?.to_string();
-    let key_id = tenant["data"]["api_key_id"].as_str().context("api_key_id")?.to_string();
-    // Only the platform admin may raise a key above its plan.
-    let tenant_id = tenant["data"]["id"].as_str().context("tenant id")?.to_string();
-    let raised = client
-        .patch(format!("{base}/v1/keys/{key_id}"))
-        .bearer_auth(ADMIN_KEY)
-        .header("x-tenant-id", &tenant_id)
-        .json(&json!({ "rate_limit": 10_000_000 }))
-        .send()
-        .await?;
-    if !raised.status().is_success() {
-        bail!("raising the bench key's rate limit failed: {}", raised.text().await?);
-    }
+    let BenchTenant { key, key_id, tenant_id } = bench_tenant(&client, &base, "Bench").await?;
     if options.auth {
         auth::run(&client, &base, &key, &tenant_id, options.requests).await?;
         server.start_kill()?;
@@ -375,6 +359,34 @@ async fn main() -> anyhow::Result<()> {
         println!("data kept in {}", data_dir.display());
     }
     Ok(())
+}
+
+/// A tenant of the run, its first key and its id.
+pub(crate) struct BenchTenant {
+    pub(crate) key: String,
+    pub(crate) key_id: String,
+    pub(crate) tenant_id: String,
+}
+
+/// An enterprise tenant (no monthly call limit) whose key allows far more than the run sends.
+pub(crate) async fn bench_tenant(client: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<BenchTenant> {
+    let body = json!({ "name": name, "tier": "enterprise" });
+    let tenant = call(client, reqwest::Method::POST, format!("{base}/v1/tenants"), ADMIN_KEY, body).await?;
+    let key = tenant["data"]["api_key"].as_str().context("api_key")?.to_string();
+    let key_id = tenant["data"]["api_key_id"].as_str().context("api_key_id")?.to_string();
+    let tenant_id = tenant["data"]["id"].as_str().context("tenant id")?.to_string();
+    // Only the platform admin may raise a key above its plan.
+    let raised = client
+        .patch(format!("{base}/v1/keys/{key_id}"))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-tenant-id", &tenant_id)
+        .json(&json!({ "rate_limit": 10_000_000 }))
+        .send()
+        .await?;
+    if !raised.status().is_success() {
+        bail!("raising the bench key's rate limit failed: {}", raised.text().await?);
+    }
+    Ok(BenchTenant { key, key_id, tenant_id })
 }
 
 /// The data store: a type with indexed and sortable properties, `options.store` objects loaded
