@@ -138,22 +138,28 @@ async fn record(conn: &mut AnyConnection, property_id: &str, built: bool) -> Res
     Ok(())
 }
 
+impl Wanted {
+    /// The statements that make the property's indexes what it wants: the unique index dropped
+    /// unless it stays, the lookup index built or dropped.
+    fn statements(&self, backend: Backend, property_id: &str) -> Vec<String> {
+        let mut statements = Vec::new();
+        if !self.unique {
+            statements.push(sql::drop_index(backend, &sql::unique_index_name(property_id)));
+        }
+        statements.extend(match &self.lookup {
+            Some(w) => sql::create_index(backend, property_id, &w.type_id, &w.name, w.data_type),
+            None => sql::drop_lookup_index(backend, property_id),
+        });
+        statements
+    }
+}
+
 /// SQLite: the change in a write turn of its own, with its status, atomically.
 async fn reconcile_sqlite(app: &App, property_id: &str) -> Result<(), String> {
     let mut tx = app.db.begin_write().await.map_err(|e| e.to_string())?;
     let wanted = wanted(&mut tx, property_id).await?;
-    let built = wanted.lookup.is_some();
-    let mut statements = match wanted.lookup {
-        Some(w) => sql::create_index(Backend::Sqlite, property_id, &w.type_id, &w.name, w.data_type),
-        None => sql::drop_lookup_index(Backend::Sqlite, property_id),
-    };
-    if !wanted.unique {
-        statements.push(sql::drop_index(&sql::unique_index_name(property_id)));
-    }
-    for statement in &statements {
-        sqlx::query(statement).execute(&mut *tx).await.map_err(|e| e.to_string())?;
-    }
-    record(&mut tx, property_id, built).await?;
+    execute_all(&mut tx, &wanted.statements(Backend::Sqlite, property_id)).await?;
+    record(&mut tx, property_id, wanted.lookup.is_some()).await?;
     tx.commit().await.map_err(|e| e.to_string())
 }
 
@@ -169,33 +175,20 @@ async fn reconcile_postgres(app: &App, property_id: &str) -> Result<(), String> 
 }
 
 async fn reconcile_on(conn: &mut AnyConnection, property_id: &str) -> Result<(), String> {
+    let pg = Backend::Postgres;
     conn.execute("SET statement_timeout = 0").await.map_err(|e| e.to_string())?;
-    dialect::lock_key_for_session(conn, Backend::Postgres, &lock_key(property_id)).await.map_err(|e| e.to_string())?;
-    let index = sql::index_name(property_id);
-    if dialect::is_invalid_index(conn, Backend::Postgres, &index).await.map_err(|e| e.to_string())? {
-        execute_all(conn, &sql::drop_lookup_index_concurrently(property_id)).await?;
+    dialect::lock_key_for_session(conn, pg, &lock_key(property_id)).await.map_err(|e| e.to_string())?;
+    if dialect::is_invalid_index(conn, pg, &sql::index_name(property_id)).await.map_err(|e| e.to_string())? {
+        execute_all(conn, &sql::drop_lookup_index(pg, property_id)).await?;
     }
-    let wanted_now = wanted(conn, property_id).await?;
-    if !wanted_now.unique {
-        let unique = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", sql::unique_index_name(property_id));
-        execute_all(conn, &[unique]).await?;
+    let wanted_then = wanted(conn, property_id).await?;
+    execute_all(conn, &wanted_then.statements(pg, property_id)).await?;
+    let mut built = wanted_then.lookup.is_some();
+    // The property deleted or unflagged while its index was built: the index goes again.
+    if built && wanted(conn, property_id).await?.lookup.is_none() {
+        execute_all(conn, &sql::drop_lookup_index(pg, property_id)).await?;
+        built = false;
     }
-    let built = match wanted_now.lookup {
-        Some(w) => {
-            execute_all(conn, &sql::create_index_concurrently(property_id, &w.type_id, &w.name, w.data_type)).await?;
-            // The property deleted or unflagged while it was built: the index goes again.
-            if wanted(conn, property_id).await?.lookup.is_none() {
-                execute_all(conn, &sql::drop_lookup_index_concurrently(property_id)).await?;
-                false
-            } else {
-                true
-            }
-        }
-        None => {
-            execute_all(conn, &sql::drop_lookup_index_concurrently(property_id)).await?;
-            false
-        }
-    };
     record(conn, property_id, built).await
 }
 

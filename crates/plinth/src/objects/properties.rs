@@ -165,12 +165,6 @@ async fn find(conn: &mut AnyConnection, object_type: &ObjectType, id_or_name: &s
     row.map(Property::try_from).transpose()?.ok_or_else(|| ApiError::not_found("property"))
 }
 
-/// Queues the drop of a property's indexes, in the transaction that deletes it (or its type):
-/// the job finds the property gone and drops both without holding other writes.
-pub async fn drop_indexes(tx: &mut WriteTx, tenant: &TenantId, property: &Property) -> ApiResult<()> {
-    indexes::queue(tx, tenant, &property.id).await
-}
-
 /// Queues the drop of the indexes of every property of a tenant, in the transaction that
 /// deletes the tenant (the rows go by cascade; the indexes would not).
 pub async fn drop_tenant_indexes(tx: &mut WriteTx, tenant_id: &TenantId) -> ApiResult<()> {
@@ -750,7 +744,8 @@ async fn delete_property(
     let object_type = object_types::find(&mut tx, tenant, &type_id).await?;
     object_types::lock(&mut tx, app.db.backend(), &object_type.id, true).await?;
     let property = find(&mut tx, &object_type, &property_id).await?;
-    drop_indexes(&mut tx, tenant, &property).await?;
+    // The job finds the property gone and drops its indexes.
+    indexes::queue(&mut tx, tenant, &property.id).await?;
     sqlx::query("DELETE FROM object_properties WHERE id = $1").bind(&property.id).execute(&mut *tx).await?;
     let entry = Entry {
         action: "property.deleted",

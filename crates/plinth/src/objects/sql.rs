@@ -222,7 +222,9 @@ pub fn unique_index_name(property_id: &str) -> String {
     format!("objuniq_{property_id}")
 }
 
-/// The statements creating a property's lookup and sort index. On SQLite it leads with the type,
+/// The statements creating a property's lookup and sort index, run by the `property.index` job
+/// outside any request (on PostgreSQL `CONCURRENTLY`, outside any transaction, so that writes to
+/// `objects` go on while it builds). On SQLite it leads with the type,
 /// so that the planner sees one index serve the type's equality and the property's order. On
 /// PostgreSQL the type is left to the partial predicate (which the planner drops from the index
 /// conditions, so a leading type column would cost every seek a full scan), and extended
@@ -243,33 +245,16 @@ pub fn create_index(
             vec![format!("CREATE INDEX IF NOT EXISTS {index} ON objects (object_type_id, ({expr}), id) {partial}")]
         }
         Backend::Postgres => vec![
-            format!("CREATE INDEX IF NOT EXISTS {index} ON objects (({expr}) NULLS FIRST, id) {partial}"),
+            format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON objects (({expr}) NULLS FIRST, id) {partial}"),
             format!("CREATE STATISTICS IF NOT EXISTS {} ON ({expr}) FROM objects", statistics_name(property_id)),
         ],
     }
 }
 
-/// PostgreSQL: the lookup index built without blocking writes to `objects` (outside any
-/// transaction), then its statistics.
-pub fn create_index_concurrently(property_id: &str, type_id: &str, name: &str, data_type: DataType) -> Vec<String> {
-    create_index(Backend::Postgres, property_id, type_id, name, data_type)
-        .into_iter()
-        .map(|statement| statement.replacen("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1))
-        .collect()
-}
-
-/// PostgreSQL: the lookup index dropped without blocking writes (outside any transaction), and
-/// its statistics.
-pub fn drop_lookup_index_concurrently(property_id: &str) -> Vec<String> {
-    vec![
-        format!("DROP INDEX CONCURRENTLY IF EXISTS {}", index_name(property_id)),
-        format!("DROP STATISTICS IF EXISTS {}", statistics_name(property_id)),
-    ]
-}
-
-/// The statements dropping a property's lookup index (and its statistics).
+/// The statements dropping a property's lookup index (and its statistics), as the job runs them
+/// (see `create_index`).
 pub fn drop_lookup_index(backend: Backend, property_id: &str) -> Vec<String> {
-    let mut statements = vec![drop_index(&index_name(property_id))];
+    let mut statements = vec![drop_index(backend, &index_name(property_id))];
     if backend == Backend::Postgres {
         statements.push(format!("DROP STATISTICS IF EXISTS {}", statistics_name(property_id)));
     }
@@ -309,8 +294,12 @@ pub fn unique_exprs(backend: Backend, name: &str, data_type: DataType) -> Vec<St
     exprs
 }
 
-pub fn drop_index(name: &str) -> String {
-    format!("DROP INDEX IF EXISTS {name}")
+/// Drops an index, on PostgreSQL `CONCURRENTLY` (outside any transaction).
+pub fn drop_index(backend: Backend, name: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("DROP INDEX IF EXISTS {name}"),
+        Backend::Postgres => format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"),
+    }
 }
 
 #[cfg(test)]
@@ -333,11 +322,12 @@ mod tests {
 
     #[test]
     fn postgres_builds_and_drops_without_blocking_writes() {
-        let built = create_index_concurrently("prop_1", "ot_1", "qty", DataType::Integer);
+        let built = create_index(Backend::Postgres, "prop_1", "ot_1", "qty", DataType::Integer);
         assert!(built[0].starts_with("CREATE INDEX CONCURRENTLY IF NOT EXISTS objidx_prop_1 ON objects"), "{built:?}");
         assert!(built[1].starts_with("CREATE STATISTICS"), "{built:?}");
-        let dropped = drop_lookup_index_concurrently("prop_1");
+        let dropped = drop_lookup_index(Backend::Postgres, "prop_1");
         assert_eq!(dropped[0], "DROP INDEX CONCURRENTLY IF EXISTS objidx_prop_1");
+        assert_eq!(drop_lookup_index(Backend::Sqlite, "prop_1"), ["DROP INDEX IF EXISTS objidx_prop_1"]);
     }
 
     #[test]

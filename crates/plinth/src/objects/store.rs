@@ -352,10 +352,10 @@ pub async fn type_dependants(
 /// properties of other types that point at it, and its objects' share of the `objects` quota.
 pub async fn remove_type_dependants(tx: &mut WriteTx, tenant: &TenantId, object_type: &ObjectType) -> ApiResult<()> {
     for property in properties::of_type(tx, &object_type.id).await? {
-        properties::drop_indexes(tx, tenant, &property).await?;
+        super::indexes::queue(tx, tenant, &property.id).await?;
     }
     for property in properties::referencing(tx, &object_type.id).await? {
-        properties::drop_indexes(tx, tenant, &property).await?;
+        super::indexes::queue(tx, tenant, &property.id).await?;
         sqlx::query("DELETE FROM object_properties WHERE id = $1").bind(&property.id).execute(&mut **tx).await?;
     }
     let conn: &mut AnyConnection = tx;
