@@ -5238,9 +5238,10 @@ export interface components {
                 /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
                 id: string;
                 /**
-                 * @description Where the lookup and sort index that `is_indexed` or `is_sortable` asks for stands: it is
+                 * @description Where the indexes that `is_indexed`, `is_sortable` and `is_unique` ask for stand: they are
                  *     built in the background (`building`, then `ready`), so that a change never holds other
-                 *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed.
+                 *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed,
+                 *     and unique values hold all along.
                  */
                 index_status: components["schemas"]["IndexStatus"];
                 /** @description Filters on it use an index. */
@@ -5249,7 +5250,10 @@ export interface components {
                 is_required: boolean;
                 /** @description Lists may sort by it, through an index. */
                 is_sortable: boolean;
-                /** @description No two live objects of the type share a value (enforced by a unique index). */
+                /**
+                 * @description No two live objects of the type share a value, from the answer that sets it on (each write
+                 *     checks until the unique index is built, then the index holds them).
+                 */
                 is_unique: boolean;
                 /** @description Lowercase identifier, unique in the type; cannot change. */
                 name: string;
@@ -5838,9 +5842,10 @@ export interface components {
                 /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
                 id: string;
                 /**
-                 * @description Where the lookup and sort index that `is_indexed` or `is_sortable` asks for stands: it is
+                 * @description Where the indexes that `is_indexed`, `is_sortable` and `is_unique` ask for stand: they are
                  *     built in the background (`building`, then `ready`), so that a change never holds other
-                 *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed.
+                 *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed,
+                 *     and unique values hold all along.
                  */
                 index_status: components["schemas"]["IndexStatus"];
                 /** @description Filters on it use an index. */
@@ -5849,7 +5854,10 @@ export interface components {
                 is_required: boolean;
                 /** @description Lists may sort by it, through an index. */
                 is_sortable: boolean;
-                /** @description No two live objects of the type share a value (enforced by a unique index). */
+                /**
+                 * @description No two live objects of the type share a value, from the answer that sets it on (each write
+                 *     checks until the unique index is built, then the index holds them).
+                 */
                 is_unique: boolean;
                 /** @description Lowercase identifier, unique in the type; cannot change. */
                 name: string;
@@ -6149,7 +6157,7 @@ export interface components {
             updated_at: string;
         };
         /**
-         * @description Where a property's lookup and sort index stands.
+         * @description Where a property's indexes stand.
          * @enum {string}
          */
         IndexStatus: "none" | "building" | "ready" | "failed";
@@ -6365,9 +6373,10 @@ export interface components {
             /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
             id: string;
             /**
-             * @description Where the lookup and sort index that `is_indexed` or `is_sortable` asks for stands: it is
+             * @description Where the indexes that `is_indexed`, `is_sortable` and `is_unique` ask for stand: they are
              *     built in the background (`building`, then `ready`), so that a change never holds other
-             *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed.
+             *     writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed,
+             *     and unique values hold all along.
              */
             index_status: components["schemas"]["IndexStatus"];
             /** @description Filters on it use an index. */
@@ -6376,7 +6385,10 @@ export interface components {
             is_required: boolean;
             /** @description Lists may sort by it, through an index. */
             is_sortable: boolean;
-            /** @description No two live objects of the type share a value (enforced by a unique index). */
+            /**
+             * @description No two live objects of the type share a value, from the answer that sets it on (each write
+             *     checks until the unique index is built, then the index holds them).
+             */
             is_unique: boolean;
             /** @description Lowercase identifier, unique in the type; cannot change. */
             name: string;

@@ -60,18 +60,23 @@ pub async fn lock_key(conn: &mut AnyConnection, backend: Backend, key: &str) -> 
     Ok(())
 }
 
-/// Holds a lock named `key` for as long as the connection's session lasts (or until it is
-/// taken back), against sessions and transactions taking the same `key` (`lock_key`): for work
-/// that runs outside a transaction, such as a concurrent index build. PostgreSQL only; SQLite's
-/// writers take turns already.
-pub async fn lock_key_for_session(conn: &mut AnyConnection, backend: Backend, key: &str) -> Result<(), sqlx::Error> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_lock(hashtextextended($1, 0))) AS locked")
-            .bind(key)
-            .execute(&mut *conn)
-            .await?;
+/// Takes a lock named `key` for as long as the connection's session lasts, if no other session
+/// or transaction holds it (`lock_key`): for work that runs outside a transaction, such as a
+/// concurrent index build. It never waits: a statement waiting for a lock is a transaction, and a
+/// concurrent index build waits for every transaction older than its own, so a build waiting
+/// in line would deadlock with the one holding the lock. True on SQLite, whose writers take
+/// turns already.
+pub async fn try_lock_key_for_session(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    if backend == Backend::Sqlite {
+        return Ok(true);
     }
-    Ok(())
+    let (taken,): (bool,) =
+        sqlx::query_as("SELECT pg_try_advisory_lock(hashtextextended($1, 0))").bind(key).fetch_one(&mut *conn).await?;
+    Ok(taken)
 }
 
 /// Whether the index `name` exists but is not valid: what a concurrent build cut short leaves

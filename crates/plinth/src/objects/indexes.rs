@@ -1,14 +1,16 @@
-//! A property's lookup and sort index, built and dropped outside the request that asked for it.
+//! A property's indexes, its lookup and sort index and its unique index, built and dropped
+//! outside the request that asked for them.
 //!
-//! The index lives on the `objects` table that every tenant shares. Built inside a request's
+//! The indexes live on the `objects` table that every tenant shares. Built inside a request's
 //! transaction, `CREATE INDEX` would hold every tenant's object writes on PostgreSQL (its `SHARE`
 //! lock) for as long as it scans the table. So a property change records what it wants
 //! (`index_status`: `building`) and queues a `property.index` job in its own transaction; the
-//! job makes the index match the property's flags as they are when it runs, then records
+//! job makes the indexes match the property's flags as they are when it runs, then records
 //! `ready` (or `none`). On PostgreSQL the job builds and drops `CONCURRENTLY`, holding no lock
 //! that blocks writes; on SQLite, whose one writer every write waits for anyway, it builds in a
 //! write turn of its own, off the request's path. Filters and sorts on a property whose index is
-//! still building answer the same, read without it.
+//! still building answer the same, read without it; writes of a unique property whose index is
+//! not ready check the value themselves (`store::hold_unique_values`).
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -26,15 +28,17 @@ use crate::jobs::{self, Fate, Job, JobError, NewJob, Performed};
 /// The job kind.
 pub const KIND: &str = "property.index";
 
-/// Where a property's lookup and sort index stands.
+/// Where a property's indexes stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IndexStatus {
-    /// Neither `is_indexed` nor `is_sortable`: no index is wanted.
+    /// None of `is_indexed`, `is_sortable` and `is_unique`: no index is wanted.
     None,
-    /// Wanted, and being built in the background; filters and sorts work meanwhile, unindexed.
+    /// Wanted, and being built (or dropped) in the background; filters and sorts work meanwhile,
+    /// unindexed, and a unique property's values are checked by each write.
     Building,
-    /// Built: filters and sorts on the property read through it.
+    /// Built: filters and sorts on the property read through its index, and its unique index
+    /// holds its values.
     Ready,
     /// The build failed on every attempt; changing the flags again tries anew.
     Failed,
@@ -74,27 +78,17 @@ pub async fn queue(tx: &mut WriteTx, tenant: &TenantId, property_id: &str) -> Ap
     Ok(())
 }
 
-/// Takes, in a change's transaction on PostgreSQL, the lock a running job of the property holds
-/// for its whole run: a unique index made by the change is then never the one a job that read
-/// the flags before the change drops. SQLite's one writer orders the two already.
-pub async fn hold(tx: &mut WriteTx, property_id: &str) -> ApiResult<()> {
-    let backend = tx.backend();
-    dialect::lock_key(tx, backend, &lock_key(property_id)).await?;
-    Ok(())
-}
-
-fn lock_key(property_id: &str) -> String {
-    format!("{KIND}:{property_id}")
-}
-
-/// What a property wants of its indexes now: a lookup index on its values (`None` when it wants
-/// none, or is gone), and whether its unique index stays.
+/// What a property wants of its indexes now: a lookup and sort index on its values, a unique
+/// index; neither once it is gone.
+#[derive(PartialEq, Eq)]
 struct Wanted {
-    lookup: Option<Lookup>,
+    target: Option<Target>,
+    lookup: bool,
     unique: bool,
 }
 
-struct Lookup {
+#[derive(PartialEq, Eq)]
+struct Target {
     type_id: String,
     name: String,
     data_type: DataType,
@@ -110,28 +104,28 @@ async fn wanted(conn: &mut AnyConnection, property_id: &str) -> Result<Wanted, S
     .await
     .map_err(|e| e.to_string())?;
     let Some((type_id, name, data_type, indexed, sortable, unique)) = row else {
-        return Ok(Wanted { lookup: None, unique: false });
+        return Ok(Wanted { target: None, lookup: false, unique: false });
     };
-    let lookup = if indexed != 0 || sortable != 0 {
-        let data_type = DataType::parse(&data_type).ok_or_else(|| format!("stored data type `{data_type}`"))?;
-        Some(Lookup { type_id, name, data_type })
-    } else {
-        None
-    };
-    Ok(Wanted { lookup, unique: unique != 0 })
+    let data_type = DataType::parse(&data_type).ok_or_else(|| format!("stored data type `{data_type}`"))?;
+    Ok(Wanted {
+        target: Some(Target { type_id, name, data_type }),
+        lookup: indexed != 0 || sortable != 0,
+        unique: unique != 0,
+    })
 }
 
 /// Records what was done, unless the property changed its mind meanwhile (a later job, queued
 /// by that change, records its own).
-async fn record(conn: &mut AnyConnection, property_id: &str, built: bool) -> Result<(), String> {
-    let status = if built { IndexStatus::Ready } else { IndexStatus::None };
+async fn record(conn: &mut AnyConnection, property_id: &str, done: &Wanted) -> Result<(), String> {
+    let status = if done.lookup || done.unique { IndexStatus::Ready } else { IndexStatus::None };
     sqlx::query(
         "UPDATE object_properties SET index_status = $1 WHERE id = $2 \
-         AND (CASE WHEN is_indexed <> 0 OR is_sortable <> 0 THEN 1 ELSE 0 END) = $3",
+         AND (CASE WHEN is_indexed <> 0 OR is_sortable <> 0 THEN 1 ELSE 0 END) = $3 AND is_unique = $4",
     )
     .bind(status.as_str())
     .bind(property_id)
-    .bind(i64::from(built))
+    .bind(i64::from(done.lookup))
+    .bind(i64::from(done.unique))
     .execute(&mut *conn)
     .await
     .map_err(|e| e.to_string())?;
@@ -139,16 +133,18 @@ async fn record(conn: &mut AnyConnection, property_id: &str, built: bool) -> Res
 }
 
 impl Wanted {
-    /// The statements that make the property's indexes what it wants: the unique index dropped
-    /// unless it stays, the lookup index built or dropped.
+    /// The statements that make the property's indexes what it wants: each built or dropped.
     fn statements(&self, backend: Backend, property_id: &str) -> Vec<String> {
         let mut statements = Vec::new();
-        if !self.unique {
-            statements.push(sql::drop_index(backend, &sql::unique_index_name(property_id)));
+        match &self.target {
+            Some(t) if self.unique => {
+                statements.push(sql::create_unique_index(backend, property_id, &t.type_id, &t.name, t.data_type))
+            }
+            _ => statements.push(sql::drop_index(backend, &sql::unique_index_name(property_id))),
         }
-        statements.extend(match &self.lookup {
-            Some(w) => sql::create_index(backend, property_id, &w.type_id, &w.name, w.data_type),
-            None => sql::drop_lookup_index(backend, property_id),
+        statements.extend(match &self.target {
+            Some(t) if self.lookup => sql::create_index(backend, property_id, &t.type_id, &t.name, t.data_type),
+            _ => sql::drop_lookup_index(backend, property_id),
         });
         statements
     }
@@ -159,13 +155,17 @@ async fn reconcile_sqlite(app: &App, property_id: &str) -> Result<(), String> {
     let mut tx = app.db.begin_write().await.map_err(|e| e.to_string())?;
     let wanted = wanted(&mut tx, property_id).await?;
     execute_all(&mut tx, &wanted.statements(Backend::Sqlite, property_id)).await?;
-    record(&mut tx, property_id, wanted.lookup.is_some()).await?;
+    record(&mut tx, property_id, &wanted).await?;
+    // Cached schemas carry the status, which tells writers whether to check unique values.
+    let _changed = app.schemas_changing();
     tx.commit().await.map_err(|e| e.to_string())
 }
 
 /// PostgreSQL: `CREATE INDEX CONCURRENTLY` on a connection of its own (no transaction, no
-/// statement timeout), one job per property at a time across nodes (an advisory lock held by
-/// that connection), an invalid index left by a build cut short dropped first.
+/// statement timeout), one job at a time across nodes (an advisory lock held by that
+/// connection, waited for between tries: two concurrent builds on one table deadlock, each
+/// waiting for the other's transaction), an invalid index left by a build cut short dropped
+/// first.
 async fn reconcile_postgres(app: &App, property_id: &str) -> Result<(), String> {
     let mut conn = app.db.pool().acquire().await.map_err(|e| e.to_string())?.detach();
     let done = reconcile_on(&mut conn, property_id).await;
@@ -177,19 +177,23 @@ async fn reconcile_postgres(app: &App, property_id: &str) -> Result<(), String> 
 async fn reconcile_on(conn: &mut AnyConnection, property_id: &str) -> Result<(), String> {
     let pg = Backend::Postgres;
     conn.execute("SET statement_timeout = 0").await.map_err(|e| e.to_string())?;
-    dialect::lock_key_for_session(conn, pg, &lock_key(property_id)).await.map_err(|e| e.to_string())?;
-    if dialect::is_invalid_index(conn, pg, &sql::index_name(property_id)).await.map_err(|e| e.to_string())? {
-        execute_all(conn, &sql::drop_lookup_index(pg, property_id)).await?;
+    while !dialect::try_lock_key_for_session(conn, pg, KIND).await.map_err(|e| e.to_string())? {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let wanted_then = wanted(conn, property_id).await?;
-    execute_all(conn, &wanted_then.statements(pg, property_id)).await?;
-    let mut built = wanted_then.lookup.is_some();
-    // The property deleted or unflagged while its index was built: the index goes again.
-    if built && wanted(conn, property_id).await?.lookup.is_none() {
-        execute_all(conn, &sql::drop_lookup_index(pg, property_id)).await?;
-        built = false;
+    for index in [sql::index_name(property_id), sql::unique_index_name(property_id)] {
+        if dialect::is_invalid_index(conn, pg, &index).await.map_err(|e| e.to_string())? {
+            execute_all(conn, &[sql::drop_index(pg, &index)]).await?;
+        }
     }
-    record(conn, property_id, built).await
+    let mut done = wanted(conn, property_id).await?;
+    execute_all(conn, &done.statements(pg, property_id)).await?;
+    // The property deleted or changed while its indexes were built: once more, as it is now.
+    let now = wanted(conn, property_id).await?;
+    if now != done {
+        execute_all(conn, &now.statements(pg, property_id)).await?;
+        done = now;
+    }
+    record(conn, property_id, &done).await
 }
 
 async fn execute_all(conn: &mut AnyConnection, statements: &[String]) -> Result<(), String> {

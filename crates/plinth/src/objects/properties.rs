@@ -1,8 +1,8 @@
 //! Properties (seed 002): the typed fields of an object type. A property's flags become real
 //! database indexes on the objects' JSON: `is_indexed`/`is_sortable`, a lookup and sort index
-//! built and dropped in the background (`indexes`: `index_status` says where it stands);
-//! `is_unique`, a unique index over the type's live objects, made with the change that asks for
-//! it (it must hold from the answer on) and dropped in the background.
+//! and `is_unique`, a unique index over the type's live objects, both built and dropped in the
+//! background (`indexes`: `index_status` says where they stand). Uniqueness holds from the
+//! answer on: until its index is ready, writes check the value themselves.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -47,11 +47,13 @@ pub struct Property {
     pub is_indexed: bool,
     /// Lists may sort by it, through an index.
     pub is_sortable: bool,
-    /// Where the lookup and sort index that `is_indexed` or `is_sortable` asks for stands: it is
+    /// Where the indexes that `is_indexed`, `is_sortable` and `is_unique` ask for stand: they are
     /// built in the background (`building`, then `ready`), so that a change never holds other
-    /// writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed.
+    /// writes while it scans the objects. Filters and sorts answer the same meanwhile, unindexed,
+    /// and unique values hold all along.
     pub index_status: IndexStatus,
-    /// No two live objects of the type share a value (enforced by a unique index).
+    /// No two live objects of the type share a value, from the answer that sets it on (each write
+    /// checks until the unique index is built, then the index holds them).
     pub is_unique: bool,
     /// Every object has a value.
     pub is_required: bool,
@@ -395,42 +397,22 @@ async fn require_values(conn: &mut AnyConnection, backend: Backend, property: &P
     Ok(())
 }
 
-/// Makes the unique index a change calls for, and queues the job for the rest: the lookup and
-/// sort index built or dropped, a unique index no longer wanted dropped. Records where the
-/// lookup index stands in `after`.
+/// Queues the job that makes the property's indexes what its flags now want (the lookup and sort
+/// index, the unique index: built or dropped in the background), and records in `after` that
+/// they are being built. Until the unique index is ready, writes check the value themselves
+/// (`store::hold_unique_values`), so uniqueness holds from the answer on.
 async fn apply_indexes(
     tx: &mut WriteTx,
     tenant: &TenantId,
     before: Option<&Property>,
     after: &mut Property,
 ) -> ApiResult<()> {
-    let backend = tx.backend();
     let had_lookup = before.is_some_and(Property::has_lookup_index);
     let had_unique = before.is_some_and(|p| p.is_unique);
-    let lookup_changes = after.has_lookup_index() != had_lookup;
-    if lookup_changes || before.is_none() {
-        after.index_status = IndexStatus::wanted(after.has_lookup_index());
-    }
-    if lookup_changes || (had_unique && !after.is_unique) {
+    let changes = after.has_lookup_index() != had_lookup || after.is_unique != had_unique;
+    if changes {
+        after.index_status = IndexStatus::wanted(after.has_lookup_index() || after.is_unique);
         indexes::queue(tx, tenant, &after.id).await?;
-    }
-    if after.is_unique && !had_unique {
-        indexes::hold(tx, &after.id).await?;
-    }
-    let conn: &mut AnyConnection = tx;
-    if after.is_unique && !had_unique {
-        let ddl = sql::create_unique_index(backend, &after.id, &after.object_type_id, &after.name, after.data_type);
-        match sqlx::query(&ddl).execute(&mut *conn).await {
-            Ok(_) => {}
-            // A duplicate written since the check (another node): refuse the same way.
-            Err(error) if is_unique_violation(&error) => {
-                return Err(ApiError::conflict(format!(
-                    "objects share values of `{}`: it cannot be made unique",
-                    after.name
-                )))
-            }
-            Err(error) => return Err(error.into()),
-        }
     }
     Ok(())
 }
@@ -532,7 +514,7 @@ async fn create_property(
         data_type,
         is_indexed: indexed,
         is_sortable: sortable,
-        index_status: IndexStatus::wanted(indexed || sortable),
+        index_status: IndexStatus::wanted(indexed || sortable || unique),
         is_unique: unique,
         is_required: body.is_required.unwrap_or(false),
         default_value: body.default_value.filter(|v| !v.is_null()),

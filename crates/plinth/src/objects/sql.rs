@@ -265,7 +265,9 @@ fn statistics_name(property_id: &str) -> String {
     format!("objstat_{property_id}")
 }
 
-/// The statement creating a property's unique index: live objects of the type only.
+/// The statement creating a property's unique index over the type's live objects, run by the
+/// `property.index` job like `create_index`; until the job records it ready, writers check the
+/// value themselves.
 pub fn create_unique_index(
     backend: Backend,
     property_id: &str,
@@ -274,8 +276,9 @@ pub fn create_unique_index(
     data_type: DataType,
 ) -> String {
     let exprs: Vec<String> = unique_exprs(backend, name, data_type).iter().map(|e| format!("({e})")).collect();
+    let concurrently = if backend == Backend::Postgres { " CONCURRENTLY" } else { "" };
     format!(
-        "CREATE UNIQUE INDEX IF NOT EXISTS {} ON objects ({}) WHERE object_type_id = {} AND deleted_at IS NULL",
+        "CREATE UNIQUE INDEX{concurrently} IF NOT EXISTS {} ON objects ({}) WHERE object_type_id = {} AND deleted_at IS NULL",
         unique_index_name(property_id),
         exprs.join(", "),
         literal(type_id)

@@ -1,10 +1,12 @@
 //! The objects' SQL: writes with their versions, audit entries and events, reads, purges and
 //! what depends on a type. A unique index refusing a write is a `WriteError::Unique`, told by
-//! the dialect.
+//! the dialect; while a unique property's index is still being built, the write checks the
+//! value itself (`hold_unique_values`).
 
 use serde_json::{json, Map, Value};
 use sqlx::AnyConnection;
 
+use super::indexes::IndexStatus;
 use super::model::*;
 use super::properties::{self};
 use super::types::DataType;
@@ -92,6 +94,42 @@ fn refused_by_database(schema: &Schema, error: sqlx::Error) -> WriteError {
     }
 }
 
+/// Uniqueness while a unique property's index is not ready (being built by the `property.index`
+/// job, or failed): writers of the property take turns (a lock per property, held until commit)
+/// and each looks for a live object of the type holding the same value, compared as the index
+/// compares them. The change that made the property unique held the type against writers until
+/// it committed, so every write after it comes here; the build then finds no duplicate.
+async fn hold_unique_values(tx: &mut WriteTx, schema: &Schema, object: &Object) -> Result<(), WriteError> {
+    if object.deleted_at.is_some() {
+        return Ok(());
+    }
+    let backend = tx.backend();
+    let unready = schema.properties.iter().filter(|p| p.is_unique && p.index_status != IndexStatus::Ready);
+    for property in unready {
+        if object.properties.get(&property.name).is_none_or(Value::is_null) {
+            continue;
+        }
+        crate::db::dialect::lock_key(tx, backend, &format!("unique:{}", property.id)).await?;
+        let same: Vec<String> = sql::unique_exprs(backend, &property.name, property.data_type)
+            .iter()
+            .map(|e| format!("{e} = (SELECT {e} FROM (SELECT CAST($3 AS TEXT) AS properties) AS candidate)"))
+            .collect();
+        let taken: Option<(String,)> = sqlx::query_as(&format!(
+            "SELECT id FROM objects WHERE object_type_id = $1 AND deleted_at IS NULL AND id <> $2 AND {} LIMIT 1",
+            same.join(" AND ")
+        ))
+        .bind(&object.object_type_id)
+        .bind(&object.id)
+        .bind(serde_json::to_string(&object.properties)?)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if taken.is_some() {
+            return Err(WriteError::Unique { property: Some(property.name.clone()) });
+        }
+    }
+    Ok(())
+}
+
 /// Who wrote, for `created_by` and versions.
 pub fn author(who: &Who) -> String {
     who.actor_id.clone().unwrap_or_else(|| who.actor_type.to_owned())
@@ -167,6 +205,7 @@ pub async fn insert(
         is_deleted: false,
         deleted_at: None,
     };
+    hold_unique_values(conn, schema, &object).await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO objects ({COLUMNS}, search_text) VALUES ($1, $2, $3, $4, 1, $5, $6, $6, NULL, $7)"
     ))
@@ -188,12 +227,8 @@ pub async fn insert(
 }
 
 /// Writes new properties (or trash state) of `object` if its version is still `expected`.
-pub async fn store(
-    conn: &mut AnyConnection,
-    schema: &Schema,
-    object: &Object,
-    expected: i64,
-) -> Result<(), WriteError> {
+pub async fn store(conn: &mut WriteTx, schema: &Schema, object: &Object, expected: i64) -> Result<(), WriteError> {
+    hold_unique_values(conn, schema, object).await?;
     let updated = sqlx::query(
         "UPDATE objects SET properties = $1, search_text = $2, version = $3, updated_at = $4, deleted_at = $5 \
          WHERE id = $6 AND tenant_id = $7 AND version = $8",
@@ -206,7 +241,7 @@ pub async fn store(
     .bind(&object.id)
     .bind(&object.tenant_id)
     .bind(expected)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await;
     match updated {
         Ok(result) if result.rows_affected() == 1 => Ok(()),

@@ -335,6 +335,48 @@ both_backends! {
         assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, before, "refused objects write nothing");
     }
 
+    async fn unique_values_hold_while_their_index_is_not_ready(app) {
+        let tenant = app.tenant("Unready").await;
+        schema(&app, &tenant, "users", json!([{ "name": "email", "data_type": "email", "is_unique": true }])).await;
+        let first = create(&app, &tenant, "users", json!({ "email": "a@example.com" })).await;
+        let second = create(&app, &tenant, "users", json!({ "email": "b@example.com" })).await;
+        let id = app.get("/v1/object-types/users/properties/email", &tenant.key).await.data()["id"].as_str().unwrap().to_string();
+        // As a build that died leaves it: no unique index, the status `failed`. Writes check
+        // the values themselves.
+        sqlx::query(&format!("DROP INDEX objuniq_{id}")).execute(app.app.db.pool()).await.unwrap();
+        sqlx::query("UPDATE object_properties SET index_status = 'failed' WHERE id = $1").bind(&id).execute(app.app.db.pool()).await.unwrap();
+        drop(app.app.schemas_changing());
+
+        let writes = (0..12).map(|_| {
+            let request = app.request(Method::POST, "/v1/objects/users", Some(&tenant.key))
+                .json(&json!({ "properties": { "email": "c@example.com" } }));
+            app.send(request)
+        });
+        let answers = futures::future::join_all(writes).await;
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 11, "{statuses:?}");
+        assert_eq!(answers.iter().find(|r| r.status == 409).unwrap().body["error"]["property"], "email");
+        // An update to a taken value, and a restore onto one, are refused; the object's own value is not "taken".
+        let path = format!("/v1/objects/users/{}", second["id"].as_str().unwrap());
+        app.patch(&path, &tenant.key, json!({ "properties": { "email": "a@example.com" } })).await.expect_error(409, "CONFLICT");
+        app.patch(&path, &tenant.key, json!({ "properties": { "email": "b@example.com" } })).await.expect(200);
+        let first_path = format!("/v1/objects/users/{}", first["id"].as_str().unwrap());
+        app.delete(&first_path, &tenant.key).await.expect(200);
+        create(&app, &tenant, "users", json!({ "email": "a@example.com" })).await;
+        app.post(&format!("{first_path}/restore"), &tenant.key, json!({})).await.expect_error(409, "CONFLICT");
+        let held = "SELECT COUNT(*) FROM objects WHERE deleted_at IS NULL GROUP BY properties ORDER BY COUNT(*) DESC LIMIT 1";
+        assert_eq!(app.count(held).await, 1, "no value is held twice");
+
+        // Flagged again, the index is built anew and holds.
+        for unique in [false, true] {
+            app.patch("/v1/object-types/users/properties/email", &tenant.key, json!({ "is_unique": unique })).await.expect(200);
+        }
+        index_settles(&app, &tenant, "users", "email", "ready").await;
+        assert!(index_exists(&app, &format!("objuniq_{id}")).await);
+        app.post("/v1/objects/users", &tenant.key, json!({ "properties": { "email": "c@example.com" } })).await.expect_error(409, "CONFLICT");
+    }
+
     async fn unique_values_hold_under_concurrent_writes(app) {
         let tenant = app.tenant("Unique").await;
         schema(&app, &tenant, "users", json!([
@@ -662,14 +704,18 @@ both_backends! {
         index_settles(&app, &tenant, "orders", "total", "ready").await;
         assert!(index_exists(&app, &lookup).await);
 
-        // A unique property's index holds from the answer on; unflagged or deleted, its indexes go.
+        // A unique property holds from the answer on, its index built in the background; unflagged
+        // or deleted, its indexes go.
         let code = app.patch("/v1/object-types/orders/properties/code", &tenant.key, json!({ "is_unique": true, "is_indexed": true })).await;
         code.expect(200);
+        assert_eq!(code.data()["index_status"], "building", "{}", code.text);
         let code_id = code.data()["id"].as_str().unwrap().to_string();
-        assert!(index_exists(&app, &format!("objuniq_{code_id}")).await);
         let taken = app.post("/v1/objects/orders", &tenant.key, json!({ "properties": { "code": "c1" } })).await;
         taken.expect_error(409, "CONFLICT");
         index_settles(&app, &tenant, "orders", "code", "ready").await;
+        assert!(index_exists(&app, &format!("objuniq_{code_id}")).await);
+        let taken = app.post("/v1/objects/orders", &tenant.key, json!({ "properties": { "code": "c1" } })).await;
+        assert_eq!(taken.expect_error(409, "CONFLICT").body["error"]["property"], "code", "{}", taken.text);
         app.delete("/v1/object-types/orders/properties/code", &tenant.key).await.expect(200);
         index_goes(&app, &format!("objuniq_{code_id}")).await;
         index_goes(&app, &format!("objidx_{code_id}")).await;
@@ -834,9 +880,9 @@ fn ids_of(resp: &crate::common::Resp) -> Vec<String> {
     ids(resp)
 }
 
-/// PostgreSQL only, where nodes and tenants share one server: a tenant's property change neither
-/// waits for another tenant's write in flight nor holds it, and its index is built once that
-/// write is done. (SQLite has one writer: every write waits its turn there.)
+/// PostgreSQL only, where nodes and tenants share one server: a tenant's property change (an
+/// index, a unique property) neither waits for another tenant's write in flight nor holds it,
+/// and its indexes are built once that write is done. (SQLite has one writer: every write waits its turn there.)
 mod a_schema_change_holds_no_other_tenant {
     use super::*;
 
@@ -865,18 +911,38 @@ mod a_schema_change_holds_no_other_tenant {
         let changed = tokio::time::timeout(wait, change).await.expect("the change waited for another tenant's write");
         changed.expect(200);
         assert_eq!(changed.data()["index_status"], "building", "{}", changed.text);
+        let unique = app.post(
+            "/v1/object-types/items/properties",
+            &a.key,
+            json!({ "name": "sku", "data_type": "string", "is_unique": true }),
+        );
+        let unique =
+            tokio::time::timeout(wait, unique).await.expect("a unique property waited for another tenant's write");
+        unique.expect(201);
+        assert_eq!(unique.data()["index_status"], "building", "{}", unique.text);
         let write = app.post("/v1/objects/notes", &b.key, json!({ "properties": { "title": "second" } }));
         tokio::time::timeout(wait, write).await.expect("B's write waited for A's index").expect(201);
+        // A's unique values hold while their index waits to be built.
+        create(&app, &a, "items", json!({ "qty": 1, "sku": "s-1" })).await;
+        app.post("/v1/objects/items", &a.key, json!({ "properties": { "sku": "s-1" } }))
+            .await
+            .expect_error(409, "CONFLICT");
         // A concurrent build waits for every older write: it cannot be ready before B's commits.
         let property = app.get("/v1/object-types/items/properties/qty", &a.key).await;
         assert_eq!(property.data()["index_status"], "building", "{}", property.text);
 
         open.commit().await.unwrap();
         index_settles(&app, &a, "items", "qty", "ready").await;
-        let valid = app
-            .count("SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'objidx_%' AND i.indisvalid")
-            .await;
-        assert_eq!(valid, 1);
+        index_settles(&app, &a, "items", "sku", "ready").await;
+        for pattern in ["objidx_%", "objuniq_%"] {
+            let valid = app
+                .count(&format!("SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE '{pattern}' AND i.indisvalid"))
+                .await;
+            assert_eq!(valid, 1, "{pattern}");
+        }
+        app.post("/v1/objects/items", &a.key, json!({ "properties": { "sku": "s-1" } }))
+            .await
+            .expect_error(409, "CONFLICT");
     }
 }
 
