@@ -1,8 +1,10 @@
 //! One tenant's schema change against another tenant's writes (`--isolation N`): tenant A's type
 //! holds N objects; tenant B creates objects of its own type without pause, four at a time;
-//! midway, A makes a property of its type sortable (an index over its N objects). B's create
-//! latency is reported before the change and while it is under way (from A's request until the
-//! property's index is ready), with A's request's own latency and the time to the ready index.
+//! midway, A changes its type (`--change`): makes `qty` sortable (an index over its N objects),
+//! makes `name` unique (a unique index), or adds a required property with a default (every
+//! object filled). B's create latency is reported before the change and while it is under way
+//! (from A's request until the property's indexes are ready), with A's request's own latency
+//! and the time to the ready index.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -68,23 +70,33 @@ pub(crate) async fn run(client: &reqwest::Client, base: &str, key: &str, options
     tokio::time::sleep(CALM).await;
 
     // A's change, then its index's progress.
+    let (method, path, body) = match options.change.as_str() {
+        "unique" => (reqwest::Method::PATCH, "properties/name", json!({ "is_unique": true })),
+        "required" => (
+            post.clone(),
+            "properties",
+            json!({ "name": "rank", "data_type": "integer", "is_required": true, "default_value": 0 }),
+        ),
+        _ => (reqwest::Method::PATCH, "properties/qty", json!({ "is_sortable": true })),
+    };
     let change_started = epoch.elapsed();
     let changed = client
-        .patch(format!("{base}/v1/object-types/items/properties/qty"))
+        .request(method, format!("{base}/v1/object-types/items/{path}"))
         .bearer_auth(key)
-        .json(&json!({ "is_sortable": true }))
+        .json(&body)
         .send()
         .await?;
     let answered = epoch.elapsed();
     anyhow::ensure!(changed.status().is_success(), "the property change failed: {}", changed.text().await?);
     let changed: Value = changed.json().await?;
+    let name = changed["data"]["name"].as_str().unwrap_or_default().to_string();
     let mut status = changed["data"]["index_status"].as_str().unwrap_or("ready (built in the request)").to_string();
     while status == "building" {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let property = call(
             client,
             reqwest::Method::GET,
-            format!("{base}/v1/object-types/items/properties/qty"),
+            format!("{base}/v1/object-types/items/properties/{name}"),
             key,
             Value::Null,
         )
@@ -101,11 +113,11 @@ pub(crate) async fn run(client: &reqwest::Client, base: &str, key: &str, options
 
     let backend = if options.database_url.is_some() { "postgres" } else { "sqlite" };
     println!(
-        "plinth {backend}: tenant A makes `qty` sortable over {} objects; tenant B creates, {WRITERS} at a time",
-        options.isolation
+        "plinth {backend}: tenant A's change `{}` ({body}) over {} objects; tenant B creates, {WRITERS} at a time",
+        options.change, options.isolation
     );
     println!(
-        "A's request answered in {:.1} ms; index {status} {:.1} ms after the request was sent",
+        "A's request answered in {:.1} ms; indexes {status} {:.1} ms after the request was sent",
         (answered - change_started).as_secs_f64() * 1e3,
         (ready - change_started).as_secs_f64() * 1e3
     );

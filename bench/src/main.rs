@@ -45,8 +45,11 @@ pub(crate) struct Options {
     /// Measure the jobs engine on its own, with this many no-op jobs, instead.
     jobs: usize,
     /// Measure another tenant's writes while a property of a type with this many objects is
-    /// made sortable, instead.
+    /// changed, instead.
     isolation: usize,
+    /// The change `--isolation` makes: `sortable` (an index), `unique` (a unique index) or
+    /// `required` (a new required property whose default fills every object).
+    change: String,
     /// Compare with another server in the same run: `pocketbase` or `litellm`.
     vs: Option<String>,
     /// Whether `--requests` was given (the comparison with LiteLLM sends fewer by default).
@@ -74,6 +77,7 @@ impl Options {
             auth: false,
             jobs: 0,
             isolation: 0,
+            change: "sortable".into(),
             vs: None,
             requests_given: false,
             pocketbase: None,
@@ -103,6 +107,10 @@ fn options() -> anyhow::Result<Options> {
             "--auth" => options.auth = true,
             "--jobs" => options.jobs = value()?.parse()?,
             "--isolation" => options.isolation = value()?.parse()?,
+            "--change" => match value()?.as_str() {
+                other @ ("sortable" | "unique" | "required") => options.change = other.into(),
+                other => bail!("--change takes sortable, unique or required, not {other}"),
+            },
             "--vs" => match value()?.as_str() {
                 other @ ("pocketbase" | "litellm") => options.vs = Some(other.into()),
                 other => bail!("--vs takes pocketbase or litellm, not {other}"),

@@ -327,6 +327,28 @@ async fn check_existing_values(conn: &mut AnyConnection, backend: Backend, prope
     Err(error)
 }
 
+/// Refuses (409, naming them) when live objects share a value of `property`, which is being
+/// made unique. On SQLite, whose one writer every write waits for anyway, the unique index is
+/// built here: its build is the check (one pass over the objects rather than two write turns),
+/// and the job finds it made.
+async fn refuse_duplicates(conn: &mut AnyConnection, backend: Backend, property: &Property) -> ApiResult<()> {
+    if backend == Backend::Sqlite {
+        let ddl = sql::create_unique_index(
+            backend,
+            &property.id,
+            &property.object_type_id,
+            &property.name,
+            property.data_type,
+        );
+        match sqlx::query(&ddl).execute(&mut *conn).await {
+            Ok(_) => return Ok(()),
+            Err(error) if is_unique_violation(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    check_no_duplicates(conn, backend, property).await
+}
+
 /// Refuses (409, naming them) when live objects share a value of `property`.
 async fn check_no_duplicates(conn: &mut AnyConnection, backend: Backend, property: &Property) -> ApiResult<()> {
     let exprs = sql::unique_exprs(backend, &property.name, property.data_type);
@@ -351,7 +373,8 @@ async fn check_no_duplicates(conn: &mut AnyConnection, backend: Backend, propert
 }
 
 /// Makes a property required: objects without a value get the default (no new version: this is
-/// a schema change), or the change is refused when there is none.
+/// a schema change), or the change is refused when there is none. One statement fills them all,
+/// the default's words added to what search reads (a search matches words in any order).
 async fn require_values(conn: &mut AnyConnection, backend: Backend, property: &Property) -> ApiResult<()> {
     let missing = format!("NOT ({})", sql::exists_expr(backend, &property.name));
     let (count,): (i64,) =
@@ -371,29 +394,24 @@ async fn require_values(conn: &mut AnyConnection, backend: Backend, property: &P
             ),
         ));
     };
-    let schema = of_type(conn, &property.object_type_id).await?;
-    loop {
-        let page: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT id, properties FROM objects WHERE object_type_id = $1 AND {missing} ORDER BY id LIMIT 500"
-        ))
-        .bind(&property.object_type_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        if page.is_empty() {
-            break;
+    let (filled, key) = match backend {
+        Backend::Sqlite => ("json_set(properties, $2, json($3))", format!("$.{}", property.name)),
+        Backend::Postgres => {
+            ("(properties::jsonb || jsonb_build_object($2::text, $3::jsonb))::text", property.name.clone())
         }
-        for (id, properties) in page {
-            let mut properties: serde_json::Map<String, Value> = serde_json::from_str(&properties)?;
-            properties.insert(property.name.clone(), default.clone());
-            let search = super::search_text(&schema, &properties);
-            sqlx::query("UPDATE objects SET properties = $1, search_text = $2 WHERE id = $3")
-                .bind(serde_json::to_string(&properties)?)
-                .bind(search)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
-        }
+    };
+    let values = serde_json::Map::from_iter([(property.name.clone(), default.clone())]);
+    let words = super::search_text(std::slice::from_ref(property), &values);
+    let search =
+        if words.is_empty() { "search_text" } else { "CASE WHEN search_text = '' THEN $4 ELSE search_text || $5 END" };
+    let sql = format!(
+        "UPDATE objects SET properties = {filled}, search_text = {search} WHERE object_type_id = $1 AND {missing}"
+    );
+    let mut fill = sqlx::query(&sql).bind(&property.object_type_id).bind(key).bind(default.to_string());
+    if !words.is_empty() {
+        fill = fill.bind(words.clone()).bind(format!("\n{words}"));
     }
+    fill.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -567,7 +585,7 @@ async fn create_property(
         require_values(&mut tx, backend, &property).await?;
     }
     if property.is_unique {
-        check_no_duplicates(&mut tx, backend, &property).await?;
+        refuse_duplicates(&mut tx, backend, &property).await?;
     }
     apply_indexes(&mut tx, tenant, None, &mut property).await?;
     let entry = Entry {
@@ -669,7 +687,7 @@ async fn update_property(
         require_values(&mut tx, backend, &after).await?;
     }
     if after.is_unique && !before.is_unique {
-        check_no_duplicates(&mut tx, backend, &after).await?;
+        refuse_duplicates(&mut tx, backend, &after).await?;
     }
     apply_indexes(&mut tx, tenant, Some(&before), &mut after).await?;
     after.updated_at = time::now();

@@ -414,6 +414,22 @@ both_backends! {
             json!({ "name": "plan", "data_type": "string", "is_required": true, "default_value": "free" })).await.expect(201);
         let list = app.get("/v1/objects/users/list?filter[plan][eq]=free", &tenant.key).await;
         assert_eq!(list.data()["total"], 3);
+        let found = app.post("/v1/objects/users/search", &tenant.key, json!({ "query": "free" })).await;
+        assert_eq!(found.data()["total"], 3, "the filled value is searched: {}", found.text);
+        // Existing properties made required: a number and a structured value fill the same way.
+        for (name, data_type, default) in [("score", "integer", json!(7)), ("cap", "currency", json!({ "amount": "5", "code": "EUR" }))] {
+            app.post("/v1/object-types/users/properties", &tenant.key, json!({ "name": name, "data_type": data_type })).await.expect(201);
+            let path = format!("/v1/object-types/users/properties/{name}");
+            let required = app.patch(&path, &tenant.key, json!({ "is_required": true, "default_value": default })).await;
+            required.expect(200);
+            let stored = required.data()["default_value"].clone();
+            let all = app.get("/v1/objects/users/list?limit=50", &tenant.key).await;
+            let results = all.data()["results"].as_array().unwrap();
+            assert_eq!(results.len(), 3);
+            assert!(results.iter().all(|o| o["properties"][name] == stored), "{}", all.text);
+        }
+        let list = app.get("/v1/objects/users/list?filter[score][eq]=7", &tenant.key).await;
+        assert_eq!(list.data()["total"], 3);
 
         // A unique currency is its amount in its currency.
         schema(&app, &tenant, "prices", json!([{ "name": "fee", "data_type": "currency", "is_unique": true }])).await;
