@@ -5235,6 +5235,12 @@ export interface components {
                 description?: string | null;
                 /** @description The allowed values of `enum` and `multi_enum`. */
                 enum_values?: string[] | null;
+                /**
+                 * @description Where giving the default to objects without a value stands, once the property is made
+                 *     required: a few are filled by the change itself (`done`), more in the background
+                 *     (`filling`, then `done`); objects not filled yet read without the value meanwhile.
+                 */
+                fill_status: components["schemas"]["FillStatus"];
                 /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
                 id: string;
                 /**
@@ -5246,7 +5252,7 @@ export interface components {
                 index_status: components["schemas"]["IndexStatus"];
                 /** @description Filters on it use an index. */
                 is_indexed: boolean;
-                /** @description Every object has a value. */
+                /** @description Every object has a value: new writes must give one (or get the default). */
                 is_required: boolean;
                 /** @description Lists may sort by it, through an index. */
                 is_sortable: boolean;
@@ -5839,6 +5845,12 @@ export interface components {
                 description?: string | null;
                 /** @description The allowed values of `enum` and `multi_enum`. */
                 enum_values?: string[] | null;
+                /**
+                 * @description Where giving the default to objects without a value stands, once the property is made
+                 *     required: a few are filled by the change itself (`done`), more in the background
+                 *     (`filling`, then `done`); objects not filled yet read without the value meanwhile.
+                 */
+                fill_status: components["schemas"]["FillStatus"];
                 /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
                 id: string;
                 /**
@@ -5850,7 +5862,7 @@ export interface components {
                 index_status: components["schemas"]["IndexStatus"];
                 /** @description Filters on it use an index. */
                 is_indexed: boolean;
-                /** @description Every object has a value. */
+                /** @description Every object has a value: new writes must give one (or get the default). */
                 is_required: boolean;
                 /** @description Lists may sort by it, through an index. */
                 is_sortable: boolean;
@@ -6037,6 +6049,11 @@ export interface components {
             /** Format: int64 */
             used: number;
         };
+        /**
+         * @description Where filling a required property's missing values stands.
+         * @enum {string}
+         */
+        FillStatus: "done" | "filling" | "failed";
         /** @description A tenant found by address. */
         FoundTenant: {
             /** @description The tenant's brand name, else its name. */
@@ -6370,6 +6387,12 @@ export interface components {
             description?: string | null;
             /** @description The allowed values of `enum` and `multi_enum`. */
             enum_values?: string[] | null;
+            /**
+             * @description Where giving the default to objects without a value stands, once the property is made
+             *     required: a few are filled by the change itself (`done`), more in the background
+             *     (`filling`, then `done`); objects not filled yet read without the value meanwhile.
+             */
+            fill_status: components["schemas"]["FillStatus"];
             /** @example prop_01jd8x3k4m5n6p7q8r9s0t1v2w */
             id: string;
             /**
@@ -6381,7 +6404,7 @@ export interface components {
             index_status: components["schemas"]["IndexStatus"];
             /** @description Filters on it use an index. */
             is_indexed: boolean;
-            /** @description Every object has a value. */
+            /** @description Every object has a value: new writes must give one (or get the default). */
             is_required: boolean;
             /** @description Lists may sort by it, through an index. */
             is_sortable: boolean;

@@ -556,6 +556,7 @@ impl Server {
         kinds.register(crate::webhooks::delivery::Deliver(app.clone()));
         kinds.register(crate::messages::Send(app.clone()));
         kinds.register(crate::objects::indexes::Reconcile(app.clone()));
+        kinds.register(crate::objects::fill::Fill(app.clone()));
         let workers = crate::tasks::Tasks::default();
         workers.spawn("jobs", crate::jobs::run(app.db.clone(), kinds, stop_rx.clone()));
         if let (Some(url), crate::db::Backend::Postgres) = (&app.config.storage.database_url, app.db.backend()) {

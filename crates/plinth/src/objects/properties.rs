@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::fill::{self, FillStatus};
 use super::indexes::{self, IndexStatus};
 use super::sql;
 use super::types::DataType;
@@ -55,8 +56,12 @@ pub struct Property {
     /// No two live objects of the type share a value, from the answer that sets it on (each write
     /// checks until the unique index is built, then the index holds them).
     pub is_unique: bool,
-    /// Every object has a value.
+    /// Every object has a value: new writes must give one (or get the default).
     pub is_required: bool,
+    /// Where giving the default to objects without a value stands, once the property is made
+    /// required: a few are filled by the change itself (`done`), more in the background
+    /// (`filling`, then `done`); objects not filled yet read without the value meanwhile.
+    pub fill_status: FillStatus,
     /// Given to new objects that omit the property (canonical form).
     #[schema(value_type = Option<Object>)]
     pub default_value: Option<Value>,
@@ -96,6 +101,7 @@ struct PropertyRow {
     is_unique: i64,
     is_required: i64,
     index_status: String,
+    fill_status: String,
     default_value: Option<String>,
     enum_values: Option<String>,
     reference_type_id: Option<String>,
@@ -105,7 +111,7 @@ struct PropertyRow {
 }
 
 const COLUMNS: &str = "id, object_type_id, name, data_type, is_indexed, is_sortable, is_unique, is_required, \
-     index_status, default_value, enum_values, reference_type_id, description, created_at, updated_at";
+     index_status, fill_status, default_value, enum_values, reference_type_id, description, created_at, updated_at";
 
 impl TryFrom<PropertyRow> for Property {
     type Error = ApiError;
@@ -115,9 +121,12 @@ impl TryFrom<PropertyRow> for Property {
             .ok_or_else(|| ApiError::internal(format!("stored data type `{}`", row.data_type)))?;
         let index_status = IndexStatus::parse(&row.index_status)
             .ok_or_else(|| ApiError::internal(format!("stored index status `{}`", row.index_status)))?;
+        let fill_status = FillStatus::parse(&row.fill_status)
+            .ok_or_else(|| ApiError::internal(format!("stored fill status `{}`", row.fill_status)))?;
         Ok(Property {
             data_type,
             index_status,
+            fill_status,
             is_indexed: row.is_indexed != 0,
             is_sortable: row.is_sortable != 0,
             is_unique: row.is_unique != 0,
@@ -154,6 +163,15 @@ pub async fn referencing(conn: &mut AnyConnection, type_id: &str) -> ApiResult<V
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter().map(Property::try_from).collect()
+}
+
+/// A property by id, whatever its type.
+pub async fn by_id(conn: &mut AnyConnection, id: &str) -> ApiResult<Option<Property>> {
+    let row: Option<PropertyRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM object_properties WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(Property::try_from).transpose()
 }
 
 async fn find(conn: &mut AnyConnection, object_type: &ObjectType, id_or_name: &str) -> ApiResult<Property> {
@@ -372,20 +390,22 @@ async fn check_no_duplicates(conn: &mut AnyConnection, backend: Backend, propert
     Err(error)
 }
 
-/// Makes a property required: objects without a value get the default (no new version: this is
-/// a schema change), or the change is refused when there is none. One statement fills them all,
-/// the default's words added to what search reads (a search matches words in any order).
-async fn require_values(conn: &mut AnyConnection, backend: Backend, property: &Property) -> ApiResult<()> {
+/// Makes a property required: objects without a value get the default, or the change is
+/// refused when there is none. Up to a batch of them are filled here; more by the
+/// `property.fill` job (`fill`), which the change queues.
+async fn require_values(tx: &mut WriteTx, tenant: &TenantId, property: &mut Property) -> ApiResult<()> {
+    let backend = tx.backend();
     let missing = format!("NOT ({})", sql::exists_expr(backend, &property.name));
     let (count,): (i64,) =
         sqlx::query_as(&format!("SELECT COUNT(*) FROM objects WHERE object_type_id = $1 AND {missing}"))
             .bind(&property.object_type_id)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut **tx)
             .await?;
+    property.fill_status = FillStatus::Done;
     if count == 0 {
         return Ok(());
     }
-    let Some(default) = &property.default_value else {
+    let Some(default) = property.default_value.clone() else {
         return Err(ApiError::invalid(
             "is_required",
             format!(
@@ -394,24 +414,13 @@ async fn require_values(conn: &mut AnyConnection, backend: Backend, property: &P
             ),
         ));
     };
-    let (filled, key) = match backend {
-        Backend::Sqlite => ("json_set(properties, $2, json($3))", format!("$.{}", property.name)),
-        Backend::Postgres => {
-            ("(properties::jsonb || jsonb_build_object($2::text, $3::jsonb))::text", property.name.clone())
-        }
-    };
-    let values = serde_json::Map::from_iter([(property.name.clone(), default.clone())]);
-    let words = super::search_text(std::slice::from_ref(property), &values);
-    let search =
-        if words.is_empty() { "search_text" } else { "CASE WHEN search_text = '' THEN $4 ELSE search_text || $5 END" };
-    let sql = format!(
-        "UPDATE objects SET properties = {filled}, search_text = {search} WHERE object_type_id = $1 AND {missing}"
-    );
-    let mut fill = sqlx::query(&sql).bind(&property.object_type_id).bind(key).bind(default.to_string());
-    if !words.is_empty() {
-        fill = fill.bind(words.clone()).bind(format!("\n{words}"));
+    if count > fill::BATCH {
+        property.fill_status = FillStatus::Filling;
+        return fill::queue(tx, tenant, &property.id).await;
     }
-    fill.execute(&mut *conn).await?;
+    for live in [true, false] {
+        fill::fill(tx, backend, property, &default, ("", None), live).await?;
+    }
     Ok(())
 }
 
@@ -533,6 +542,7 @@ async fn create_property(
         is_indexed: indexed,
         is_sortable: sortable,
         index_status: IndexStatus::wanted(indexed || sortable || unique),
+        fill_status: FillStatus::Done,
         is_unique: unique,
         is_required: body.is_required.unwrap_or(false),
         default_value: body.default_value.filter(|v| !v.is_null()),
@@ -554,7 +564,7 @@ async fn create_property(
     }
     let inserted = sqlx::query(&format!(
         "INSERT INTO object_properties ({COLUMNS}, tenant_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)"
     ))
     .bind(&property.id)
     .bind(&object_type.id)
@@ -565,6 +575,7 @@ async fn create_property(
     .bind(i64::from(property.is_unique))
     .bind(i64::from(property.is_required))
     .bind(property.index_status.as_str())
+    .bind(property.fill_status.as_str())
     .bind(property.default_value.as_ref().map(Value::to_string))
     .bind(property.enum_values.as_ref().map(|v| json!(v).to_string()))
     .bind(&property.reference_type)
@@ -582,7 +593,12 @@ async fn create_property(
     }
     check_existing_values(&mut tx, backend, &property).await?;
     if property.is_required {
-        require_values(&mut tx, backend, &property).await?;
+        require_values(&mut tx, tenant, &mut property).await?;
+        sqlx::query("UPDATE object_properties SET fill_status = $1 WHERE id = $2")
+            .bind(property.fill_status.as_str())
+            .bind(&property.id)
+            .execute(&mut *tx)
+            .await?;
     }
     if property.is_unique {
         refuse_duplicates(&mut tx, backend, &property).await?;
@@ -684,7 +700,10 @@ async fn update_property(
         check_existing_values(&mut tx, backend, &after).await?;
     }
     if after.is_required && !before.is_required {
-        require_values(&mut tx, backend, &after).await?;
+        require_values(&mut tx, tenant, &mut after).await?;
+    } else if !after.is_required {
+        // A fill under way stops at its next batch.
+        after.fill_status = FillStatus::Done;
     }
     if after.is_unique && !before.is_unique {
         refuse_duplicates(&mut tx, backend, &after).await?;
@@ -693,7 +712,8 @@ async fn update_property(
     after.updated_at = time::now();
     sqlx::query(
         "UPDATE object_properties SET is_indexed = $1, is_sortable = $2, is_unique = $3, is_required = $4, \
-         index_status = $5, default_value = $6, enum_values = $7, description = $8, updated_at = $9 WHERE id = $10",
+         index_status = $5, default_value = $6, enum_values = $7, description = $8, updated_at = $9, fill_status = $11 \
+         WHERE id = $10",
     )
     .bind(i64::from(after.is_indexed))
     .bind(i64::from(after.is_sortable))
@@ -705,6 +725,7 @@ async fn update_property(
     .bind(&after.description)
     .bind(time::to_db(&after.updated_at))
     .bind(&after.id)
+    .bind(after.fill_status.as_str())
     .execute(&mut *tx)
     .await?;
     let entry = Entry {

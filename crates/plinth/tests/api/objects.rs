@@ -335,6 +335,49 @@ both_backends! {
         assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, before, "refused objects write nothing");
     }
 
+    async fn a_required_property_is_filled_in_the_background(app) {
+        let tenant = app.tenant_on("Fill", "enterprise").await;
+        schema(&app, &tenant, "logs", json!([{ "name": "n", "data_type": "integer" }])).await;
+        // More objects than the change fills itself, one of them in the trash.
+        for chunk in 0..11 {
+            let objects: Vec<Value> = (0..100).map(|i| json!({ "properties": { "n": chunk * 100 + i } })).collect();
+            app.post("/v1/objects/logs/batch/create", &tenant.key, json!({ "objects": objects })).await.expect(201);
+        }
+        let trashed = create(&app, &tenant, "logs", json!({ "n": -1 })).await;
+        app.delete(&format!("/v1/objects/logs/{}", trashed["id"].as_str().unwrap()), &tenant.key).await.expect(200);
+
+        let body = json!({ "name": "level", "data_type": "string", "is_required": true, "default_value": "info" });
+        let created = app.post("/v1/object-types/logs/properties", &tenant.key, body).await;
+        created.expect(201);
+        assert_eq!(created.data()["fill_status"], "filling", "{}", created.text);
+        // Required from the answer on: a new object without it gets the default.
+        let fresh = create(&app, &tenant, "logs", json!({ "n": 5000 })).await;
+        assert_eq!(fresh["properties"]["level"], "info");
+
+        let id = created.data()["id"].as_str().unwrap().to_string();
+        let filling = format!("SELECT COUNT(*) FROM object_properties WHERE id = '{id}' AND fill_status = 'filling'");
+        for _ in 0..600 {
+            if app.count(&filling).await == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let property = app.get("/v1/object-types/logs/properties/level", &tenant.key).await;
+        assert_eq!(property.data()["fill_status"], "done", "{}", property.text);
+        let filled = app.get("/v1/objects/logs/list?filter[level][eq]=info&limit=1", &tenant.key).await;
+        assert_eq!(filled.data()["total"], 1101, "{}", filled.text);
+        let found = app.post("/v1/objects/logs/search", &tenant.key, json!({ "query": "info", "limit": 1 })).await;
+        assert_eq!(found.data()["total"], 1101, "the filled value is searched: {}", found.text);
+        let restored = app.post(&format!("/v1/objects/logs/{}/restore", trashed["id"].as_str().unwrap()), &tenant.key, json!({})).await;
+        restored.expect(200);
+        assert_eq!(restored.data()["properties"]["level"], "info", "the trash was filled too");
+        // A schema change makes no new version (trashed and restored: its third).
+        assert_eq!(restored.data()["version"], 3, "{}", restored.text);
+        let second = app.get("/v1/objects/logs/list?filter[n][eq]=0", &tenant.key).await;
+        assert_eq!(second.data()["results"][0]["version"], 1, "{}", second.text);
+        assert_eq!(second.data()["results"][0]["properties"]["level"], "info");
+    }
+
     async fn unique_values_hold_while_their_index_is_not_ready(app) {
         let tenant = app.tenant("Unready").await;
         schema(&app, &tenant, "users", json!([{ "name": "email", "data_type": "email", "is_unique": true }])).await;
