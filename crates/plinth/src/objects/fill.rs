@@ -147,12 +147,13 @@ async fn run(app: &App, property_id: &str) -> Result<(), String> {
             after = last;
         }
     }
+    let mut tx = app.db.begin_write().await.map_err(|e| e.to_string())?;
     sqlx::query("UPDATE object_properties SET fill_status = 'done' WHERE id = $1 AND fill_status = 'filling'")
         .bind(property_id)
-        .execute(app.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(())
+    tx.commit().await.map_err(|e| e.to_string())
 }
 
 /// The `property.fill` kind.

@@ -396,20 +396,25 @@ async fn check_no_duplicates(conn: &mut AnyConnection, backend: Backend, propert
 async fn require_values(tx: &mut WriteTx, tenant: &TenantId, property: &mut Property) -> ApiResult<()> {
     let backend = tx.backend();
     let missing = format!("NOT ({})", sql::exists_expr(backend, &property.name));
-    let (count,): (i64,) =
-        sqlx::query_as(&format!("SELECT COUNT(*) FROM objects WHERE object_type_id = $1 AND {missing}"))
-            .bind(&property.object_type_id)
-            .fetch_one(&mut **tx)
-            .await?;
+    // Counted up to one past a batch: a new property missing from a large type stops early.
+    let (count,): (i64,) = sqlx::query_as(&format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM objects WHERE object_type_id = $1 AND {missing} LIMIT {}) AS m",
+        fill::BATCH + 1
+    ))
+    .bind(&property.object_type_id)
+    .fetch_one(&mut **tx)
+    .await?;
     property.fill_status = FillStatus::Done;
     if count == 0 {
         return Ok(());
     }
     let Some(default) = property.default_value.clone() else {
+        let many = if count > fill::BATCH { "more than " } else { "" };
         return Err(ApiError::invalid(
             "is_required",
             format!(
-                "{count} objects have no `{}`: give a `default_value` to fill them, or set them first",
+                "{many}{} objects have no `{}`: give a `default_value` to fill them, or set them first",
+                count.min(fill::BATCH),
                 property.name
             ),
         ));
