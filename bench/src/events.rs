@@ -20,6 +20,9 @@ const ROUND_TRIPS: usize = 500;
 struct Receiver {
     count: AtomicUsize,
     last: Mutex<Option<Instant>>,
+    /// From an event's recording (its `created_at`) to its delivery's arrival, while `lags_on`.
+    lags: Mutex<Vec<Duration>>,
+    lags_on: std::sync::atomic::AtomicBool,
     /// Deliveries are answered only while it is true: closed, they wait, and the server's
     /// deliveries in flight with them, so that a backlog builds.
     open: tokio::sync::watch::Sender<bool>,
@@ -29,13 +32,23 @@ async fn receiver() -> anyhow::Result<(String, Arc<Receiver>)> {
     let state = Arc::new(Receiver {
         count: AtomicUsize::new(0),
         last: Mutex::new(None),
+        lags: Mutex::new(Vec::new()),
+        lags_on: std::sync::atomic::AtomicBool::new(false),
         open: tokio::sync::watch::channel(true).0,
     });
     let shared = state.clone();
-    let app = axum::Router::new().fallback(move || {
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
         let state = shared.clone();
         async move {
             let _ = state.open.subscribe().wait_for(|open| *open).await;
+            if state.lags_on.load(Ordering::Relaxed) {
+                let recorded = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|event| chrono::DateTime::parse_from_rfc3339(event["created_at"].as_str()?).ok());
+                if let Some(lag) = recorded.and_then(|at| (chrono::Utc::now() - at.to_utc()).to_std().ok()) {
+                    state.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(lag);
+                }
+            }
             state.count.fetch_add(1, Ordering::Relaxed);
             *state.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
             "ok"
@@ -86,6 +99,7 @@ pub async fn run(
     let hook = json!({ "url": url, "events": ["*"] });
     call(client, reqwest::Method::POST, format!("{base}/v1/webhooks"), key, hook).await?;
     let started = Instant::now();
+    received.lags_on.store(true, Ordering::Relaxed);
     let fanned = drive(client, base, &event, &options).await;
     report("POST /v1/events, one endpoint (delivery queued)", fanned.latencies, fanned.elapsed, fanned.failures);
     let expected = requests - fanned.failures;
@@ -93,9 +107,12 @@ pub async fn run(
     while received.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    received.lags_on.store(false, Ordering::Relaxed);
     let delivered = received.count.load(Ordering::Relaxed);
     let last = received.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or_else(Instant::now);
     let drained = last.duration_since(started);
+    let lags = std::mem::take(&mut *received.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    report("event recorded -> delivery received (while they come)", lags, drained, 0);
     println!(
         "deliveries: {delivered}/{expected} received, {:.0} per s from the first request to the last delivery; \
          the last arrived {:.0} ms after the last request answered",

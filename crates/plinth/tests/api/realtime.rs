@@ -262,6 +262,20 @@ async fn realtime_fans_out_across_nodes() {
     }
     let (id, frame) = heard.expect("the second node hears the first node's event");
     assert_eq!(frame["event"]["id"], id.as_str());
+    // A burst, told together once committed: every one is heard.
+    let burst = (0..24)
+        .map(|n| first.post("/v1/events", &tenant.key, json!({ "event_type": "node.burst", "data": { "n": n } })));
+    let mut sent: std::collections::BTreeSet<String> = futures::future::join_all(burst)
+        .await
+        .iter()
+        .map(|r| r.expect(201).data()["id"].as_str().unwrap().to_string())
+        .collect();
+    while !sent.is_empty() {
+        let frame = tokio::time::timeout(Duration::from_secs(10), next_frame(&mut socket))
+            .await
+            .expect("a burst's event unheard");
+        sent.remove(frame["event"]["id"].as_str().unwrap_or_default());
+    }
     // And the other way round, large events too (they travel by id).
     let big = second
         .post("/v1/events", &tenant.key, json!({ "event_type": "node.two", "data": { "text": "x".repeat(20_000) } }))
