@@ -448,6 +448,9 @@ impl Server {
         let master = MasterKey::load(config.master_key.as_ref().map(Secret::expose), &config.storage.data_dir)?;
         let db = open_database(&config.storage).await?.with_events_buffer(config.realtime_buffer);
         crate::outbox::subscribe(&db, Arc::new(crate::webhooks::delivery::FanOut));
+        if db.backend() == crate::db::Backend::Postgres {
+            crate::outbox::subscribe(&db, Arc::new(crate::realtime::notify::TellOtherNodes));
+        }
         if db.backend() == crate::db::Backend::Postgres && config.master_key.is_none() {
             tracing::warn!(
                 "PostgreSQL without PLINTH_MASTER_KEY: this node uses its own master.key, so tokens and \
@@ -558,7 +561,6 @@ impl Server {
         workers.spawn("jobs", crate::jobs::run(app.db.clone(), kinds, stop_rx.clone()));
         if let (Some(url), crate::db::Backend::Postgres) = (&app.config.storage.database_url, app.db.backend()) {
             workers.spawn("notifications", crate::realtime::notify::listen(app.clone(), url.clone(), stop_rx.clone()));
-            workers.spawn("telling other nodes", crate::realtime::notify::tell(app.clone(), stop_rx.clone()));
         }
         workers.spawn("AI usage", crate::ai::meter::Meter::run(app.clone(), stop_rx.clone()));
         workers.spawn("maintenance", maintain(app.clone(), stop_rx));

@@ -152,6 +152,19 @@ pub fn nulls_smallest(backend: Backend, descending: bool) -> &'static str {
     }
 }
 
+/// Sends `text` on `channel` to every node listening, when the transaction commits (PostgreSQL's
+/// `pg_notify`); SQLite has one node, so there it does nothing.
+pub async fn notify(conn: &mut AnyConnection, backend: Backend, channel: &str, text: &str) -> Result<(), sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS sent")
+            .bind(channel)
+            .bind(text)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The plan the database would take for `sql`, one line per step.
 pub async fn explain(
     conn: &mut AnyConnection,

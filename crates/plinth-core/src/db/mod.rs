@@ -48,9 +48,6 @@ pub struct Outbox {
     work: watch::Sender<u64>,
     /// The events committed by this process, as delivered to realtime subscribers.
     events: broadcast::Sender<Arc<Value>>,
-    /// The events committed by this process only (not those heard from other nodes): what it
-    /// tells other nodes of.
-    committed: broadcast::Sender<Arc<Value>>,
     /// What other parts of the core attach to every write transaction (the outbox's
     /// subscribers), kept opaque here so that the database knows nothing of them.
     attached: RwLock<Vec<Attached>>,
@@ -67,7 +64,6 @@ impl Outbox {
         Outbox {
             work: watch::channel(0).0,
             events: broadcast::channel(events_buffer.max(1)).0,
-            committed: broadcast::channel(events_buffer.max(1)).0,
             attached: RwLock::new(Vec::new()),
         }
     }
@@ -94,18 +90,6 @@ impl Outbox {
     /// Tells this process's listeners of an event committed elsewhere (another node).
     pub fn publish(&self, event: Arc<Value>) {
         let _ = self.events.send(event);
-    }
-
-    /// Every event this process commits from now on, without those heard from other nodes.
-    pub fn committed(&self) -> broadcast::Receiver<Arc<Value>> {
-        self.committed.subscribe()
-    }
-
-    fn publish_committed(&self, event: Arc<Value>) {
-        if self.committed.receiver_count() > 0 {
-            let _ = self.committed.send(event.clone());
-        }
-        self.publish(event);
     }
 
     /// Wakes this node's workers.
@@ -176,7 +160,7 @@ impl WriteTx {
             self.outbox.wake();
         }
         for event in std::mem::take(&mut self.events) {
-            self.outbox.publish_committed(event);
+            self.outbox.publish(event);
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! Several nodes on one PostgreSQL: each event committed is told on `plinth_events` once its
-//! transaction has committed (`tell`), and every node listens, handing the events of
+//! Several nodes on one PostgreSQL: each event's transaction sends a notification on
+//! `plinth_events` (delivered only if it commits), and every node listens, handing the events of
 //! other nodes to its own realtime listeners and waking its delivery workers. A notification
 //! carries the event itself when it fits, else its id, which the listener reads back. A change to
 //! credentials (a key revoked, a session ended, a tenant suspended) is told on `plinth_changes`
@@ -33,52 +33,24 @@ pub fn note(node: &str, event: &Value) -> String {
     json!({ "node": node, "id": event["id"], "tenant_id": event["tenant_id"] }).to_string()
 }
 
-/// Most notifications sent in one statement.
-const NOTES_MAX: usize = 64;
+/// Tells other nodes of each event as its transaction commits: the outbox's subscriber on
+/// PostgreSQL.
+pub struct TellOtherNodes;
 
-/// Tells other nodes of the events this node commits (PostgreSQL only), once committed, until
-/// `stop` turns true: the events that committed meanwhile in one statement of their own. A
-/// transaction that notifies takes a database-wide lock at its commit and holds it through the
-/// log's sync, so notifying inside the events' own transactions put every one of them in a line,
-/// each with its own sync. A node that stops between a commit and its notification leaves the
-/// event unheard by other nodes' realtime listeners (SSE clients resume from the outbox;
-/// deliveries are polled for anyway).
-pub async fn tell(app: App, mut stop: watch::Receiver<bool>) {
-    let mut committed = app.db.outbox().committed();
-    loop {
-        let first = tokio::select! {
-            received = committed.recv() => received,
-            _ = stop.changed() => return,
-        };
-        let mut events = match first {
-            Ok(event) => vec![event],
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "telling other nodes fell behind; some events were not told");
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        while events.len() < NOTES_MAX {
-            match committed.try_recv() {
-                Ok(event) => events.push(event),
-                Err(_) => break,
-            }
-        }
-        if let Err(error) = send(&app, &events).await {
-            tracing::warn!(%error, count = events.len(), "telling other nodes of events failed");
-        }
+impl crate::outbox::Subscriber for TellOtherNodes {
+    fn recorded<'a>(
+        &'a self,
+        tx: &'a mut crate::db::WriteTx,
+        _tenant: &'a TenantId,
+        event: &'a Value,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::outbox::OutboxError>> {
+        Box::pin(async move {
+            let note = note(tx.node(), event);
+            let backend = tx.backend();
+            crate::db::dialect::notify(tx, backend, CHANNEL, &note).await?;
+            Ok(())
+        })
     }
-}
-
-async fn send(app: &App, events: &[Arc<Value>]) -> Result<(), sqlx::Error> {
-    let calls: Vec<String> = (1..=events.len()).map(|n| format!("pg_notify('{CHANNEL}', ${n})")).collect();
-    let statement = format!("SELECT 1 FROM (SELECT {}) AS sent", calls.join(", "));
-    let mut query = sqlx::query(&statement);
-    for event in events {
-        query = query.bind(note(app.db.node(), event));
-    }
-    query.execute(app.db.pool()).await?;
-    Ok(())
 }
 
 /// Tells the other nodes that credentials changed (a change committed on this one).
