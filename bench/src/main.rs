@@ -60,6 +60,8 @@ pub(crate) struct Options {
     litellm: Option<String>,
     /// The server's `--durability` (its default when absent).
     durability: Option<String>,
+    /// Only the scenarios whose name holds this text (for profiling one of them).
+    only: Option<String>,
 }
 
 impl Options {
@@ -83,6 +85,7 @@ impl Options {
             pocketbase: None,
             litellm: None,
             durability: None,
+            only: None,
         }
     }
 }
@@ -118,6 +121,7 @@ fn options() -> anyhow::Result<Options> {
             "--pocketbase" => options.pocketbase = Some(value()?),
             "--litellm" => options.litellm = Some(value()?),
             "--durability" => options.durability = Some(value()?),
+            "--only" => options.only = Some(value()?),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -342,7 +346,8 @@ async fn main() -> anyhow::Result<()> {
     let backend = if options.database_url.is_some() { "postgres" } else { "sqlite" };
     println!("plinth {backend}: {} requests per scenario, concurrency {}", options.requests, options.concurrency);
     println!("{:<44} {:>10} {:>10} {:>12} {:>8}", "scenario", "median", "p99", "req/s", "failed");
-    for scenario in &scenarios {
+    let chosen = |s: &&Scenario| options.only.as_deref().is_none_or(|only| s.name.contains(only));
+    for scenario in scenarios.iter().filter(chosen) {
         // Warm the connection pool and caches first.
         let warm = Options { requests: options.concurrency * 4, ..options.clone() };
         drive(&client, &base, scenario, &warm).await;
