@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::db::{Backend, WriteTx};
 use crate::http::ApiResult;
 use crate::id::TenantId;
-use crate::jobs::{self, Fate, Job, JobError, NewJob, Performed};
+use crate::jobs::{self, Fate, Job, JobError, Performed};
 
 /// The job kind.
 pub const KIND: &str = "property.fill";
@@ -54,9 +54,7 @@ impl FillStatus {
 
 /// Queues, in the change's transaction, the job that fills the property's objects.
 pub async fn queue(tx: &mut WriteTx, tenant: &TenantId, property_id: &str) -> ApiResult<()> {
-    jobs::forget(tx, KIND, property_id).await?;
-    jobs::enqueue(tx, NewJob::new(KIND, serde_json::json!({})).tenant(tenant).reference(property_id)).await?;
-    Ok(())
+    super::properties::queue_job(tx, KIND, tenant, property_id).await
 }
 
 /// Gives `default` to the objects of the property's type that have no value, among those whose
@@ -190,12 +188,8 @@ impl jobs::Kind for Fill {
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             if matches!(fate, Fate::Dead { .. }) {
-                sqlx::query(
-                    "UPDATE object_properties SET fill_status = 'failed' WHERE id = $1 AND fill_status = 'filling'",
-                )
-                .bind(job.reference.as_deref().unwrap_or_default())
-                .execute(&mut **tx)
-                .await?;
+                let property_id = job.reference.as_deref().unwrap_or_default();
+                super::properties::record_failed(tx, "fill_status", "filling", property_id).await?;
             }
             Ok(())
         })

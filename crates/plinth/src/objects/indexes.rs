@@ -23,7 +23,7 @@ use crate::app::App;
 use crate::db::{dialect, Backend, WriteTx};
 use crate::http::ApiResult;
 use crate::id::TenantId;
-use crate::jobs::{self, Fate, Job, JobError, NewJob, Performed};
+use crate::jobs::{self, Fate, Job, JobError, Performed};
 
 /// The job kind.
 pub const KIND: &str = "property.index";
@@ -73,9 +73,7 @@ impl IndexStatus {
 /// Queues, in the change's transaction, the job that makes `property_id`'s index match its
 /// flags (or drops it once the property is gone). A job still queued for it is replaced.
 pub async fn queue(tx: &mut WriteTx, tenant: &TenantId, property_id: &str) -> ApiResult<()> {
-    jobs::forget(tx, KIND, property_id).await?;
-    jobs::enqueue(tx, NewJob::new(KIND, serde_json::json!({})).tenant(tenant).reference(property_id)).await?;
-    Ok(())
+    super::properties::queue_job(tx, KIND, tenant, property_id).await
 }
 
 /// What a property wants of its indexes now: a lookup and sort index on its values, a unique
@@ -241,12 +239,8 @@ impl jobs::Kind for Reconcile {
     ) -> BoxFuture<'a, Result<(), JobError>> {
         Box::pin(async move {
             if matches!(fate, Fate::Dead { .. }) {
-                sqlx::query(
-                    "UPDATE object_properties SET index_status = 'failed' WHERE id = $1 AND index_status = 'building'",
-                )
-                .bind(job.reference.as_deref().unwrap_or_default())
-                .execute(&mut **tx)
-                .await?;
+                let property_id = job.reference.as_deref().unwrap_or_default();
+                super::properties::record_failed(tx, "index_status", "building", property_id).await?;
             }
             Ok(())
         })

@@ -165,6 +165,30 @@ pub async fn referencing(conn: &mut AnyConnection, type_id: &str) -> ApiResult<V
     rows.into_iter().map(Property::try_from).collect()
 }
 
+/// Queues, in the change's transaction, a job of `kind` for the property (its indexes, its fill);
+/// a job of that kind still queued for it is replaced.
+pub(super) async fn queue_job(tx: &mut WriteTx, kind: &str, tenant: &TenantId, property_id: &str) -> ApiResult<()> {
+    crate::jobs::forget(tx, kind, property_id).await?;
+    crate::jobs::enqueue(tx, crate::jobs::NewJob::new(kind, json!({})).tenant(tenant).reference(property_id)).await?;
+    Ok(())
+}
+
+/// Records that a property's background work (`column`: `index_status` or `fill_status`) failed
+/// on every attempt, unless the property has moved on from `working` meanwhile.
+pub(super) async fn record_failed(
+    tx: &mut WriteTx,
+    column: &str,
+    working: &str,
+    property_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("UPDATE object_properties SET {column} = 'failed' WHERE id = $1 AND {column} = $2"))
+        .bind(property_id)
+        .bind(working)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// A property by id, whatever its type.
 pub async fn by_id(conn: &mut AnyConnection, id: &str) -> ApiResult<Option<Property>> {
     let row: Option<PropertyRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM object_properties WHERE id = $1"))
