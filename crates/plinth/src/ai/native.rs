@@ -689,7 +689,7 @@ async fn image(auth: Auth, State(app): State<App>, Json(body): Json<ImageRequest
     if body.n.is_some_and(|n| !(1..=4).contains(&n)) {
         errors.add("n", "must be 1 to 4");
     }
-    if body.size.as_ref().is_some_and(|s| s.len() > 20) {
+    if body.size.as_ref().is_some_and(|s| s.chars().count() > 20) {
         errors.add("size", "must be a size such as `1024x1024`");
     }
     check_key(body.api_key.as_ref(), body.provider.as_ref(), &mut errors);

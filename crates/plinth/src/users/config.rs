@@ -268,7 +268,7 @@ fn check(config: &AuthConfig, errors: &mut FieldErrors) {
     if brand.brand_name.as_ref().is_some_and(|n| n.chars().count() > 100) {
         errors.add("branding.brand_name", "at most 100 characters");
     }
-    if brand.logo_url.as_ref().is_some_and(|u| !u.starts_with("https://") || u.len() > 2048) {
+    if brand.logo_url.as_ref().is_some_and(|u| !u.starts_with("https://") || u.chars().count() > 2048) {
         errors.add("branding.logo_url", "must be an https:// URL");
     }
     if brand
