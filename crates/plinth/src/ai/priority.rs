@@ -28,6 +28,7 @@ const PRIORITY_MAX: usize = 20;
 pub struct ProviderPriority {
     /// Provider slugs (`anthropic`, `openai`, `openrouter`, `claude-cli`, `openai-cli`) and
     /// names of the tenant's provider instances, first tried first.
+    #[schema(max_items = 20)]
     pub providers: Vec<String>,
 }
 

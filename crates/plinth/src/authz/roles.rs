@@ -380,8 +380,9 @@ pub struct CreateRole {
     /// A role (id or name) whose grants this one inherits.
     pub parent_role_id: Option<String>,
     /// Default none.
-    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>)]
+    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, max_items = 100)]
     pub permissions: Option<Vec<String>>,
+    #[schema(max_items = 100)]
     pub denied_properties: Option<Vec<DeniedProperties>>,
 }
 
@@ -397,8 +398,9 @@ pub struct UpdateRole {
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     #[schema(value_type = Option<String>)]
     pub parent_role_id: Option<Option<String>>,
-    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>)]
+    #[schema(value_type = Option<Vec<crate::http::shapes::Scope>>, max_items = 100)]
     pub permissions: Option<Vec<String>>,
+    #[schema(max_items = 100)]
     pub denied_properties: Option<Vec<DeniedProperties>>,
 }
 
@@ -406,7 +408,7 @@ pub struct UpdateRole {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPermissions {
-    #[schema(value_type = Vec<crate::http::shapes::Scope>)]
+    #[schema(value_type = Vec<crate::http::shapes::Scope>, max_items = 100)]
     pub permissions: Vec<String>,
 }
 

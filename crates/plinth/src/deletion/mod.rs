@@ -64,11 +64,9 @@ pub async fn check(
     if dependencies.is_empty() {
         return Ok(Verdict::Proceed);
     }
-    if !params.force {
+    // Forcing without a token asks as a plain deletion does: the 409 carries one.
+    let Some(token) = params.confirm_token.as_deref().filter(|t| params.force && !t.is_empty()) else {
         return Ok(Verdict::Refuse(dependencies));
-    }
-    let Some(token) = params.confirm_token.as_deref().filter(|t| !t.is_empty()) else {
-        return Err(ApiError::invalid("confirm_token", "`force=true` needs the confirm_token of a 409 answer"));
     };
     let now = time::to_db(&time::now());
     let consumed = sqlx::query(
