@@ -507,7 +507,11 @@ impl Server {
             admin_key_hash,
             usage: UsageRecorder::default(),
             ai_meter: Default::default(),
-            credentials: CredentialCache::new(db_is_embedded),
+            credentials: if db_is_embedded {
+                CredentialCache::new(true)
+            } else {
+                CredentialCache::told_by_other_nodes()
+            },
             sessions: crate::auth::cache::Cache::new(db_is_embedded),
             session_activity: Default::default(),
             schemas: crate::auth::cache::Cache::new(db_is_embedded),

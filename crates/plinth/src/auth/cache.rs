@@ -6,11 +6,14 @@
 //! database's one write turn is what the database holds: every change committed before the turn
 //! was taken has either cleared the cache or is still marked as under way.
 //!
-//! Enabled only where this process sees every change (the embedded SQLite mode). With
-//! PostgreSQL, several nodes may change things, so each request reads the database.
+//! In the embedded SQLite mode this process sees every change. With PostgreSQL several nodes may
+//! change things: the credential cache serves there only while this node listens to the others'
+//! changes (`realtime::notify`), each of which clears it when heard, a few milliseconds after it
+//! committed; its entries are trusted for 5 seconds at most, should a node stop before telling.
+//! The other caches read the database on every request there (writes need their exact schema).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,8 @@ use super::KeyCredential;
 
 /// How long an entry is trusted at most, as a backstop.
 const TTL: Duration = Duration::from_secs(60);
+/// How long an entry is trusted at most where other nodes tell of their changes.
+const TOLD_TTL: Duration = Duration::from_secs(5);
 /// Most entries kept; past it the cache starts over.
 const CAPACITY: usize = 100_000;
 
@@ -26,7 +31,9 @@ pub type CredentialCache = Cache<KeyCredential>;
 
 #[derive(Debug)]
 pub struct Cache<V> {
-    enabled: bool,
+    /// Whether entries are served and stored.
+    serving: AtomicBool,
+    ttl: Duration,
     generation: AtomicU64,
     /// Changes begun and not yet ended.
     changing: AtomicU64,
@@ -36,16 +43,30 @@ pub struct Cache<V> {
 impl<V> Cache<V> {
     pub fn new(enabled: bool) -> Self {
         Cache {
-            enabled,
+            serving: AtomicBool::new(enabled),
+            ttl: TTL,
             generation: AtomicU64::new(0),
             changing: AtomicU64::new(0),
             entries: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Whether entries are kept (the embedded mode).
+    /// A cache of what other nodes may change, and tell of: it serves nothing until
+    /// `set_serving(true)`, once this node listens to them.
+    pub fn told_by_other_nodes() -> Self {
+        Cache { ttl: TOLD_TTL, ..Cache::new(false) }
+    }
+
+    /// Starts serving (this node hears every change from now on), or stops (it may not);
+    /// forgetting everything either way.
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Release);
+        self.clear();
+    }
+
+    /// Whether entries are kept.
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.serving.load(Ordering::Acquire)
     }
 
     /// Read before loading from the database; pass to `insert`.
@@ -54,11 +75,11 @@ impl<V> Cache<V> {
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<V>> {
-        if !self.enabled || self.changing.load(Ordering::Acquire) > 0 {
+        if !self.is_enabled() || self.changing.load(Ordering::Acquire) > 0 {
             return None;
         }
         let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries.get(key).filter(|(_, at)| at.elapsed() < TTL).map(|(credential, _)| credential.clone())
+        entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(credential, _)| credential.clone())
     }
 
     /// The entry for `key`, or what `load` reads (stored, unless the cache was cleared while it
@@ -78,7 +99,7 @@ impl<V> Cache<V> {
 
     /// Stores what was loaded, unless the cache was cleared since `seen_generation`.
     pub fn insert(&self, key: String, credential: Arc<V>, seen_generation: u64) {
-        if !self.enabled {
+        if !self.is_enabled() {
             return;
         }
         let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -173,6 +194,20 @@ mod tests {
         assert!(cache.get("k").is_none(), "what was loaded during the change is not kept");
         cache.insert("k".into(), credential(), cache.generation());
         assert!(cache.get("k").is_some());
+    }
+
+    #[test]
+    fn a_cache_told_by_other_nodes_serves_only_while_it_listens() {
+        let cache = CredentialCache::told_by_other_nodes();
+        cache.insert("k".into(), credential(), cache.generation());
+        assert!(cache.get("k").is_none());
+        cache.set_serving(true);
+        cache.insert("k".into(), credential(), cache.generation());
+        assert!(cache.get("k").is_some());
+        cache.set_serving(false);
+        assert!(cache.get("k").is_none());
+        cache.set_serving(true);
+        assert!(cache.get("k").is_none(), "nothing kept across a time it did not listen");
     }
 
     #[test]

@@ -138,32 +138,54 @@ pub struct Bucket {
 pub enum Limiter {
     /// In this process (the embedded mode: one process serves everything).
     Memory(Mutex<HashMap<String, Bucket>>),
-    /// In the shared database (several nodes on one PostgreSQL).
-    Shared(Db),
+    /// In the shared database (several nodes on one PostgreSQL), drawn from in leases.
+    Shared(Db, Mutex<HashMap<String, Lease>>),
+}
+
+/// Tokens this node took from a shared bucket and has not spent yet.
+#[derive(Debug)]
+pub struct Lease {
+    tokens: u64,
+    /// The bucket's capacity when leased (a changed limit starts a new lease).
+    capacity: u64,
+    /// Tokens the shared bucket held after the lease was taken.
+    shared_after: f64,
+    at: Instant,
+}
+
+/// The share of a bucket's capacity one node leases at a time (1 %, at least one token): one
+/// round trip to the shared bucket per lease rather than per request. A node never spends more
+/// than it leased, so all nodes together never exceed the limit; what one node holds unspent is
+/// not another's to spend, so a bucket may refuse up to a lease per node early.
+const LEASE_DIVISOR: u64 = 100;
+
+fn lease_size(capacity: u64) -> u64 {
+    (capacity / LEASE_DIVISOR).max(1)
 }
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
-/// The PostgreSQL token bucket: refill by elapsed database time, take one if there is one. Its
-/// commit does not wait for the log's sync (`synchronous_commit` off for this statement's own
-/// transaction): a bucket is not a record, and what a crash of the database could lose of it is
-/// the last moment's draws, while a synced commit on every request cost every read a disk sync.
+/// The PostgreSQL token bucket: refill by elapsed database time, then take up to `$4` whole
+/// tokens (a lease); `allowed` keeps how many the draw took. Its commit does not wait for the
+/// log's sync (`synchronous_commit` off for this statement's own transaction): a bucket is not a
+/// record, and what a crash of the database could lose of it is the last moment's draws, while
+/// a synced commit on every draw cost every read a disk sync.
 const TAKE_SHARED: &str = "\
 INSERT INTO rate_buckets AS b (bucket, tokens, allowed, updated_at) \
-SELECT $1, $2 - 1, 1, EXTRACT(EPOCH FROM clock_timestamp())::float8 \
+SELECT $1, $2 - LEAST($4, $2), LEAST($4, $2)::bigint, EXTRACT(EPOCH FROM clock_timestamp())::float8 \
 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unsynced \
 ON CONFLICT (bucket) DO UPDATE SET \
-  tokens = CASE WHEN LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) >= 1 \
-           THEN LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) - 1 \
-           ELSE LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) END, \
-  allowed = CASE WHEN LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) >= 1 THEN 1 ELSE 0 END, \
+  tokens = LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3) \
+           - LEAST($4, FLOOR(LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3))), \
+  allowed = LEAST($4, FLOOR(LEAST($2, b.tokens + (excluded.updated_at - b.updated_at) * $3)))::bigint, \
   updated_at = excluded.updated_at \
 RETURNING tokens, allowed, updated_at";
 
 impl Limiter {
-    /// Forgets buckets idle for an hour (they are full again, so nothing is lost).
+    /// Forgets buckets idle for an hour (they are full again, so nothing is lost), and leases
+    /// unspent as long.
     pub async fn forget_idle(&self) -> Result<u64, sqlx::Error> {
         match self {
             Limiter::Memory(buckets) => {
@@ -172,7 +194,11 @@ impl Limiter {
                 buckets.retain(|_, bucket| bucket.at.elapsed().as_secs() < IDLE_SECS);
                 Ok((before - buckets.len()) as u64)
             }
-            Limiter::Shared(db) => {
+            Limiter::Shared(db, leases) => {
+                leases
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .retain(|_, lease| lease.at.elapsed().as_secs() < IDLE_SECS);
                 let done = sqlx::query(
                     "DELETE FROM rate_buckets WHERE updated_at < EXTRACT(EPOCH FROM clock_timestamp())::float8 - $1",
                 )
@@ -187,7 +213,7 @@ impl Limiter {
     pub fn for_backend(db: &Db) -> Limiter {
         match db.backend() {
             Backend::Sqlite => Limiter::Memory(Mutex::new(HashMap::new())),
-            Backend::Postgres => Limiter::Shared(db.clone()),
+            Backend::Postgres => Limiter::Shared(db.clone(), Mutex::new(HashMap::new())),
         }
     }
 
@@ -206,17 +232,50 @@ impl Limiter {
                 bucket.at = now;
                 Ok(Decision::new(limit, bucket.tokens, allowed, unix_now()))
             }
-            Limiter::Shared(db) => {
-                let (tokens, allowed, now): (f64, i64, f64) = sqlx::query_as(TAKE_SHARED)
+            Limiter::Shared(db, leases) => {
+                if let Some(decision) = spend_lease(leases, limit) {
+                    return Ok(decision);
+                }
+                let (shared_after, taken, now): (f64, i64, f64) = sqlx::query_as(TAKE_SHARED)
                     .bind(&limit.bucket)
                     .bind(capacity)
                     .bind(rate)
+                    .bind(lease_size(limit.capacity) as f64)
                     .fetch_one(db.pool())
                     .await?;
-                Ok(Decision::new(limit, tokens, allowed == 1, now))
+                let Some(left) = u64::try_from(taken).ok().and_then(|taken| taken.checked_sub(1)) else {
+                    return Ok(Decision::new(limit, shared_after, false, now));
+                };
+                let mut leases = leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let lease = leases.entry(limit.bucket.clone()).or_insert(Lease {
+                    tokens: 0,
+                    capacity: limit.capacity,
+                    shared_after,
+                    at: Instant::now(),
+                });
+                if lease.capacity != limit.capacity {
+                    lease.tokens = 0;
+                    lease.capacity = limit.capacity;
+                }
+                lease.tokens += left;
+                lease.shared_after = shared_after;
+                lease.at = Instant::now();
+                Ok(Decision::new(limit, shared_after + lease.tokens as f64, true, now))
             }
         }
     }
+}
+
+/// Spends one token of this node's lease on `limit`'s bucket, if it holds one.
+fn spend_lease(leases: &Mutex<HashMap<String, Lease>>, limit: &RateLimit) -> Option<Decision> {
+    let mut leases = leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let lease = leases.get_mut(&limit.bucket)?;
+    if lease.tokens == 0 || lease.capacity != limit.capacity {
+        return None;
+    }
+    lease.tokens -= 1;
+    lease.at = Instant::now();
+    Some(Decision::new(limit, lease.shared_after + lease.tokens as f64, true, unix_now()))
 }
 
 /// The bucket this request draws from, if any: its credential's, or its client address's on a

@@ -65,8 +65,10 @@ pub async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
     loop {
         let mut listener = match connect(&url).await {
             Ok(listener) => {
-                // Changes told while no one listened are unknown: every credential is checked again.
+                // Changes told while no one listened are unknown: every credential is checked
+                // again, and cached again from now on.
                 app.forget_credentials();
+                app.credentials.set_serving(true);
                 listener
             }
             Err(error) => {
@@ -83,8 +85,12 @@ pub async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
                     Ok(Some(notification)) if notification.channel() == CHANGES => heard_change(&app, notification.payload()),
                     Ok(Some(notification)) => hear(&app, notification.payload()).await,
                     // The connection dropped: notifications in between are lost to realtime
-                    // (SSE clients resume from the outbox; deliveries are polled for anyway).
-                    Ok(None) => tracing::warn!("the notification connection dropped; reconnecting"),
+                    // (SSE clients resume from the outbox; deliveries are polled for anyway), and
+                    // credentials are not cached until this node listens again.
+                    Ok(None) => {
+                        tracing::warn!("the notification connection dropped; reconnecting");
+                        break;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "reading notifications failed; reconnecting");
                         break;
@@ -93,6 +99,7 @@ pub async fn listen(app: App, url: String, mut stop: watch::Receiver<bool>) {
                 _ = stop.changed() => return,
             }
         }
+        app.credentials.set_serving(false);
     }
 }
 

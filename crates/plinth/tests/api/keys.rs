@@ -357,3 +357,37 @@ both_backends! {
         }
     }
 }
+
+/// Two nodes on one PostgreSQL cache keys while they listen to each other's changes: a key
+/// revoked on one is refused by the other once it hears of it, and at once by the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_node_is_refused_by_the_other() {
+    let first = crate::common::TestApp::spawn(crate::common::Backend::Postgres).await;
+    let second = first.another_node(|_| {}).await;
+    let tenant = first.tenant("Cached across").await;
+    let (key_id, key) = first.key(&tenant, json!({ "scopes": ["webhooks:read"] })).await;
+    // The second node caches the key once it listens.
+    for _ in 0..100 {
+        if second.app.credentials.is_enabled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(second.app.credentials.is_enabled(), "the second node listens and caches");
+    second.get("/v1/webhooks", &key).await.expect(200);
+    second.get("/v1/webhooks", &key).await.expect(200);
+    first.delete(&format!("/v1/keys/{key_id}"), &tenant.key).await.expect(200);
+    first.get("/v1/webhooks", &key).await.expect_error(401, "UNAUTHORIZED");
+    let mut refused = false;
+    for _ in 0..100 {
+        let resp = second.get("/v1/webhooks", &key).await;
+        if resp.status == 401 {
+            assert_eq!(resp.error_code(), "UNAUTHORIZED");
+            refused = true;
+            break;
+        }
+        resp.expect(200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the other node refuses the revoked key once told");
+}

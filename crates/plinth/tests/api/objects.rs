@@ -335,6 +335,57 @@ both_backends! {
         assert_eq!(app.count("SELECT COUNT(*) FROM objects").await, before, "refused objects write nothing");
     }
 
+    async fn pages_of_few_and_of_many_matches_agree(app) {
+        // On PostgreSQL a page of few matches gathers them and orders them; a page of many walks
+        // the order: both must page the same way, words included.
+        let tenant = app.tenant_on("Pages", "enterprise").await;
+        schema(&app, &tenant, "logs", json!([
+            { "name": "n", "data_type": "integer", "is_indexed": true, "is_sortable": true },
+            { "name": "word", "data_type": "string" },
+        ])).await;
+        let objects: Vec<Value> = (0..40)
+            .map(|n| json!({ "properties": { "n": n, "word": if n % 10 == 3 { "rare" } else { "common" } } }))
+            .collect();
+        app.post("/v1/objects/logs/batch/create", &tenant.key, json!({ "objects": objects })).await.expect(201);
+        let walk = |first: &str| {
+            let first = first.to_string();
+            let app = &app;
+            let key = tenant.key.clone();
+            async move {
+                let mut seen = Vec::new();
+                let mut path = first.clone();
+                loop {
+                    let page = app.get(&path, &key).await;
+                    page.expect(200);
+                    for object in page.data()["results"].as_array().unwrap() {
+                        seen.push(object["properties"]["n"].as_i64().unwrap());
+                    }
+                    match page.data()["next_cursor"].as_str() {
+                        Some(cursor) => path = format!("{first}&cursor={cursor}"),
+                        None => break,
+                    }
+                }
+                seen
+            }
+        };
+        // Few: 4 of 40 (gathered), sorted by a property and by id.
+        assert_eq!(walk("/v1/objects/logs/list?filter[n][lt]=4&sort=-n&limit=1").await, vec![3, 2, 1, 0]);
+        assert_eq!(walk("/v1/objects/logs/list?filter[word][eq]=rare&sort=n&limit=3").await, vec![3, 13, 23, 33]);
+        // Many: all 40 at a page of one (walked).
+        let all = walk("/v1/objects/logs/list?filter[n][gte]=0&sort=-n&limit=1").await;
+        assert_eq!(all, (0..40).rev().collect::<Vec<_>>());
+        // Words: few, then many.
+        let rare = app.post("/v1/objects/logs/search", &tenant.key, json!({ "query": "rare", "limit": 10 })).await;
+        assert_eq!(rare.data()["total"], 4);
+        let mut found: Vec<i64> =
+            rare.data()["results"].as_array().unwrap().iter().map(|o| o["properties"]["n"].as_i64().unwrap()).collect();
+        found.sort();
+        assert_eq!(found, vec![3, 13, 23, 33]);
+        let common = app.post("/v1/objects/logs/search", &tenant.key, json!({ "query": "common", "limit": 1 })).await;
+        assert_eq!(common.data()["total"], 36);
+        assert_eq!(common.data()["results"].as_array().unwrap().len(), 1);
+    }
+
     async fn a_required_property_is_filled_in_the_background(app) {
         let tenant = app.tenant_on("Fill", "enterprise").await;
         schema(&app, &tenant, "logs", json!([{ "name": "n", "data_type": "integer" }])).await;

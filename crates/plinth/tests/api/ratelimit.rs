@@ -121,3 +121,51 @@ async fn two_nodes_on_one_postgres_share_one_limit() {
     }
     assert_eq!(allowed, 10, "both nodes draw from one bucket of 10");
 }
+
+/// On PostgreSQL a node draws a lease of 1% of a bucket from the shared row and spends it from
+/// memory: one draw per lease, and the other node's draws come out of the same row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_spends_a_lease_of_the_shared_bucket() {
+    let storage = Storage::fresh(Backend::Postgres).await;
+    let first = TestApp::start(storage.clone(), storage.config()).await;
+    let second = TestApp::start(storage.clone(), storage.config()).await;
+    let tenant = first.tenant_on("Leased", "starter").await;
+    // 300 a minute and the starter tier's 20% burst: a bucket of 360, leases of 3.
+    let (key_id, key) = first.key(&tenant, json!({ "rate_limit": 300 })).await;
+    let row = || async {
+        let row: (f64, i64, f64) =
+            sqlx::query_as("SELECT tokens, allowed, updated_at FROM rate_buckets WHERE bucket = $1")
+                .bind(format!("key:{key_id}"))
+                .fetch_one(first.app.db.pool())
+                .await
+                .unwrap();
+        row
+    };
+    let remaining = |resp: &crate::common::Resp| header_u64(resp, "x-ratelimit-remaining");
+    let one = first.get("/v1/webhooks", &key).await;
+    one.expect(200);
+    let (tokens, taken, drawn_at) = row().await;
+    assert_eq!(taken, 3, "the first draw leased 3 tokens");
+    assert!((357.0..358.0).contains(&tokens), "{tokens}");
+    assert_eq!(remaining(&one), 359);
+    // The lease's other two tokens are spent without touching the row.
+    for expected in [358, 357] {
+        let resp = first.get("/v1/webhooks", &key).await;
+        resp.expect(200);
+        assert_eq!(remaining(&resp), expected);
+    }
+    assert_eq!(row().await.2, drawn_at, "spent from the lease, not drawn");
+    // The other node leases from the same row.
+    // The other node leases from the same row: what the first left, refilled at 5 a second
+    // since, less 3.
+    let refilled = |tokens: f64, from: f64, to: f64| (tokens + (to - from) * 5.0).min(360.0);
+    second.get("/v1/webhooks", &key).await.expect(200);
+    let (after_second, taken, second_draw) = row().await;
+    assert_eq!(taken, 3);
+    assert!((after_second - (refilled(tokens, drawn_at, second_draw) - 3.0)).abs() < 1e-6, "{after_second}");
+    // A spent lease draws again.
+    first.get("/v1/webhooks", &key).await.expect(200);
+    let (after_third, taken, third_draw) = row().await;
+    assert_eq!(taken, 3);
+    assert!((after_third - (refilled(after_second, second_draw, third_draw) - 3.0)).abs() < 1e-6, "{after_third}");
+}
