@@ -652,9 +652,7 @@ pub async fn run(
             .await?;
             // Only a filter or words test each row's properties or text; a row policy's columns
             // (the owner) have indexes in the page's own order.
-            gather = backend == Backend::Postgres
-                && (q.filter.is_some() || q.text.is_some())
-                && gathers_first(total, objects, q.offset, q.limit);
+            gather = values_shape_the_plan && gathers_first(total, objects, q.offset, q.limit);
             total
         }
     };
@@ -670,19 +668,12 @@ pub async fn run(
         &mut binds,
     );
     let keyset = if keyset.is_empty() { keyset } else { format!(" AND {keyset}") };
+    let matches = format!("SELECT {COLUMNS} FROM objects WHERE {where_all}{keyset}");
+    let page = format!("ORDER BY {order} LIMIT {} OFFSET {}", q.limit + 1, q.offset);
     let sql = if gather {
-        format!(
-            "WITH matches AS MATERIALIZED (SELECT {COLUMNS} FROM objects WHERE {where_all}{keyset}) \
-             SELECT {COLUMNS} FROM matches ORDER BY {order} LIMIT {} OFFSET {}",
-            q.limit + 1,
-            q.offset
-        )
+        format!("WITH matches AS MATERIALIZED ({matches}) SELECT {COLUMNS} FROM matches {page}")
     } else {
-        format!(
-            "SELECT {COLUMNS} FROM objects WHERE {where_all}{keyset} ORDER BY {order} LIMIT {} OFFSET {}",
-            q.limit + 1,
-            q.offset
-        )
+        format!("{matches} {page}")
     };
     let rows: Vec<ObjectRow> = sqlx::query_as_with(&sql, binds.arguments()?)
         .persistent(!values_shape_the_plan)
