@@ -32,6 +32,13 @@ pub const TENANT_JWT_MAX_LIFETIME_SECS: i64 = 3600;
 /// Largest file `POST /v1/ai/upload` takes: 20 MiB.
 pub const AI_UPLOAD_MAX_BYTES: usize = 20 * 1024 * 1024;
 
+/// Largest direct file upload (`POST /v1/files/upload`): 25 MiB.
+pub const FILE_UPLOAD_MAX_BYTES: usize = 25 * 1024 * 1024;
+/// Largest file a presigned slot takes: 5 GiB (the tenant's storage quota may hold it lower).
+pub const FILE_PRESIGNED_MAX_BYTES: i64 = 5 * 1024 * 1024 * 1024;
+/// How long the routes that move a file's bytes may take at least.
+pub const FILE_TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// Most of an AI provider's whole (not streamed) answer that is read.
 pub const UPSTREAM_BODY_MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Most of a small service's answer (a bot check, an SMS provider) that is read.
@@ -45,16 +52,28 @@ pub const STREAM_FRAME_MAX_BYTES: usize = 1024 * 1024;
 pub fn body_limit(path: &str, configured: usize) -> usize {
     if path == "/v1/ai/upload" {
         configured.max(AI_UPLOAD_MAX_BYTES + 64 * 1024)
+    } else if path == "/v1/files/upload" {
+        configured.max(FILE_UPLOAD_MAX_BYTES + 64 * 1024)
+    } else if is_file_slot(path) {
+        usize::try_from(FILE_PRESIGNED_MAX_BYTES).unwrap_or(usize::MAX)
     } else {
         configured
     }
+}
+
+/// `/v1/files/{id}/upload-put`: a presigned slot's bytes.
+fn is_file_slot(path: &str) -> bool {
+    path.starts_with("/v1/files/") && path.ends_with("/upload-put")
 }
 
 /// The longest a route may take to answer: the configured limit, or for the routes that wait on
 /// an AI provider at least as long as an AI call may take.
 pub fn request_timeout(path: &str, configured: std::time::Duration) -> std::time::Duration {
     let waits_on_ai = path.starts_with("/v1/ai/") || path == "/v1/chat/completions" || path == "/v1/embeddings";
-    if waits_on_ai {
+    let moves_bytes = path == "/v1/files/upload" || is_file_slot(path) || path.ends_with("/content");
+    if moves_bytes && path.starts_with("/v1/files/") {
+        configured.max(FILE_TRANSFER_TIMEOUT)
+    } else if waits_on_ai {
         configured.max(crate::outbound::AI_CALL_MAX)
     } else {
         configured

@@ -113,6 +113,8 @@ pub mod required {
     pub const AI_PROVIDERS_WRITE: Required = Required::new("ai-providers", "write");
     pub const AI_PROVIDERS_DELETE: Required = Required::new("ai-providers", "delete");
     pub const FILES_READ: Required = Required::new("files", "read");
+    pub const FILES_WRITE: Required = Required::new("files", "write");
+    pub const FILES_DELETE: Required = Required::new("files", "delete");
     pub const DLQ_READ: Required = Required::new("dlq", "read");
     pub const DLQ_WRITE: Required = Required::new("dlq", "write");
     pub const DLQ_DELETE: Required = Required::new("dlq", "delete");

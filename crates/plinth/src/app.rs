@@ -234,6 +234,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::realtime::routes())
         .merge(crate::vault::routes())
         .merge(crate::ai::routes())
+        .merge(crate::files::routes())
         .merge(crate::users::routes())
         .merge(crate::authz::routes())
 }
@@ -489,7 +490,10 @@ impl Server {
             std::time::Duration::from_secs(config.webhooks.timeout_secs),
         )?;
         let files_dir = config.storage.files_dir.clone().unwrap_or_else(|| config.storage.data_dir.join("files"));
-        let files = crate::files::Files::local(&files_dir)?;
+        let files = match config.storage.files_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            Some(url) => crate::files::Files::s3(url).map_err(StartupError::Plans)?,
+            None => crate::files::Files::local(&files_dir)?,
+        };
         let mailer = crate::messages::Mailer::from_config(config.email.smtp_url.as_ref().map(Secret::expose))
             .map_err(StartupError::Plans)?;
         let public_url = match &config.public_url {
@@ -561,6 +565,7 @@ impl Server {
         kinds.register(crate::messages::Send(app.clone()));
         kinds.register(crate::objects::indexes::Reconcile(app.clone()));
         kinds.register(crate::objects::fill::Fill(app.clone()));
+        kinds.register(crate::files::purge::Purge(app.clone()));
         let workers = crate::tasks::Tasks::default();
         workers.spawn("jobs", crate::jobs::run(app.db.clone(), kinds, stop_rx.clone()));
         if let (Some(url), crate::db::Backend::Postgres) = (&app.config.storage.database_url, app.db.backend()) {
@@ -639,8 +644,10 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             if let Err(error) = crate::users::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired end-user codes and sessions failed");
             }
-            if let Err(error) = crate::ai::uploads::purge_expired(&app).await {
-                tracing::warn!(?error, "removing expired uploads failed");
+            // Every hour, bytes that no file names are looked for too.
+            let orphans = (ticks % 720 == 0).then(|| chrono::Duration::hours(crate::files::purge::ORPHAN_GRACE_HOURS));
+            if let Err(error) = crate::files::purge::sweep(&app, app.config.storage.files_trash_days, orphans).await {
+                tracing::warn!(message = %error.message, "sweeping files failed");
             }
             if let Err(error) = crate::idempotency::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired idempotent answers failed");

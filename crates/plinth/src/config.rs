@@ -53,9 +53,20 @@ pub struct StorageArgs {
     #[arg(long, env = "PLINTH_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Folder for stored files (uploaded images); `<data-dir>/files` when unset.
+    /// Folder for stored files; `<data-dir>/files` when unset (and no `--files-url`).
     #[arg(long, env = "PLINTH_FILES_DIR")]
     pub files_dir: Option<PathBuf>,
+
+    /// An S3-compatible bucket for stored files, `s3://bucket/prefix`, shared by every node:
+    /// credentials, region and endpoint from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION` and `AWS_ENDPOINT_URL`. A local folder when unset.
+    #[arg(long, env = "PLINTH_FILES_URL")]
+    pub files_url: Option<String>,
+
+    /// Days a file stays in the trash before it is purged.
+    #[arg(long, env = "PLINTH_FILES_TRASH_DAYS", default_value_t = 30,
+          value_parser = clap::builder::RangedI64ValueParser::<i64>::new().range(1..=3650))]
+    pub files_trash_days: i64,
 
     /// Largest number of pooled database connections.
     #[arg(long, env = "PLINTH_DB_MAX_CONNECTIONS", default_value_t = 10)]
@@ -377,6 +388,8 @@ impl Config {
                 data_dir,
                 database_url: None,
                 files_dir: None,
+                files_url: None,
+                files_trash_days: 30,
                 db_max_connections: 10,
                 db_acquire_timeout_ms: 10_000,
                 db_statement_timeout_ms: 30_000,

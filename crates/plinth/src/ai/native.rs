@@ -320,8 +320,10 @@ pub struct VisionRequest {
     /// ...or the image itself, base64, with its `media_type` (`image/png`, `image/jpeg`, ...)...
     pub image_base64: Option<String>,
     pub media_type: Option<String>,
-    /// ...or an image uploaded with `POST /v1/ai/upload` (sent to the provider inline).
+    /// ...or an image uploaded with `POST /v1/ai/upload` (sent to the provider inline)...
     pub upload_id: Option<String>,
+    /// ...or an image file of the file store (needs `files:read`; sent inline).
+    pub file_id: Option<String>,
     pub system: Option<String>,
     pub provider: Option<String>,
     #[schema(value_type = Option<crate::http::shapes::ModelName>)]
@@ -344,11 +346,17 @@ pub struct VisionRequest {
     responses((status = 200, body = crate::http::response::Envelope<ChatAnswer>),
               (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
 async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionRequest>) -> ApiResult<Response> {
-    let image = match (&body.image_url, &body.image_base64, &body.media_type, &body.upload_id) {
+    let stored = match (&body.upload_id, &body.file_id) {
+        (Some(id), None) => Some((id, false)),
+        (None, Some(id)) => Some((id, true)),
+        (None, None) => None,
+        (Some(_), Some(_)) => return Err(ApiError::invalid("file_id", "give `upload_id` or `file_id`, not both")),
+    };
+    let image = match (&body.image_url, &body.image_base64, &body.media_type, stored) {
         (Some(url), None, _, None) if url.starts_with("https://") && url.len() <= 4096 => url.clone(),
-        (None, None, None, Some(upload)) if upload.len() <= 64 => {
+        (None, None, None, Some((id, as_file))) if id.len() <= 64 => {
             auth.require(CHAT_WRITE)?;
-            super::uploads::data_url(&app, auth.tenant()?, upload).await?
+            super::uploads::data_url(&app, &auth, id, as_file).await?
         }
         (None, Some(data), Some(media), None) if media.starts_with("image/") && !data.is_empty() => {
             use base64::Engine;
@@ -360,8 +368,8 @@ async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionReque
         _ => {
             return Err(ApiError::invalid(
                 "image_url",
-                "give one of: an https:// `image_url`, `image_base64` with an `image/...` `media_type`, or an \
-                 `upload_id` from POST /v1/ai/upload",
+                "give one of: an https:// `image_url`, `image_base64` with an `image/...` `media_type`, an \
+                 `upload_id` from POST /v1/ai/upload, or an image's `file_id`",
             ))
         }
     };

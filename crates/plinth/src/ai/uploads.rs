@@ -1,12 +1,12 @@
 //! `POST /v1/ai/upload` (seed 000): an image kept for a short while and answered with a signed
-//! public URL that a vision provider can fetch (`GET /v1/ai/uploads/{id}?expires=&signature=`,
-//! no credential). `POST /v1/ai/vision` also takes the upload's id and sends the bytes inline.
-//! Expired uploads are removed by the server's upkeep.
+//! public URL that a vision provider can fetch (no credential). It is a file of the one file
+//! store (folder `ai-uploads`, private, with an `expires_at`): the link is a file's signed link,
+//! and the sweeper purges it once it expires. `POST /v1/ai/vision` also takes the upload's id and
+//! sends the bytes inline.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, StatusCode};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,9 +16,7 @@ use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::auth::Auth;
-use crate::http::{ApiError, ApiResult, Created, ErrorCode, Path, Query};
-use crate::id::TenantId;
-use crate::id::{self, prefix};
+use crate::http::{ApiError, ApiResult, Created, ErrorCode, Query};
 use crate::scopes::required::CHAT_WRITE;
 use crate::time;
 
@@ -28,14 +26,13 @@ pub const UPLOAD_MAX_BYTES: usize = crate::limits::AI_UPLOAD_MAX_BYTES;
 const TTL_DEFAULT_SECS: u64 = 900;
 const TTL_MIN_SECS: u64 = 60;
 const TTL_MAX_SECS: u64 = 86_400;
-/// Expired uploads removed per upkeep round.
-const PURGE_BATCH: i64 = 500;
+/// The folder uploads are kept in.
+const FOLDER: &str = "ai-uploads";
 
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(upload))
         .layer(axum::extract::DefaultBodyLimit::max(UPLOAD_MAX_BYTES + 64 * 1024))
-        .routes(routes!(download))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -76,14 +73,6 @@ fn sniff(bytes: &[u8]) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-fn link_mac(app: &App, id: &str, expires: i64) -> [u8; 32] {
-    crate::secrets::hmac_sha256(&app.link_key, &[format!("ai-upload\n{id}\n{expires}").as_bytes()])
-}
-
-fn object_path(tenant: &TenantId, id: &str) -> String {
-    format!("ai-uploads/{tenant}/{id}")
 }
 
 /// The image in a request: the `file` (or `image`) part of `multipart/form-data`, or the body
@@ -147,7 +136,6 @@ async fn upload(
     if !(TTL_MIN_SECS..=TTL_MAX_SECS).contains(&ttl) {
         return Err(ApiError::invalid("expires_in", format!("must be {TTL_MIN_SECS} to {TTL_MAX_SECS} seconds")));
     }
-    let base = app.public_url.clone();
     let bytes = image_of(&app, request).await?;
     if bytes.is_empty() {
         return Err(ApiError::invalid("file", "the image is empty"));
@@ -155,163 +143,66 @@ async fn upload(
     let Some(content_type) = sniff(&bytes) else {
         return Err(ApiError::invalid("file", "must be a PNG, JPEG, GIF or WebP image"));
     };
-    let id = id::new_id(prefix::AI_UPLOAD);
     let sha256 = crate::secrets::sha256_hex_bytes(&bytes);
     let size_bytes = bytes.len() as u64;
-    // The bytes first: a row never names a file that is not there.
-    let path = object_path(&tenant, &id);
-    app.files.put(&path, bytes).await?;
-    let created_at = time::now();
-    let expires_at = created_at + chrono::Duration::seconds(ttl as i64);
-    let recorded = async {
-        let mut tx = app.db.begin_write().await?;
-        // The bytes count against the tenant's `storage` until the upload expires.
-        crate::entitlements::consume(
-            &mut tx,
-            &app,
-            &tenant,
-            crate::entitlements::Entitlement::Storage,
-            size_bytes as i64,
-        )
-        .await?;
-        sqlx::query(
-            "INSERT INTO ai_uploads (id, tenant_id, content_type, size_bytes, sha256, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&id)
-        .bind(&tenant)
-        .bind(content_type)
-        .bind(size_bytes as i64)
-        .bind(&sha256)
-        .bind(time::to_db(&created_at))
-        .bind(time::to_db(&expires_at))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        ApiResult::Ok(())
-    }
-    .await;
-    if let Err(error) = recorded {
-        // Refused (over the storage limit, say) or failed: no file is kept without its row.
-        if let Err(removal) = app.files.delete(&path).await {
-            tracing::warn!(?removal, "removing the bytes of a refused upload failed");
-        }
-        return Err(error);
-    }
-    let expires = expires_at.timestamp();
-    let signature = crate::secrets::hex(&link_mac(&app, &id, expires));
-    let url = format!("{base}/v1/ai/uploads/{id}?expires={expires}&signature={signature}");
+    let dimensions =
+        crate::files::images::dimensions(&bytes, content_type).map_err(|m| ApiError::invalid("file", m))?;
+    let expires_at = time::now() + chrono::Duration::seconds(ttl as i64);
+    // The bytes count against the tenant's `storage` until the upload expires.
+    let settings = crate::files::routes::Settings {
+        filename: Some(format!("image.{}", content_type.trim_start_matches("image/"))),
+        access: Some("private".into()),
+        folder: Some(FOLDER.into()),
+        ..Default::default()
+    };
+    let reservation = crate::files::routes::Reservation {
+        file_id: None,
+        size: size_bytes as i64,
+        mime_type: content_type,
+        settings,
+        expected_sha256: None,
+        expires_at: Some(expires_at),
+    };
+    let written = crate::files::routes::Written { sha256: sha256.clone(), mime_type: content_type.into(), dimensions };
+    let file = crate::files::routes::store_whole(&app, &auth, reservation, bytes, written).await?;
+    let row = {
+        let mut conn = app.db.pool().acquire().await?;
+        crate::files::fetch(&mut conn, &tenant, &file.id).await?
+    };
+    let link = crate::files::content::signed(&app, &row, ttl as i64);
     Ok(Created(Upload {
-        id,
+        id: file.id,
         object: "ai_upload",
-        url,
+        url: link.url,
         content_type: content_type.to_string(),
         size_bytes,
         sha256,
-        created_at,
+        created_at: file.created_at,
         expires_at,
     }))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LinkQuery {
-    /// When the link stops working (Unix seconds), as the upload answered it.
-    pub expires: i64,
-    /// The link's signature, as the upload answered it.
-    #[param(pattern = "^[0-9a-f]{64}$")]
-    pub signature: String,
-}
-
-/// Fetch an uploaded image (signed link)
-///
-/// The link from `POST /v1/ai/upload`, no credential: the image's bytes until the link expires.
-/// A link whose signature does not match is 403; an expired or unknown one 404.
-#[utoipa::path(get, path = "/v1/ai/uploads/{upload_id}", tag = "AI",
-    params(("upload_id" = String, Path, description = "The upload's id"), LinkQuery),
-    responses((status = 200, content_type = "image/png", body = Vec<u8>, description = "The image"),
-              (status = 403, body = crate::http::error::ErrorBody, description = "The signature does not match"),
-              (status = 404, body = crate::http::error::ErrorBody, description = "Unknown or expired")))]
-async fn download(
-    State(app): State<App>,
-    Path(upload_id): Path<String>,
-    Query(link): Query<LinkQuery>,
-) -> ApiResult<Response> {
-    let expected = crate::secrets::hex(&link_mac(&app, &upload_id, link.expires));
-    let signed = crate::secrets::constant_time_eq(expected.as_bytes(), link.signature.as_bytes());
-    if !signed {
-        return Err(ApiError::new(ErrorCode::Forbidden, "the link's signature does not match"));
+/// An image for `POST /v1/ai/vision` as a `data:` URL: an upload (`upload_id`, any credential
+/// that may call the AI routes) or any image file the caller may read (`file_id`, which needs
+/// `files:read`).
+pub async fn data_url(app: &App, auth: &Auth, id: &str, as_file: bool) -> ApiResult<String> {
+    if as_file {
+        auth.require(crate::scopes::required::FILES_READ)?;
     }
-    let now = time::now();
-    let gone = || ApiError::not_found("no such upload, or its link has expired");
-    if link.expires < now.timestamp() {
-        return Err(gone());
-    }
-    let row: Option<(TenantId, String, String)> =
-        sqlx::query_as("SELECT tenant_id, content_type, expires_at FROM ai_uploads WHERE id = $1")
-            .bind(&upload_id)
-            .fetch_optional(app.db.pool())
-            .await?;
-    let Some((tenant, content_type, expires_at)) = row else { return Err(gone()) };
-    if time::from_db(&expires_at).map_err(ApiError::internal)? < now {
-        return Err(gone());
-    }
-    let Some(bytes) = app.files.get(&object_path(&tenant, &upload_id)).await? else { return Err(gone()) };
-    let max_age = (link.expires - now.timestamp()).max(0);
-    let mut response = Response::new(Body::from(bytes));
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&content_type) {
-        headers.insert(header::CONTENT_TYPE, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&format!("private, max-age={max_age}")) {
-        headers.insert(header::CACHE_CONTROL, value);
-    }
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("inline"));
-    Ok(response.into_response())
-}
-
-/// An unexpired upload of `tenant` as a `data:` URL, for `POST /v1/ai/vision`.
-pub async fn data_url(app: &App, tenant: &TenantId, upload_id: &str) -> ApiResult<String> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT content_type, expires_at FROM ai_uploads WHERE id = $1 AND tenant_id = $2")
-            .bind(upload_id)
-            .bind(tenant)
-            .fetch_optional(app.db.pool())
-            .await?;
-    let missing = || ApiError::invalid("upload_id", "no such upload, or it has expired");
-    let Some((content_type, expires_at)) = row else { return Err(missing()) };
-    if time::from_db(&expires_at).map_err(ApiError::internal)? < time::now() {
-        return Err(missing());
-    }
-    let bytes = app.files.get(&object_path(tenant, upload_id)).await?.ok_or_else(missing)?;
-    Ok(format!("data:{content_type};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes)))
-}
-
-/// Removes expired uploads, their bytes first.
-pub async fn purge_expired(app: &App) -> ApiResult<u64> {
-    let now = time::to_db(&time::now());
-    let expired: Vec<(String, TenantId, i64)> = sqlx::query_as(
-        "SELECT id, tenant_id, size_bytes FROM ai_uploads WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
-    )
-    .bind(&now)
-    .bind(PURGE_BATCH)
-    .fetch_all(app.db.pool())
-    .await?;
-    let mut removed = 0;
-    for (id, tenant, size_bytes) in expired {
-        app.files.delete(&object_path(&tenant, &id)).await?;
-        let mut tx = app.db.begin_write().await?;
-        let gone =
-            sqlx::query("DELETE FROM ai_uploads WHERE id = $1").bind(&id).execute(&mut *tx).await?.rows_affected();
-        if gone > 0 {
-            crate::entitlements::release(&mut tx, &tenant, crate::entitlements::Entitlement::Storage, size_bytes)
-                .await?;
+    let (file, bytes) = crate::files::content::for_ai(app, auth, id).await.map_err(|e| {
+        if as_file {
+            e
+        } else {
+            ApiError::invalid("upload_id", "no such upload, or it has expired")
         }
-        tx.commit().await?;
-        removed += gone;
+    })?;
+    if !as_file && (file.folder != FOLDER || file.expires_at.is_none()) {
+        return Err(ApiError::invalid("upload_id", "no such upload, or it has expired"));
     }
-    Ok(removed)
+    if !crate::files::images::is_raster(&file.mime_type) {
+        return Err(ApiError::invalid("file_id", "must be a PNG, JPEG, GIF or WebP image"));
+    }
+    Ok(format!("data:{};base64,{}", file.mime_type, base64::engine::general_purpose::STANDARD.encode(&bytes)))
 }
 
 #[cfg(test)]

@@ -415,6 +415,20 @@ impl EventFilter {
         if auth.access.is_none() {
             return Some(event.clone());
         }
+        if kind.starts_with("file.") {
+            // A file's event reaches the users who may read the file.
+            auth.require(crate::scopes::required::FILES_READ).ok()?;
+            let file = &event["data"]["file"];
+            let facts = super::files::FileFacts {
+                access: file["access"].as_str().unwrap_or("private"),
+                uploaded_by: file["uploaded_by"].as_str(),
+                object_type_id: file["object_type_id"].as_str(),
+                object_id: file["object_id"].as_str(),
+            };
+            let mut conn = app.db.pool().acquire().await.ok()?;
+            let read = super::files::check(app, &mut conn, auth, facts, super::files::FileAction::Read).await;
+            return read.is_ok().then(|| event.clone());
+        }
         if !kind.starts_with("object.") {
             let allowed = !super::is_service_event(kind) && auth.require(crate::scopes::required::EVENTS_READ).is_ok();
             return allowed.then(|| event.clone());

@@ -6,6 +6,7 @@
 //! on their own.
 
 pub mod access;
+pub mod files;
 pub mod policies;
 pub mod roles;
 pub mod simulate;

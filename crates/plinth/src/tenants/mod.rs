@@ -252,6 +252,9 @@ pub struct Usage {
     pub requests_today: i64,
     /// The UTC day `requests_today` counts.
     pub day: String,
+    /// Bytes the tenant's files hold (every version, the trash, uploads under way): what its
+    /// `storage` entitlement counts.
+    pub used_storage_bytes: i64,
 }
 
 /// Get tenant usage
@@ -268,7 +271,11 @@ async fn get_usage(auth: Auth, State(app): State<App>) -> ApiResult<Data<Usage>>
     let record = store::get(pool, tenant.as_str()).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
     let day = time::today();
     let requests_today = app.usage.requests(pool, tenant, &day).await?;
+    let mut conn = pool.acquire().await?;
+    let used_storage_bytes =
+        crate::entitlements::used_now(&mut conn, tenant, crate::entitlements::Entitlement::Storage).await?;
     Ok(Data(Usage {
+        used_storage_bytes,
         tenant_id: record.id,
         tier: record.tier,
         api_keys: keys::store::count(pool, tenant).await?,

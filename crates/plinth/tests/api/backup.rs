@@ -114,7 +114,7 @@ async fn a_backup_under_write_load_restores_every_answered_write() {
     db.close().await;
 
     // A server on the restored folder, with the original master key, serves the same data.
-    let storage = Storage { backend: Backend::Sqlite, data_dir: restored.clone(), database_url: None };
+    let storage = Storage { backend: Backend::Sqlite, data_dir: restored.clone(), database_url: None, files_url: None };
     let config = storage.config();
     let again = TestApp::start(storage, config).await;
     let list = again.get("/v1/keys?limit=1", &tenant.key).await;

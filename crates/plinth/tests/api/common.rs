@@ -71,12 +71,47 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Runs one test body on each backend, and once more on SQLite with the files in an
+/// S3-compatible bucket (the server `PLINTH_TEST_S3_ENDPOINT` names: `bash scripts/test.sh`
+/// starts one), as `<name>::sqlite`, `<name>::postgres` and `<name>::s3`.
+#[macro_export]
+macro_rules! files_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $app = $crate::common::TestApp::spawn($crate::common::Backend::Sqlite).await;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let $app = $crate::common::TestApp::spawn($crate::common::Backend::Postgres).await;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn s3() {
+                    let $app = $crate::common::TestApp::spawn_s3().await;
+                    $body
+                }
+            }
+        )*
+    };
+}
+
 /// Where a test's data lives; kept across restarts.
 #[derive(Debug, Clone)]
 pub struct Storage {
     pub backend: Backend,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// `s3://bucket/prefix` when the files live in a bucket.
+    pub files_url: Option<String>,
 }
 
 fn random_suffix() -> String {
@@ -102,12 +137,29 @@ impl Storage {
             Backend::Sqlite => None,
             Backend::Postgres => Some(fresh_postgres_database().await),
         };
-        Storage { backend, data_dir, database_url }
+        Storage { backend, data_dir, database_url, files_url: None }
+    }
+
+    /// Fresh SQLite storage whose files live under a prefix of their own in the test bucket.
+    pub async fn fresh_s3() -> Storage {
+        let endpoint = std::env::var("PLINTH_TEST_S3_ENDPOINT")
+            .expect("S3 tests need PLINTH_TEST_S3_ENDPOINT (run `bash scripts/test.sh`, which starts an S3 server)");
+        // The bucket is made once; a second PUT answers that it exists.
+        let made = reqwest::Client::new()
+            .put(format!("{endpoint}/plinth-tests"))
+            .send()
+            .await
+            .expect("reaching the S3 server");
+        assert!(made.status().is_success() || made.status().as_u16() == 409, "making the bucket: {}", made.status());
+        let mut storage = Storage::fresh(Backend::Sqlite).await;
+        storage.files_url = Some(format!("s3://plinth-tests/{}", random_suffix()));
+        storage
     }
 
     pub fn config(&self) -> Config {
         let mut config = Config::for_data_dir(self.data_dir.clone());
         config.storage.database_url = self.database_url.clone();
+        config.storage.files_url = self.files_url.clone();
         config.storage.db_max_connections = 5;
         config.admin_key = Some(Secret::new(ADMIN_KEY));
         config.master_key = Some(Secret::new(MASTER_KEY));
@@ -201,6 +253,13 @@ pub struct TestTenant {
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         let storage = Storage::fresh(backend).await;
+        let config = storage.config();
+        Self::start(storage, config).await
+    }
+
+    /// Starts a server on fresh SQLite storage with its files in the test bucket.
+    pub async fn spawn_s3() -> TestApp {
+        let storage = Storage::fresh_s3().await;
         let config = storage.config();
         Self::start(storage, config).await
     }

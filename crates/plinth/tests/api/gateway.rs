@@ -820,9 +820,17 @@ on_both_backends! {
 
 /// A small PNG: the signature, then bytes.
 fn png() -> Vec<u8> {
-    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    bytes.extend((0..2048u32).map(|i| (i * 7 % 251) as u8));
-    bytes
+    let image = image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([(x * 9) as u8, (y * 13) as u8, 200]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image).write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn gif() -> Vec<u8> {
+    let image = image::RgbaImage::from_pixel(3, 2, image::Rgba([10, 20, 30, 255]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgba8(image).write_to(&mut out, image::ImageFormat::Gif).unwrap();
+    out.into_inner()
 }
 
 async fn upload_raw(app: &TestApp, key: &str, query: &str, content_type: &str, bytes: Vec<u8>) -> crate::common::Resp {
@@ -841,12 +849,15 @@ on_both_backends! {
         made.expect(201);
         let upload = made.data().clone();
         let id = upload["id"].as_str().unwrap().to_string();
-        assert!(id.starts_with("aiup_"), "{id}");
+        assert!(id.starts_with("file_"), "an upload is a file of the one store: {id}");
+        assert_eq!(upload["object"], "ai_upload");
         assert_eq!(upload["content_type"], "image/png");
         assert_eq!(upload["size_bytes"], image.len());
         let url = upload["url"].as_str().unwrap().to_string();
-        assert!(url.starts_with(&format!("{}/v1/ai/uploads/{id}?expires=", app.base)), "{url}");
-        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_uploads WHERE id = '{id}' AND tenant_id = '{}'", tenant.id)).await, 1);
+        assert!(url.starts_with(&format!("{}/v1/files/{id}/content?token=", app.base)), "{url}");
+        let file = app.get(&format!("/v1/files/{id}"), &tenant.key).await;
+        assert_eq!((file.data()["folder"].clone(), file.data()["access"].clone()), (json!("ai-uploads"), json!("private")));
+        assert!(file.data()["expires_at"].is_string());
 
         // The link works without a credential and gives the bytes back.
         let fetched = reqwest::get(&url).await.unwrap();
@@ -856,27 +867,25 @@ on_both_backends! {
         assert_eq!(fetched.bytes().await.unwrap().to_vec(), image);
         // A link altered in any part does not.
         let (path, query) = url.strip_prefix(&app.base).unwrap().split_once('?').unwrap();
-        let expires: i64 = query.split('&').next().unwrap().trim_start_matches("expires=").parse().unwrap();
-        let signature = query.rsplit_once("signature=").unwrap().1.to_string();
-        for altered in [
-            format!("{path}?expires={}&signature={signature}", expires + 3600),
-            format!("{path}?expires={expires}&signature={}", "0".repeat(64)),
-            format!("/v1/ai/uploads/aiup_0000000000000000000000000?expires={expires}&signature={signature}"),
-        ] {
-            app.get_public(&altered).await.expect_error(403, "FORBIDDEN");
-        }
+        let altered_token = query.replace("token=", "token=0").replacen("&expires", "x&expires", 1);
+        app.get_public(&format!("{path}?{altered_token}")).await.expect_error(403, "FORBIDDEN");
+        app.get_public(&format!("/v1/files/file_0000000000000000000000000/content?{query}")).await.expect_error(403, "FORBIDDEN");
 
         // A multipart form works too; anything but an image is refused and leaves nothing.
+        let small = gif();
         let boundary = "plinth-test-boundary";
         let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.gif\"\r\nContent-Type: image/gif\r\n\r\n").into_bytes();
-        form.extend_from_slice(b"GIF89a\x01\x00\x01\x00");
+        form.extend_from_slice(&small);
         form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let formed = upload_raw(&app, &tenant.key, "?expires_in=3600", &format!("multipart/form-data; boundary={boundary}"), form).await;
         formed.expect(201);
         assert_eq!(formed.data()["content_type"], "image/gif");
-        assert_eq!(formed.data()["size_bytes"], 10);
-        let before = app.count("SELECT COUNT(*) FROM ai_uploads").await;
+        assert_eq!(formed.data()["size_bytes"], small.len());
+        let before = app.count("SELECT COUNT(*) FROM files").await;
         upload_raw(&app, &tenant.key, "", "image/png", b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>".to_vec()).await.expect_error(422, "VALIDATION_FAILED");
+        let mut broken = b"\x89PNG\r\n\x1a\n".to_vec();
+        broken.extend_from_slice(&[0; 64]);
+        upload_raw(&app, &tenant.key, "", "image/png", broken).await.expect_error(422, "VALIDATION_FAILED");
         upload_raw(&app, &tenant.key, "", "image/png", Vec::new()).await.expect_error(422, "VALIDATION_FAILED");
         upload_raw(&app, &tenant.key, "", "application/json", b"{}".to_vec()).await.expect_error(415, "UNSUPPORTED_MEDIA_TYPE");
         upload_raw(&app, &tenant.key, "?expires_in=10", "image/png", image.clone()).await.expect_error(422, "VALIDATION_FAILED");
@@ -888,46 +897,54 @@ on_both_backends! {
         if let Ok(refused) = request.body(huge).send().await {
             assert_eq!(refused.status(), 413);
         }
-        assert_eq!(app.count("SELECT COUNT(*) FROM ai_uploads").await, before);
+        assert_eq!(app.count("SELECT COUNT(*) FROM files").await, before);
 
         // Uploads count against the tenant's storage until they expire; over the limit nothing is kept.
         let entitlements = format!("/v1/tenants/{}/entitlements", tenant.id);
-        let stored = (image.len() + 10) as i64;
+        let stored = (image.len() + small.len()) as i64;
         assert_eq!(app.get(&entitlements, crate::common::ADMIN_KEY).await.data()["entitlements"]["storage"]["used"], stored);
         app.patch(&entitlements, crate::common::ADMIN_KEY, json!({ "limits": { "storage": stored + 100 } })).await.expect(200);
         upload_raw(&app, &tenant.key, "", "image/png", image.clone()).await.expect_error(403, "FEATURE_LIMIT_REACHED");
-        assert_eq!(app.count("SELECT COUNT(*) FROM ai_uploads").await, before);
-        let files = std::fs::read_dir(app.storage.data_dir.join("files").join("ai-uploads").join(&tenant.id)).map(|d| d.count()).unwrap_or(0);
-        assert_eq!(files as i64, before, "the refused upload's bytes are gone");
+        assert_eq!(app.count("SELECT COUNT(*) FROM files").await, before);
         app.patch(&entitlements, crate::common::ADMIN_KEY, json!({ "limits": { "storage": null } })).await.expect(200);
         let (_, reader) = app.key(&tenant, json!({ "scopes": ["read"] })).await;
         upload_raw(&app, &reader, "", "image/png", image.clone()).await.expect_error(403, "INSUFFICIENT_SCOPE");
         upload_raw(&app, "plk_not_a_key", "", "image/png", image.clone()).await.expect_error(401, "UNAUTHORIZED");
 
-        // Vision takes the upload's id and sends the bytes inline.
+        // Vision takes the upload's id, or any image file's id, and sends the bytes inline.
         let seen = app.post("/v1/ai/vision", &tenant.key, json!({ "prompt": "What is this?", "upload_id": id, "provider": "openai" })).await;
         seen.expect(200);
         use base64::Engine;
         let inline = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&image));
         assert_eq!(fakes.openai.last().body["messages"][0]["content"][1]["image_url"]["url"], inline);
+        app.post("/v1/ai/vision", &tenant.key, json!({ "prompt": "Again", "file_id": id, "provider": "openai" })).await.expect(200);
+        assert_eq!(fakes.openai.last().body["messages"][0]["content"][1]["image_url"]["url"], inline);
+        let (_, ai_only) = app.key(&tenant, json!({ "scopes": ["ai"] })).await;
+        app.post("/v1/ai/vision", &ai_only, json!({ "prompt": "x", "file_id": id, "provider": "openai" })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        app.post("/v1/ai/vision", &tenant.key, json!({ "prompt": "x", "file_id": id, "upload_id": id, "provider": "openai" })).await.expect_error(422, "VALIDATION_FAILED");
         let other = app.tenant("Not the owner").await;
         credentials(&app, &other).await;
         app.post("/v1/ai/vision", &other.key, json!({ "prompt": "x", "upload_id": id, "provider": "openai" })).await.expect_error(422, "VALIDATION_FAILED");
 
-        // Once expired, the link and the id stop working, and upkeep removes row and bytes.
-        let stored = app.storage.data_dir.join("files").join("ai-uploads").join(&tenant.id).join(&id);
-        assert!(stored.exists(), "the bytes are in the file store");
-        sqlx::query("UPDATE ai_uploads SET expires_at = $1 WHERE id = $2")
+        // Once expired, the sweeper purges row and bytes, and gives the storage back.
+        let prefix = format!("files/{}/{id}", tenant.id);
+        assert_eq!(app.app.files.list(&prefix).await.unwrap().len(), 1, "the bytes are in the file store");
+        sqlx::query("UPDATE files SET expires_at = $1 WHERE id = $2")
             .bind("2020-01-01T00:00:00.000000Z").bind(&id).execute(app.app.db.pool()).await.unwrap();
+        assert!(plinth::files::purge::sweep(&app.app, 30, None).await.unwrap() >= 1);
         assert_eq!(reqwest::get(&url).await.unwrap().status(), 404);
         app.post("/v1/ai/vision", &tenant.key, json!({ "prompt": "x", "upload_id": id, "provider": "openai" })).await.expect_error(422, "VALIDATION_FAILED");
-        assert_eq!(plinth::ai::uploads::purge_expired(&app.app).await.unwrap(), 1);
-        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM ai_uploads WHERE id = '{id}'")).await, 0);
-        assert!(!stored.exists(), "the bytes are removed");
-        assert_eq!(app.count("SELECT COUNT(*) FROM ai_uploads").await, 1, "the unexpired upload stays");
-        let entitlements = format!("/v1/tenants/{}/entitlements", tenant.id);
+        assert_eq!(app.count(&format!("SELECT COUNT(*) FROM files WHERE id = '{id}'")).await, 0);
+        for _ in 0..100 {
+            if app.app.files.list(&prefix).await.unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(app.app.files.list(&prefix).await.unwrap().is_empty(), "the bytes are removed");
+        assert_eq!(app.count("SELECT COUNT(*) FROM files").await, 1, "the unexpired upload stays");
         let used = app.get(&entitlements, crate::common::ADMIN_KEY).await.data()["entitlements"]["storage"]["used"].clone();
-        assert_eq!(used, 10, "the expired upload's bytes no longer count");
+        assert_eq!(used, small.len(), "the expired upload's bytes no longer count");
     }
 
     async fn per_request_keys_win_for_one_call_and_are_never_kept(backend) {

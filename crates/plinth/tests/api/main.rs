@@ -13,6 +13,7 @@ mod durability;
 mod entitlements;
 mod events;
 mod fakes;
+mod files;
 mod gateway;
 mod governance;
 mod idempotency;
