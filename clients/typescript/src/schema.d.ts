@@ -572,27 +572,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/ai/uploads/{upload_id}": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Fetch an uploaded image (signed link)
-         * @description The link from `POST /v1/ai/upload`, no credential: the image's bytes until the link expires.
-         *     A link whose signature does not match is 403; an expired or unknown one 404.
-         */
-        get: operations["download"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/v1/ai/vision": {
         parameters: {
             query?: never;
@@ -1724,6 +1703,409 @@ export interface paths {
         };
         /** List event types (under /v1) */
         get: operations["event_types_v1"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/batch/delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Batch delete files
+         * @description Moves up to 100 files to the trash in one transaction: all or nothing. Emits `file.deleted`
+         *     for each.
+         */
+        post: operations["batch_delete_files"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/batch/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Batch read file metadata
+         * @description Up to 100 files by id, in the order named; all or nothing (404 naming a file the caller may
+         *     not see).
+         */
+        post: operations["batch_read_files"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/batch/update": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Batch update file metadata
+         * @description Sets `access` and/or `folder` of up to 100 files in one transaction: all or nothing. Emits
+         *     `file.updated` for each file that changed.
+         */
+        post: operations["batch_update_files"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/folders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List folders
+         * @description Every folder holding live files the caller may read, by name, with counts and sizes.
+         */
+        get: operations["list_file_folders"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Search files
+         * @description Live files filtered by type, category, access, status, folder, filename (any case, part of
+         *     it), linked object and creation time; sorted by `created_at`, `updated_at`, `size_bytes` or
+         *     `filename`; paged by cursor.
+         */
+        post: operations["search_files"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Storage statistics
+         * @description The caller's files in numbers, and the tenant's storage quota: used, limit, remaining.
+         */
+        get: operations["file_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/trash": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List trashed files
+         * @description Files in the trash, most recently deleted first: restorable until the retention period ends.
+         */
+        get: operations["list_file_trash"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/upload": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload a file
+         * @description A `multipart/form-data` body with the `file` part (at most 25 MiB; larger files go through
+         *     `POST /v1/files/upload-url`) and optional `filename`, `mime_type`, `access`, `folder`, `meta`
+         *     (JSON), `object_type_id` with `object_id`, and `file_id` to upload a new version of an
+         *     existing file. The type is read from the bytes. The size counts against the tenant's
+         *     `storage` (403 `FEATURE_LIMIT_REACHED` past it). Emits `file.uploaded`.
+         */
+        post: operations["upload_file"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/upload-url": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Get a presigned upload URL
+         * @description Reserves `size_bytes` against the tenant's `storage` (403 `FEATURE_LIMIT_REACHED` past it)
+         *     and opens a slot for one hour: `POST` the raw bytes to `upload_endpoint` (no credential
+         *     needed: the link is signed), then `POST /v1/files/{file_id}/upload-complete`. The file is
+         *     `pending` until then; a slot never completed is given back after 24 hours.
+         */
+        post: operations["open_upload_slot"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get file metadata
+         * @description Files in the trash are returned too, with `is_deleted: true`.
+         */
+        get: operations["get_file"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete file
+         * @description Moves the file to the trash (restorable for the retention period, 30 days by default; its
+         *     bytes still count against `storage`). `?force=true` purges it: its row goes now and its bytes
+         *     (every version and variant) are removed in the background, never in the request. A file
+         *     linked to a live object needs the `confirm_token` of a 409 `DEPENDENCY_EXISTS` answer first.
+         *     Emits `file.deleted`.
+         */
+        delete: operations["delete_file"];
+        options?: never;
+        head?: never;
+        /**
+         * Update file metadata
+         * @description Changes `filename`, `access`, `folder`, `meta` or the linked object (`object_type_id` with
+         *     `object_id`; both `null` unlink). Emits `file.updated` with the fields that changed.
+         */
+        patch: operations["update_file"];
+        trace?: never;
+    };
+    "/v1/files/{file_id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download file content
+         * @description The file's bytes, raw (not in the envelope): `Content-Type` as read from the bytes,
+         *     `Content-Disposition` with its filename (`?download=true` for `attachment`), a strong `ETag`
+         *     (304 for a matching `If-None-Match`), and single `Range` requests (206; 416 outside the file).
+         *     With a credential; with a signed link's `token`, `expires` and `t` and no credential; or
+         *     with nothing, for a `public` file.
+         */
+        get: operations["file_content"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore deleted file
+         * @description Takes the file out of the trash. 409 when it is not in the trash. Emits `file.restored`.
+         */
+        post: operations["restore_file"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/signed-url": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Generate signed URL
+         * @description A link to the file's content (and, with `/variants/{variant}` in place of `/content`, its
+         *     variants) that works without a credential until it expires (60 s to 24 h) and only while the
+         *     file keeps its current version: a re-upload or a deletion ends it.
+         */
+        post: operations["create_signed_url"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/stale-cleanup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Clean stale uploads
+         * @description Gives back the file's uploads that were opened more than 24 hours ago and never completed: a
+         *     pending file is purged, a pending new version dropped, their reserved bytes released. The
+         *     sweeper does the same for every tenant by itself.
+         */
+        post: operations["clean_stale_uploads"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/upload-complete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Confirm presigned upload
+         * @description Makes the bytes sent to the slot the file's current version: `pending` becomes `ready` (or
+         *     the version is added) and `file.uploaded` is emitted. 409 when no bytes came yet; 422 when
+         *     their checksum is not the one announced.
+         */
+        post: operations["complete_upload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/upload-put": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload file content to presigned slot
+         * @description The raw bytes of a slot opened by `POST /v1/files/upload-url`, as the body (streamed to the
+         *     store, never held whole): with a credential, or with the slot's signed `upload_endpoint` and
+         *     none. Exactly the announced size (413 past it, 422 short of it); the type is read from the
+         *     bytes (422 when it contradicts the declared one). Then `POST .../upload-complete`.
+         */
+        post: operations["upload_to_slot"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/variants/{variant}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get image variant
+         * @description The image resized on the fly (at most 4096 px a side): a named variant (`thumb` 200x200
+         *     cover, `small` 320, `medium` 800, `large` 1600, within the box) or `custom` with `w`/`h`,
+         *     `fit` and `format`. Made from PNG, JPEG, GIF and WebP images; each rendering is cached with
+         *     the version it was made from (`X-Cache: hit` or `miss`), so a re-upload renews it. Raw bytes,
+         *     with the content's headers; readable as the content is (credential, signed link, public).
+         */
+        get: operations["file_variant"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List file versions
+         * @description Every stored version of the file's bytes, newest first; a re-upload keeps the earlier ones
+         *     (they count against `storage` until the file is purged).
+         */
+        get: operations["list_file_versions"];
         put?: never;
         post?: never;
         delete?: never;
@@ -3419,6 +3801,11 @@ export interface components {
             created: number;
             ids: string[];
         };
+        BatchDeleted: {
+            /** Format: int64 */
+            count: number;
+            deleted: string[];
+        };
         BatchRead: {
             /** @description 1 to 100 object ids. */
             object_ids: string[];
@@ -3533,6 +3920,11 @@ export interface components {
             /** @description `LIMIT_EXCEEDED` when not allowed. */
             reason?: string | null;
             upgrade_url?: string | null;
+        };
+        /** @description How many stale uploads were given back. */
+        Cleaned: {
+            /** Format: int64 */
+            cleaned: number;
         };
         /** @description Whether a code checked out. */
         CodeVerified: {
@@ -4048,6 +4440,18 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_BatchDeleted: {
+            data: {
+                /** Format: int64 */
+                count: number;
+                deleted: string[];
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_BudgetView: {
             /** @description The budget with this month's spend. */
             data: {
@@ -4115,6 +4519,18 @@ export interface components {
                 /** @description `LIMIT_EXCEEDED` when not allowed. */
                 reason?: string | null;
                 upgrade_url?: string | null;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Cleaned: {
+            /** @description How many stale uploads were given back. */
+            data: {
+                /** Format: int64 */
+                cleaned: number;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -4291,6 +4707,118 @@ export interface components {
                 totp: components["schemas"]["TotpSecret"];
                 /** @description `totp`. */
                 type: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_File: {
+            /** @description A file. */
+            data: {
+                /**
+                 * @description `private` (keys, the uploader, and users who may read its object), `authenticated`
+                 *     (every signed-in user of the tenant too) or `public` (anyone with its URL).
+                 */
+                access: string;
+                /** Format: date-time */
+                created_at: string;
+                /** Format: date-time */
+                deleted_at?: string | null;
+                /**
+                 * Format: date-time
+                 * @description When it is removed by itself (images uploaded for vision providers).
+                 */
+                expires_at?: string | null;
+                filename: string;
+                /** @description `""` for the root, else `a/b`. */
+                folder: string;
+                /** Format: int64 */
+                height?: number | null;
+                /** @description `file_...`. */
+                id: string;
+                is_deleted: boolean;
+                meta: Record<string, unknown>;
+                /** @description Read from the bytes, not taken from the client. */
+                mime_type: string;
+                /** @description `file`. */
+                object: string;
+                object_id?: string | null;
+                object_type_id?: string | null;
+                /** @description Hex SHA-256 of the current version's bytes; `null` while pending. */
+                sha256?: string | null;
+                /**
+                 * Format: int64
+                 * @description The current version's size (a pending upload's announced size).
+                 */
+                size_bytes: number;
+                /** @description `pending` (a presigned upload not completed yet) or `ready`. */
+                status: string;
+                /** Format: date-time */
+                updated_at: string;
+                /** @description The key or end user that uploaded it. */
+                uploaded_by?: string | null;
+                /** @description `api_key`, `token`, `tenant_jwt`, `user` or `admin`. */
+                uploaded_by_type: string;
+                /** @description The content's path (`GET` with a credential, or a signed link without one). */
+                url: string;
+                /**
+                 * Format: int64
+                 * @description Starts at 1; each re-upload adds one and keeps the earlier bytes.
+                 */
+                version: number;
+                /**
+                 * Format: int64
+                 * @description Pixels, for images.
+                 */
+                width?: number | null;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_FileStats: {
+            /** @description What the tenant stores. */
+            data: {
+                /** @description Live files by the first part of their type (`image`, `text`, ...). */
+                by_category: {
+                    [key: string]: number;
+                };
+                /**
+                 * Format: int64
+                 * @description Uploads not completed yet.
+                 */
+                pending_files: number;
+                /**
+                 * Format: int64
+                 * @description The tenant's `storage` limit; `null` for none.
+                 */
+                quota_bytes?: number | null;
+                /** Format: int64 */
+                remaining_bytes?: number | null;
+                /** Format: int64 */
+                total_bytes: number;
+                /**
+                 * Format: int64
+                 * @description Live, ready files and the bytes of their current versions.
+                 */
+                total_files: number;
+                /** Format: int64 */
+                trashed_bytes: number;
+                /**
+                 * Format: int64
+                 * @description Files in the trash and their bytes.
+                 */
+                trashed_files: number;
+                /**
+                 * Format: int64
+                 * @description Bytes counted against the `storage` entitlement: every version, the trash and pending
+                 *     reservations.
+                 */
+                used_bytes: number;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -4747,6 +5275,81 @@ export interface components {
                     resource_type?: string;
                     tenant_id?: string;
                     type?: string;
+                }[];
+                /**
+                 * Format: int64
+                 * @description How many items the whole list holds (with the filters, without the cursor).
+                 */
+                total: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Page_File: {
+            /** @description One page of a list. */
+            data: {
+                /** @description Pass as `cursor` for the next page; `null` on the last page. */
+                next_cursor?: string | null;
+                results: {
+                    /**
+                     * @description `private` (keys, the uploader, and users who may read its object), `authenticated`
+                     *     (every signed-in user of the tenant too) or `public` (anyone with its URL).
+                     */
+                    access: string;
+                    /** Format: date-time */
+                    created_at: string;
+                    /** Format: date-time */
+                    deleted_at?: string | null;
+                    /**
+                     * Format: date-time
+                     * @description When it is removed by itself (images uploaded for vision providers).
+                     */
+                    expires_at?: string | null;
+                    filename: string;
+                    /** @description `""` for the root, else `a/b`. */
+                    folder: string;
+                    /** Format: int64 */
+                    height?: number | null;
+                    /** @description `file_...`. */
+                    id: string;
+                    is_deleted: boolean;
+                    meta: Record<string, unknown>;
+                    /** @description Read from the bytes, not taken from the client. */
+                    mime_type: string;
+                    /** @description `file`. */
+                    object: string;
+                    object_id?: string | null;
+                    object_type_id?: string | null;
+                    /** @description Hex SHA-256 of the current version's bytes; `null` while pending. */
+                    sha256?: string | null;
+                    /**
+                     * Format: int64
+                     * @description The current version's size (a pending upload's announced size).
+                     */
+                    size_bytes: number;
+                    /** @description `pending` (a presigned upload not completed yet) or `ready`. */
+                    status: string;
+                    /** Format: date-time */
+                    updated_at: string;
+                    /** @description The key or end user that uploaded it. */
+                    uploaded_by?: string | null;
+                    /** @description `api_key`, `token`, `tenant_jwt`, `user` or `admin`. */
+                    uploaded_by_type: string;
+                    /** @description The content's path (`GET` with a credential, or a signed link without one). */
+                    url: string;
+                    /**
+                     * Format: int64
+                     * @description Starts at 1; each re-upload adds one and keeps the earlier bytes.
+                     */
+                    version: number;
+                    /**
+                     * Format: int64
+                     * @description Pixels, for images.
+                     */
+                    width?: number | null;
                 }[];
                 /**
                  * Format: int64
@@ -5458,6 +6061,24 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_SignedUrl: {
+            data: {
+                /** Format: date-time */
+                expires_at: string;
+                /**
+                 * Format: int64
+                 * @description Seconds the link works.
+                 */
+                ttl: number;
+                /** @description `GET` it without a credential until `expires_at`, while the file keeps this version. */
+                url: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Simulation: {
             data: {
                 object_type: string;
@@ -5672,6 +6293,20 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_Updated: {
+            data: {
+                /**
+                 * Format: int64
+                 * @description Files that changed.
+                 */
+                updated: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Upload: {
             /** @description An uploaded image. */
             data: {
@@ -5697,6 +6332,31 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_UploadSlot: {
+            /** @description An open upload slot. */
+            data: {
+                /** Format: date-time */
+                expires_at: string;
+                file_id: string;
+                /** @description Where the bytes are kept in the file store. */
+                storage_key: string;
+                /**
+                 * @description `POST` the raw bytes here, with a credential or without (the link is signed); then
+                 *     `POST /v1/files/{file_id}/upload-complete`.
+                 */
+                upload_endpoint: string;
+                /**
+                 * Format: int64
+                 * @description The version the bytes become.
+                 */
+                version: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Usage: {
             /** @description A tenant's usage so far. */
             data: {
@@ -5714,6 +6374,12 @@ export interface components {
                 requests_today: number;
                 tenant_id: string;
                 tier: components["schemas"]["Tier"];
+                /**
+                 * Format: int64
+                 * @description Bytes the tenant's files hold (every version, the trash, uploads under way): what its
+                 *     `storage` entitlement counts.
+                 */
+                used_storage_bytes: number;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -5815,6 +6481,111 @@ export interface components {
                 type: string;
                 /** Format: date-time */
                 verified_at?: string | null;
+            }[];
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Vec_File: {
+            data: {
+                /**
+                 * @description `private` (keys, the uploader, and users who may read its object), `authenticated`
+                 *     (every signed-in user of the tenant too) or `public` (anyone with its URL).
+                 */
+                access: string;
+                /** Format: date-time */
+                created_at: string;
+                /** Format: date-time */
+                deleted_at?: string | null;
+                /**
+                 * Format: date-time
+                 * @description When it is removed by itself (images uploaded for vision providers).
+                 */
+                expires_at?: string | null;
+                filename: string;
+                /** @description `""` for the root, else `a/b`. */
+                folder: string;
+                /** Format: int64 */
+                height?: number | null;
+                /** @description `file_...`. */
+                id: string;
+                is_deleted: boolean;
+                meta: Record<string, unknown>;
+                /** @description Read from the bytes, not taken from the client. */
+                mime_type: string;
+                /** @description `file`. */
+                object: string;
+                object_id?: string | null;
+                object_type_id?: string | null;
+                /** @description Hex SHA-256 of the current version's bytes; `null` while pending. */
+                sha256?: string | null;
+                /**
+                 * Format: int64
+                 * @description The current version's size (a pending upload's announced size).
+                 */
+                size_bytes: number;
+                /** @description `pending` (a presigned upload not completed yet) or `ready`. */
+                status: string;
+                /** Format: date-time */
+                updated_at: string;
+                /** @description The key or end user that uploaded it. */
+                uploaded_by?: string | null;
+                /** @description `api_key`, `token`, `tenant_jwt`, `user` or `admin`. */
+                uploaded_by_type: string;
+                /** @description The content's path (`GET` with a credential, or a signed link without one). */
+                url: string;
+                /**
+                 * Format: int64
+                 * @description Starts at 1; each re-upload adds one and keeps the earlier bytes.
+                 */
+                version: number;
+                /**
+                 * Format: int64
+                 * @description Pixels, for images.
+                 */
+                width?: number | null;
+            }[];
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Vec_FileVersion: {
+            data: {
+                /** Format: date-time */
+                created_at: string;
+                created_by?: string | null;
+                /** @description Whether it is the file's current version. */
+                current: boolean;
+                filename: string;
+                /** Format: int64 */
+                height?: number | null;
+                mime_type: string;
+                sha256?: string | null;
+                /** Format: int64 */
+                size_bytes: number;
+                /** Format: int64 */
+                version: number;
+                /** Format: int64 */
+                width?: number | null;
+            }[];
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Vec_Folder: {
+            data: {
+                /** Format: int64 */
+                file_count: number;
+                /** @description `""` for the root. */
+                folder: string;
+                /** Format: int64 */
+                total_bytes: number;
             }[];
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -6049,11 +6820,153 @@ export interface components {
             /** Format: int64 */
             used: number;
         };
+        /** @description A file. */
+        File: {
+            /**
+             * @description `private` (keys, the uploader, and users who may read its object), `authenticated`
+             *     (every signed-in user of the tenant too) or `public` (anyone with its URL).
+             */
+            access: string;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            deleted_at?: string | null;
+            /**
+             * Format: date-time
+             * @description When it is removed by itself (images uploaded for vision providers).
+             */
+            expires_at?: string | null;
+            filename: string;
+            /** @description `""` for the root, else `a/b`. */
+            folder: string;
+            /** Format: int64 */
+            height?: number | null;
+            /** @description `file_...`. */
+            id: string;
+            is_deleted: boolean;
+            meta: Record<string, unknown>;
+            /** @description Read from the bytes, not taken from the client. */
+            mime_type: string;
+            /** @description `file`. */
+            object: string;
+            object_id?: string | null;
+            object_type_id?: string | null;
+            /** @description Hex SHA-256 of the current version's bytes; `null` while pending. */
+            sha256?: string | null;
+            /**
+             * Format: int64
+             * @description The current version's size (a pending upload's announced size).
+             */
+            size_bytes: number;
+            /** @description `pending` (a presigned upload not completed yet) or `ready`. */
+            status: string;
+            /** Format: date-time */
+            updated_at: string;
+            /** @description The key or end user that uploaded it. */
+            uploaded_by?: string | null;
+            /** @description `api_key`, `token`, `tenant_jwt`, `user` or `admin`. */
+            uploaded_by_type: string;
+            /** @description The content's path (`GET` with a credential, or a signed link without one). */
+            url: string;
+            /**
+             * Format: int64
+             * @description Starts at 1; each re-upload adds one and keeps the earlier bytes.
+             */
+            version: number;
+            /**
+             * Format: int64
+             * @description Pixels, for images.
+             */
+            width?: number | null;
+        };
+        /** @description A change to many files. */
+        FileBatchUpdate: {
+            /** @description `private`, `authenticated` or `public`. */
+            access?: string | null;
+            file_ids: string[];
+            folder?: string | null;
+        } | {
+            access: unknown;
+        } | {
+            folder: unknown;
+        };
+        /** @description Files named in a batch. */
+        FileIds: {
+            /** @description 1 to 100 file ids, each once. */
+            file_ids: string[];
+        };
+        /** @description What the tenant stores. */
+        FileStats: {
+            /** @description Live files by the first part of their type (`image`, `text`, ...). */
+            by_category: {
+                [key: string]: number;
+            };
+            /**
+             * Format: int64
+             * @description Uploads not completed yet.
+             */
+            pending_files: number;
+            /**
+             * Format: int64
+             * @description The tenant's `storage` limit; `null` for none.
+             */
+            quota_bytes?: number | null;
+            /** Format: int64 */
+            remaining_bytes?: number | null;
+            /** Format: int64 */
+            total_bytes: number;
+            /**
+             * Format: int64
+             * @description Live, ready files and the bytes of their current versions.
+             */
+            total_files: number;
+            /** Format: int64 */
+            trashed_bytes: number;
+            /**
+             * Format: int64
+             * @description Files in the trash and their bytes.
+             */
+            trashed_files: number;
+            /**
+             * Format: int64
+             * @description Bytes counted against the `storage` entitlement: every version, the trash and pending
+             *     reservations.
+             */
+            used_bytes: number;
+        };
+        /** @description One version of a file's bytes. */
+        FileVersion: {
+            /** Format: date-time */
+            created_at: string;
+            created_by?: string | null;
+            /** @description Whether it is the file's current version. */
+            current: boolean;
+            filename: string;
+            /** Format: int64 */
+            height?: number | null;
+            mime_type: string;
+            sha256?: string | null;
+            /** Format: int64 */
+            size_bytes: number;
+            /** Format: int64 */
+            version: number;
+            /** Format: int64 */
+            width?: number | null;
+        };
         /**
          * @description Where filling a required property's missing values stands.
          * @enum {string}
          */
         FillStatus: "done" | "filling" | "failed";
+        /** @description A folder and what it holds. */
+        Folder: {
+            /** Format: int64 */
+            file_count: number;
+            /** @description `""` for the root. */
+            folder: string;
+            /** Format: int64 */
+            total_bytes: number;
+        };
         /** @description A tenant found by address. */
         FoundTenant: {
             /** @description The tenant's brand name, else its name. */
@@ -6616,6 +7529,40 @@ export interface components {
             /** @description `-price`, `created_at`, ...: a sortable property, `id`, `created_at` or `updated_at`. */
             sort?: string | null;
         };
+        /** @description A file search. */
+        SearchFiles: {
+            access?: string | null;
+            /** Format: date-time */
+            created_after?: string | null;
+            /** Format: date-time */
+            created_before?: string | null;
+            cursor?: string | null;
+            /** @description Part of the filename, any case. */
+            filename?: string | null;
+            /** @description An exact folder (`""` for the root). */
+            folder?: string | null;
+            /**
+             * Format: int32
+             * @description 1 to 100, default 20.
+             */
+            limit?: number | null;
+            /** @description The part before the slash: `image`, `video`, `audio`, `text`, `application`. */
+            mime_category?: string | null;
+            /** @description An exact type, `image/png`. */
+            mime_type?: string | null;
+            object_id?: string | null;
+            object_type_id?: string | null;
+            sort?: null | components["schemas"]["SearchSort"];
+            /** @description `asc` or `desc` (default). */
+            sort_dir?: string | null;
+            /** @description `pending` or `ready`. */
+            status?: string | null;
+        };
+        /**
+         * @description What a search sorts by.
+         * @enum {string}
+         */
+        SearchSort: "created_at" | "updated_at" | "size_bytes" | "filename";
         /** @description A rotated secret: shown this once. The previous one still signs until `previous_secret_expires_at`. */
         SecretRotated: {
             /** Format: date-time */
@@ -6666,6 +7613,25 @@ export interface components {
              */
             confirmation_sent: boolean;
             user: components["schemas"]["User"];
+        };
+        SignedUrl: {
+            /** Format: date-time */
+            expires_at: string;
+            /**
+             * Format: int64
+             * @description Seconds the link works.
+             */
+            ttl: number;
+            /** @description `GET` it without a credential until `expires_at`, while the file keeps this version. */
+            url: string;
+        };
+        /** @description How long a signed link works. */
+        SignedUrlRequest: {
+            /**
+             * Format: int64
+             * @description Seconds: 60 to 86400, default 3600.
+             */
+            expires_in?: number | null;
         };
         /** @description A sign-up. */
         Signup: {
@@ -6887,6 +7853,18 @@ export interface components {
         Unenrolled: {
             unenrolled: boolean;
         };
+        /** @description Changes to a file's metadata. */
+        UpdateFile: {
+            /** @description `private`, `authenticated` or `public`. */
+            access?: string | null;
+            filename?: string | null;
+            folder?: string | null;
+            /** @description Replaces the file's `meta`. */
+            meta?: Record<string, unknown> | null;
+            object_id?: string | null;
+            /** @description With `object_id`: link the file to that object; both `null` unlink it. */
+            object_type_id?: string | null;
+        } & (unknown & unknown);
         /** @description Changes to the policies: absent fields keep their value. */
         UpdateGovernance: {
             /** Format: int64 */
@@ -7002,6 +7980,13 @@ export interface components {
             status?: null | components["schemas"]["Activity"];
             url?: null | components["schemas"]["WebhookUrl"];
         } & unknown;
+        Updated: {
+            /**
+             * Format: int64
+             * @description Files that changed.
+             */
+            updated: number;
+        };
         /** @description An uploaded image. */
         Upload: {
             /** @description `image/png`, `image/jpeg`, `image/gif` or `image/webp`, read from the bytes. */
@@ -7020,6 +8005,33 @@ export interface components {
             /** @description The signed public link, good until `expires_at`. */
             url: string;
         };
+        /** @description A completion's checks. */
+        UploadComplete: {
+            /** @description Hex SHA-256 the bytes must have, when the slot was opened without one. */
+            sha256?: string | null;
+        };
+        /** @description The multipart form of a direct upload. */
+        UploadForm: {
+            /** @description `private` (default), `authenticated` or `public`. */
+            access?: string | null;
+            /**
+             * Format: binary
+             * @description The file, at most 25 MiB. Its type is read from its bytes; a part `Content-Type` that
+             *     disagrees is 422.
+             */
+            file: string;
+            file_id?: string;
+            /** @description Defaults to the part's filename. */
+            filename?: string | null;
+            /** @description `a/b`; the root when absent. */
+            folder?: string | null;
+            /** @description A JSON object, at most 16 KiB. */
+            meta?: Record<string, unknown> | null;
+            /** @description The type the client declares (else the part's `Content-Type`): checked against the bytes. */
+            mime_type?: string | null;
+            object_id?: string;
+            object_type_id?: string;
+        } & unknown;
         UploadPublicKey: {
             /** @description Demand this `aud` of every token (1 to 255 characters). */
             audience?: string | null;
@@ -7034,6 +8046,46 @@ export interface components {
             /** @description Scopes granted to tokens signed with this key; default `["*"]`, never wider than the uploader's. */
             scopes?: components["schemas"]["Scope"][] | null;
         };
+        /** @description An open upload slot. */
+        UploadSlot: {
+            /** Format: date-time */
+            expires_at: string;
+            file_id: string;
+            /** @description Where the bytes are kept in the file store. */
+            storage_key: string;
+            /**
+             * @description `POST` the raw bytes here, with a credential or without (the link is signed); then
+             *     `POST /v1/files/{file_id}/upload-complete`.
+             */
+            upload_endpoint: string;
+            /**
+             * Format: int64
+             * @description The version the bytes become.
+             */
+            version: number;
+        };
+        /** @description A slot for a presigned upload. */
+        UploadUrl: {
+            /** @description `private` (default), `authenticated` or `public`. */
+            access?: string | null;
+            /** @description Upload a new version of this file. */
+            file_id?: string | null;
+            filename: string;
+            /** @description `a/b`; the root when absent. */
+            folder?: string | null;
+            meta?: Record<string, unknown> | null;
+            /** @description The type the client declares, checked against the bytes when they come. */
+            mime_type?: string | null;
+            object_id?: string | null;
+            object_type_id?: string | null;
+            /** @description Hex SHA-256 the bytes must have (checked at completion). */
+            sha256?: string | null;
+            /**
+             * Format: int64
+             * @description The exact size of the bytes to come: 1 byte to 5 GiB, within the storage quota.
+             */
+            size_bytes: number;
+        } & (unknown & unknown);
         /** @description A tenant's usage so far. */
         Usage: {
             /**
@@ -7050,6 +8102,12 @@ export interface components {
             requests_today: number;
             tenant_id: string;
             tier: components["schemas"]["Tier"];
+            /**
+             * Format: int64
+             * @description Bytes the tenant's files hold (every version, the trash, uploads under way): what its
+             *     `storage` entitlement counts.
+             */
+            used_storage_bytes: number;
         };
         UsageRecorded: {
             /** Format: int64 */
@@ -7111,6 +8169,8 @@ export interface components {
         /** @description A question about an image. */
         VisionRequest: {
             api_key?: string | null;
+            /** @description ...or an image file of the file store (needs `files:read`; sent inline). */
+            file_id?: string | null;
             /** @description ...or the image itself, base64, with its `media_type` (`image/png`, `image/jpeg`, ...)... */
             image_base64?: string | null;
             /** @description An `https://` image URL the provider fetches... */
@@ -7122,26 +8182,35 @@ export interface components {
             prompt: components["schemas"]["Prose"];
             provider?: string | null;
             system?: string | null;
-            /** @description ...or an image uploaded with `POST /v1/ai/upload` (sent to the provider inline). */
+            /** @description ...or an image uploaded with `POST /v1/ai/upload` (sent to the provider inline)... */
             upload_id?: string | null;
         } & (({
             api_key?: null;
         } | {
             provider: string;
         }) & ({
+            file_id?: null;
             image_base64?: null;
             image_url: string;
             upload_id?: null;
         } | {
+            file_id?: null;
             image_base64: string;
             image_url?: null;
             media_type: string;
             upload_id?: null;
         } | {
+            file_id?: null;
             image_base64?: null;
             image_url?: null;
             media_type?: null;
             upload_id: string;
+        } | {
+            file_id: string;
+            image_base64?: null;
+            image_url?: null;
+            media_type?: null;
+            upload_id?: null;
         }));
         /** @description A webhook endpoint. */
         Webhook: {
@@ -10937,97 +12006,6 @@ export interface operations {
             };
             /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
             429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description Internal error (`INTERNAL`), without internals */
-            500: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
-            503: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
-            504: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    download: {
-        parameters: {
-            query: {
-                /** @description When the link stops working (Unix seconds), as the upload answered it. */
-                expires: number;
-                /** @description The link's signature, as the upload answered it. */
-                signature: string;
-            };
-            header?: never;
-            path: {
-                /** @description The upload's id */
-                upload_id: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The image */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "image/png": number[];
-                };
-            };
-            /** @description Malformed parameter (`BAD_REQUEST`) */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description The signature does not match */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description Unknown or expired */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
-            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18046,6 +19024,2470 @@ export interface operations {
             };
             /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    batch_delete_files: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FileIds"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_BatchDeleted"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    batch_read_files: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FileIds"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Vec_File"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    batch_update_files: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FileBatchUpdate"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Updated"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_file_folders: {
+        parameters: {
+            query?: {
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description Folders to skip, 0 to 10,000. */
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Vec_Folder"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    search_files: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SearchFiles"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Page_File"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    file_stats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_FileStats"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as a NUL character in the path or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_file_trash: {
+        parameters: {
+            query?: {
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Page_File"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    upload_file: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["UploadForm"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_File"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `FEATURE_LIMIT_REACHED`: over the storage quota */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over 25 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not a multipart form */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Bytes that contradict the declared type, an image past the limits, a bad field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    open_upload_slot: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UploadUrl"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_UploadSlot"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `FEATURE_LIMIT_REACHED` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_file: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_File"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_file: {
+        parameters: {
+            query?: {
+                /** @description Delete the dependants too; needs `confirm_token`. */
+                force?: boolean;
+                /** @description The token from the 409 `DEPENDENCY_EXISTS` answer. */
+                confirm_token?: string;
+            };
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Deleted"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `DEPENDENCY_EXISTS` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_file: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateFile"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_File"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    file_content: {
+        parameters: {
+            query?: {
+                /** @description The link's signature. */
+                token?: string;
+                /** @description When the link stops working (Unix seconds). */
+                expires?: number;
+                /** @description The file version the link was made for. */
+                t?: number;
+                /** @description `true` to download (`Content-Disposition: attachment`) rather than show. */
+                download?: boolean;
+            };
+            header?: {
+                /** @description `bytes=0-1023` */
+                Range?: string | null;
+                /** @description The `ETag` of a copy the client holds */
+                "If-None-Match"?: string | null;
+            };
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The bytes, typed as read from them */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": number[];
+                };
+            };
+            /** @description The range asked for */
+            206: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": number[];
+                };
+            };
+            /** @description Not modified */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A link that is forged, expired or for an earlier version */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A range outside the file */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    restore_file: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_File"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not in the trash */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_signed_url: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["SignedUrlRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_SignedUrl"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    clean_stale_uploads: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Cleaned"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    complete_upload: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["UploadComplete"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_File"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No bytes uploaded to the slot */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The checksum differs */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    upload_to_slot: {
+        parameters: {
+            query?: {
+                /** @description The link's signature. */
+                token?: string;
+                /** @description When the link stops working (Unix seconds). */
+                expires?: number;
+                /** @description The file version the link was made for. */
+                t?: number;
+                /** @description `true` to download (`Content-Disposition: attachment`) rather than show. */
+                download?: boolean;
+            };
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description The bytes */
+        requestBody: {
+            content: {
+                "application/octet-stream": number[];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_File"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No open slot, or it expired */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More bytes than announced */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Fewer bytes than announced, or of another type */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    file_variant: {
+        parameters: {
+            query?: {
+                /** @description Width, 1 to 4096 px. */
+                w?: number;
+                /** @description Height, 1 to 4096 px. */
+                h?: number;
+                /** @description `contain` (default: within the box), `cover` (fill it, cropped) or `fill` (stretched). */
+                fit?: "contain" | "inside" | "scale-down" | "cover" | "crop" | "fill";
+                /** @description `jpeg`, `png`, `webp` or `gif`; the source's when absent. */
+                format?: "jpeg" | "jpg" | "png" | "webp" | "gif";
+                token?: string;
+                expires?: number;
+                t?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The file's id */
+                file_id: string;
+                /** @description `thumb`, `small`, `medium`, `large` or `custom` */
+                variant: "thumb" | "small" | "medium" | "large" | "custom";
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The variant */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/gif": number[];
+                    "image/jpeg": number[];
+                    "image/png": number[];
+                    "image/webp": number[];
+                };
+            };
+            /** @description Not modified */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not an image, a source past the limits, bad parameters */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_file_versions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The file's id */
+                file_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Vec_FileVersion"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

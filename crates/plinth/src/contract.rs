@@ -42,6 +42,39 @@ pub fn apply(document: &mut Value) {
         ] }),
     );
     all_of(document, "VisionRequest", vision_image());
+    // A batch names each file once.
+    for schema in ["FileIds", "FileBatchUpdate"] {
+        set(document, schema, "/properties/file_ids/uniqueItems", json!(true));
+    }
+    // A link to an object names both its type and the object.
+    let half_link = json!({ "not": { "anyOf": [
+        { "required": ["object_type_id"], "properties": { "object_type_id": { "type": "string" }, "object_id": { "type": "null" } } },
+        { "required": ["object_id"], "properties": { "object_id": { "type": "string" }, "object_type_id": { "type": "null" } } },
+    ] } });
+    let both = json!({ "dependentRequired": { "object_type_id": ["object_id"], "object_id": ["object_type_id"] } });
+    for schema in ["UploadUrl", "UpdateFile"] {
+        all_of(document, schema, half_link.clone());
+        all_of(document, schema, both.clone());
+        for field in ["object_type_id", "object_id"] {
+            set(document, schema, &format!("/properties/{field}/minLength"), json!(1));
+        }
+    }
+    // A form's fields are text: a field left out is absent.
+    all_of(document, "UploadForm", both);
+    for field in ["object_type_id", "object_id", "file_id"] {
+        set(document, "UploadForm", &format!("/properties/{field}"), json!({ "type": "string", "minLength": 1 }));
+    }
+    require_one_of(document, "FileBatchUpdate", &["access", "folder"], false);
+    set_parameters(
+        document,
+        "/v1/files/{file_id}/variants/{variant}",
+        "get",
+        |p| p["name"] == "variant" && p["in"] == "path",
+        &json!({ "type": "string", "enum": crate::files::content::VARIANTS }),
+    );
+    let variant = "/v1/files/{file_id}/variants/{variant}";
+    query_enum(document, variant, "get", "fit", crate::files::images::FITS);
+    query_enum(document, variant, "get", "format", crate::files::images::OUTPUTS);
 
     // A custom event may not take a name of the platform's own.
     set(
@@ -247,14 +280,19 @@ fn vision_image() -> Value {
     json!({ "oneOf": [
         { "required": ["image_url"], "properties": {
             "image_url": { "type": "string", "pattern": "^https://", "maxLength": 4096 },
-            "image_base64": { "type": "null" }, "upload_id": { "type": "null" } } },
+            "image_base64": { "type": "null" }, "upload_id": { "type": "null" }, "file_id": { "type": "null" } } },
         { "required": ["image_base64", "media_type"], "properties": {
             "image_base64": { "type": "string", "minLength": 1, "pattern": base64 },
             "media_type": { "type": "string", "pattern": "^image/" },
-            "image_url": { "type": "null" }, "upload_id": { "type": "null" } } },
+            "image_url": { "type": "null" }, "upload_id": { "type": "null" }, "file_id": { "type": "null" } } },
         { "required": ["upload_id"], "properties": {
             "upload_id": { "type": "string", "maxLength": 64 },
-            "image_url": { "type": "null" }, "image_base64": { "type": "null" }, "media_type": { "type": "null" } } },
+            "image_url": { "type": "null" }, "image_base64": { "type": "null" }, "media_type": { "type": "null" },
+            "file_id": { "type": "null" } } },
+        { "required": ["file_id"], "properties": {
+            "file_id": { "type": "string", "maxLength": 64 },
+            "image_url": { "type": "null" }, "image_base64": { "type": "null" }, "media_type": { "type": "null" },
+            "upload_id": { "type": "null" } } },
     ] })
 }
 

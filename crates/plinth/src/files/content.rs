@@ -22,6 +22,8 @@ const TTL_MIN_SECS: i64 = 60;
 const TTL_MAX_SECS: i64 = 86_400;
 /// Bytes of a presigned upload read to tell its type.
 const HEAD_BYTES: usize = 64 * 1024;
+/// The variants a path may name: the presets, and `custom`.
+pub const VARIANTS: &[&str] = &["thumb", "small", "medium", "large", "custom"];
 /// Named variants: their box and fit.
 const PRESETS: &[(&str, u32, u32, images::Fit)] = &[
     ("thumb", 200, 200, images::Fit::Cover),
@@ -197,8 +199,8 @@ fn common_headers(response: &mut Response, file: &FileRow, etag: &str, mime: &st
     params(("file_id" = String, Path, description = "The file's id"), LinkQuery,
            ("Range" = Option<String>, Header, description = "`bytes=0-1023`"),
            ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a copy the client holds")),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>, description = "The bytes"),
-              (status = 206, content_type = "application/octet-stream", body = Vec<u8>, description = "The range asked for"),
+    responses((status = 200, content_type = "*/*", body = Vec<u8>, description = "The bytes, typed as read from them"),
+              (status = 206, content_type = "*/*", body = Vec<u8>, description = "The range asked for"),
               (status = 304, description = "Not modified"),
               (status = 401, body = crate::http::error::ErrorBody),
               (status = 403, body = crate::http::error::ErrorBody, description = "A link that is forged, expired or for an earlier version"),
@@ -500,7 +502,8 @@ impl VariantQuery {
     params(("file_id" = String, Path, description = "The file's id"),
            ("variant" = String, Path, description = "`thumb`, `small`, `medium`, `large` or `custom`"),
            VariantQuery),
-    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>, description = "The variant"),
+    responses((status = 200, description = "The variant",
+               content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"), (Vec<u8> = "image/gif"))),
               (status = 304, description = "Not modified"),
               (status = 404, body = crate::http::error::ErrorBody),
               (status = 422, body = crate::http::error::ErrorBody, description = "Not an image, a source past the limits, bad parameters")))]

@@ -24,6 +24,16 @@ pub fn is_raster(mime: &str) -> bool {
     matches!(mime, "image/png" | "image/jpeg" | "image/gif" | "image/webp")
 }
 
+/// True for a bare media type, `type/subtype` in RFC 6838's characters (no parameters).
+pub fn is_media_type(text: &str) -> bool {
+    let name = |part: &str| {
+        (1..=127).contains(&part.len())
+            && part.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    text.split_once('/').is_some_and(|(kind, sub)| name(kind) && name(sub))
+}
+
 /// A declared type in its canonical spelling: lower case, no parameters, the usual aliases.
 pub fn canonical(mime: &str) -> String {
     let base = mime.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -112,6 +122,11 @@ fn check_sides(width: u32, height: u32) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The names `Fit::parse` takes.
+pub const FITS: &[&str] = &["contain", "inside", "scale-down", "cover", "crop", "fill"];
+/// The names `Output::parse` takes.
+pub const OUTPUTS: &[&str] = &["jpeg", "jpg", "png", "webp", "gif"];
 
 /// How a variant fits its box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -414,6 +414,10 @@ async fn read_form(app: &App, request: Request) -> ApiResult<Form> {
             return Err(ApiError::invalid(&name, format!("a form field is at most {FORM_FIELD_MAX_BYTES} bytes")));
         }
         let text = String::from_utf8(text.to_vec()).map_err(|_| ApiError::invalid(&name, "must be UTF-8 text"))?;
+        // A form's way of leaving a field out: empty, or JSON's `null`.
+        if text.is_empty() || text == "null" {
+            continue;
+        }
         let value = if name == "meta" {
             serde_json::from_str(&text).map_err(|_| ApiError::invalid("meta", "must be a JSON object"))?
         } else {
@@ -435,12 +439,16 @@ pub struct UploadForm {
     /// Defaults to the part's filename.
     filename: Option<String>,
     /// The type the client declares (else the part's `Content-Type`): checked against the bytes.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")]
     mime_type: Option<String>,
     /// `private` (default), `authenticated` or `public`.
+    #[schema(pattern = "^(private|authenticated|public)$")]
     access: Option<String>,
     /// `a/b`; the root when absent.
+    #[schema(max_length = 255, pattern = r"^[^\\\u0000-\u001F\u007F-\u009F]*$")]
     folder: Option<String>,
     /// A JSON object, at most 16 KiB.
+    #[schema(value_type = Option<Object>)]
     meta: Option<String>,
     object_type_id: Option<String>,
     object_id: Option<String>,
@@ -471,6 +479,9 @@ async fn upload_file(auth: Auth, State(app): State<App>, request: Request) -> Ap
         return Err(ApiError::invalid("file", "the file is empty"));
     }
     let text = |name: &str| form.fields.get(name).and_then(Value::as_str).map(str::to_owned);
+    if text("mime_type").is_some_and(|m| !images::is_media_type(&m)) {
+        return Err(ApiError::invalid("mime_type", "must be a media type such as `video/mp4`"));
+    }
     let declared = text("mime_type").or(form.part_type.clone());
     let mime_type =
         images::resolve_type(&bytes, declared.as_deref(), true).map_err(|m| ApiError::invalid("file", m))?;
@@ -536,6 +547,7 @@ pub struct UploadUrl {
     #[schema(min_length = 1, max_length = 255)]
     pub filename: String,
     /// The type the client declares, checked against the bytes when they come.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")]
     pub mime_type: Option<String>,
     /// The exact size of the bytes to come: 1 byte to 5 GiB, within the storage quota.
     #[schema(minimum = 1, maximum = 5_368_709_120_i64)]
@@ -544,7 +556,10 @@ pub struct UploadUrl {
     #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sha256: Option<String>,
     /// `private` (default), `authenticated` or `public`.
+    #[schema(pattern = "^(private|authenticated|public)$")]
     pub access: Option<String>,
+    /// `a/b`; the root when absent.
+    #[schema(max_length = 255, pattern = r"^[^\\\u0000-\u001F\u007F-\u009F]*$")]
     pub folder: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub meta: Option<Value>,
@@ -599,10 +614,10 @@ async fn open_upload_slot(
             return Err(ApiError::invalid("sha256", "must be 64 hex digits"));
         }
     }
-    let declared = body.mime_type.as_deref().map(images::canonical).filter(|m| !m.is_empty());
-    if declared.as_ref().is_some_and(|m| m.len() > 255 || !m.contains('/')) {
+    if body.mime_type.as_deref().is_some_and(|m| !images::is_media_type(m)) {
         return Err(ApiError::invalid("mime_type", "must be a media type such as `video/mp4`"));
     }
+    let declared = body.mime_type.as_deref().map(images::canonical);
     let link = match (&body.object_type_id, &body.object_id) {
         (None, None) => None,
         (t, o) => Some((t.as_deref(), o.as_deref())),
@@ -748,7 +763,9 @@ pub struct UpdateFile {
     #[schema(min_length = 1, max_length = 255)]
     pub filename: Option<String>,
     /// `private`, `authenticated` or `public`.
+    #[schema(pattern = "^(private|authenticated|public)$")]
     pub access: Option<String>,
+    #[schema(max_length = 255, pattern = r"^[^\\\u0000-\u001F\u007F-\u009F]*$")]
     pub folder: Option<String>,
     /// Replaces the file's `meta`.
     #[schema(value_type = Option<Object>)]
@@ -1030,10 +1047,31 @@ async fn scope(app: &App, conn: &mut AnyConnection, auth: &Auth) -> ApiResult<(V
     Ok((conds, binds))
 }
 
-/// A sort of a file list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// What a search sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum SortField {
+pub enum SearchSort {
+    CreatedAt,
+    UpdatedAt,
+    SizeBytes,
+    Filename,
+}
+
+impl From<SearchSort> for FileSort {
+    fn from(sort: SearchSort) -> FileSort {
+        match sort {
+            SearchSort::CreatedAt => FileSort::CreatedAt,
+            SearchSort::UpdatedAt => FileSort::UpdatedAt,
+            SearchSort::SizeBytes => FileSort::SizeBytes,
+            SearchSort::Filename => FileSort::Filename,
+        }
+    }
+}
+
+/// A sort of a file list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FileSort {
     CreatedAt,
     UpdatedAt,
     SizeBytes,
@@ -1041,24 +1079,24 @@ pub enum SortField {
     DeletedAt,
 }
 
-impl SortField {
+impl FileSort {
     fn column(self) -> &'static str {
         match self {
-            SortField::CreatedAt => "created_at",
-            SortField::UpdatedAt => "updated_at",
-            SortField::SizeBytes => "size_bytes",
-            SortField::Filename => "filename",
-            SortField::DeletedAt => "deleted_at",
+            FileSort::CreatedAt => "created_at",
+            FileSort::UpdatedAt => "updated_at",
+            FileSort::SizeBytes => "size_bytes",
+            FileSort::Filename => "filename",
+            FileSort::DeletedAt => "deleted_at",
         }
     }
 
     fn value(self, file: &FileRow) -> Value {
         match self {
-            SortField::CreatedAt => json!(file.created_at),
-            SortField::UpdatedAt => json!(file.updated_at),
-            SortField::SizeBytes => json!(file.size_bytes),
-            SortField::Filename => json!(file.filename),
-            SortField::DeletedAt => json!(file.deleted_at),
+            FileSort::CreatedAt => json!(file.created_at),
+            FileSort::UpdatedAt => json!(file.updated_at),
+            FileSort::SizeBytes => json!(file.size_bytes),
+            FileSort::Filename => json!(file.filename),
+            FileSort::DeletedAt => json!(file.deleted_at),
         }
     }
 }
@@ -1066,7 +1104,7 @@ impl SortField {
 /// What a file list's cursor carries.
 #[derive(Debug, Serialize, Deserialize)]
 struct Cursor {
-    sort: SortField,
+    sort: FileSort,
     descending: bool,
     value: Value,
     id: String,
@@ -1074,7 +1112,7 @@ struct Cursor {
 
 /// How a page of files is asked for.
 struct Listing<'a> {
-    sort: SortField,
+    sort: FileSort,
     descending: bool,
     limit: u32,
     cursor: Option<&'a str>,
@@ -1169,7 +1207,7 @@ async fn list_file_trash(
         &mut conn,
         conds,
         binds,
-        Listing { sort: SortField::DeletedAt, descending: true, limit, cursor: query.cursor.as_deref() },
+        Listing { sort: FileSort::DeletedAt, descending: true, limit, cursor: query.cursor.as_deref() },
     )
     .await?;
     Ok(Data(found))
@@ -1182,11 +1220,15 @@ pub struct SearchFiles {
     /// An exact type, `image/png`.
     pub mime_type: Option<String>,
     /// The part before the slash: `image`, `video`, `audio`, `text`, `application`.
+    #[schema(pattern = "^[A-Za-z0-9-]+$")]
     pub mime_category: Option<String>,
+    #[schema(pattern = "^(private|authenticated|public)$")]
     pub access: Option<String>,
     /// `pending` or `ready`.
+    #[schema(pattern = "^(pending|ready)$")]
     pub status: Option<String>,
     /// An exact folder (`""` for the root).
+    #[schema(max_length = 255, pattern = r"^[^\\\u0000-\u001F\u007F-\u009F]*$")]
     pub folder: Option<String>,
     /// Part of the filename, any case.
     pub filename: Option<String>,
@@ -1195,8 +1237,9 @@ pub struct SearchFiles {
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     /// Default `created_at`.
-    pub sort: Option<SortField>,
+    pub sort: Option<SearchSort>,
     /// `asc` or `desc` (default).
+    #[schema(pattern = "^(asc|desc)$")]
     pub sort_dir: Option<String>,
     /// 1 to 100, default 20.
     #[schema(minimum = 1, maximum = 100)]
@@ -1225,13 +1268,7 @@ async fn search_files(
         Some("asc") => false,
         Some(_) => return Err(ApiError::invalid("sort_dir", "must be `asc` or `desc`")),
     };
-    let sort = body.sort.unwrap_or(SortField::CreatedAt);
-    if sort == SortField::DeletedAt {
-        return Err(ApiError::invalid(
-            "sort",
-            "search covers live files: sort by created_at, updated_at, size_bytes or filename",
-        ));
-    }
+    let sort = FileSort::from(body.sort.unwrap_or(SearchSort::CreatedAt));
     if let Some(status) = &body.status {
         if status != "pending" && status != "ready" {
             return Err(ApiError::invalid("status", "must be `pending` or `ready`"));
@@ -1337,7 +1374,7 @@ async fn list_file_folders(
 
 /// What the tenant stores.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Stats {
+pub struct FileStats {
     /// Live, ready files and the bytes of their current versions.
     pub total_files: i64,
     pub total_bytes: i64,
@@ -1360,8 +1397,8 @@ pub struct Stats {
 ///
 /// The caller's files in numbers, and the tenant's storage quota: used, limit, remaining.
 #[utoipa::path(get, path = "/v1/files/stats", tag = "Files", security(("bearer" = [])),
-    responses((status = 200, body = crate::http::response::Envelope<Stats>)))]
-async fn file_stats(auth: Auth, State(app): State<App>) -> ApiResult<Data<Stats>> {
+    responses((status = 200, body = crate::http::response::Envelope<FileStats>)))]
+async fn file_stats(auth: Auth, State(app): State<App>) -> ApiResult<Data<FileStats>> {
     auth.require(FILES_READ)?;
     let tenant = auth.tenant()?.clone();
     let mut conn = app.db.pool().acquire().await?;
@@ -1385,7 +1422,7 @@ async fn file_stats(auth: Auth, State(app): State<App>) -> ApiResult<Data<Stats>
     let quota = entitlements::limit(&mut conn, &app, &tenant, Entitlement::Storage).await?;
     let ((total_files, total_bytes), (trashed_files, trashed_bytes), (pending_files, _)) =
         (of("live"), of("trash"), of("pending"));
-    Ok(Data(Stats {
+    Ok(Data(FileStats {
         total_files,
         total_bytes,
         trashed_files,
@@ -1430,7 +1467,7 @@ async fn clean_stale_uploads(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileIds {
-    /// 1 to 100 file ids.
+    /// 1 to 100 file ids, each once.
     #[schema(min_items = 1, max_items = 100)]
     pub file_ids: Vec<String>,
 }
@@ -1488,11 +1525,13 @@ async fn batch_read_files(auth: Auth, State(app): State<App>, Json(body): Json<F
 /// A change to many files.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BatchUpdate {
+pub struct FileBatchUpdate {
     #[schema(min_items = 1, max_items = 100)]
     pub file_ids: Vec<String>,
     /// `private`, `authenticated` or `public`.
+    #[schema(pattern = "^(private|authenticated|public)$")]
     pub access: Option<String>,
+    #[schema(max_length = 255, pattern = r"^[^\\\u0000-\u001F\u007F-\u009F]*$")]
     pub folder: Option<String>,
 }
 
@@ -1507,7 +1546,7 @@ pub struct Updated {
 /// Sets `access` and/or `folder` of up to 100 files in one transaction: all or nothing. Emits
 /// `file.updated` for each file that changed.
 #[utoipa::path(post, path = "/v1/files/batch/update", tag = "Files", security(("bearer" = [])),
-    request_body = BatchUpdate,
+    request_body = FileBatchUpdate,
     responses((status = 200, body = crate::http::response::Envelope<Updated>),
               (status = 403, body = crate::http::error::ErrorBody),
               (status = 404, body = crate::http::error::ErrorBody),
@@ -1515,7 +1554,7 @@ pub struct Updated {
 async fn batch_update_files(
     auth: Auth,
     State(app): State<App>,
-    Json(body): Json<BatchUpdate>,
+    Json(body): Json<FileBatchUpdate>,
 ) -> ApiResult<Data<Updated>> {
     auth.require(FILES_WRITE)?;
     check_batch(&body.file_ids)?;
