@@ -422,6 +422,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/ai/describe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Describe image
+         * @description A text description of an image file of the file store (JPEG, PNG, WebP or GIF, at most
+         *     10 MB), sent to the provider inline, answered like `POST /v1/ai/chat` (priority list,
+         *     failover). Needs `chat:write` and `files:read`; an end user, a file their roles let them read.
+         */
+        post: operations["describe"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/ai/embeddings": {
         parameters: {
             query?: never;
@@ -4195,6 +4217,16 @@ export interface components {
             /** @description Properties holders may not set. */
             write?: string[];
         };
+        /** @description A stored image to describe. */
+        DescribeRequest: {
+            /** @description An image file (JPEG, PNG, WebP or GIF, at most 10 MB) the caller may read. */
+            file_id: string;
+            /** Format: int64 */
+            max_tokens?: number | null;
+            model?: null | components["schemas"]["ModelName"];
+            prompt?: null | components["schemas"]["Prose"];
+            provider?: string | null;
+        };
         /** @description At most 2,000 characters, not blank */
         Description: string;
         /** @description A discarded message. */
@@ -4649,6 +4681,22 @@ export interface components {
                 /** Format: date-time */
                 updated_at: string;
                 webhook_id: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Description: {
+            /** @description A stored image, described. */
+            data: {
+                description: string;
+                file_id: string;
+                filename: string;
+                model: string;
+                provider: string;
+                usage: Record<string, unknown>;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -11011,6 +11059,140 @@ export interface operations {
                 };
             };
             /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    describe: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DescribeRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Description"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such image file, or over 10 MB */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `UPSTREAM_UNAVAILABLE`: every provider failed */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -157,6 +157,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(generate))
         .routes(routes!(ai_stream))
         .routes(routes!(vision))
+        .routes(routes!(describe))
         .routes(routes!(image))
         .routes(routes!(models))
         .routes(routes!(embed))
@@ -385,6 +386,93 @@ async fn vision(auth: Auth, State(app): State<App>, Json(body): Json<VisionReque
         api_key: body.api_key,
     };
     Ok(respond(answer(app, auth, chat, false, Some(image)).await?))
+}
+
+/// Largest image `POST /v1/ai/describe` sends to a provider.
+const DESCRIBE_MAX_BYTES: i64 = 10 * 1024 * 1024;
+/// What a description asks when the request says nothing.
+const DESCRIBE_PROMPT: &str =
+    "Describe this image in a few sentences: what it shows, its text if any, and its setting.";
+
+/// A stored image to describe.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeRequest {
+    /// An image file (JPEG, PNG, WebP or GIF, at most 10 MB) the caller may read.
+    #[schema(max_length = 64)]
+    pub file_id: String,
+    /// What to ask of it; a general description when absent.
+    #[schema(value_type = Option<crate::http::shapes::Prose>)]
+    pub prompt: Option<String>,
+    pub provider: Option<String>,
+    #[schema(value_type = Option<crate::http::shapes::ModelName>)]
+    pub model: Option<String>,
+    #[schema(minimum = 1, maximum = 200_000)]
+    pub max_tokens: Option<u64>,
+}
+
+/// A stored image, described.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Description {
+    pub description: String,
+    pub file_id: String,
+    pub filename: String,
+    pub provider: String,
+    pub model: String,
+    #[schema(value_type = Object)]
+    pub usage: Value,
+}
+
+/// Describe image
+///
+/// A text description of an image file of the file store (JPEG, PNG, WebP or GIF, at most
+/// 10 MB), sent to the provider inline, answered like `POST /v1/ai/chat` (priority list,
+/// failover). Needs `chat:write` and `files:read`; an end user, a file their roles let them read.
+#[utoipa::path(post, path = "/v1/ai/describe", tag = "AI", security(("bearer" = [])),
+    request_body = DescribeRequest,
+    responses((status = 200, body = crate::http::response::Envelope<Description>),
+              (status = 422, body = crate::http::error::ErrorBody, description = "No such image file, or over 10 MB"),
+              (status = 503, body = crate::http::error::ErrorBody, description = "`UPSTREAM_UNAVAILABLE`: every provider failed")))]
+async fn describe(
+    auth: Auth,
+    State(app): State<App>,
+    Json(body): Json<DescribeRequest>,
+) -> ApiResult<Data<Description>> {
+    auth.require(CHAT_WRITE)?;
+    auth.require(crate::scopes::required::FILES_READ)?;
+    let filename = {
+        let mut conn = app.db.pool().acquire().await?;
+        let file = crate::files::fetch(&mut conn, auth.tenant()?, &body.file_id)
+            .await
+            .map_err(|_| ApiError::invalid("file_id", "no such file"))?;
+        if file.size_bytes > DESCRIBE_MAX_BYTES {
+            return Err(ApiError::invalid("file_id", "images described are at most 10 MB"));
+        }
+        file.filename
+    };
+    let image = super::uploads::data_url(&app, &auth, &body.file_id, true).await?;
+    let chat = ChatRequest {
+        prompt: Some(body.prompt.unwrap_or_else(|| DESCRIBE_PROMPT.into())),
+        message: None,
+        history: None,
+        system: None,
+        provider: body.provider,
+        model: body.model,
+        max_tokens: body.max_tokens,
+        temperature: None,
+        api_key: None,
+    };
+    let Answered::Chat(answer) = answer(app, auth, chat, false, Some(image)).await? else {
+        return Err(ApiError::internal("a description is never streamed"));
+    };
+    Ok(Data(Description {
+        description: answer.content,
+        file_id: body.file_id,
+        filename,
+        provider: answer.provider,
+        model: answer.model,
+        usage: answer.usage,
+    }))
 }
 
 /// What a chat came to: an answer, or a stream already under way.

@@ -795,3 +795,42 @@ files_backends! {
         assert_eq!(events_of(&app, &id).await, vec!["file.uploaded"]);
     }
 }
+
+crate::on_both_backends! {
+    async fn file_events_reach_webhooks_and_realtime(backend) {
+        let app = TestApp::spawn_with(backend, |config| config.outbound_allow_private = true).await;
+        let receiver = crate::receiver::Receiver::start().await;
+        let tenant = app.tenant("Events").await;
+        let hook = app.post("/v1/webhooks", &tenant.key, json!({ "url": receiver.url("/files"), "events": ["file.*"] })).await;
+        hook.expect(201);
+        let secret = hook.data()["secret"].as_str().unwrap().to_string();
+        let mut socket = crate::realtime::open_socket(&app, &tenant.key).await;
+        let subscribed = crate::realtime::command(&mut socket, json!({ "type": "subscribe", "channel": "files:docs" })).await;
+        assert_eq!(subscribed["type"], "subscribed");
+
+        upload(&app, &tenant.key, "elsewhere.txt", b"not in docs", &[("folder", "other")]).await;
+        let file = upload(&app, &tenant.key, "plan.txt", b"the plan", &[("folder", "docs")]).await;
+        let id = file["id"].as_str().unwrap().to_string();
+        let frame = crate::realtime::next_frame(&mut socket).await;
+        assert_eq!(frame["channel"], "files:docs");
+        assert_eq!(frame["event"]["type"], "file.uploaded");
+        assert_eq!(frame["event"]["data"]["file"]["id"], id.as_str());
+
+        app.patch(&format!("/v1/files/{id}"), &tenant.key, json!({ "access": "authenticated" })).await.expect(200);
+        app.delete(&format!("/v1/files/{id}"), &tenant.key).await.expect(200);
+        app.post(&format!("/v1/files/{id}/restore"), &tenant.key, json!({})).await.expect(200);
+        for kind in ["file.updated", "file.deleted", "file.restored"] {
+            assert_eq!(crate::realtime::next_frame(&mut socket).await["event"]["type"], kind);
+        }
+        let got = receiver.wait_for(5).await;
+        let kinds: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "file.uploaded").count(), 2);
+        for kind in ["file.updated", "file.deleted", "file.restored"] {
+            assert!(kinds.contains(&kind.to_string()), "{kinds:?}");
+        }
+        assert!(got.iter().all(|r| crate::receiver::verifies(&secret, r)));
+        let updated = got.iter().find(|r| r.json()["type"] == "file.updated").unwrap().json();
+        assert_eq!(updated["data"]["changed"], json!(["access"]));
+        assert_eq!(updated["data"]["file"]["access"], "authenticated");
+    }
+}

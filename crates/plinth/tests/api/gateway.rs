@@ -926,6 +926,21 @@ on_both_backends! {
         credentials(&app, &other).await;
         app.post("/v1/ai/vision", &other.key, json!({ "prompt": "x", "upload_id": id, "provider": "openai" })).await.expect_error(422, "VALIDATION_FAILED");
 
+        // Describe: an image file, sent inline with a describing prompt.
+        let described = app.post("/v1/ai/describe", &tenant.key, json!({ "file_id": id, "provider": "openai" })).await;
+        described.expect(200);
+        assert_eq!(described.data()["file_id"], id.as_str());
+        assert_eq!(described.data()["filename"], "image.png");
+        assert_eq!(described.data()["provider"], "openai");
+        assert!(!described.data()["description"].as_str().unwrap().is_empty());
+        let sent = fakes.openai.last().body;
+        assert_eq!(sent["messages"][0]["content"][1]["image_url"]["url"], inline);
+        assert!(sent["messages"][0]["content"][0]["text"].as_str().unwrap().starts_with("Describe this image"));
+        app.post("/v1/ai/describe", &tenant.key, json!({ "file_id": id, "prompt": "Count the colours", "provider": "openai" })).await.expect(200);
+        assert_eq!(fakes.openai.last().body["messages"][0]["content"][0]["text"], "Count the colours");
+        app.post("/v1/ai/describe", &other.key, json!({ "file_id": id, "provider": "openai" })).await.expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/ai/describe", &ai_only, json!({ "file_id": id, "provider": "openai" })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+
         // Once expired, the sweeper purges row and bytes, and gives the storage back.
         let prefix = format!("files/{}/{id}", tenant.id);
         assert_eq!(app.app.files.list(&prefix).await.unwrap().len(), 1, "the bytes are in the file store");

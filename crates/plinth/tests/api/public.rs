@@ -116,6 +116,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/ai/vision"),
     ("post", "/v1/ai/image"),
     ("post", "/v1/ai/upload"),
+    ("post", "/v1/ai/describe"),
     ("post", "/v1/files/upload"),
     ("post", "/v1/files/upload-url"),
     ("post", "/v1/files/{file_id}/upload-put"),
