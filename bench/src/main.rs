@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 
 mod auth;
 mod events;
+mod files;
 mod gateway;
 mod isolation;
 mod jobs;
@@ -62,6 +63,8 @@ pub(crate) struct Options {
     durability: Option<String>,
     /// Only the scenarios whose name holds this text (for profiling one of them).
     only: Option<String>,
+    /// With `--vs pocketbase`: file uploads, downloads and thumbnails instead of records.
+    files: bool,
 }
 
 impl Options {
@@ -86,6 +89,7 @@ impl Options {
             litellm: None,
             durability: None,
             only: None,
+            files: false,
         }
     }
 }
@@ -122,6 +126,7 @@ fn options() -> anyhow::Result<Options> {
             "--litellm" => options.litellm = Some(value()?),
             "--durability" => options.durability = Some(value()?),
             "--only" => options.only = Some(value()?),
+            "--files" => options.files = true,
             other => bail!("unknown flag {other}"),
         }
     }

@@ -18,7 +18,7 @@ use crate::record::{Comparison, Figure};
 use crate::{call, drive, Options, Plinth, Scenario};
 
 /// The release the comparison is pinned to.
-const POCKETBASE_VERSION: &str = "0.40.6";
+pub(crate) const POCKETBASE_VERSION: &str = "0.40.6";
 const SUPERUSER: &str = "bench@bench.example";
 const SUPERUSER_PASSWORD: &str = "bench-password-0123456789";
 
@@ -49,7 +49,11 @@ pub(crate) async fn run(client: &reqwest::Client, plinth: &Plinth, options: &Opt
     };
     let folder = std::env::temp_dir().join(format!("plinth-bench-pocketbase-{}", std::process::id()));
     let pocketbase = PocketBase::start(&binary, &folder).await?;
-    let result = compare(client, plinth, &pocketbase, records, options).await;
+    let result = if options.files {
+        crate::files::run(client, plinth, &pocketbase, options).await
+    } else {
+        compare(client, plinth, &pocketbase, records, options).await
+    };
     drop(pocketbase);
     let _ = std::fs::remove_dir_all(&folder);
     result
@@ -231,8 +235,8 @@ fn install() -> anyhow::Result<PathBuf> {
 }
 
 /// A PocketBase server on a fresh folder, stopped when dropped.
-struct PocketBase {
-    base: String,
+pub(crate) struct PocketBase {
+    pub(crate) base: String,
     _process: tokio::process::Child,
 }
 
@@ -279,7 +283,7 @@ impl PocketBase {
         bail!("PocketBase did not become ready")
     }
 
-    async fn superuser_token(&self, client: &reqwest::Client) -> anyhow::Result<String> {
+    pub(crate) async fn superuser_token(&self, client: &reqwest::Client) -> anyhow::Result<String> {
         let response = client
             .post(format!("{}/api/collections/_superusers/auth-with-password", self.base))
             .json(&json!({ "identity": SUPERUSER, "password": SUPERUSER_PASSWORD }))

@@ -1942,7 +1942,8 @@ export interface paths {
         /**
          * Delete file
          * @description Moves the file to the trash (restorable for the retention period, 30 days by default; its
-         *     bytes still count against `storage`). `?force=true` purges it: its row goes now and its bytes
+         *     bytes no longer count against `storage`; restoring counts them again, 403 `FEATURE_LIMIT_REACHED`
+         *     when they no longer fit). `?force=true` purges it: its row goes now and its bytes
          *     (every version and variant) are removed in the background, never in the request. A file
          *     linked to a live object needs the `confirm_token` of a 409 `DEPENDENCY_EXISTS` answer first.
          *     Emits `file.deleted`.
@@ -1993,7 +1994,9 @@ export interface paths {
         put?: never;
         /**
          * Restore deleted file
-         * @description Takes the file out of the trash. 409 when it is not in the trash. Emits `file.restored`.
+         * @description Takes the file out of the trash, its bytes counted against `storage` again (403
+         *     `FEATURE_LIMIT_REACHED` when they no longer fit). 409 when it is not in the trash. Emits
+         *     `file.restored`.
          */
         post: operations["restore_file"];
         delete?: never;
@@ -20883,7 +20886,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            /** @description `FEATURE_LIMIT_REACHED` */
             403: {
                 headers: {
                     [name: string]: unknown;

@@ -61,6 +61,13 @@ pub fn body_limit(path: &str, configured: usize) -> usize {
     }
 }
 
+/// Routes whose body is streamed, never held whole (a presigned slot's bytes, up to 5 GiB):
+/// nothing may buffer it, idempotent replay included (sending a slot's bytes again is itself
+/// idempotent).
+pub fn streams_body(path: &str) -> bool {
+    is_file_slot(path)
+}
+
 /// `/v1/files/{id}/upload-put`: a presigned slot's bytes.
 fn is_file_slot(path: &str) -> bool {
     path.starts_with("/v1/files/") && path.ends_with("/upload-put")

@@ -38,7 +38,10 @@ pub async fn purge_rows(tx: &mut WriteTx, file: &FileRow) -> ApiResult<()> {
     if gone == 0 {
         return Ok(());
     }
-    entitlements::release(tx, &file.tenant(), Entitlement::Storage, file.stored_bytes).await?;
+    // A file in the trash gave its bytes back when it went there.
+    if !file.is_deleted() {
+        entitlements::release(tx, &file.tenant(), Entitlement::Storage, file.stored_bytes).await?;
+    }
     remove_later(tx, &format!("{}/", file_prefix(&file.tenant_id, &file.id))).await
 }
 

@@ -879,7 +879,8 @@ async fn update_file(
     Ok(Data(updated))
 }
 
-/// Moves a file to the trash and records `file.deleted`; nothing when it is there already.
+/// Moves a file to the trash (its bytes no longer counted against `storage`) and records
+/// `file.deleted`; nothing when it is there already.
 async fn trash_one(tx: &mut WriteTx, auth: &Auth, file: &FileRow) -> ApiResult<()> {
     if file.is_deleted() {
         return Ok(());
@@ -891,6 +892,8 @@ async fn trash_one(tx: &mut WriteTx, auth: &Auth, file: &FileRow) -> ApiResult<(
         .bind(&file.id)
         .execute(&mut **tx)
         .await?;
+    // The trash does not count against `storage`; a restore counts the bytes again.
+    entitlements::release(tx, tenant, Entitlement::Storage, file.stored_bytes).await?;
     let trashed = fetch(tx, tenant, &file.id).await?.to_api()?;
     record(tx, tenant, &Who::from(auth), "file.deleted", &trashed, json!({ "purged": false })).await
 }
@@ -898,7 +901,8 @@ async fn trash_one(tx: &mut WriteTx, auth: &Auth, file: &FileRow) -> ApiResult<(
 /// Delete file
 ///
 /// Moves the file to the trash (restorable for the retention period, 30 days by default; its
-/// bytes still count against `storage`). `?force=true` purges it: its row goes now and its bytes
+/// bytes no longer count against `storage`; restoring counts them again, 403 `FEATURE_LIMIT_REACHED`
+/// when they no longer fit). `?force=true` purges it: its row goes now and its bytes
 /// (every version and variant) are removed in the background, never in the request. A file
 /// linked to a live object needs the `confirm_token` of a 409 `DEPENDENCY_EXISTS` answer first.
 /// Emits `file.deleted`.
@@ -949,10 +953,13 @@ async fn delete_file(
 
 /// Restore deleted file
 ///
-/// Takes the file out of the trash. 409 when it is not in the trash. Emits `file.restored`.
+/// Takes the file out of the trash, its bytes counted against `storage` again (403
+/// `FEATURE_LIMIT_REACHED` when they no longer fit). 409 when it is not in the trash. Emits
+/// `file.restored`.
 #[utoipa::path(post, path = "/v1/files/{file_id}/restore", tag = "Files", security(("bearer" = [])),
     params(("file_id" = String, Path, description = "The file's id")),
     responses((status = 200, body = crate::http::response::Envelope<File>),
+              (status = 403, body = crate::http::error::ErrorBody, description = "`FEATURE_LIMIT_REACHED`"),
               (status = 404, body = crate::http::error::ErrorBody),
               (status = 409, body = crate::http::error::ErrorBody, description = "Not in the trash")))]
 async fn restore_file(auth: Auth, State(app): State<App>, Path(file_id): Path<String>) -> ApiResult<Data<File>> {
@@ -964,6 +971,7 @@ async fn restore_file(auth: Auth, State(app): State<App>, Path(file_id): Path<St
     if !file.is_deleted() {
         return Err(ApiError::conflict("the file is not in the trash"));
     }
+    entitlements::consume(&mut tx, &app, tenant, Entitlement::Storage, file.stored_bytes).await?;
     sqlx::query("UPDATE files SET deleted_at = NULL, updated_at = $1 WHERE id = $2")
         .bind(crate::time::to_db(&crate::time::now()))
         .bind(&file.id)

@@ -356,7 +356,8 @@ impl Drop for Keeping {
 
 /// Middleware: runs a keyed write once and replays its answer.
 pub async fn enforce(State(app): State<App>, request: Request, next: Next) -> Response {
-    let keyed = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let keyed = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+        && !crate::limits::streams_body(request.uri().path());
     let Some(value) = request.headers().get(HEADER).filter(|_| keyed).cloned() else {
         return next.run(request).await;
     };

@@ -522,17 +522,29 @@ files_backends! {
         let presigned = app.post("/v1/files/upload-url", &tenant.key, json!({ "filename": "x", "size_bytes": 51 })).await;
         presigned.expect_error(403, "FEATURE_LIMIT_REACHED");
 
-        // The trash still counts; a purge gives the bytes back, and removes them in the background.
-        let id = answers.iter().find(|a| a.status == 201).unwrap().data()["id"].as_str().unwrap().to_string();
+        // Deleting gives the bytes back (the trash does not count); restoring counts them again,
+        // and is refused when they no longer fit.
+        let ids: Vec<String> = answers.iter().filter(|a| a.status == 201).map(|a| a.data()["id"].as_str().unwrap().to_string()).collect();
+        let id = ids[0].clone();
         app.delete(&format!("/v1/files/{id}"), &tenant.key).await.expect(200);
+        assert_eq!(storage_used(&app, &tenant).await, 4 * size as i64);
+        app.post(&format!("/v1/files/{id}/restore"), &tenant.key, json!({})).await.expect(200);
         assert_eq!(storage_used(&app, &tenant).await, 5 * size as i64);
+        app.delete(&format!("/v1/files/{id}"), &tenant.key).await.expect(200);
+        let filler = upload(&app, &tenant.key, "filler.txt", &vec![b'f'; size], &[]).await;
+        app.post(&format!("/v1/files/{id}/restore"), &tenant.key, json!({})).await.expect_error(403, "FEATURE_LIMIT_REACHED");
+        assert_eq!(app.get(&format!("/v1/files/{id}"), &tenant.key).await.data()["is_deleted"], true, "nothing restored");
+        app.delete(&format!("/v1/files/{}?force=true", filler["id"].as_str().unwrap()), &tenant.key).await.expect(200);
+        assert_eq!(storage_used(&app, &tenant).await, 4 * size as i64);
+        // A purge of a live file gives its bytes back, and removes them in the background.
+        app.post(&format!("/v1/files/{id}/restore"), &tenant.key, json!({})).await.expect(200);
         app.delete(&format!("/v1/files/{id}?force=true"), &tenant.key).await.expect(200);
         assert_eq!(storage_used(&app, &tenant).await, 4 * size as i64);
         assert_eq!(app.get("/v1/usage", &tenant.key).await.data()["used_storage_bytes"], 4 * size);
         settle_jobs(&app).await;
         assert!(stored_keys(&app, &tenant, &id).await.is_empty(), "the purged bytes are removed");
         app.get(&format!("/v1/files/{id}"), &tenant.key).await.expect_error(404, "NOT_FOUND");
-        assert_eq!(events_of(&app, &id).await, vec!["file.uploaded", "file.deleted", "file.deleted"]);
+        assert_eq!(events_of(&app, &id).await, vec!["file.uploaded", "file.deleted", "file.restored", "file.deleted", "file.restored", "file.deleted"]);
     }
 
     async fn trash_restore_purge_and_the_sweeper(app) {
@@ -609,7 +621,7 @@ files_backends! {
         assert_eq!(app.count(&format!("SELECT COUNT(*) FROM files WHERE id = '{old_id}'")).await, 0, "past the retention");
         assert_eq!(app.count(&format!("SELECT COUNT(*) FROM files WHERE id = '{}'", kept["id"].as_str().unwrap())).await, 1, "within it");
         assert_eq!(app.count(&format!("SELECT COUNT(*) FROM file_versions WHERE file_id = '{live_id}'")).await, 1);
-        assert_eq!(storage_used(&app, &tenant).await, before - 300 - 9);
+        assert_eq!(storage_used(&app, &tenant).await, before - 300, "the trashed file's bytes were given back when it was deleted");
         assert!(app.app.files.get(&orphan).await.unwrap().is_none(), "the orphan bytes are gone");
         settle_jobs(&app).await;
         assert!(stored_keys(&app, &tenant, &old_id).await.is_empty());
