@@ -2018,7 +2018,8 @@ export interface paths {
          * Generate signed URL
          * @description A link to the file's content (and, with `/variants/{variant}` in place of `/content`, its
          *     variants) that works without a credential until it expires (60 s to 24 h) and only while the
-         *     file keeps its current version: a re-upload or a deletion ends it.
+         *     file keeps its current version: a re-upload ends it, and while the file is in the trash it
+         *     serves nothing.
          */
         post: operations["create_signed_url"];
         delete?: never;
@@ -4866,8 +4867,8 @@ export interface components {
                 trashed_files: number;
                 /**
                  * Format: int64
-                 * @description Bytes counted against the `storage` entitlement: every version, the trash and pending
-                 *     reservations.
+                 * @description Bytes counted against the `storage` entitlement: every version of the live files and
+                 *     pending reservations (the trash does not count).
                  */
                 used_bytes: number;
             };
@@ -6427,8 +6428,8 @@ export interface components {
                 tier: components["schemas"]["Tier"];
                 /**
                  * Format: int64
-                 * @description Bytes the tenant's files hold (every version, the trash, uploads under way): what its
-                 *     `storage` entitlement counts.
+                 * @description Bytes the tenant's live files hold (every version, uploads under way; not the trash):
+                 *     what its `storage` entitlement counts.
                  */
                 used_storage_bytes: number;
             };
@@ -6980,8 +6981,8 @@ export interface components {
             trashed_files: number;
             /**
              * Format: int64
-             * @description Bytes counted against the `storage` entitlement: every version, the trash and pending
-             *     reservations.
+             * @description Bytes counted against the `storage` entitlement: every version of the live files and
+             *     pending reservations (the trash does not count).
              */
             used_bytes: number;
         };
@@ -8155,8 +8156,8 @@ export interface components {
             tier: components["schemas"]["Tier"];
             /**
              * Format: int64
-             * @description Bytes the tenant's files hold (every version, the trash, uploads under way): what its
-             *     `storage` entitlement counts.
+             * @description Bytes the tenant's live files hold (every version, uploads under way; not the trash):
+             *     what its `storage` entitlement counts.
              */
             used_storage_bytes: number;
         };

@@ -440,17 +440,15 @@ async fn describe(
 ) -> ApiResult<Data<Description>> {
     auth.require(CHAT_WRITE)?;
     auth.require(crate::scopes::required::FILES_READ)?;
-    let filename = {
-        let mut conn = app.db.pool().acquire().await?;
-        let file = crate::files::fetch(&mut conn, auth.tenant()?, &body.file_id)
-            .await
-            .map_err(|_| ApiError::invalid("file_id", "no such file"))?;
-        if file.size_bytes > DESCRIBE_MAX_BYTES {
-            return Err(ApiError::invalid("file_id", "images described are at most 10 MB"));
-        }
-        file.filename
+    let (file, bytes) = crate::files::content::for_ai(&app, &auth, &body.file_id, DESCRIBE_MAX_BYTES).await?;
+    if !crate::files::images::is_raster(&file.mime_type) {
+        return Err(ApiError::invalid("file_id", "must be a PNG, JPEG, GIF or WebP image"));
+    }
+    let filename = file.filename.clone();
+    let image = {
+        use base64::Engine;
+        format!("data:{};base64,{}", file.mime_type, base64::engine::general_purpose::STANDARD.encode(&bytes))
     };
-    let image = super::uploads::data_url(&app, &auth, &body.file_id, true).await?;
     let chat = ChatRequest {
         prompt: Some(body.prompt.unwrap_or_else(|| DESCRIBE_PROMPT.into())),
         message: None,

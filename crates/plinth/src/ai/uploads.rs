@@ -189,7 +189,7 @@ pub async fn data_url(app: &App, auth: &Auth, id: &str, as_file: bool) -> ApiRes
     if as_file {
         auth.require(crate::scopes::required::FILES_READ)?;
     }
-    let (file, bytes) = crate::files::content::for_ai(app, auth, id).await.map_err(|e| {
+    let (file, bytes) = crate::files::content::for_ai(app, auth, id, UPLOAD_MAX_BYTES as i64).await.map_err(|e| {
         if as_file {
             e
         } else {

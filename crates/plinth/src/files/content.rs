@@ -22,6 +22,10 @@ const TTL_MIN_SECS: i64 = 60;
 const TTL_MAX_SECS: i64 = 86_400;
 /// Bytes of a presigned upload read to tell its type.
 const HEAD_BYTES: usize = 64 * 1024;
+/// Largest image a variant is made of.
+const VARIANT_SOURCE_MAX_BYTES: i64 = 50 * 1024 * 1024;
+/// Most of a presigned image read to find its sides when its header lies past the first bytes.
+const HEADER_SEARCH_BYTES: u64 = 16 * 1024 * 1024;
 /// The variants a path may name: the presets, and `custom`.
 pub const VARIANTS: &[&str] = &["thumb", "small", "medium", "large", "custom"];
 /// Named variants: their box and fit.
@@ -100,10 +104,12 @@ async fn readable_file(app: &App, auth: Result<Auth, ApiError>, file_id: &str, l
                 file
             }
             // No credential at all: public files only. A bad credential stays a 401.
+            // A file that is not public is not there for a request without a credential: its
+            // existence is not told either.
             Err(error) if error.message.contains("missing") => {
                 let file = fetch_any(&mut conn, file_id).await?.ok_or_else(|| ApiError::not_found("file"))?;
                 if file.access != "public" {
-                    return Err(error);
+                    return Err(ApiError::not_found("file"));
                 }
                 file
             }
@@ -133,9 +139,10 @@ fn parse_range(headers: &HeaderMap, size: u64) -> ApiResult<Option<std::ops::Ran
     let Some((start, end)) = spec.split_once('-') else { return Ok(None) };
     let (start, end) = (start.trim(), end.trim());
     let range = match (start.parse::<u64>(), end.parse::<u64>()) {
-        (Ok(start), Ok(end)) if start <= end => start..(end + 1).min(size),
+        (Ok(start), Ok(end)) if start <= end => start..end.saturating_add(1).min(size),
         (Ok(start), Err(_)) if end.is_empty() => start..size,
-        (Err(_), Ok(suffix)) if start.is_empty() && suffix > 0 => size.saturating_sub(suffix)..size,
+        (Err(_), Ok(0)) if start.is_empty() => return Err(unsatisfiable()),
+        (Err(_), Ok(suffix)) if start.is_empty() => size.saturating_sub(suffix)..size,
         _ => return Ok(None),
     };
     if range.start >= size {
@@ -224,7 +231,20 @@ pub async fn file_content(
     let size = file.size_bytes.max(0) as u64;
     // `If-Range` with another tag: the whole (changed) file.
     let if_range_holds = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() == etag);
-    let range = if if_range_holds { parse_range(&headers, size)? } else { None };
+    let range = if if_range_holds {
+        match parse_range(&headers, size) {
+            Ok(range) => range,
+            Err(error) => {
+                let mut response = error.into_response();
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                return Ok(response);
+            }
+        }
+    } else {
+        None
+    };
     let fetched = app.files.get_range(&file.storage_key, range.clone()).await?.ok_or_else(|| {
         tracing::error!(file = %file.id, "a ready file's bytes are missing from the store");
         ApiError::not_found("file")
@@ -267,7 +287,8 @@ pub struct SignedUrl {
 ///
 /// A link to the file's content (and, with `/variants/{variant}` in place of `/content`, its
 /// variants) that works without a credential until it expires (60 s to 24 h) and only while the
-/// file keeps its current version: a re-upload or a deletion ends it.
+/// file keeps its current version: a re-upload ends it, and while the file is in the trash it
+/// serves nothing.
 #[utoipa::path(post, path = "/v1/files/{file_id}/signed-url", tag = "Files", security(("bearer" = [])),
     params(("file_id" = String, Path, description = "The file's id")),
     request_body(content = Option<SignedUrlRequest>),
@@ -355,12 +376,54 @@ pub async fn upload_to_slot(
     if closes.is_none_or(|at| at < crate::time::now()) {
         return Err(ApiError::conflict("the upload slot has expired: open another with POST /v1/files/upload-url"));
     }
+    // The slot is claimed while its bytes come: a second sender is refused, never mixed in.
+    let claimed = sqlx::query(
+        "UPDATE file_versions SET status = 'receiving' WHERE file_id = $1 AND version = $2 AND status = 'pending'",
+    )
+    .bind(&file.id)
+    .bind(version)
+    .execute(app.db.pool())
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        return Err(ApiError::conflict(
+            "bytes are being sent to this slot, or were already: complete it, or open another",
+        ));
+    }
+    let received = receive(&app, &file, version, &key, size, &declared, body).await;
+    if received.is_err() {
+        // Given up: the slot is open again, for the next try.
+        if let Err(removal) = app.files.delete(&key).await {
+            tracing::warn!(message = %removal.message, "removing refused bytes failed; the sweeper will");
+        }
+        sqlx::query(
+            "UPDATE file_versions SET status = 'pending' WHERE file_id = $1 AND version = $2 AND status = 'receiving'",
+        )
+        .bind(&file.id)
+        .bind(version)
+        .execute(app.db.pool())
+        .await?;
+    }
+    received
+}
+
+/// Streams a slot's bytes to the store, checks their size and type, and records them as
+/// `received`.
+async fn receive(
+    app: &App,
+    file: &FileRow,
+    version: i64,
+    key: &str,
+    size: i64,
+    declared: &str,
+    body: Body,
+) -> ApiResult<Data<File>> {
     let mut hasher = sha2::Sha256::new();
     let mut head = Vec::with_capacity(HEAD_BYTES.min(size as usize));
     let mut received: i64 = 0;
     let stream = body.into_data_stream();
     app.files
-        .put_stream(&key, stream, |chunk: &Bytes| {
+        .put_stream(key, stream, |chunk: &Bytes| {
             received += chunk.len() as i64;
             if received > size {
                 return Err(ApiError::new(
@@ -376,36 +439,26 @@ pub async fn upload_to_slot(
             Ok(())
         })
         .await?;
-    let refuse = |error: ApiError| async {
-        if let Err(removal) = app.files.delete(&key).await {
-            tracing::warn!(message = %removal.message, "removing refused bytes failed; the sweeper will");
-        }
-        error
-    };
     if received != size {
-        return Err(refuse(ApiError::invalid(
-            "body",
-            format!("the slot was opened for {size} bytes: {received} came"),
-        ))
-        .await);
+        return Err(ApiError::invalid("body", format!("the slot was opened for {size} bytes: {received} came")));
     }
     let complete = head.len() as i64 == received;
-    let mime_type = match images::resolve_type(&head, Some(&declared), complete) {
+    let mime_type = match images::resolve_type(&head, Some(declared), complete) {
         Ok(mime) => mime,
-        Err(problem) => return Err(refuse(ApiError::invalid("body", problem)).await),
+        Err(problem) => return Err(ApiError::invalid("body", problem)),
     };
     let dimensions = if images::is_raster(&mime_type) {
         match images::dimensions(&head, &mime_type) {
             Ok(found) => found,
-            // A header past the head: the whole image is read.
+            // A header past the head: more of the image is read.
             Err(_) if !complete => {
-                let bytes = app.files.get(&key).await?.unwrap_or_default();
+                let bytes = read_head(app, key, HEADER_SEARCH_BYTES).await?;
                 match images::dimensions(&bytes, &mime_type) {
                     Ok(found) => found,
-                    Err(problem) => return Err(refuse(ApiError::invalid("body", problem)).await),
+                    Err(problem) => return Err(ApiError::invalid("body", problem)),
                 }
             }
-            Err(problem) => return Err(refuse(ApiError::invalid("body", problem)).await),
+            Err(problem) => return Err(ApiError::invalid("body", problem)),
         }
     } else {
         None
@@ -415,7 +468,7 @@ pub async fn upload_to_slot(
     let mut tx = app.db.begin_write().await?;
     sqlx::query(
         "UPDATE file_versions SET status = 'received', sha256 = $1, mime_type = $2, width = $3, height = $4 \
-         WHERE file_id = $5 AND version = $6 AND status <> 'ready'",
+         WHERE file_id = $5 AND version = $6 AND status = 'receiving'",
     )
     .bind(&sha256)
     .bind(&mime_type)
@@ -531,8 +584,11 @@ pub async fn file_variant(
     let (bytes, hit) = match app.files.get(&cached_key).await? {
         Some(bytes) => (bytes, true),
         None => {
-            let source = app.files.get(&file.storage_key).await?.ok_or_else(|| ApiError::not_found("file"))?;
+            if file.size_bytes > VARIANT_SOURCE_MAX_BYTES {
+                return Err(ApiError::invalid("file", "variants are made of images of at most 50 MiB"));
+            }
             let _turn = app.files.render_turn().await;
+            let source = app.files.get(&file.storage_key).await?.ok_or_else(|| ApiError::not_found("file"))?;
             let rendered = tokio::task::spawn_blocking(move || images::render(&source, &file_mime(&source), &spec))
                 .await
                 .map_err(ApiError::internal)?;
@@ -552,13 +608,24 @@ pub async fn file_variant(
     Ok(response)
 }
 
+/// The first `limit` bytes of a stored file.
+async fn read_head(app: &App, key: &str, limit: u64) -> ApiResult<Vec<u8>> {
+    let Some(mut fetched) = app.files.get_range(key, Some(0..limit)).await? else { return Ok(Vec::new()) };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut fetched.stream).await {
+        bytes.extend_from_slice(&chunk.map_err(|e| ApiError::internal(format!("reading a stored file: {e}")))?);
+    }
+    Ok(bytes)
+}
+
 /// The raster type of an image's bytes.
 fn file_mime(bytes: &[u8]) -> String {
     infer::get(bytes).map(|k| k.mime_type().to_string()).unwrap_or_default()
 }
 
-/// For `/v1/ai/*`: the ready file `file_id` of the caller's tenant that the caller may read.
-pub async fn for_ai(app: &App, auth: &Auth, file_id: &str) -> ApiResult<(FileRow, Bytes)> {
+/// For `/v1/ai/*`: the ready file `file_id` of the caller's tenant that the caller may read, of
+/// at most `max_bytes` (checked once the caller may know of the file, before it is read).
+pub async fn for_ai(app: &App, auth: &Auth, file_id: &str, max_bytes: i64) -> ApiResult<(FileRow, Bytes)> {
     let mut conn = app.db.pool().acquire().await?;
     let file =
         fetch(&mut conn, auth.tenant()?, file_id).await.map_err(|_| ApiError::invalid("file_id", "no such file"))?;
@@ -567,6 +634,9 @@ pub async fn for_ai(app: &App, auth: &Auth, file_id: &str) -> ApiResult<(FileRow
         .map_err(|_| ApiError::invalid("file_id", "no such file"))?;
     if file.is_deleted() || file.status != "ready" {
         return Err(ApiError::invalid("file_id", "the file is not ready, or in the trash"));
+    }
+    if file.size_bytes > max_bytes {
+        return Err(ApiError::invalid("file_id", format!("the image is over {} MB", max_bytes / 1024 / 1024)));
     }
     let bytes = app.files.get(&file.storage_key).await?.ok_or_else(|| ApiError::invalid("file_id", "no such file"))?;
     Ok((file, bytes))
@@ -591,6 +661,9 @@ mod tests {
         assert_eq!(range("bytes=0-1,5-6", 100).unwrap(), None);
         assert_eq!(range("items=0-1", 100).unwrap(), None);
         assert_eq!(range("bytes=100-", 100).unwrap_err().code, ErrorCode::RangeNotSatisfiable);
+        assert_eq!(range("bytes=-0", 100).unwrap_err().code, ErrorCode::RangeNotSatisfiable);
+        assert_eq!(range("bytes=5-18446744073709551615", 100).unwrap(), Some(5..100));
+        assert_eq!(range("bytes=-500", 100).unwrap(), Some(0..100));
     }
 
     #[test]

@@ -57,16 +57,16 @@ async fn purge_where(app: &App, condition: &str, values: &[&str]) -> ApiResult<u
     let mut purged = 0;
     for file in picked {
         let mut tx = app.db.begin_write().await?;
-        // Read again under the write: a restore or completion may have come meanwhile.
-        let sql = format!("SELECT 1 FROM files WHERE {condition} AND id = ${}", values.len() + 1);
-        let mut query = sqlx::query_as::<_, (i64,)>(&sql);
+        // Locked and read again under the write: a restore or completion may have come meanwhile.
+        crate::db::lock_row(&mut tx, app.db.backend(), "files", &file.id, true).await?;
+        let sql = format!("SELECT {COLUMNS} FROM files WHERE {condition} AND id = ${}", values.len() + 1);
+        let mut query = sqlx::query_as::<_, FileRow>(&sql);
         for value in values {
             query = query.bind(*value);
         }
-        let still = query.bind(&file.id).fetch_optional(&mut *tx).await?;
-        if still.is_none() {
+        let Some(file) = query.bind(&file.id).fetch_optional(&mut *tx).await? else {
             continue;
-        }
+        };
         purge_rows(&mut tx, &file).await?;
         if file.status == "ready" {
             let shown = file.to_api()?;
@@ -103,25 +103,49 @@ pub async fn clean_stale(app: &App, file_id: Option<&str>) -> ApiResult<u64> {
     .await?;
     for (file_id, version, size, key, tenant) in versions {
         let mut tx = app.db.begin_write().await?;
-        let gone = sqlx::query("DELETE FROM file_versions WHERE file_id = $1 AND version = $2 AND status <> 'ready'")
-            .bind(&file_id)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if gone > 0 {
-            sqlx::query("UPDATE files SET stored_bytes = stored_bytes - $1, upload_expires_at = NULL WHERE id = $2")
-                .bind(size)
-                .bind(&file_id)
-                .execute(&mut *tx)
-                .await?;
-            entitlements::release(&mut tx, &TenantId::trusted(tenant), Entitlement::Storage, size).await?;
-            remove_later(&mut tx, &key).await?;
+        crate::db::lock_row(&mut tx, app.db.backend(), "files", &file_id, true).await?;
+        if drop_pending_version(&mut tx, &TenantId::trusted(tenant), &file_id, version, size, &key).await? {
             cleaned += 1;
         }
         tx.commit().await?;
     }
     Ok(cleaned)
+}
+
+/// Gives back a pending version of a ready file (its row locked by the caller): the row gone,
+/// its size taken off the file's and, while the file is live, off the tenant's `storage` (the
+/// trash gave it back already), its bytes removed later. False when it was gone already.
+pub(crate) async fn drop_pending_version(
+    tx: &mut WriteTx,
+    tenant: &TenantId,
+    file_id: &str,
+    version: i64,
+    size: i64,
+    key: &str,
+) -> ApiResult<bool> {
+    let gone = sqlx::query("DELETE FROM file_versions WHERE file_id = $1 AND version = $2 AND status <> 'ready'")
+        .bind(file_id)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if gone == 0 {
+        return Ok(false);
+    }
+    let live: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM files WHERE id = $1 AND deleted_at IS NULL")
+        .bind(file_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE files SET stored_bytes = stored_bytes - $1, upload_expires_at = NULL WHERE id = $2")
+        .bind(size)
+        .bind(file_id)
+        .execute(&mut **tx)
+        .await?;
+    if live.is_some() {
+        entitlements::release(tx, tenant, Entitlement::Storage, size).await?;
+    }
+    remove_later(tx, key).await?;
+    Ok(true)
 }
 
 /// One round of the sweeper: stale uploads, trash past `retention_days`, expired files; and,

@@ -205,6 +205,26 @@ pub(crate) async fn reserve(app: &App, auth: &Auth, reservation: Reservation<'_>
             if file.status != "ready" {
                 return Err(ApiError::conflict("the file's first upload is not complete yet"));
             }
+            // One upload of a file at a time: an open slot is refused; one whose hour ran out is
+            // given back first.
+            let open: Vec<(i64, i64, String)> = sqlx::query_as(
+                "SELECT version, size_bytes, storage_key FROM file_versions WHERE file_id = $1 AND status <> 'ready'",
+            )
+            .bind(file_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            if !open.is_empty() {
+                let closes = file.upload_expires_at.as_deref().map(crate::time::from_db).transpose();
+                let closes = closes.map_err(ApiError::internal)?;
+                if closes.is_some_and(|at| at > now) {
+                    return Err(ApiError::conflict(
+                        "an upload of this file is under way: complete it, or wait until its slot closes",
+                    ));
+                }
+                for (version, size, key) in open {
+                    super::purge::drop_pending_version(&mut tx, &tenant, file_id, version, size, &key).await?;
+                }
+            }
             let (last,): (i64,) = sqlx::query_as("SELECT MAX(version) FROM file_versions WHERE file_id = $1")
                 .bind(file_id)
                 .fetch_one(&mut *tx)
@@ -259,6 +279,11 @@ pub(crate) async fn unreserve(app: &App, tenant: &TenantId, slot: &Slot) {
             .await?
             .rows_affected();
         if gone > 0 {
+            // A file in the trash gave its bytes, this reservation's too, back already.
+            let live: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM files WHERE id = $1 AND deleted_at IS NULL")
+                .bind(&slot.file_id)
+                .fetch_optional(&mut *tx)
+                .await?;
             if slot.new_file {
                 sqlx::query("DELETE FROM files WHERE id = $1 AND status = 'pending'")
                     .bind(&slot.file_id)
@@ -271,7 +296,9 @@ pub(crate) async fn unreserve(app: &App, tenant: &TenantId, slot: &Slot) {
                     .execute(&mut *tx)
                     .await?;
             }
-            entitlements::release(&mut tx, tenant, Entitlement::Storage, slot.size).await?;
+            if live.is_some() {
+                entitlements::release(&mut tx, tenant, Entitlement::Storage, slot.size).await?;
+            }
         }
         tx.commit().await?;
         ApiResult::Ok(())
@@ -320,10 +347,11 @@ pub(crate) async fn finish(
     if updated == 0 {
         return Err(ApiError::conflict("the upload was given up meanwhile: upload again"));
     }
-    sqlx::query(
+    let moved = sqlx::query(
         "UPDATE files SET status = 'ready', version = $1, filename = (SELECT filename FROM file_versions \
          WHERE file_id = $2 AND version = $1), mime_type = $3, size_bytes = $4, sha256 = $5, width = $6, height = $7, \
-         storage_key = $8, expected_sha256 = NULL, upload_expires_at = NULL, updated_at = $9 WHERE id = $2",
+         storage_key = $8, expected_sha256 = NULL, upload_expires_at = NULL, updated_at = $9 \
+         WHERE id = $2 AND (version < $1 OR status = 'pending')",
     )
     .bind(slot.version)
     .bind(&slot.file_id)
@@ -335,7 +363,11 @@ pub(crate) async fn finish(
     .bind(&slot.key)
     .bind(&now)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        return Err(ApiError::conflict("a newer version of the file is current: upload again"));
+    }
     let file = fetch(&mut tx, auth_tenant, &slot.file_id).await?.to_api()?;
     record(&mut tx, auth_tenant, who, "file.uploaded", &file, json!({ "version": file.version })).await?;
     tx.commit().await?;
@@ -887,11 +919,15 @@ async fn trash_one(tx: &mut WriteTx, auth: &Auth, file: &FileRow) -> ApiResult<(
     }
     let tenant = auth.tenant()?;
     let now = crate::time::to_db(&crate::time::now());
-    sqlx::query("UPDATE files SET deleted_at = $1, updated_at = $1 WHERE id = $2")
+    let moved = sqlx::query("UPDATE files SET deleted_at = $1, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL")
         .bind(&now)
         .bind(&file.id)
         .execute(&mut **tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if moved == 0 {
+        return Ok(());
+    }
     // The trash does not count against `storage`; a restore counts the bytes again.
     entitlements::release(tx, tenant, Entitlement::Storage, file.stored_bytes).await?;
     let trashed = fetch(tx, tenant, &file.id).await?.to_api()?;
@@ -972,7 +1008,7 @@ async fn restore_file(auth: Auth, State(app): State<App>, Path(file_id): Path<St
         return Err(ApiError::conflict("the file is not in the trash"));
     }
     entitlements::consume(&mut tx, &app, tenant, Entitlement::Storage, file.stored_bytes).await?;
-    sqlx::query("UPDATE files SET deleted_at = NULL, updated_at = $1 WHERE id = $2")
+    sqlx::query("UPDATE files SET deleted_at = NULL, updated_at = $1 WHERE id = $2 AND deleted_at IS NOT NULL")
         .bind(crate::time::to_db(&crate::time::now()))
         .bind(&file.id)
         .execute(&mut *tx)
@@ -1393,8 +1429,8 @@ pub struct FileStats {
     pub pending_files: i64,
     /// Live files by the first part of their type (`image`, `text`, ...).
     pub by_category: std::collections::BTreeMap<String, i64>,
-    /// Bytes counted against the `storage` entitlement: every version, the trash and pending
-    /// reservations.
+    /// Bytes counted against the `storage` entitlement: every version of the live files and
+    /// pending reservations (the trash does not count).
     pub used_bytes: i64,
     /// The tenant's `storage` limit; `null` for none.
     pub quota_bytes: Option<i64>,
@@ -1502,6 +1538,9 @@ async fn reach_all(
 ) -> ApiResult<Vec<FileRow>> {
     let mut files = Vec::with_capacity(ids.len());
     for id in ids {
+        if action == FileAction::Write {
+            crate::db::lock_row(conn, app.db.backend(), "files", id, true).await?;
+        }
         let file = reach(app, conn, auth, id, action).await.map_err(|mut e| {
             if e.code == ErrorCode::NotFound {
                 e.message = format!("file `{id}` not found: nothing was done");

@@ -252,8 +252,8 @@ pub struct Usage {
     pub requests_today: i64,
     /// The UTC day `requests_today` counts.
     pub day: String,
-    /// Bytes the tenant's files hold (every version, the trash, uploads under way): what its
-    /// `storage` entitlement counts.
+    /// Bytes the tenant's live files hold (every version, uploads under way; not the trash):
+    /// what its `storage` entitlement counts.
     pub used_storage_bytes: i64,
 }
 

@@ -247,8 +247,9 @@ files_backends! {
         let (_, data_key) = app.key(&tenant, json!({ "scopes": ["objects:read"] })).await;
         app.get(&format!("/v1/files/{id}"), &data_key).await.expect_error(403, "INSUFFICIENT_SCOPE");
         app.get_public(&format!("/v1/files/{id}")).await.expect_error(401, "UNAUTHORIZED");
-        // Private content without a credential is refused; a bad credential stays a 401.
-        app.get_public(&format!("/v1/files/{id}/content")).await.expect_error(401, "UNAUTHORIZED");
+        // Private content without a credential is not there (its existence is not told); a bad
+        // credential stays a 401.
+        app.get_public(&format!("/v1/files/{id}/content")).await.expect_error(404, "NOT_FOUND");
         app.get(&format!("/v1/files/{id}/content"), "plk_not_a_key").await.expect_error(401, "UNAUTHORIZED");
 
         assert_eq!(events_of(&app, &id).await, vec!["file.uploaded"]);
@@ -324,7 +325,7 @@ files_backends! {
         assert_eq!(events_of(&app, &id).await, vec!["file.uploaded", "file.uploaded"]);
 
         // Public files need no link; trashed ones serve nothing.
-        app.get_public(&format!("/v1/files/{id}/content")).await.expect_error(401, "UNAUTHORIZED");
+        app.get_public(&format!("/v1/files/{id}/content")).await.expect_error(404, "NOT_FOUND");
         app.patch(&format!("/v1/files/{id}"), &tenant.key, json!({ "access": "public" })).await.expect(200);
         let open = reqwest::get(app.url(&format!("/v1/files/{id}/content"))).await.unwrap();
         assert_eq!(open.status(), 200);
@@ -396,7 +397,7 @@ files_backends! {
         assert_ne!(get("thumb".into()).await.headers()["etag"].to_str().unwrap(), etag);
 
         // Variants are read as the content is: by a signed link, not by anyone.
-        app.get_public(&format!("/v1/files/{id}/variants/thumb")).await.expect_error(401, "UNAUTHORIZED");
+        app.get_public(&format!("/v1/files/{id}/variants/thumb")).await.expect_error(404, "NOT_FOUND");
         let link = app.post(&format!("/v1/files/{id}/signed-url"), &tenant.key, json!({})).await.data()["url"].as_str().unwrap().to_string();
         let (_, query) = link.split_once('?').unwrap();
         let by_link = reqwest::get(app.url(&format!("/v1/files/{id}/variants/thumb?{query}"))).await.unwrap();
@@ -440,6 +441,8 @@ files_backends! {
 
         let put = app.send(app.client.post(&endpoint).header("content-type", "application/octet-stream").body(bytes.clone())).await;
         put.expect(200);
+        // Once received, the slot takes no other bytes.
+        app.send(app.client.post(&endpoint).body(bytes[..10].to_vec())).await.expect_error(409, "CONFLICT");
         let done = app.post(&format!("/v1/files/{id}/upload-complete"), &tenant.key, json!({})).await;
         done.expect(200);
         assert_eq!(done.data()["status"], "ready");
@@ -483,10 +486,12 @@ files_backends! {
         }
         app.post("/v1/files/upload-url", &tenant.key, json!({ "filename": "x", "size_bytes": 5, "colour": "red" })).await.expect(422);
 
-        // A presigned new version of a ready file.
+        // A presigned new version of a ready file: one upload of a file at a time.
         let next = app.post("/v1/files/upload-url", &tenant.key, json!({ "filename": "s2.txt", "size_bytes": 10, "file_id": id })).await;
         next.expect(201);
         assert_eq!(next.data()["version"], 2);
+        app.post("/v1/files/upload-url", &tenant.key, json!({ "filename": "s3.txt", "size_bytes": 10, "file_id": id })).await.expect_error(409, "CONFLICT");
+        upload_form(&app, &tenant.key, &[("file", Some("s3.txt"), None, b"direct"), ("file_id", None, None, id.as_bytes())]).await.expect_error(409, "CONFLICT");
         let endpoint = next.data()["upload_endpoint"].as_str().unwrap().to_string();
         app.send(app.client.post(&endpoint).body(small.clone())).await.expect(200);
         assert_eq!(app.get(&format!("/v1/files/{id}"), &tenant.key).await.data()["version"], 1, "until completed, the old version stays current");
