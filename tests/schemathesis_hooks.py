@@ -37,7 +37,7 @@ TOLERATED = [
     (r"^/v1/credentials/", r".*", r"is required|unknown field|must be|is not a field of", "each service's own credential fields"),
     (r".*", r"confirm_token", r"is not valid for this resource",
      "a deletion's confirmation token: only one the server issued, for that resource, is good"),
-    (r"^/v1/ai/vision$", r"upload_id|file_id", r"no such (upload|file)|not ready|must be a PNG",
+    (r"^/v1/ai/(vision|describe)$", r"upload_id|file_id", r"no such (upload|file)|not ready|must be a PNG|is over",
      "a reference to an upload or an image file the tenant does not have"),
     (r".*", r".+", r"must not contain the NUL character",
      "JSON holding the NUL character anywhere, which PostgreSQL cannot store: refused alike on both databases"),
