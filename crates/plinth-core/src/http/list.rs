@@ -98,19 +98,29 @@ struct Cursor {
     id: String,
 }
 
+/// A page size as a list takes it: `LIST_DEFAULT_LIMIT` when absent, 422 outside 1 to
+/// `LIST_MAX_LIMIT`.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(LIST_DEFAULT_LIMIT);
+    if !(1..=LIST_MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("must be between 1 and {LIST_MAX_LIMIT}")));
+    }
+    Ok(limit)
+}
+
+/// An `offset` as a list takes it: 0 when absent, 422 past `OFFSET_MAX`.
+pub fn page_offset(offset: Option<u32>) -> Result<u32, ApiError> {
+    let offset = offset.unwrap_or(0);
+    if offset > OFFSET_MAX {
+        return Err(ApiError::invalid("offset", format!("must be at most {OFFSET_MAX}: page further with `cursor`")));
+    }
+    Ok(offset)
+}
+
 impl ListParams {
     pub fn new(query: ListQuery, cursor_key: [u8; 32]) -> Result<Self, ApiError> {
-        let limit = query.limit.unwrap_or(LIST_DEFAULT_LIMIT);
-        if !(1..=LIST_MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid("limit", format!("must be between 1 and {LIST_MAX_LIMIT}")));
-        }
-        let offset = query.offset.unwrap_or(0);
-        if offset > OFFSET_MAX {
-            return Err(ApiError::invalid(
-                "offset",
-                format!("must be at most {OFFSET_MAX}: page further with `cursor`"),
-            ));
-        }
+        let limit = page_limit(query.limit)?;
+        let offset = page_offset(query.offset)?;
         let split = |text: &str| -> Vec<String> {
             text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
         };

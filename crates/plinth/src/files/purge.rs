@@ -14,7 +14,7 @@ use crate::db::WriteTx;
 use crate::entitlements::{self, Entitlement};
 use crate::http::{ApiError, ApiResult};
 use crate::id::TenantId;
-use crate::jobs::{self, Job, JobError, NewJob, Performed};
+use crate::jobs::{self, Job, NewJob, Performed};
 use crate::time;
 
 /// The job kind that removes bytes from the store.
@@ -241,15 +241,5 @@ impl jobs::Kind for Purge {
             }
             Performed { outcome: (), result }
         })
-    }
-
-    fn settle<'a>(
-        &'a self,
-        _tx: &'a mut WriteTx,
-        _job: &'a Job,
-        _outcome: Option<&'a ()>,
-        _fate: &'a jobs::Fate,
-    ) -> BoxFuture<'a, Result<(), JobError>> {
-        Box::pin(async { Ok(()) })
     }
 }

@@ -1212,14 +1212,6 @@ async fn page(
     Ok(Page { results, next_cursor, total })
 }
 
-fn check_limit(limit: Option<u32>) -> ApiResult<u32> {
-    let limit = limit.unwrap_or(crate::limits::LIST_DEFAULT_LIMIT);
-    if !(1..=crate::limits::LIST_MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid("limit", format!("must be between 1 and {}", crate::limits::LIST_MAX_LIMIT)));
-    }
-    Ok(limit)
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TrashQuery {
@@ -1242,7 +1234,7 @@ async fn list_file_trash(
     Query(query): Query<TrashQuery>,
 ) -> ApiResult<Data<Page<File>>> {
     auth.require(FILES_READ)?;
-    let limit = check_limit(query.limit)?;
+    let limit = crate::http::list::page_limit(query.limit)?;
     let mut conn = app.db.pool().acquire().await?;
     let (mut conds, binds) = scope(&app, &mut conn, &auth).await?;
     conds.push("deleted_at IS NOT NULL".into());
@@ -1306,7 +1298,7 @@ async fn search_files(
     Json(body): Json<SearchFiles>,
 ) -> ApiResult<Data<Page<File>>> {
     auth.require(FILES_READ)?;
-    let limit = check_limit(body.limit)?;
+    let limit = crate::http::list::page_limit(body.limit)?;
     let descending = match body.sort_dir.as_deref() {
         None | Some("desc") => true,
         Some("asc") => false,
@@ -1396,11 +1388,8 @@ async fn list_file_folders(
     Query(query): Query<FoldersQuery>,
 ) -> ApiResult<Data<Vec<Folder>>> {
     auth.require(FILES_READ)?;
-    let limit = check_limit(query.limit)?;
-    let offset = query.offset.unwrap_or(0);
-    if offset > crate::http::list::OFFSET_MAX {
-        return Err(ApiError::invalid("offset", format!("must be at most {}", crate::http::list::OFFSET_MAX)));
-    }
+    let limit = crate::http::list::page_limit(query.limit)?;
+    let offset = crate::http::list::page_offset(query.offset)?;
     let mut conn = app.db.pool().acquire().await?;
     let (mut conds, binds) = scope(&app, &mut conn, &auth).await?;
     conds.push("deleted_at IS NULL".into());
