@@ -50,6 +50,8 @@ TOLERATED = [
     (r"^/v1/files/upload$", r"file", r"the bytes are|the image|is empty|has no pixels",
      "a file's type and an image's size, which only its bytes show"),
     (r"^/v1/files", r"folder", r"no `\.` or `\.\.` segments", "a folder path never climbs: its segments are names"),
+    (r"^/v1/files", r"object_id|object_type_id", r"go together",
+     "a file's attachment names an object by its type and id: a form may not give one without the other"),
     (r"^/v1/files/\{file_id\}/upload-(put|complete)$", r"body|sha256", r"the slot was opened for|SHA-256|the bytes are",
      "a presigned slot's announced size, checksum and type, which only the bytes that come can meet"),
     (r"^/v1/auth-config$", r"email_templates\.[a-z_]+\.(subject|body)", r"\{\{link\}\}|1 to 200 characters|1 byte to 32 KB",
