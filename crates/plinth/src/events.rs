@@ -9,6 +9,9 @@ pub const BUILT_IN: &[&str] = &[
     "object.updated",
     "object.deleted",
     "object.restored",
+    "association.created",
+    "association.updated",
+    "association.deleted",
     "file.uploaded",
     "file.updated",
     "file.deleted",
@@ -36,8 +39,20 @@ pub const BUILT_IN: &[&str] = &[
 ];
 
 /// Prefixes custom events may not take: they belong to the platform's own events.
-pub const RESERVED: &[&str] =
-    &["object", "webhook", "file", "user", "inbound", "api_key", "tenant", "role", "policy", "custom_reserved"];
+pub const RESERVED: &[&str] = &[
+    "object",
+    "association",
+    "comment",
+    "webhook",
+    "file",
+    "user",
+    "inbound",
+    "api_key",
+    "tenant",
+    "role",
+    "policy",
+    "custom_reserved",
+];
 
 /// Largest custom event `data`, serialised.
 const CUSTOM_DATA_MAX_BYTES: usize = 64 * 1024;

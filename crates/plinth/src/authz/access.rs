@@ -15,6 +15,7 @@ use crate::db::Backend;
 use crate::http::{ApiError, ApiResult, ErrorCode};
 use crate::objects::query::{cond_sql, Cond};
 use crate::objects::sql::Binds;
+use crate::objects::store::fetch_visible;
 use crate::objects::{Object, Schema};
 use crate::time;
 
@@ -404,6 +405,33 @@ impl EventFilter {
         self.types.clear();
     }
 
+    /// Loads, once, what `auth` may read of the type `type_name`.
+    async fn load_type(&mut self, app: &crate::app::App, auth: &Auth, type_name: &str) {
+        if self.types.contains_key(type_name) {
+            return;
+        }
+        let loaded = async {
+            let tenant = auth.tenant().ok()?;
+            let mut conn = app.db.pool().acquire().await.ok()?;
+            let schema = Schema::load(&mut conn, tenant, type_name).await.ok()?;
+            let guard = ObjectGuard::load(&mut conn, auth, &schema, ObjectAction::Select).await.ok()?;
+            Some((schema, guard))
+        }
+        .await;
+        self.types.insert(type_name.to_owned(), loaded);
+    }
+
+    /// True when `auth` may read the stored object `object_id` of the type `type_name`.
+    async fn reads(&mut self, app: &crate::app::App, auth: &Auth, type_name: &str, object_id: &str) -> bool {
+        self.load_type(app, auth, type_name).await;
+        let Some(Some((schema, guard))) = self.types.get(type_name) else { return false };
+        let Ok(mut conn) = app.db.pool().acquire().await else { return false };
+        let found =
+            fetch_visible(&mut conn, app.db.backend(), schema, object_id, guard.rows(schema, ObjectAction::Select))
+                .await;
+        found.is_ok()
+    }
+
     /// The event as `auth` may receive it, or `None`. Keys receive every event they subscribed to.
     pub async fn admit(&mut self, app: &crate::app::App, auth: &Auth, event: &Value) -> Option<Value> {
         let kind = event["type"].as_str().unwrap_or_default();
@@ -429,23 +457,32 @@ impl EventFilter {
             let read = super::files::check(app, &mut conn, auth, facts, super::files::FileAction::Read).await;
             return read.is_ok().then(|| event.clone());
         }
+        if kind.starts_with("association.") || kind.starts_with("comment.") {
+            // A link's or a comment's event reaches the users who may read every object it names.
+            let data = &event["data"];
+            let named: Vec<(String, String)> = if kind.starts_with("association.") {
+                let link = &data["association"];
+                vec![
+                    (data["from_type"].as_str()?.to_owned(), link["from_id"].as_str()?.to_owned()),
+                    (data["to_type"].as_str()?.to_owned(), link["to_id"].as_str()?.to_owned()),
+                ]
+            } else {
+                vec![(data["object_type"].as_str()?.to_owned(), data["comment"]["object_id"].as_str()?.to_owned())]
+            };
+            auth.require(crate::scopes::required::EVENTS_READ).ok()?;
+            for (type_name, object_id) in named {
+                if !self.reads(app, auth, &type_name, &object_id).await {
+                    return None;
+                }
+            }
+            return Some(event.clone());
+        }
         if !kind.starts_with("object.") {
             let allowed = !super::is_service_event(kind) && auth.require(crate::scopes::required::EVENTS_READ).is_ok();
             return allowed.then(|| event.clone());
         }
         let type_name = event["data"]["object_type"].as_str()?.to_string();
-        if !self.types.contains_key(&type_name) {
-            let tenant = auth.tenant().ok()?;
-            let mut conn = app.db.pool().acquire().await.ok()?;
-            let loaded = match Schema::load(&mut conn, tenant, &type_name).await {
-                Ok(schema) => ObjectGuard::load(&mut conn, auth, &schema, ObjectAction::Select)
-                    .await
-                    .ok()
-                    .map(|guard| (schema, guard)),
-                Err(_) => None,
-            };
-            self.types.insert(type_name.clone(), loaded);
-        }
+        self.load_type(app, auth, &type_name).await;
         let (schema, guard) = self.types.get(&type_name)?.as_ref()?;
         // The name may have passed to another type since the event was recorded.
         if event["data"]["object"]["object_type_id"].as_str() != Some(schema.object_type.id.as_str()) {

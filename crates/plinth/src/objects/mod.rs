@@ -2,6 +2,7 @@
 //! soft-deleted to a trash, written in batches, listed and searched. Every write records a
 //! version, an audit entry and an outbox event in its transaction.
 
+pub mod associations;
 pub mod fill;
 pub mod indexes;
 pub mod model;

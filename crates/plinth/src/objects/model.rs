@@ -37,6 +37,11 @@ pub struct Object {
     /// In the trash.
     pub is_deleted: bool,
     pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// With `include=<association_type>,...`: the objects linked to this one by each type, as
+    /// the caller may read them (at most 100 per type).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub included: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, FromRow)]
@@ -71,6 +76,7 @@ impl TryFrom<ObjectRow> for Object {
             tenant_id: row.tenant_id.into(),
             created_by: row.created_by,
             version: row.version,
+            included: None,
         })
     }
 }

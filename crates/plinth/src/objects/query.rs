@@ -209,6 +209,41 @@ pub struct ObjectQuery {
     pub fields: Option<Vec<String>>,
     /// The rows the caller's policies admit (none: every row).
     pub rows: Option<Cond>,
+    /// `associated_with`: only objects linked (either way) to this one.
+    pub associated: Option<Associated>,
+    /// `include`: association types whose linked objects each result embeds.
+    pub include: Vec<String>,
+}
+
+/// `associated_with=<type>:<id>[:<association_type>]`: the objects linked to one object.
+#[derive(Debug, Clone)]
+pub struct Associated {
+    pub type_ref: String,
+    pub object_id: String,
+    pub association_type: Option<String>,
+}
+
+impl Associated {
+    fn parse(text: &str) -> Result<Associated, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let usage = "is `<type>:<object id>` or `<type>:<object id>:<association type>`";
+        let (type_ref, object_id, association_type) = match parts.as_slice() {
+            [type_ref, id] => (*type_ref, *id, None),
+            [type_ref, id, kind] => (*type_ref, *id, Some(*kind)),
+            _ => return Err(usage.into()),
+        };
+        if type_ref.is_empty() || type_ref.len() > 200 || !crate::id::is_valid(crate::id::prefix::OBJECT, object_id) {
+            return Err(usage.into());
+        }
+        if let Some(kind) = association_type {
+            super::associations::check_type_name(kind)?;
+        }
+        Ok(Associated {
+            type_ref: type_ref.to_owned(),
+            object_id: object_id.to_owned(),
+            association_type: association_type.map(str::to_owned),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -505,7 +540,10 @@ fn project(object: Object, fields: &Option<Vec<String>>) -> ApiResult<Value> {
         }
     }
     top.retain(|k, _| {
-        k == "id" || fields.iter().any(|f| f == k) || (k == "properties" && !wanted_properties.is_empty())
+        k == "id"
+            || k == "included"
+            || fields.iter().any(|f| f == k)
+            || (k == "properties" && !wanted_properties.is_empty())
     });
     Ok(Value::Object(top))
 }
@@ -549,6 +587,17 @@ pub fn build(
     }
     if let Some(text) = &q.text {
         conditions.push(sql::full_text(backend, text, binds).unwrap_or_else(|| "1 = 0".into()));
+    }
+    if let Some(associated) = &q.associated {
+        let anchor = binds.text(associated.object_id.clone());
+        let kind = match &associated.association_type {
+            Some(kind) => format!(" AND association_type = {}", binds.text(kind.clone())),
+            None => String::new(),
+        };
+        conditions.push(format!(
+            "id IN (SELECT to_id FROM associations WHERE from_id = {anchor}{kind} \
+             UNION SELECT from_id FROM associations WHERE to_id = {anchor}{kind})"
+        ));
     }
     for (column, op, at) in &q.ranges {
         let p = binds.text(time::to_db(at));
@@ -600,11 +649,12 @@ pub fn build(
 /// Runs `q` over the type's objects: one page and the total, without what `guard` hides.
 pub async fn run(
     app: &App,
-    tenant: &TenantId,
+    auth: &Auth,
     schema: &Schema,
     q: &ObjectQuery,
     guard: &ObjectGuard,
 ) -> ApiResult<Page<Value>> {
+    let tenant = auth.tenant()?;
     // The queries below are scoped by the type alone: it must be the caller's.
     if schema.object_type.tenant_id != tenant.as_str() {
         return Err(ApiError::not_found("object type"));
@@ -625,7 +675,12 @@ pub async fn run(
     let total = match &cursor {
         Some(cursor) => cursor.total,
         // Every live (or trashed) object of the type: the count the database keeps.
-        None if q.filter.is_none() && q.rows.is_none() && q.text.is_none() && q.ranges.is_empty() => {
+        None if q.filter.is_none()
+            && q.rows.is_none()
+            && q.text.is_none()
+            && q.ranges.is_empty()
+            && q.associated.is_none() =>
+        {
             let column = if q.trash { "trashed" } else { "live" };
             let kept: Option<(i64,)> =
                 sqlx::query_as(&format!("SELECT {column} FROM object_counts WHERE object_type_id = $1"))
@@ -680,7 +735,7 @@ pub async fn run(
         .fetch_all(app.db.pool())
         .await?;
     let more = rows.len() > q.limit as usize;
-    let objects: Vec<Object> =
+    let mut objects: Vec<Object> =
         rows.into_iter().take(q.limit as usize).map(Object::try_from).collect::<ApiResult<_>>()?;
     let next_cursor = match objects.last() {
         Some(last) if more => Some(seal(
@@ -696,6 +751,10 @@ pub async fn run(
         )),
         _ => None,
     };
+    if !q.include.is_empty() {
+        let mut conn = app.db.pool().acquire().await?;
+        super::associations::embed(app, &mut conn, auth, &mut objects, &q.include).await?;
+    }
     let results = objects.into_iter().map(|o| project(guard.redact_object(o), &q.fields)).collect::<ApiResult<_>>()?;
     Ok(Page { results, next_cursor, total })
 }
@@ -718,6 +777,7 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
     let (mut limit, mut cursor, mut sort, mut order, mut fields, mut text) = (None, None, None, None, None, None);
     let mut offset = 0;
     let mut ranges = Vec::new();
+    let (mut associated, mut include) = (None, Vec::new());
     for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
         let value = value.into_owned();
         if let Some(rest) = key.strip_prefix("filter[") {
@@ -750,6 +810,14 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
             "order" => order = Some(value),
             "fields" => fields = Some(value),
             "q" | "query" => text = Some(value),
+            "associated_with" => match Associated::parse(&value) {
+                Ok(found) => associated = Some(found),
+                Err(problem) => errors.add("associated_with", problem),
+            },
+            "include" => match super::associations::parse_include(&value) {
+                Ok(kinds) => include = kinds,
+                Err(error) => errors.add("include", error.message),
+            },
             "created_after" | "created_before" | "updated_after" | "updated_before" => {
                 match DateTime::parse_from_rfc3339(&value) {
                     Ok(at) => {
@@ -791,6 +859,8 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
         ranges,
         fields,
         rows: None,
+        associated,
+        include,
     })
 }
 
@@ -859,6 +929,8 @@ impl SearchBody {
             ranges: Vec::new(),
             fields,
             rows: None,
+            associated: None,
+            include: Vec::new(),
         })
     }
 }
@@ -891,6 +963,12 @@ pub struct ObjectListParams {
     /// starts_with exists` as the property's type allows; `in` takes comma-separated values.
     #[param(rename = "filter[<property>][<op>]")]
     filter: Option<String>,
+    /// `<type>:<object id>` or `<type>:<object id>:<association type>`: only objects linked to
+    /// that object (either way), which the caller must be able to read.
+    associated_with: Option<String>,
+    /// Comma-separated association types: each result embeds, under `included`, the objects
+    /// linked to it by each (either way) that the caller may read, at most 100 per type.
+    include: Option<String>,
 }
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -904,13 +982,24 @@ async fn list(
     raw: Option<String>,
     trash: bool,
 ) -> ApiResult<Data<Page<Value>>> {
-    let tenant = auth.tenant()?;
     let (type_access, guard) = readable(&app, &auth, &type_ref).await?;
     let schema = &type_access.schema;
     let mut query = from_query_string(&guard.readable_schema(schema), raw.as_deref().unwrap_or_default(), trash)?;
     guard.check_text_search(schema, query.text.as_ref())?;
     query.rows = guard.rows(schema, ObjectAction::Select);
-    Ok(Data(run(&app, tenant, schema, &query, &guard).await?))
+    if let Some(associated) = &mut query.associated {
+        // The object the list is anchored on must be one the caller may read.
+        let mut conn = app.db.pool().acquire().await?;
+        let (anchor_type, anchor_guard) =
+            crate::authz::access::readable(&app, &mut conn, &auth, &associated.type_ref, ObjectAction::Select).await?;
+        let anchor_schema = &anchor_type.schema;
+        let rows = anchor_guard.rows(anchor_schema, ObjectAction::Select);
+        let anchor =
+            super::store::fetch_visible(&mut conn, app.db.backend(), anchor_schema, &associated.object_id, rows)
+                .await?;
+        associated.object_id = anchor.id;
+    }
+    Ok(Data(run(&app, &auth, schema, &query, &guard).await?))
 }
 
 /// The type, and what the caller may read of it.
@@ -970,13 +1059,12 @@ async fn search_objects(
     Path(type_ref): Path<String>,
     Json(body): Json<SearchBody>,
 ) -> ApiResult<Data<Page<Value>>> {
-    let tenant = auth.tenant()?;
     let (type_access, guard) = readable(&app, &auth, &type_ref).await?;
     let schema = &type_access.schema;
     let mut query = body.into_query(&guard.readable_schema(schema))?;
     guard.check_text_search(schema, query.text.as_ref())?;
     query.rows = guard.rows(schema, ObjectAction::Select);
-    Ok(Data(run(&app, tenant, schema, &query, &guard).await?))
+    Ok(Data(run(&app, &auth, schema, &query, &guard).await?))
 }
 
 /// The database's plan for a list of `type_ref` with `raw` as its query string: how the

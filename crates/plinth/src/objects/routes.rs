@@ -29,7 +29,7 @@ use crate::time;
 
 /// The object `object_id` for a change by `action`: 404 when the caller may not see it, 403
 /// when it may see it but `action`'s policies do not admit it.
-async fn fetch_for(
+pub(super) async fn fetch_for(
     conn: &mut AnyConnection,
     backend: crate::db::Backend,
     guard: &ObjectGuard,
@@ -79,6 +79,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(batch_read))
         .routes(routes!(batch_update))
         .merge(query::routes())
+        .merge(super::associations::routes())
 }
 
 /// A new object.
@@ -140,23 +141,38 @@ async fn create_object(
 /// Objects in the trash are returned too, with `is_deleted: true`.
 #[utoipa::path(get, path = "/v1/objects/{object_type_id}/{object_id}", tag = "Objects", security(("bearer" = [])),
     params(("object_type_id" = String, Path, description = "The type's id or name"),
-           ("object_id" = String, Path, description = "The object's id")),
+           ("object_id" = String, Path, description = "The object's id"), GetObjectParams),
     responses((status = 200, body = crate::http::response::Envelope<Object>),
-              (status = 404, body = crate::http::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody),
+              (status = 422, body = crate::http::error::ErrorBody)))]
 async fn get_object(
     auth: Auth,
     State(app): State<App>,
     Path((type_ref, object_id)): Path<(String, String)>,
+    Query(params): Query<GetObjectParams>,
 ) -> ApiResult<Data<Object>> {
+    let include = params.include.as_deref().map(super::associations::parse_include).transpose()?.unwrap_or_default();
     let mut conn = app.db.pool().acquire().await?;
-    if broadly_permitted(&auth, ObjectAction::Select) {
-        return Ok(Data(fetch(&mut conn, auth.tenant()?, &type_ref, &object_id).await?));
+    let mut object = if broadly_permitted(&auth, ObjectAction::Select) {
+        fetch(&mut conn, auth.tenant()?, &type_ref, &object_id).await?
+    } else {
+        let (type_access, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
+        let schema = &type_access.schema;
+        let rows = guard.rows(schema, ObjectAction::Select);
+        guard.redact_object(fetch_visible(&mut conn, app.db.backend(), schema, &object_id, rows).await?)
+    };
+    if !include.is_empty() {
+        super::associations::embed(&app, &mut conn, &auth, std::slice::from_mut(&mut object), &include).await?;
     }
-    let (type_access, guard) = readable(&app, &mut conn, &auth, &type_ref, ObjectAction::Select).await?;
-    let schema = &type_access.schema;
-    let rows = guard.rows(schema, ObjectAction::Select);
-    let object = fetch_visible(&mut conn, app.db.backend(), schema, &object_id, rows).await?;
-    Ok(Data(guard.redact_object(object)))
+    Ok(Data(object))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetObjectParams {
+    /// Comma-separated association types: the object embeds, under `included`, the objects
+    /// linked to it by each (either way) that the caller may read, at most 100 per type.
+    pub include: Option<String>,
 }
 
 /// Update an object
@@ -225,13 +241,19 @@ async fn delete_object(
     check_version(&object, wanted)?;
     if params.force {
         let target = Target { scope: tenant.as_str(), resource_type: "object", resource_id: &object.id };
-        // Objects whose reference properties point at this one (associations and comments will
-        // count here too).
-        let dependencies = vec![crate::deletion::Dependency {
-            kind: "references",
-            count: referencing_objects(&mut tx, app.db.backend(), &schema, &object.id).await?,
-            label: "live objects whose reference properties point at this object",
-        }];
+        // Objects whose reference properties point at this one, and links that go with it.
+        let dependencies = vec![
+            crate::deletion::Dependency {
+                kind: "references",
+                count: referencing_objects(&mut tx, app.db.backend(), &schema, &object.id).await?,
+                label: "live objects whose reference properties point at this object",
+            },
+            crate::deletion::Dependency {
+                kind: "associations",
+                count: super::associations::count_for(&mut tx, &object.id).await?,
+                label: "associations from or to this object, which the purge removes",
+            },
+        ];
         // `?force=true` alone purges; with dependants it first answers 409 with the confirm token.
         let asked = DeleteParams { force: params.confirm_token.is_some(), confirm_token: params.confirm_token.clone() };
         if let Verdict::Refuse(dependencies) = deletion::check(&mut tx, target, dependencies, &asked).await? {

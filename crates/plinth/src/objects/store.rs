@@ -204,6 +204,7 @@ pub async fn insert(
         version: 1,
         is_deleted: false,
         deleted_at: None,
+        included: None,
     };
     hold_unique_values(conn, schema, &object).await?;
     let inserted = sqlx::query(&format!(

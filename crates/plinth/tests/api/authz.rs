@@ -13,13 +13,13 @@ use crate::realtime::{command, next_frame, open_socket, EventStream};
 const PASSWORD: &str = "granite-otter-harbour-42";
 
 /// A signed-in end user of a tenant.
-struct EndUser {
-    id: String,
-    token: String,
+pub(crate) struct EndUser {
+    pub id: String,
+    pub token: String,
 }
 
 /// Signs a new user up, then in; their id and access token.
-async fn end_user(app: &TestApp, tenant: &TestTenant, email: &str) -> EndUser {
+pub(crate) async fn end_user(app: &TestApp, tenant: &TestTenant, email: &str) -> EndUser {
     let body = json!({ "email": email, "password": PASSWORD });
     let request = |path: &str| app.request(Method::POST, path, None).header("x-tenant-id", &tenant.id).json(&body);
     app.send(request("/v1/auth/signup")).await.expect(201);
@@ -31,7 +31,7 @@ async fn end_user(app: &TestApp, tenant: &TestTenant, email: &str) -> EndUser {
     }
 }
 
-async fn put(app: &TestApp, path: &str, token: &str, body: Value) -> crate::common::Resp {
+pub(crate) async fn put(app: &TestApp, path: &str, token: &str, body: Value) -> crate::common::Resp {
     app.send(app.request(Method::PUT, path, Some(token)).json(&body)).await
 }
 

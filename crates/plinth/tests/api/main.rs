@@ -3,6 +3,7 @@
 
 mod common;
 
+mod associations;
 mod audit;
 mod authz;
 mod backup;
