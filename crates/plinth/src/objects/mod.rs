@@ -13,6 +13,7 @@ pub mod sql;
 pub mod store;
 pub mod types;
 pub mod validate;
+pub mod views;
 
 pub use model::*;
 pub use routes::routes;

@@ -27,7 +27,7 @@ use crate::limits::{LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
 use crate::time;
 
 /// Most conditions in one query, and how deep groups nest.
-const CONDITIONS_MAX: usize = 50;
+pub const CONDITIONS_MAX: usize = 50;
 const DEPTH_MAX: usize = 5;
 /// Most values of an `in` filter.
 const IN_MAX: usize = 100;
@@ -492,7 +492,7 @@ pub fn parse_filters_with(
 }
 
 /// Reads `sort` (`-price`, `created_at`, ...) and `order` (`asc`/`desc`).
-fn parse_sort(schema: &Schema, sort: Option<&str>, order: Option<&str>) -> Result<(SortKey, bool, String), String> {
+pub fn parse_sort(schema: &Schema, sort: Option<&str>, order: Option<&str>) -> Result<(SortKey, bool, String), String> {
     let text = sort.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("-id");
     let (name, mut descending) = match text.strip_prefix('-') {
         Some(name) => (name, true),
@@ -521,12 +521,17 @@ fn parse_sort(schema: &Schema, sort: Option<&str>, order: Option<&str>) -> Resul
 }
 
 fn parse_fields(schema: &Schema, fields: &[String], errors: &mut FieldErrors) -> Option<Vec<String>> {
+    parse_fields_list(schema, fields, "fields", errors);
+    (!fields.is_empty()).then(|| fields.to_vec())
+}
+
+/// Checks that each of `fields` is an object field or a property of `schema`.
+pub fn parse_fields_list(schema: &Schema, fields: &[String], name: &str, errors: &mut FieldErrors) {
     for field in fields {
         if !OBJECT_FIELDS.contains(&field.as_str()) && schema.property(field).is_none() {
-            errors.add("fields", format!("unknown field `{field}`: name object fields or properties"));
+            errors.add(name, format!("unknown field `{field}`: name object fields or properties"));
         }
     }
-    (!fields.is_empty()).then(|| fields.to_vec())
 }
 
 fn project(object: Object, fields: &Option<Vec<String>>) -> ApiResult<Value> {
@@ -772,6 +777,22 @@ fn parse_limit(limit: Option<&str>, errors: &mut FieldErrors) -> u32 {
 
 /// A list's query string: the common list parameters and `filter[<property>][<op>]=<value>`.
 pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<ObjectQuery> {
+    from_query_string_with(schema, raw, trash, None)
+}
+
+/// The `view=<id>` a list's query string names, if any.
+pub fn view_of(raw: &str) -> Option<String> {
+    url::form_urlencoded::parse(raw.as_bytes()).find(|(key, _)| key == "view").map(|(_, value)| value.into_owned())
+}
+
+/// A list's query string over a saved view: the view's filters hold beside the query's, its
+/// sort and columns apply where the query names none.
+pub fn from_query_string_with(
+    schema: &Schema,
+    raw: &str,
+    trash: bool,
+    view: Option<&super::views::View>,
+) -> ApiResult<ObjectQuery> {
     let mut errors = FieldErrors::default();
     let mut conditions = Vec::new();
     let (mut limit, mut cursor, mut sort, mut order, mut fields, mut text) = (None, None, None, None, None, None);
@@ -810,6 +831,7 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
             "order" => order = Some(value),
             "fields" => fields = Some(value),
             "q" | "query" => text = Some(value),
+            "view" => {}
             "associated_with" => match Associated::parse(&value) {
                 Ok(found) => associated = Some(found),
                 Err(problem) => errors.add("associated_with", problem),
@@ -833,6 +855,24 @@ pub fn from_query_string(schema: &Schema, raw: &str, trash: bool) -> ApiResult<O
     }
     if conditions.len() > CONDITIONS_MAX {
         errors.add("filter", format!("at most {CONDITIONS_MAX} conditions"));
+    }
+    if let Some(view) = view {
+        if let Some(cond) = view.condition(schema)? {
+            conditions.push(cond);
+        }
+        if sort.is_none() && order.is_none() {
+            sort = view.sort.as_ref().map(|s| s.as_param());
+        }
+        if fields.is_none() && !view.columns.is_empty() {
+            // Columns the caller may not read are left out, not refused: the view is shared.
+            let readable: Vec<&str> = view
+                .columns
+                .iter()
+                .filter(|c| OBJECT_FIELDS.contains(&c.as_str()) || schema.property(c).is_some())
+                .map(String::as_str)
+                .collect();
+            fields = Some(if readable.is_empty() { "id".to_owned() } else { readable.join(",") });
+        }
     }
     let limit = parse_limit(limit.as_deref(), &mut errors);
     let (sort, descending, sort_text) = match parse_sort(schema, sort.as_deref(), order.as_deref()) {
@@ -969,6 +1009,9 @@ pub struct ObjectListParams {
     /// Comma-separated association types: each result embeds, under `included`, the objects
     /// linked to it by each (either way) that the caller may read, at most 100 per type.
     include: Option<String>,
+    /// A saved view of the type: its filters hold beside these, its sort and columns apply
+    /// where `sort` and `fields` are not given.
+    view: Option<String>,
 }
 
 pub fn routes() -> OpenApiRouter<App> {
@@ -984,7 +1027,15 @@ async fn list(
 ) -> ApiResult<Data<Page<Value>>> {
     let (type_access, guard) = readable(&app, &auth, &type_ref).await?;
     let schema = &type_access.schema;
-    let mut query = from_query_string(&guard.readable_schema(schema), raw.as_deref().unwrap_or_default(), trash)?;
+    let raw = raw.unwrap_or_default();
+    let view = match view_of(&raw) {
+        Some(view_id) => {
+            let mut conn = app.db.pool().acquire().await?;
+            Some(super::views::load(&mut conn, schema, &view_id).await?)
+        }
+        None => None,
+    };
+    let mut query = from_query_string_with(&guard.readable_schema(schema), &raw, trash, view.as_ref())?;
     guard.check_text_search(schema, query.text.as_ref())?;
     query.rows = guard.rows(schema, ObjectAction::Select);
     if let Some(associated) = &mut query.associated {

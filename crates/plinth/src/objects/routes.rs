@@ -80,6 +80,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(batch_update))
         .merge(query::routes())
         .merge(super::associations::routes())
+        .merge(super::views::routes())
 }
 
 /// A new object.

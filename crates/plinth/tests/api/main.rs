@@ -40,4 +40,5 @@ mod user_emails;
 mod user_factors;
 mod users;
 mod vault;
+mod views;
 mod webhooks;
