@@ -3,6 +3,7 @@
 //! version, an audit entry and an outbox event in its transaction.
 
 pub mod associations;
+pub mod comments;
 pub mod fill;
 pub mod indexes;
 pub mod model;

@@ -81,6 +81,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(query::routes())
         .merge(super::associations::routes())
         .merge(super::views::routes())
+        .merge(super::comments::routes())
 }
 
 /// A new object.
@@ -253,6 +254,11 @@ async fn delete_object(
                 kind: "associations",
                 count: super::associations::count_for(&mut tx, &object.id).await?,
                 label: "associations from or to this object, which the purge removes",
+            },
+            crate::deletion::Dependency {
+                kind: "comments",
+                count: super::comments::count_for(&mut tx, &object.id).await?,
+                label: "comments on this object, which the purge removes",
             },
         ];
         // `?force=true` alone purges; with dependants it first answers 409 with the confirm token.

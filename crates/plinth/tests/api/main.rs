@@ -8,6 +8,7 @@ mod audit;
 mod authz;
 mod backup;
 mod cli;
+mod comments;
 mod contract;
 mod deliveries;
 mod durability;
