@@ -9,6 +9,7 @@ pub mod indexes;
 pub mod model;
 pub mod properties;
 pub mod query;
+pub mod reports;
 pub mod routes;
 pub mod sql;
 pub mod store;

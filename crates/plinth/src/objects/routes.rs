@@ -82,6 +82,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(super::associations::routes())
         .merge(super::views::routes())
         .merge(super::comments::routes())
+        .merge(super::reports::routes())
 }
 
 /// A new object.

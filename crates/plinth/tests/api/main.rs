@@ -32,6 +32,7 @@ mod public_keys;
 mod ratelimit;
 mod realtime;
 mod receiver;
+mod reports;
 mod saturation;
 mod sms;
 mod smtp;
