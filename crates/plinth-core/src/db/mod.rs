@@ -39,6 +39,8 @@ pub struct Db {
     node: Arc<str>,
     /// SQLite in `power-loss` mode: the log synced for writes before they are answered.
     group_sync: Option<Arc<durability::GroupSync>>,
+    /// The SQLite database file, for connections of their own (`read_only_sqlite`).
+    sqlite_file: Option<Arc<std::path::Path>>,
 }
 
 /// What this process hears when a transaction that queued work or recorded events commits.
@@ -329,6 +331,7 @@ impl Db {
             }
             _ => None,
         };
+        let sqlite_file = sqlite_file(url).map(|file| Arc::from(std::path::Path::new(file)));
         Ok(Db {
             pool,
             backend,
@@ -336,7 +339,27 @@ impl Db {
             outbox: Arc::new(Outbox::new(OUTBOX_EVENTS_BUFFER)),
             node,
             group_sync,
+            sqlite_file,
         })
+    }
+
+    /// A connection of its own to the SQLite file, opened read-only, whose statements stop
+    /// (`interrupted`) once `deadline` passes: for queries the caller writes, which may run long
+    /// and must never write. `None` on PostgreSQL (use a read-only transaction with a
+    /// `statement_timeout` there) or for a database in memory.
+    pub async fn read_only_sqlite(
+        &self,
+        deadline: std::time::Instant,
+    ) -> Result<Option<sqlx::SqliteConnection>, sqlx::Error> {
+        use sqlx::ConnectOptions;
+        let Some(file) = &self.sqlite_file else { return Ok(None) };
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(file.as_ref())
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5));
+        let mut conn = options.connect().await?;
+        conn.lock_handle().await?.set_progress_handler(10_000, move || std::time::Instant::now() < deadline);
+        Ok(Some(conn))
     }
 
     /// Returns once every write committed before the call survives a power loss: in

@@ -12,6 +12,7 @@ pub mod query;
 pub mod reports;
 pub mod routes;
 pub mod sql;
+pub mod sql_query;
 pub mod store;
 pub mod types;
 pub mod validate;

@@ -83,6 +83,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(super::views::routes())
         .merge(super::comments::routes())
         .merge(super::reports::routes())
+        .merge(super::sql_query::routes())
 }
 
 /// A new object.

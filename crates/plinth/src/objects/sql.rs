@@ -59,6 +59,11 @@ impl Binds {
         self.values.len()
     }
 
+    /// The values bound so far, in order.
+    pub fn values(&self) -> &[Bind] {
+        &self.values
+    }
+
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }

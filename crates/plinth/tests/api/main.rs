@@ -36,6 +36,7 @@ mod reports;
 mod saturation;
 mod sms;
 mod smtp;
+mod sql;
 mod tenants;
 mod tokens;
 mod user_emails;

@@ -64,6 +64,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/reports/leaderboard"),
     ("post", "/v1/reports/pipeline"),
     ("post", "/v1/reports/timeseries"),
+    ("post", "/v1/sql"),
     ("get", "/v1/objects/{object_type_id}/{object_id}/comments"),
     ("post", "/v1/objects/{object_type_id}/{object_id}/comments"),
     ("patch", "/v1/objects/{object_type_id}/{object_id}/comments/{comment_id}"),
