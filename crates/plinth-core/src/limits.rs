@@ -48,9 +48,14 @@ pub const STREAM_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Longest line of a provider's stream (one event) that is held.
 pub const STREAM_FRAME_MAX_BYTES: usize = 1024 * 1024;
 
+/// Largest import (`POST /v1/data/import`): 32 MiB.
+pub const DATA_IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
+
 /// The largest body a route takes: the configured limit, or more where a route takes files.
 pub fn body_limit(path: &str, configured: usize) -> usize {
-    if path == "/v1/ai/upload" {
+    if path == "/v1/data/import" {
+        configured.max(DATA_IMPORT_MAX_BYTES)
+    } else if path == "/v1/ai/upload" {
         configured.max(AI_UPLOAD_MAX_BYTES + 64 * 1024)
     } else if path == "/v1/files/upload" {
         configured.max(FILE_UPLOAD_MAX_BYTES + 64 * 1024)

@@ -14,6 +14,7 @@ pub mod routes;
 pub mod sql;
 pub mod sql_query;
 pub mod store;
+pub mod transfer;
 pub mod types;
 pub mod validate;
 pub mod views;

@@ -84,6 +84,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(super::comments::routes())
         .merge(super::reports::routes())
         .merge(super::sql_query::routes())
+        .merge(super::transfer::routes())
 }
 
 /// A new object.

@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 use crate::common::{Resp, TestApp, TestTenant, ADMIN_KEY};
 use crate::files_backends;
 
-const BOUNDARY: &str = "plinth-files-boundary";
+pub(crate) const BOUNDARY: &str = "plinth-files-boundary";
 
 /// One part of a multipart form: name, filename, content type, bytes.
-type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+pub(crate) type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
 
-fn form(parts: &[Part<'_>]) -> Vec<u8> {
+pub(crate) fn form(parts: &[Part<'_>]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, filename, content_type, bytes) in parts {
         body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());

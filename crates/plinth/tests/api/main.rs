@@ -39,6 +39,7 @@ mod smtp;
 mod sql;
 mod tenants;
 mod tokens;
+mod transfer;
 mod user_emails;
 mod user_factors;
 mod users;

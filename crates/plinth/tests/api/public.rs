@@ -65,6 +65,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/reports/pipeline"),
     ("post", "/v1/reports/timeseries"),
     ("post", "/v1/sql"),
+    ("post", "/v1/data/import"),
     ("get", "/v1/objects/{object_type_id}/{object_id}/comments"),
     ("post", "/v1/objects/{object_type_id}/{object_id}/comments"),
     ("patch", "/v1/objects/{object_type_id}/{object_id}/comments/{comment_id}"),

@@ -1,0 +1,143 @@
+//! Import: JSON bodies, CSV and JSON files, mapping, all or nothing, skipping invalid rows,
+//! dry runs, upserts by a unique property, limits, scopes and end users.
+
+use crate::files::{form, BOUNDARY};
+use serde_json::{json, Value};
+
+use crate::associations::owners_of;
+use crate::authz::end_user;
+use crate::both_backends;
+use crate::common::{TestApp, TestTenant};
+
+async fn contacts(app: &TestApp, tenant: &TestTenant) {
+    app.post("/v1/object-types", &tenant.key, json!({ "name": "contacts" })).await.expect(201);
+    for body in [
+        json!({ "name": "email", "data_type": "email", "is_unique": true }),
+        json!({ "name": "name", "data_type": "string", "is_required": true }),
+        json!({ "name": "age", "data_type": "integer" }),
+        json!({ "name": "vip", "data_type": "boolean" }),
+        json!({ "name": "tags", "data_type": "multi_enum", "enum_values": ["a", "b", "c"] }),
+    ] {
+        app.post("/v1/object-types/contacts/properties", &tenant.key, body).await.expect(201);
+    }
+}
+
+async fn import(app: &TestApp, token: &str, body: Value) -> crate::common::Resp {
+    app.post("/v1/data/import", token, body).await
+}
+
+async fn count(app: &TestApp, token: &str) -> i64 {
+    app.get("/v1/objects/contacts/list", token).await.data()["total"].as_i64().unwrap()
+}
+
+both_backends! {
+    async fn rows_are_imported_checked_and_upserted(app) {
+        let tenant = app.tenant("acme").await;
+        let key = tenant.key.clone();
+        contacts(&app, &tenant).await;
+
+        let rows = json!([
+            { "email": "ada@example.com", "name": "Ada", "age": 36, "vip": true, "tags": ["a"] },
+            { "email": "bob@example.com", "name": "Bob" },
+            { "email": "cy@example.com", "name": "Cy", "age": 41 }
+        ]);
+        let done = import(&app, &key, json!({ "object_type_id": "contacts", "data": rows })).await;
+        done.expect(200);
+        assert_eq!((done.data()["imported"].as_i64(), done.data()["total"].as_i64()), (Some(3), Some(3)));
+        assert_eq!(count(&app, &key).await, 3);
+
+        // A CSV file, mapped, with a column the type does not have.
+        let csv = "Full Name,email,age,vip,tags,junk\nDee,dee@example.com,29,yes,a;b,x\n\"Eve, Jr.\",eve@example.com,,no,,y\n";
+        let body = form(&[
+            ("object_type_id", None, None, b"contacts"),
+            ("mapping", None, None, br#"{"Full Name": "name"}"#),
+            ("file", Some("people.csv"), Some("text/csv"), csv.as_bytes()),
+        ]);
+        let request = app.request(reqwest::Method::POST, "/v1/data/import", Some(&key))
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"));
+        let filed = app.send(request.body(body)).await;
+        filed.expect(200);
+        assert_eq!(filed.data()["imported"], json!(2));
+        assert_eq!(filed.data()["ignored_columns"], json!(["junk"]));
+        let dee = app.get("/v1/objects/contacts/list?filter[email]=dee@example.com", &key).await;
+        assert_eq!(dee.data()["results"][0]["properties"], json!({ "email": "dee@example.com", "name": "Dee", "age": 29, "vip": true, "tags": ["a", "b"] }));
+        let eve = app.get("/v1/objects/contacts/list?filter[email]=eve@example.com", &key).await;
+        assert_eq!(eve.data()["results"][0]["properties"]["name"], json!("Eve, Jr."));
+
+        // All or nothing: one bad row refuses the import, naming it; nothing written.
+        let bad = json!([
+            { "email": "fay@example.com", "name": "Fay" },
+            { "email": "gus@example.com", "name": "Gus", "age": "old" },
+            { "email": "not-an-email", "name": "Hal" }
+        ]);
+        let refused = import(&app, &key, json!({ "object_type_id": "contacts", "data": bad })).await;
+        refused.expect_error(422, "VALIDATION_FAILED");
+        let errors = refused.body["error"]["errors"].as_array().unwrap();
+        assert_eq!(errors.iter().map(|e| e["row"].as_i64().unwrap()).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(errors[0]["details"].as_object().unwrap().keys().any(|k| k.contains("age")), "{}", errors[0]);
+        assert_eq!(count(&app, &key).await, 5);
+
+        // Skipping invalid rows writes the others and reports the rest.
+        let skipped = import(&app, &key, json!({ "object_type_id": "contacts", "data": bad, "mode": "skip_invalid" })).await;
+        skipped.expect(200);
+        assert_eq!((skipped.data()["imported"].as_i64(), skipped.data()["skipped"].as_i64()), (Some(1), Some(2)));
+        assert_eq!(count(&app, &key).await, 6);
+
+        // A dry run checks and writes nothing.
+        let dry = import(&app, &key, json!({ "object_type_id": "contacts", "dry_run": true,
+            "data": [{ "email": "ivy@example.com", "name": "Ivy" }] })).await;
+        dry.expect(200);
+        assert_eq!((dry.data()["imported"].as_i64(), dry.data()["dry_run"].as_bool()), (Some(1), Some(true)));
+        assert_eq!(count(&app, &key).await, 6);
+
+        // Upsert by the unique email: one update, one new.
+        let upsert = import(&app, &key, json!({ "object_type_id": "contacts", "upsert_by": "email", "data": [
+            { "email": "ada@example.com", "name": "Ada Lovelace" },
+            { "email": "jo@example.com", "name": "Jo" }
+        ] })).await;
+        upsert.expect(200);
+        assert_eq!((upsert.data()["imported"].as_i64(), upsert.data()["updated"].as_i64()), (Some(1), Some(1)));
+        let ada = app.get("/v1/objects/contacts/list?filter[email]=ada@example.com", &key).await;
+        assert_eq!(ada.data()["results"][0]["properties"]["name"], json!("Ada Lovelace"));
+        assert_eq!(ada.data()["results"][0]["properties"]["age"], json!(36));
+        assert_eq!(count(&app, &key).await, 7);
+
+        // A taken unique value without upsert: 409 naming the row, nothing written.
+        let taken = import(&app, &key, json!({ "object_type_id": "contacts", "data": [
+            { "email": "kim@example.com", "name": "Kim" }, { "email": "bob@example.com", "name": "Bob 2" }
+        ] })).await;
+        taken.expect_error(409, "CONFLICT");
+        assert_eq!(taken.body["error"]["row"], json!(1));
+        assert_eq!(count(&app, &key).await, 7);
+
+        // Bad requests.
+        import(&app, &key, json!({ "object_type_id": "contacts", "upsert_by": "name", "data": [] })).await
+            .expect_error(422, "VALIDATION_FAILED");
+        import(&app, &key, json!({ "object_type_id": "contacts", "mapping": { "x": "nope" }, "data": [] })).await
+            .expect_error(422, "VALIDATION_FAILED");
+        import(&app, &key, json!({ "object_type_id": "contacts", "data": { "not": "rows" } })).await
+            .expect_error(422, "VALIDATION_FAILED");
+        let many: Vec<Value> = (0..10_001).map(|i| json!({ "name": format!("n{i}") })).collect();
+        import(&app, &key, json!({ "object_type_id": "contacts", "data": many })).await.expect_error(422, "VALIDATION_FAILED");
+        let text = app.send(app.request(reqwest::Method::POST, "/v1/data/import", Some(&key)).body("a,b")).await;
+        assert_eq!(text.status, 415);
+        import(&app, &key, json!({ "object_type_id": "nope", "data": [] })).await.expect_error(404, "NOT_FOUND");
+        let (_, reader) = app.key(&tenant, json!({ "name": "r", "scopes": ["objects:read"] })).await;
+        import(&app, &reader, json!({ "object_type_id": "contacts", "data": [] })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        assert_eq!(count(&app, &key).await, 7);
+    }
+
+    async fn an_end_user_imports_rows_of_their_own(app) {
+        let tenant = app.tenant("acme").await;
+        contacts(&app, &tenant).await;
+        owners_of(&app, &tenant, &["contacts"]).await;
+        let ann = end_user(&app, &tenant, "ann@example.com").await;
+        let done = import(&app, &ann.token, json!({ "object_type_id": "contacts", "data": [
+            { "email": "x@example.com", "name": "X" }, { "email": "y@example.com", "name": "Y" }
+        ] })).await;
+        done.expect(200);
+        assert_eq!(count(&app, &ann.token).await, 2);
+        let listed = app.get("/v1/objects/contacts/list", &ann.token).await;
+        assert!(listed.data()["results"].as_array().unwrap().iter().all(|o| o["created_by"] == json!(ann.id)));
+    }
+}
