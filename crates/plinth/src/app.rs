@@ -566,6 +566,7 @@ impl Server {
         kinds.register(crate::objects::indexes::Reconcile(app.clone()));
         kinds.register(crate::objects::fill::Fill(app.clone()));
         kinds.register(crate::files::purge::Purge(app.clone()));
+        kinds.register(crate::objects::export::MakeExport(app.clone()));
         let workers = crate::tasks::Tasks::default();
         workers.spawn("jobs", crate::jobs::run(app.db.clone(), kinds, stop_rx.clone()));
         if let (Some(url), crate::db::Backend::Postgres) = (&app.config.storage.database_url, app.db.backend()) {
@@ -648,6 +649,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             let orphans = (ticks % 720 == 0).then(|| chrono::Duration::hours(crate::files::purge::ORPHAN_GRACE_HOURS));
             if let Err(error) = crate::files::purge::sweep(&app, app.config.storage.files_trash_days, orphans).await {
                 tracing::warn!(message = %error.message, "sweeping files failed");
+            }
+            if let Err(error) = crate::objects::export::sweep(&app).await {
+                tracing::warn!(message = %error.message, "removing expired exports failed");
             }
             if let Err(error) = crate::idempotency::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired idempotent answers failed");

@@ -12,4 +12,4 @@ pub mod shapes;
 pub use error::{ApiError, ApiResult, ErrorCode};
 pub use extract::{Json, OptionalJson, Path, Query};
 pub use list::{CursorKey, Filter, ListParams, ListSpec, Page, SortField};
-pub use response::{Created, Data, Deleted};
+pub use response::{Accepted, Created, Data, Deleted};

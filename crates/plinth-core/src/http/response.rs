@@ -54,6 +54,15 @@ impl<T: Serialize> IntoResponse for Created<T> {
     }
 }
 
+/// 202 with `data`: the work goes on after the answer (a job).
+pub struct Accepted<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Accepted<T> {
+    fn into_response(self) -> Response {
+        render(StatusCode::ACCEPTED, &self.0)
+    }
+}
+
 /// The body of every `DELETE`: `{"id": ..., "deleted": true}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Deleted {

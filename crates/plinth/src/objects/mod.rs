@@ -4,6 +4,7 @@
 
 pub mod associations;
 pub mod comments;
+pub mod export;
 pub mod fill;
 pub mod indexes;
 pub mod model;

@@ -85,6 +85,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(super::reports::routes())
         .merge(super::sql_query::routes())
         .merge(super::transfer::routes())
+        .merge(super::export::routes())
 }
 
 /// A new object.

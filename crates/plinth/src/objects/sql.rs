@@ -13,7 +13,7 @@ use crate::db::Backend;
 use crate::http::{ApiError, ApiResult};
 
 /// A value bound to a query, with the type the comparison needs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Bind {
     Text(String),
     Int(i64),
@@ -32,6 +32,11 @@ pub struct Binds {
 impl Binds {
     pub fn new(backend: Backend) -> Self {
         Binds { backend, values: Vec::new() }
+    }
+
+    /// Binds that hold `values` already, as `values()` gave them.
+    pub fn with_values(backend: Backend, values: Vec<Bind>) -> Self {
+        Binds { backend, values }
     }
 
     /// Adds `value` and returns its placeholder.

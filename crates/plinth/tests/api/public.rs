@@ -66,6 +66,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/reports/timeseries"),
     ("post", "/v1/sql"),
     ("post", "/v1/data/import"),
+    ("post", "/v1/data/export"),
+    ("get", "/v1/data/export/{export_id}"),
     ("get", "/v1/objects/{object_type_id}/{object_id}/comments"),
     ("post", "/v1/objects/{object_type_id}/{object_id}/comments"),
     ("patch", "/v1/objects/{object_type_id}/{object_id}/comments/{comment_id}"),

@@ -140,4 +140,78 @@ both_backends! {
         let listed = app.get("/v1/objects/contacts/list", &ann.token).await;
         assert!(listed.data()["results"].as_array().unwrap().iter().all(|o| o["created_by"] == json!(ann.id)));
     }
+
+    async fn exports_are_made_as_jobs_and_downloaded(app) {
+        let tenant = app.tenant_on("acme", "pro").await;
+        let key = tenant.key.clone();
+        contacts(&app, &tenant).await;
+        let rows: Vec<Value> = (0..2_500).map(|i| json!({ "email": format!("p{i}@example.com"), "name": format!("P {i}"), "age": i % 90 })).collect();
+        import(&app, &key, json!({ "object_type_id": "contacts", "data": rows })).await.expect(200);
+
+        let started = app.post("/v1/data/export", &key, json!({ "object_type_id": "contacts" })).await;
+        started.expect(202);
+        assert_eq!(started.data()["record_count"], json!(2_500));
+        let path = started.data()["download_path"].as_str().unwrap().to_string();
+        let body = download(&app, &key, &path).await;
+        assert_eq!(body.0, "application/json");
+        let objects: Vec<Value> = serde_json::from_slice(&body.1).unwrap();
+        assert_eq!(objects.len(), 2_500);
+        let mut emails: Vec<&str> = objects.iter().map(|o| o["properties"]["email"].as_str().unwrap()).collect();
+        emails.sort();
+        emails.dedup();
+        assert_eq!(emails.len(), 2_500);
+
+        // CSV, filtered.
+        let filtered = app.post("/v1/data/export", &key, json!({ "object_type_id": "contacts", "format": "csv",
+            "filters": [{ "property": "age", "op": "gte", "value": 80 }] })).await;
+        filtered.expect(202);
+        let expected = (0..2_500).filter(|i| i % 90 >= 80).count();
+        let path = filtered.data()["download_path"].as_str().unwrap().to_string();
+        let (content_type, bytes) = download(&app, &key, &path).await;
+        assert!(content_type.starts_with("text/csv"));
+        let text = String::from_utf8(bytes).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "id,created_at,updated_at,created_by,version,age,email,name,tags,vip");
+        assert_eq!(lines.len(), expected + 1);
+        let status = app.get(&path, &key).await;
+        assert_eq!(status.status, 200);
+
+        // Refusals and tenants.
+        app.post("/v1/data/export", &key, json!({ "object_type_id": "contacts", "filters": [{ "property": "nope", "op": "eq", "value": 1 }] })).await
+            .expect_error(422, "VALIDATION_FAILED");
+        app.post("/v1/data/export", &key, json!({ "object_type_id": "nope" })).await.expect_error(404, "NOT_FOUND");
+        let other = app.tenant("other").await;
+        app.get(&path, &other.key).await.expect_error(404, "NOT_FOUND");
+
+        // An end user's export holds their rows only.
+        owners_of(&app, &tenant, &["contacts"]).await;
+        let ann = end_user(&app, &tenant, "ann@example.com").await;
+        import(&app, &ann.token, json!({ "object_type_id": "contacts", "data": [{ "email": "ann1@example.com", "name": "A1" }] })).await.expect(200);
+        let mine = app.post("/v1/data/export", &ann.token, json!({ "object_type_id": "contacts" })).await;
+        mine.expect(202);
+        assert_eq!(mine.data()["record_count"], json!(1));
+        let path = mine.data()["download_path"].as_str().unwrap().to_string();
+        let (_, bytes) = download(&app, &ann.token, &path).await;
+        let objects: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0]["properties"]["email"], json!("ann1@example.com"));
+    }
+}
+
+/// Waits for an export to be made, then downloads it: (content type, bytes).
+async fn download(app: &TestApp, token: &str, path: &str) -> (String, Vec<u8>) {
+    for _ in 0..600 {
+        let response = app.request(reqwest::Method::GET, path, Some(token)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+        let disposition = response.headers().get("content-disposition").is_some();
+        let bytes = response.bytes().await.unwrap().to_vec();
+        if disposition {
+            return (content_type, bytes);
+        }
+        let status: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(["pending", "running"].contains(&status["data"]["status"].as_str().unwrap()), "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the export {path} was not made");
 }
