@@ -97,6 +97,8 @@ pub mod required {
     pub const OBJECTS_DELETE: Required = Required::new("objects", "delete");
     pub const EVENTS_READ: Required = Required::new("events", "read");
     pub const EVENTS_WRITE: Required = Required::new("events", "write");
+    pub const ERRORS_READ: Required = Required::new("errors", "read");
+    pub const ERRORS_WRITE: Required = Required::new("errors", "write");
     pub const WEBHOOKS_READ: Required = Required::new("webhooks", "read");
     pub const WEBHOOKS_WRITE: Required = Required::new("webhooks", "write");
     pub const WEBHOOKS_DELETE: Required = Required::new("webhooks", "delete");

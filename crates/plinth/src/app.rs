@@ -229,6 +229,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::objects::routes())
         .merge(crate::webhooks::routes())
         .merge(crate::events::routes())
+        .merge(crate::errors_report::routes())
         .merge(crate::dlq::routes())
         .merge(crate::inbound::routes())
         .merge(crate::realtime::routes())

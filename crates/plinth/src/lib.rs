@@ -12,6 +12,7 @@ pub mod contract;
 pub mod deletion;
 pub mod dlq;
 pub mod entitlements;
+pub mod errors_report;
 pub mod events;
 pub mod files;
 pub mod governance;

@@ -13,6 +13,7 @@ mod contract;
 mod deliveries;
 mod durability;
 mod entitlements;
+mod errors_report;
 mod events;
 mod fakes;
 mod files;
