@@ -457,8 +457,8 @@ impl EventFilter {
             let read = super::files::check(app, &mut conn, auth, facts, super::files::FileAction::Read).await;
             return read.is_ok().then(|| event.clone());
         }
-        if kind.starts_with("association.") || kind.starts_with("comment.") {
-            // A link's or a comment's event reaches the users who may read every object it names.
+        if kind.starts_with("association.") || kind.starts_with("comment.") || kind.starts_with("workflow.") {
+            // A link's, a comment's or a review's event reaches the users who may read every object it names.
             let data = &event["data"];
             let named: Vec<(String, String)> = if kind.starts_with("association.") {
                 let link = &data["association"];
@@ -466,6 +466,8 @@ impl EventFilter {
                     (data["from_type"].as_str()?.to_owned(), link["from_id"].as_str()?.to_owned()),
                     (data["to_type"].as_str()?.to_owned(), link["to_id"].as_str()?.to_owned()),
                 ]
+            } else if kind.starts_with("workflow.") {
+                vec![(data["object_type"].as_str()?.to_owned(), data["object_id"].as_str()?.to_owned())]
             } else {
                 vec![(data["object_type"].as_str()?.to_owned(), data["comment"]["object_id"].as_str()?.to_owned())]
             };

@@ -19,6 +19,7 @@ pub mod transfer;
 pub mod types;
 pub mod validate;
 pub mod views;
+pub mod workflows;
 
 pub use model::*;
 pub use routes::routes;

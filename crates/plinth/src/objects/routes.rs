@@ -86,6 +86,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .merge(super::sql_query::routes())
         .merge(super::transfer::routes())
         .merge(super::export::routes())
+        .merge(super::workflows::routes())
 }
 
 /// A new object.
@@ -245,6 +246,7 @@ async fn delete_object(
     let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Delete).await?;
     let mut object = fetch_for(&mut tx, app.db.backend(), &guard, &schema, &object_id, ObjectAction::Delete).await?;
     check_version(&object, wanted)?;
+    super::workflows::check_unlocked(&mut tx, &object.id).await?;
     if params.force {
         let target = Target { scope: tenant.as_str(), resource_type: "object", resource_id: &object.id };
         // Objects whose reference properties point at this one, and links that go with it.

@@ -310,6 +310,7 @@ pub async fn apply_update(
     if object.is_deleted {
         return Err(ApiError::conflict("the object is in the trash: restore it first").into());
     }
+    super::workflows::check_unlocked(conn, &object.id).await?;
     let (values, changed) = validate_patch(schema, &object.properties, patch).map_err(WriteError::Invalid)?;
     let mut problems = Problems::default();
     let names: Vec<&String> = changed.iter().collect();

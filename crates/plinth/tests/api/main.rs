@@ -47,3 +47,4 @@ mod users;
 mod vault;
 mod views;
 mod webhooks;
+mod workflows;
