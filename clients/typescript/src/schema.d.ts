@@ -1517,6 +1517,75 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/data/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start data export
+         * @description Exports the type's live objects (at most 100,000; narrow with `filters`) that the caller may
+         *     read, without the properties it may not read, as a job: 202 with the export's id.
+         *     `GET /v1/data/export/{export_id}` tells its progress, then answers the file, for a day.
+         */
+        post: operations["start_export"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/data/export/{export_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download export
+         * @description While the export is made: its progress (JSON). Once done: the file itself (`application/json`
+         *     or `text/csv`, as an attachment). A day after it was made the file is gone (404). Needs
+         *     reading the type's objects.
+         */
+        get: operations["get_export"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/data/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import data
+         * @description Up to 10,000 rows into one type, as a JSON body (`data`: an array of objects, or CSV text
+         *     with `format: csv`) or a multipart form (`file`). Each row is validated like a create; with
+         *     `upsert_by`, a row whose value of that unique property matches a live object updates it.
+         *     `all_or_nothing` (default) answers 422 with the failing rows and writes nothing;
+         *     `skip_invalid` writes the valid rows and reports the others. `dry_run` writes nothing.
+         *     Needs writing the type's objects.
+         */
+        post: operations["import_data"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/dlq": {
         parameters: {
             query?: never;
@@ -1648,6 +1717,64 @@ export interface paths {
          *     `feature` and `upgrade_url`) and records nothing.
          */
         post: operations["record_usage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/errors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List error groups
+         * @description The groups of reported errors, the most recently seen first. Needs `errors:read`.
+         */
+        get: operations["list_errors"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/errors/report": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Report client error
+         * @description Records an error a browser or app saw, in the group of the same errors: 201 with the group's
+         *     id and count. Needs `errors:write`.
+         */
+        post: operations["report_error"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/errors/{error_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get an error group */
+        get: operations["get_error"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -2539,6 +2666,101 @@ export interface paths {
         patch: operations["update_property"];
         trace?: never;
     };
+    "/v1/object-types/{object_type_id}/views": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List saved views
+         * @description Every view of the type, by name. Needs reading the type's objects.
+         */
+        get: operations["list_views"];
+        put?: never;
+        /**
+         * Create a saved view
+         * @description `filters` (the search language), `sort` and `columns` are checked against the type like a
+         *     list query (422 naming the field). Needs `object-types:write`; 409 when the name is taken.
+         */
+        post: operations["create_view"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/object-types/{object_type_id}/views/{view_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete a saved view */
+        delete: operations["delete_view"];
+        options?: never;
+        head?: never;
+        /**
+         * Update a saved view
+         * @description Replaces the parts given, checked like a new view's.
+         */
+        patch: operations["update_view"];
+        trace?: never;
+    };
+    "/v1/object-types/{object_type_id}/workflows": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List workflows */
+        get: operations["list_workflows"];
+        put?: never;
+        /**
+         * Create workflow
+         * @description Stages in order, each naming its approvers (roles, users, keys of the tenant) and the
+         *     approvals it needs. Needs `object-types:write`; 409 when the name is taken or another
+         *     workflow of the type is enabled.
+         */
+        post: operations["create_workflow"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/object-types/{object_type_id}/workflows/{workflow_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete workflow
+         * @description Deletes it with its reviews' records. When reviews are under way, the answer is 409
+         *     `DEPENDENCY_EXISTS` with a `confirm_token`; send it back to delete anyway.
+         */
+        delete: operations["delete_workflow"];
+        options?: never;
+        head?: never;
+        /**
+         * Update workflow
+         * @description Replaces what is given. Reviews under way keep their stage number; stages renamed or
+         *     removed apply to them from the next step on.
+         */
+        patch: operations["update_workflow"];
+        trace?: never;
+    };
     "/v1/objects/{object_type_id}": {
         parameters: {
             query?: never;
@@ -2716,6 +2938,148 @@ export interface paths {
         patch: operations["update_object"];
         trace?: never;
     };
+    "/v1/objects/{object_type_id}/{object_id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve object
+         * @description Approves the object at its current stage. Once the stage has the approvals it needs (from
+         *     different approvers), the review moves to the next stage, or the object is approved after
+         *     the last. Only the stage's approvers; 409 when not in review or already approved by you.
+         */
+        post: operations["approve"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/objects/{object_type_id}/{object_id}/associations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List associations
+         * @description Links from (`outgoing`) and to (`incoming`) the object, oldest first, each with its
+         *     `direction`. Only links whose other end is a live object the caller may read are listed.
+         */
+        get: operations["list_associations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/objects/{object_type_id}/{object_id}/associations/{association_type}/{to_type}/{to_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Create or update an association
+         * @description Links `from` to `to` under `association_type` (`[a-z][a-z0-9_]*`), or replaces the `meta` of
+         *     the link that exists: 201 when the link is new, 200 when it was there. Both objects must be
+         *     live objects of the tenant; the caller needs to change the `from` object and read the `to`
+         *     object (keys: `objects.<from type>:write` and `objects.<to type>:read`).
+         */
+        put: operations["put_association"];
+        post?: never;
+        /**
+         * Delete an association
+         * @description Removes the link; 404 when there is none. Needs the same rights as making it.
+         */
+        delete: operations["delete_association"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/objects/{object_type_id}/{object_id}/comments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List comments
+         * @description The object's comments, oldest first. A deleted comment is listed (without its body) only
+         *     while it has live replies. Needs reading the object.
+         */
+        get: operations["list_comments"];
+        put?: never;
+        /**
+         * Create comment
+         * @description The author is the credential. Needs reading the object and writing its type
+         *     (`objects.<type>:write` for a key; a role granting it for an end user).
+         */
+        post: operations["create_comment"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/objects/{object_type_id}/{object_id}/comments/{comment_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete comment
+         * @description Removes the body (kept among the edits); replies stay in the thread. Only the author, or a
+         *     key holding `admin` or `*`.
+         */
+        delete: operations["delete_comment"];
+        options?: never;
+        head?: never;
+        /**
+         * Update comment
+         * @description Replaces the body; the earlier one is kept. Only the author, or a key holding `admin` or `*`.
+         */
+        patch: operations["update_comment"];
+        trace?: never;
+    };
+    "/v1/objects/{object_type_id}/{object_id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reject object
+         * @description Ends the review: the object returns to draft, with the reason. Only the current stage's
+         *     approvers.
+         */
+        post: operations["reject"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/objects/{object_type_id}/{object_id}/restore": {
         parameters: {
             query?: never;
@@ -2737,6 +3101,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/objects/{object_type_id}/{object_id}/submit-for-review": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit for review
+         * @description Opens a review of the object under its type's enabled workflow, at the first stage. Needs
+         *     changing the object; 409 when it is already in review or the type has no enabled workflow.
+         */
+        post: operations["submit"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/objects/{object_type_id}/{object_id}/versions": {
         parameters: {
             query?: never;
@@ -2749,6 +3134,23 @@ export interface paths {
          * @description Every earlier version, newest first: what it held, what changed, who changed it and when.
          */
         get: operations["list_versions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/objects/{object_type_id}/{object_id}/workflow-status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get workflow status */
+        get: operations["workflow_status"];
         put?: never;
         post?: never;
         delete?: never;
@@ -2819,6 +3221,88 @@ export interface paths {
         get: operations["stats"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/funnel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Funnel report
+         * @description How many objects reach each step, one conditional count per step in one query.
+         */
+        post: operations["funnel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/leaderboard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Leaderboard report
+         * @description The `group_by` values ranked by their aggregate, highest first (ties by key).
+         */
+        post: operations["leaderboard"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/pipeline": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pipeline report
+         * @description How many objects (and how much value) stand at each stage. An `enum` stage property lists
+         *     each of its values in order, with zeros where no object stands.
+         */
+        post: operations["pipeline"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/timeseries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Time series report
+         * @description The aggregate per period, in the time zone's calendar; periods without objects are zeros.
+         *     At most 1,000 periods.
+         */
+        post: operations["timeseries"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2935,6 +3419,33 @@ export interface paths {
          * @description The user loses the role from their next request on. 404 when they were not assigned it.
          */
         delete: operations["remove_user_role"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sql": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Execute SQL query
+         * @description Runs one read-only `SELECT` over your object types: each type is a table of its live objects
+         *     (`id`, `created_at`, `updated_at`, `created_by`, `version` and one column per property;
+         *     booleans as 1 and 0, dates and times as ISO text, JSON and multi-enum values as JSON text).
+         *     Joins, aggregates, `GROUP BY`, CTEs and window functions work alike on both databases, with
+         *     the functions `count sum avg min max coalesce nullif lower upper length abs round trim ltrim
+         *     rtrim replace substr` and the window functions. Anything else (writes, other tables, other
+         *     functions, options) is 422 before it runs. An end user's tables hold only the rows and
+         *     properties their roles and policies let them read. At most 10,000 rows, 5 s.
+         */
+        post: operations["run_sql"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -3600,6 +4111,11 @@ export interface components {
          * @enum {string}
          */
         Activity: "active" | "disabled";
+        /**
+         * @description How values are combined.
+         * @enum {string}
+         */
+        Aggregation: "count" | "sum" | "avg" | "min" | "max";
         /** @description A provider instance. */
         AiProvider: {
             /** @description The key, masked (`sk-...a1b2`). */
@@ -3659,6 +4175,28 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
+        ApproveBody: {
+            /** @description At most 2,000 characters. */
+            comment?: string | null;
+        };
+        Approved: {
+            approved: boolean;
+            /** @description The stage the review is at now, when still in review. */
+            next_stage?: string | null;
+            /** @description The stage approved. */
+            stage: string;
+            /** @description `in_review` (more approvals or stages to go) or `approved`. */
+            status: string;
+        };
+        /** @description Who may act at a stage. */
+        Approvers: {
+            /** @description API keys' ids (a key and its tokens). */
+            keys?: string[];
+            /** @description Role names: an end user holding one approves. */
+            roles?: string[];
+            /** @description End users' ids. */
+            users?: string[];
+        };
         /** @description A role to give a user. */
         AssignRole: {
             /** @description The role's id or name. */
@@ -3671,6 +4209,27 @@ export interface components {
             role: string;
             role_id: string;
             user_id: string;
+        };
+        /** @description A link from one object to another. */
+        Association: {
+            /** @description Its name, such as `primary_contact`. */
+            association_type: string;
+            /** Format: date-time */
+            created_at: string;
+            /** @description The credential that made it. */
+            created_by?: string | null;
+            /** @description In a list: `outgoing` when the listed object is `from`, `incoming` when it is `to`. */
+            direction?: string | null;
+            from_id: string;
+            from_type_id: string;
+            /** @example asc_01jd8x3k4m5n6p7q8r9s0t1v2w */
+            id: string;
+            /** @description What the caller attached to the link, if anything. */
+            meta?: Record<string, unknown> | null;
+            to_id: string;
+            to_type_id: string;
+            /** Format: date-time */
+            updated_at: string;
         };
         /** @description One attempt of a delivery. */
         Attempt: {
@@ -3956,6 +4515,32 @@ export interface components {
         CodeVerified: {
             verified: boolean;
         };
+        /** @description A comment on an object. */
+        Comment: {
+            author_id?: string | null;
+            /** @description `api_key`, `user`, `tenant_jwt` or `admin`. */
+            author_type: string;
+            /** @description Sanitised HTML; `null` once deleted. */
+            body?: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            deleted_at?: string | null;
+            /**
+             * Format: int64
+             * @description How many times it was edited (each earlier body is kept).
+             */
+            edits: number;
+            /** @example cmt_01jd8x3k4m5n6p7q8r9s0t1v2w */
+            id: string;
+            is_deleted: boolean;
+            object_id: string;
+            object_type_id: string;
+            /** @description The comment this one answers, if any. */
+            parent_id?: string | null;
+            /** Format: date-time */
+            updated_at: string;
+        };
         /** @description The second step of a sign-in. */
         Complete: {
             code: string;
@@ -3985,6 +4570,16 @@ export interface components {
             provider?: null | components["schemas"]["Slug"];
             system?: string | null;
             title?: string | null;
+        };
+        /** @description A new comment. */
+        CreateComment: {
+            /**
+             * @description Rich text (HTML, sanitised: scripts, handlers and unsafe links are removed), 1 to
+             *     10,000 characters.
+             */
+            body: string;
+            /** @description A live comment of the same object this one answers. */
+            parent_id?: string | null;
         };
         CreateKey: {
             /**
@@ -4116,6 +4711,16 @@ export interface components {
         } | {
             phone: unknown;
         };
+        /** @description A new view. */
+        CreateView: {
+            /** @description Object fields or property names, at most 100. */
+            columns?: string[] | null;
+            /** @description Conditions in the search language; all must hold. At most 50 in all. */
+            filters?: Record<string, unknown>[] | null;
+            /** @description 1 to 100 characters, unique within the type. */
+            name: string;
+            sort?: null | components["schemas"]["ViewSort"];
+        };
         /** @description A new endpoint. */
         CreateWebhook: {
             description?: string | null;
@@ -4129,6 +4734,15 @@ export interface components {
             /** @description HTTPS (plain HTTP and private addresses only with `PLINTH_OUTBOUND_ALLOW_PRIVATE=true`). */
             url: components["schemas"]["WebhookUrl"];
         } & unknown;
+        CreateWorkflow: {
+            /** @description Default true. */
+            enabled?: boolean | null;
+            /** @description Default false. */
+            lock_in_review?: boolean | null;
+            name: string;
+            /** @description 1 to 10 stages, in order. */
+            stages: components["schemas"]["Stage"][];
+        };
         /** @description A service's credentials as shown: secrets masked. */
         Credentials: {
             /** Format: date-time */
@@ -4388,6 +5002,22 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_Approved: {
+            data: {
+                approved: boolean;
+                /** @description The stage the review is at now, when still in review. */
+                next_stage?: string | null;
+                /** @description The stage approved. */
+                stage: string;
+                /** @description `in_review` (more approvals or stages to go) or `approved`. */
+                status: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Assignment: {
             /** @description A user's hold on a role. */
             data: {
@@ -4395,6 +5025,34 @@ export interface components {
                 role: string;
                 role_id: string;
                 user_id: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Association: {
+            /** @description A link from one object to another. */
+            data: {
+                /** @description Its name, such as `primary_contact`. */
+                association_type: string;
+                /** Format: date-time */
+                created_at: string;
+                /** @description The credential that made it. */
+                created_by?: string | null;
+                /** @description In a list: `outgoing` when the listed object is `from`, `incoming` when it is `to`. */
+                direction?: string | null;
+                from_id: string;
+                from_type_id: string;
+                /** @example asc_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                id: string;
+                /** @description What the caller attached to the link, if anything. */
+                meta?: Record<string, unknown> | null;
+                to_id: string;
+                to_type_id: string;
+                /** Format: date-time */
+                updated_at: string;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -4585,6 +5243,39 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_Comment: {
+            /** @description A comment on an object. */
+            data: {
+                author_id?: string | null;
+                /** @description `api_key`, `user`, `tenant_jwt` or `admin`. */
+                author_type: string;
+                /** @description Sanitised HTML; `null` once deleted. */
+                body?: string | null;
+                /** Format: date-time */
+                created_at: string;
+                /** Format: date-time */
+                deleted_at?: string | null;
+                /**
+                 * Format: int64
+                 * @description How many times it was edited (each earlier body is kept).
+                 */
+                edits: number;
+                /** @example cmt_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                id: string;
+                is_deleted: boolean;
+                object_id: string;
+                object_type_id: string;
+                /** @description The comment this one answers, if any. */
+                parent_id?: string | null;
+                /** Format: date-time */
+                updated_at: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Conversation: {
             /** @description A conversation. */
             data: {
@@ -4766,6 +5457,67 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_ErrorGroup: {
+            /** @description A group of reports of the same error. */
+            data: {
+                /** Format: int64 */
+                count: number;
+                fingerprint: string;
+                /** Format: date-time */
+                first_seen: string;
+                /** @example err_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                id: string;
+                /** Format: date-time */
+                last_seen: string;
+                level: string;
+                message: string;
+                /** @description The last report's metadata. */
+                metadata?: Record<string, unknown> | null;
+                path?: string | null;
+                source?: string | null;
+                /** @description The last report's stack. */
+                stack?: string | null;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Export: {
+            /** @description An export and where it stands. */
+            data: {
+                /** Format: date-time */
+                created_at: string;
+                /** @description `GET` it for the progress, then the file. */
+                download_path: string;
+                error?: string | null;
+                /** Format: date-time */
+                expires_at?: string | null;
+                export_id: string;
+                /**
+                 * Format: int64
+                 * @description The objects written so far.
+                 */
+                exported: number;
+                format: components["schemas"]["Format"];
+                object_type_id: string;
+                /**
+                 * Format: int64
+                 * @description The objects it holds.
+                 */
+                record_count: number;
+                /** Format: int64 */
+                size_bytes?: number | null;
+                /** @description `pending`, `running`, `done`, `failed` or `expired`. */
+                status: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_File: {
             /** @description A file. */
             data: {
@@ -4878,6 +5630,16 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_FunnelReport: {
+            data: {
+                steps: components["schemas"]["FunnelStepResult"][];
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Governance: {
             /** @description A tenant's policies. */
             data: {
@@ -4957,6 +5719,28 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_ImportResult: {
+            data: {
+                dry_run: boolean;
+                /** @description The first 100 failing rows. */
+                errors: components["schemas"]["RowError"][];
+                /** @description Columns that are no property of the type, left out. */
+                ignored_columns: string[];
+                /** @description Objects created (or, in a dry run, that would be). */
+                imported: number;
+                /** @description Rows left out as invalid (`skip_invalid`). */
+                skipped: number;
+                /** @description Rows read. */
+                total: number;
+                /** @description Objects updated through `upsert_by`. */
+                updated: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_InboundSource: {
             /** @description A place where a tenant receives signed webhooks. */
             data: {
@@ -5012,6 +5796,16 @@ export interface components {
                 old_key: components["schemas"]["ApiKey"];
                 /** @description The new secret. It is not shown again. */
                 token: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_LeaderboardReport: {
+            data: {
+                entries: components["schemas"]["LeaderboardEntry"][];
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -5152,6 +5946,43 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_Page_Association: {
+            /** @description One page of a list. */
+            data: {
+                /** @description Pass as `cursor` for the next page; `null` on the last page. */
+                next_cursor?: string | null;
+                results: {
+                    /** @description Its name, such as `primary_contact`. */
+                    association_type: string;
+                    /** Format: date-time */
+                    created_at: string;
+                    /** @description The credential that made it. */
+                    created_by?: string | null;
+                    /** @description In a list: `outgoing` when the listed object is `from`, `incoming` when it is `to`. */
+                    direction?: string | null;
+                    from_id: string;
+                    from_type_id: string;
+                    /** @example asc_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                    id: string;
+                    /** @description What the caller attached to the link, if anything. */
+                    meta?: Record<string, unknown> | null;
+                    to_id: string;
+                    to_type_id: string;
+                    /** Format: date-time */
+                    updated_at: string;
+                }[];
+                /**
+                 * Format: int64
+                 * @description How many items the whole list holds (with the filters, without the cursor).
+                 */
+                total: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Page_AuditLog: {
             /** @description One page of a list. */
             data: {
@@ -5175,6 +6006,48 @@ export interface components {
                     resource_type?: string;
                     tenant_id?: string | null;
                     user_agent?: string | null;
+                }[];
+                /**
+                 * Format: int64
+                 * @description How many items the whole list holds (with the filters, without the cursor).
+                 */
+                total: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Page_Comment: {
+            /** @description One page of a list. */
+            data: {
+                /** @description Pass as `cursor` for the next page; `null` on the last page. */
+                next_cursor?: string | null;
+                results: {
+                    author_id?: string | null;
+                    /** @description `api_key`, `user`, `tenant_jwt` or `admin`. */
+                    author_type: string;
+                    /** @description Sanitised HTML; `null` once deleted. */
+                    body?: string | null;
+                    /** Format: date-time */
+                    created_at: string;
+                    /** Format: date-time */
+                    deleted_at?: string | null;
+                    /**
+                     * Format: int64
+                     * @description How many times it was edited (each earlier body is kept).
+                     */
+                    edits: number;
+                    /** @example cmt_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                    id: string;
+                    is_deleted: boolean;
+                    object_id: string;
+                    object_type_id: string;
+                    /** @description The comment this one answers, if any. */
+                    parent_id?: string | null;
+                    /** Format: date-time */
+                    updated_at: string;
                 }[];
                 /**
                  * Format: int64
@@ -5298,6 +6171,42 @@ export interface components {
                     /** @description What the work was: for a delivery, `webhook_id`, `event_id`, `event_type`. */
                     summary?: Record<string, unknown>;
                     tenant_id?: string;
+                }[];
+                /**
+                 * Format: int64
+                 * @description How many items the whole list holds (with the filters, without the cursor).
+                 */
+                total: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Page_ErrorGroup: {
+            /** @description One page of a list. */
+            data: {
+                /** @description Pass as `cursor` for the next page; `null` on the last page. */
+                next_cursor?: string | null;
+                results: {
+                    /** Format: int64 */
+                    count: number;
+                    fingerprint: string;
+                    /** Format: date-time */
+                    first_seen: string;
+                    /** @example err_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                    id: string;
+                    /** Format: date-time */
+                    last_seen: string;
+                    level: string;
+                    message: string;
+                    /** @description The last report's metadata. */
+                    metadata?: Record<string, unknown> | null;
+                    path?: string | null;
+                    source?: string | null;
+                    /** @description The last report's stack. */
+                    stack?: string | null;
                 }[];
                 /**
                  * Format: int64
@@ -5821,6 +6730,18 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_PipelineReport: {
+            data: {
+                stages: components["schemas"]["PipelineStage"][];
+                /** Format: int64 */
+                total: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_PlatformReceived: {
             /** @description What the sender is told. */
             data: {
@@ -5982,6 +6903,34 @@ export interface components {
                 duplicate: boolean;
                 id: string;
                 received: boolean;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Rejected: {
+            data: {
+                rejected: boolean;
+                stage: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Reported: {
+            data: {
+                /**
+                 * Format: int64
+                 * @description Reports of the group so far.
+                 */
+                count: number;
+                /** @description The group the report joined. */
+                error_id: string;
+                fingerprint: string;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -6156,6 +7105,24 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_SqlResult: {
+            /** @description What a query answered. */
+            data: {
+                columns: string[];
+                /** Format: double */
+                duration_ms: number;
+                row_count: number;
+                /** @description Each row's values, in the order of `columns`. */
+                rows: Record<string, unknown>[][];
+                /** @description More rows matched than were answered (10,000 rows or 16 MB at most). */
+                truncated: boolean;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Stats: {
             /** @description A tenant's live realtime connections on the node that answers. */
             data: {
@@ -6169,6 +7136,18 @@ export interface components {
                 };
                 /** Format: int64 */
                 connections: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Submitted: {
+            data: {
+                /** @description The first stage. */
+                stage: string;
+                submitted: boolean;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -6257,6 +7236,18 @@ export interface components {
                  */
                 status_code?: number | null;
                 success: boolean;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_TimeseriesReport: {
+            data: {
+                interval: components["schemas"]["Interval"];
+                series: components["schemas"]["SeriesPoint"][];
+                timezone: string;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -6740,12 +7731,87 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_Vec_View: {
+            data: {
+                /** @description Object fields or property names to show; empty for all. */
+                columns: string[];
+                /** Format: date-time */
+                created_at: string;
+                created_by?: string | null;
+                /**
+                 * @description Conditions in the search language (`{"property", "op", "value"}`, `{"and": [...]}`,
+                 *     `{"or": [...]}`); all must hold.
+                 */
+                filters: Record<string, unknown>[];
+                /** @example view_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                id: string;
+                name: string;
+                object_type_id: string;
+                sort?: null | components["schemas"]["ViewSort"];
+                /** Format: date-time */
+                updated_at: string;
+            }[];
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Vec_Workflow: {
+            data: {
+                /** Format: date-time */
+                created_at: string;
+                /** @description The type's one enabled workflow is the one submissions use. */
+                enabled: boolean;
+                /** @example wf_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                id: string;
+                /** @description Objects in review may not be changed or deleted. */
+                lock_in_review: boolean;
+                name: string;
+                object_type_id: string;
+                stages: components["schemas"]["Stage"][];
+                /** Format: date-time */
+                updated_at: string;
+            }[];
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Verified: {
             /** @description The answer to a verification. */
             data: {
                 email: string;
                 user_id: string;
                 verified: boolean;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_View: {
+            /** @description A saved view. */
+            data: {
+                /** @description Object fields or property names to show; empty for all. */
+                columns: string[];
+                /** Format: date-time */
+                created_at: string;
+                created_by?: string | null;
+                /**
+                 * @description Conditions in the search language (`{"property", "op", "value"}`, `{"and": [...]}`,
+                 *     `{"or": [...]}`); all must hold.
+                 */
+                filters: Record<string, unknown>[];
+                /** @example view_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                id: string;
+                name: string;
+                object_type_id: string;
+                sort?: null | components["schemas"]["ViewSort"];
+                /** Format: date-time */
+                updated_at: string;
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -6802,6 +7868,53 @@ export interface components {
             /** @description Always `true`. */
             success: boolean;
         };
+        /** @description The success envelope, as documented. */
+        Envelope_Workflow: {
+            /** @description A workflow. */
+            data: {
+                /** Format: date-time */
+                created_at: string;
+                /** @description The type's one enabled workflow is the one submissions use. */
+                enabled: boolean;
+                /** @example wf_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                id: string;
+                /** @description Objects in review may not be changed or deleted. */
+                lock_in_review: boolean;
+                name: string;
+                object_type_id: string;
+                stages: components["schemas"]["Stage"][];
+                /** Format: date-time */
+                updated_at: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_WorkflowStatus: {
+            data: {
+                /**
+                 * Format: int64
+                 * @description Approvals the stage has, and needs.
+                 */
+                approvals?: number | null;
+                /** @description Every step of every review, oldest first. */
+                history: components["schemas"]["HistoryStep"][];
+                /** @description Why the last review was rejected. */
+                rejection_reason?: string | null;
+                /** Format: int64 */
+                required_approvals?: number | null;
+                /** @description The stage in review. */
+                stage?: string | null;
+                /** @description `draft` (never submitted, or rejected), `in_review` or `approved`. */
+                status: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
         /** @description The error body, as documented in the OpenAPI document. */
         ErrorBody: {
             error: components["schemas"]["ErrorDetail"];
@@ -6816,6 +7929,40 @@ export interface components {
             /** @description Per-field messages, for `VALIDATION_FAILED`. */
             details?: Record<string, unknown> | null;
             message: string;
+        };
+        /** @description A group of reports of the same error. */
+        ErrorGroup: {
+            /** Format: int64 */
+            count: number;
+            fingerprint: string;
+            /** Format: date-time */
+            first_seen: string;
+            /** @example err_01jd8x3k4m5n6p7q8r9s0t1v2w */
+            id: string;
+            /** Format: date-time */
+            last_seen: string;
+            level: string;
+            message: string;
+            /** @description The last report's metadata. */
+            metadata?: Record<string, unknown> | null;
+            path?: string | null;
+            source?: string | null;
+            /** @description The last report's stack. */
+            stack?: string | null;
+        };
+        /** @description An error a client saw. */
+        ErrorReport: {
+            level?: components["schemas"]["Level"];
+            /** @description 1 to 2,000 characters. */
+            message: string;
+            /** @description Any JSON object, at most 8 KB serialised. */
+            metadata?: Record<string, unknown> | null;
+            /** @description The page or route, at most 2,048 characters. */
+            path?: string | null;
+            /** @description Where it happened: an app or script name, at most 200 characters. */
+            source?: string | null;
+            /** @description At most 16 KB. */
+            stack?: string | null;
         };
         /** @description Dotted lowercase words (`a-z`, `0-9`, `_`, `-`), such as `checkout.completed` */
         EventName: string;
@@ -6836,6 +7983,41 @@ export interface components {
         };
         /** @description Dotted lowercase words (`a-z`, `0-9`, `_`, `-`), such as `order.paid` */
         EventType: string;
+        /** @description An export and where it stands. */
+        Export: {
+            /** Format: date-time */
+            created_at: string;
+            /** @description `GET` it for the progress, then the file. */
+            download_path: string;
+            error?: string | null;
+            /** Format: date-time */
+            expires_at?: string | null;
+            export_id: string;
+            /**
+             * Format: int64
+             * @description The objects written so far.
+             */
+            exported: number;
+            format: components["schemas"]["Format"];
+            object_type_id: string;
+            /**
+             * Format: int64
+             * @description The objects it holds.
+             */
+            record_count: number;
+            /** Format: int64 */
+            size_bytes?: number | null;
+            /** @description `pending`, `running`, `done`, `failed` or `expired`. */
+            status: string;
+        };
+        ExportRequest: {
+            /** @description Conditions in the search language; all must hold. */
+            filters?: Record<string, unknown>[] | null;
+            /** @description `json` (default): an array of objects; `csv`: a header line, then one line per object. */
+            format?: components["schemas"]["Format"];
+            /** @description The type's id or name. */
+            object_type_id: string;
+        };
         /** @description An enrolled factor. */
         Factor: {
             /** Format: date-time */
@@ -7019,11 +8201,48 @@ export interface components {
             /** Format: int64 */
             total_bytes: number;
         };
+        /** @enum {string} */
+        Format: "json" | "csv";
         /** @description A tenant found by address. */
         FoundTenant: {
             /** @description The tenant's brand name, else its name. */
             brand_name: string;
             tenant_id: string;
+        };
+        FunnelReport: {
+            steps: components["schemas"]["FunnelStepResult"][];
+        };
+        FunnelRequest: {
+            /** @description Conditions every object counted meets. */
+            filters?: Record<string, unknown>[] | null;
+            /** @description The type's id or name. */
+            object_type_id: string;
+            /**
+             * @description 1 to 10 steps; an object reaches a step when it meets that step's filters and every
+             *     earlier step's.
+             */
+            steps: components["schemas"]["FunnelStep"][];
+        };
+        FunnelStep: {
+            /** @description Conditions an object meets to reach this step (beside every earlier step's). */
+            filters?: Record<string, unknown>[];
+            /** @description 1 to 100 characters. */
+            name: string;
+        };
+        FunnelStepResult: {
+            /**
+             * Format: double
+             * @description Of the previous step's count (1 for the first step).
+             */
+            conversion_rate: number;
+            /** Format: int64 */
+            count: number;
+            name: string;
+            /**
+             * Format: double
+             * @description Of the first step's count.
+             */
+            overall_rate: number;
         };
         /** @description A tenant's policies. */
         Governance: {
@@ -7060,6 +8279,19 @@ export interface components {
             /** Format: int64 */
             uptime_seconds: number;
             version: string;
+        };
+        /** @description One step of an object's reviews. */
+        HistoryStep: {
+            /** @description `submitted`, `approved` or `rejected`. */
+            action: string;
+            actor_id?: string | null;
+            actor_type: string;
+            comment?: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** @description The stage's name (or number, when it is gone from the workflow). */
+            stage: string;
+            workflow_id: string;
         };
         /** @description Who an address is, for the portal. */
         Identified: {
@@ -7100,6 +8332,58 @@ export interface components {
             images: Record<string, unknown>[];
             model: string;
             provider: string;
+        };
+        /**
+         * @description An import as a multipart form: the rows in the `file` part (`.csv` or `.json`), the rest as
+         *     text fields (`mapping` as JSON).
+         */
+        ImportForm: {
+            dry_run?: boolean | null;
+            /** Format: binary */
+            file: string;
+            format?: null | components["schemas"]["Format"];
+            /** @description JSON text: column name to property name. */
+            mapping?: string | null;
+            mode?: null | components["schemas"]["Mode"];
+            object_type_id: string;
+            upsert_by?: string | null;
+        };
+        /** @description An import as a JSON body. */
+        ImportRequest: {
+            /** @description The rows: at most 10,000. */
+            data: Record<string, unknown>;
+            /** @description Check every row and write nothing. */
+            dry_run?: boolean;
+            /**
+             * @description `json` (default): `data` is an array of objects; `csv`: `data` is the CSV text, its first
+             *     line the column names.
+             */
+            format?: components["schemas"]["Format"];
+            /**
+             * @description Column name to property name; `null` leaves a column out. Columns not named here are
+             *     read as the property of the same name, or left out (and listed in `ignored_columns`).
+             */
+            mapping?: Record<string, unknown> | null;
+            mode?: components["schemas"]["Mode"];
+            /** @description The type's id or name. */
+            object_type_id: string;
+            /** @description A unique property: a row whose value matches a live object updates it instead. */
+            upsert_by?: string | null;
+        };
+        ImportResult: {
+            dry_run: boolean;
+            /** @description The first 100 failing rows. */
+            errors: components["schemas"]["RowError"][];
+            /** @description Columns that are no property of the type, left out. */
+            ignored_columns: string[];
+            /** @description Objects created (or, in a dry run, that would be). */
+            imported: number;
+            /** @description Rows left out as invalid (`skip_invalid`). */
+            skipped: number;
+            /** @description Rows read. */
+            total: number;
+            /** @description Objects updated through `upsert_by`. */
+            updated: number;
         };
         /** @description A verified request, as stored. */
         InboundMessage: {
@@ -7143,6 +8427,8 @@ export interface components {
          * @enum {string}
          */
         IndexStatus: "none" | "building" | "ready" | "failed";
+        /** @enum {string} */
+        Interval: "hour" | "day" | "week" | "month" | "year";
         /** @description An IPv4 or IPv6 address, or a network in CIDR notation (`10.0.0.0/8`) */
         IpNetwork: string;
         /** @description A new key and its secret, shown only now. */
@@ -7175,6 +8461,42 @@ export interface components {
         KeyStatus: "active" | "rotating" | "expired";
         /** @description 1 to 255 characters (blanks around are trimmed), no control characters */
         Label: string;
+        LeaderboardEntry: {
+            /**
+             * Format: int64
+             * @description How many objects have this key.
+             */
+            count: number;
+            /** @description The `group_by` value (`null` for objects without one). */
+            key: Record<string, unknown>;
+            /** @description 1 for the highest value. */
+            rank: number;
+            /**
+             * Format: double
+             * @description The aggregate (the count for `count`).
+             */
+            value?: number | null;
+        };
+        LeaderboardReport: {
+            entries: components["schemas"]["LeaderboardEntry"][];
+        };
+        LeaderboardRequest: {
+            aggregation?: components["schemas"]["Aggregation"];
+            filters?: Record<string, unknown>[] | null;
+            /** @description A scalar property (or `created_by`) whose values are ranked. */
+            group_by: string;
+            /**
+             * Format: int32
+             * @description 1 to 100 entries, default 10.
+             */
+            limit?: number | null;
+            /** @description The type's id or name. */
+            object_type_id: string;
+            /** @description The numeric property `sum`, `avg`, `min` and `max` combine. */
+            value_property?: string | null;
+        };
+        /** @enum {string} */
+        Level: "debug" | "info" | "warning" | "error" | "fatal";
         /** @description A login. */
         Login: {
             email: string;
@@ -7217,6 +8539,11 @@ export interface components {
             /** @description Send it to `POST /v1/auth/mfa/complete` with a code (or `/recover`) within 5 minutes. */
             mfa_ticket: string;
         };
+        /**
+         * @description What happens to invalid rows.
+         * @enum {string}
+         */
+        Mode: "all_or_nothing" | "skip_invalid";
         /** @description A provider's models. */
         ModelList: {
             /** @description Whether the list came from the five-minute cache. */
@@ -7300,6 +8627,36 @@ export interface components {
         };
         /** @description E.164, such as `+15551234567`; spaces, dashes, dots and parentheses are dropped */
         Phone: string;
+        PipelineReport: {
+            stages: components["schemas"]["PipelineStage"][];
+            /** Format: int64 */
+            total: number;
+        };
+        PipelineRequest: {
+            filters?: Record<string, unknown>[] | null;
+            /** @description The type's id or name. */
+            object_type_id: string;
+            /** @description The property whose values are the stages; an `enum` lists every stage in its order. */
+            stage_property: string;
+            /** @description A numeric property summed per stage. */
+            value_property?: string | null;
+        };
+        PipelineStage: {
+            /** Format: int64 */
+            count: number;
+            /**
+             * Format: double
+             * @description The stage's share of all objects counted.
+             */
+            percentage: number;
+            /** @description The stage's value (`null` for objects without one). */
+            stage: Record<string, unknown>;
+            /**
+             * Format: double
+             * @description The sum of `value_property` in the stage.
+             */
+            value?: number | null;
+        };
         /** @description What the sender is told. */
         PlatformReceived: {
             /** @description True when this event id was received before (applied once). */
@@ -7418,6 +8775,14 @@ export interface components {
             scopes: string[];
             tenant_id: string;
         };
+        /** @description An association's metadata. */
+        PutAssociation: {
+            /**
+             * @description Any JSON object, at most 10 KB serialised; absent or `null` for none. Replaces what the
+             *     link held.
+             */
+            meta?: Record<string, unknown> | null;
+        };
         Ready: {
             /** @description `sqlite` or `postgres`. */
             database: string;
@@ -7453,6 +8818,14 @@ export interface components {
         RefreshToken: {
             refresh_token: string;
         };
+        RejectBody: {
+            /** @description Why: 1 to 2,000 characters. */
+            reason: string;
+        };
+        Rejected: {
+            rejected: boolean;
+            stage: string;
+        };
         /** @description What to replay: a past event, or a payload of your own. */
         Replay: {
             /** @description The id of a past event of this tenant (`evt_...`). */
@@ -7465,6 +8838,16 @@ export interface components {
         } | {
             payload: unknown;
         });
+        Reported: {
+            /**
+             * Format: int64
+             * @description Reports of the group so far.
+             */
+            count: number;
+            /** @description The group the report joined. */
+            error_id: string;
+            fingerprint: string;
+        };
         /** @description A new password, with the token from the reset email. */
         ResetPassword: {
             password: components["schemas"]["Password"];
@@ -7523,6 +8906,13 @@ export interface components {
             label?: null | components["schemas"]["Label"];
             /** @description Scopes for the new key; default the old key's. */
             scopes?: components["schemas"]["Scope"][] | null;
+        };
+        /** @description One row that was not imported. */
+        RowError: {
+            details?: Record<string, unknown> | null;
+            message: string;
+            /** @description The row's index, from 0 (a CSV's first data line is 0). */
+            row: number;
         };
         /** @description The answer of a turn. */
         Said: components["schemas"]["ChatAnswer"] & {
@@ -7620,6 +9010,18 @@ export interface components {
             /** Format: date-time */
             previous_secret_expires_at: string;
             secret: string;
+        };
+        SeriesPoint: {
+            /** Format: int64 */
+            count: number;
+            period_end: string;
+            /** @description The period's first moment, in the report's time zone. */
+            period_start: string;
+            /**
+             * Format: double
+             * @description The aggregate (the count for `count`; `null` where no value was found).
+             */
+            value?: number | null;
         };
         /** @description A session of the signed-in user. */
         SessionInfo: {
@@ -7728,9 +9130,43 @@ export interface components {
         };
         /** @description 1 to 50 lowercase letters, digits, `-` or `_` */
         Slug: string;
+        /** @enum {string} */
+        SortDirection: "asc" | "desc";
         /** @description A created source, with its secret when the platform generated it: shown this once. */
         SourceCreated: components["schemas"]["InboundSource"] & {
             secret?: string | null;
+        };
+        /** @description A query. */
+        SqlRequest: {
+            /** @description Values of the placeholders: strings, numbers or booleans; at most 100. */
+            params?: Record<string, unknown>[] | null;
+            /**
+             * @description One `SELECT` (CTEs, joins, aggregates, window functions) over your object types by name;
+             *     at most 10,000 characters. Placeholders `$1`, `$2`, ... take `params`.
+             */
+            sql: string;
+        };
+        /** @description What a query answered. */
+        SqlResult: {
+            columns: string[];
+            /** Format: double */
+            duration_ms: number;
+            row_count: number;
+            /** @description Each row's values, in the order of `columns`. */
+            rows: Record<string, unknown>[][];
+            /** @description More rows matched than were answered (10,000 rows or 16 MB at most). */
+            truncated: boolean;
+        };
+        /** @description One stage of a workflow. */
+        Stage: {
+            approvers: components["schemas"]["Approvers"];
+            /** @description 1 to 100 characters, unique in the workflow. */
+            name: string;
+            /**
+             * Format: int64
+             * @description Approvals by different approvers the stage needs: 1 (default) to 20.
+             */
+            required_approvals?: number;
         };
         /** @description A tenant's live realtime connections on the node that answers. */
         Stats: {
@@ -7744,6 +9180,11 @@ export interface components {
             };
             /** Format: int64 */
             connections: number;
+        };
+        Submitted: {
+            /** @description The first stage. */
+            stage: string;
+            submitted: boolean;
         };
         Summary: {
             entitlements: {
@@ -7824,6 +9265,30 @@ export interface components {
          * @enum {string}
          */
         Tier: "free" | "starter" | "pro" | "agency" | "enterprise";
+        TimeseriesReport: {
+            interval: components["schemas"]["Interval"];
+            series: components["schemas"]["SeriesPoint"][];
+            timezone: string;
+        };
+        TimeseriesRequest: {
+            aggregation?: components["schemas"]["Aggregation"];
+            /** @description A `date` or `datetime` property, or `created_at` / `updated_at` (default `created_at`). */
+            date_property?: string | null;
+            /** @description Up to this moment, excluded (RFC 3339, or a date); default now. */
+            end_date?: string | null;
+            filters?: Record<string, unknown>[] | null;
+            interval: components["schemas"]["Interval"];
+            /** @description The type's id or name. */
+            object_type_id: string;
+            /**
+             * @description The first period holds this moment (RFC 3339, or a date); default: 30 intervals before
+             *     `end_date`.
+             */
+            start_date?: string | null;
+            /** @description The IANA time zone periods follow, such as `Europe/Paris`; default the tenant's. */
+            timezone?: string | null;
+            value_property?: string | null;
+        };
         /** @description An issued access token. */
         TokenIssued: {
             /** Format: date-time */
@@ -7904,6 +9369,10 @@ export interface components {
         /** @description Whether a factor was removed. */
         Unenrolled: {
             unenrolled: boolean;
+        };
+        /** @description Changes to a comment. */
+        UpdateComment: {
+            body: string;
         };
         /** @description Changes to a file's metadata. */
         UpdateFile: {
@@ -8023,6 +9492,13 @@ export interface components {
             role?: null | components["schemas"]["Name"];
             user_metadata?: Record<string, unknown> | null;
         };
+        /** @description Changes to a view: what is given replaces what it held (`sort: null` removes the sort). */
+        UpdateView: {
+            columns?: string[] | null;
+            filters?: Record<string, unknown>[] | null;
+            name?: string | null;
+            sort?: null | components["schemas"]["ViewSort"];
+        };
         /** @description Changes: absent fields keep their value. */
         UpdateWebhook: {
             description?: string | null;
@@ -8032,6 +9508,12 @@ export interface components {
             status?: null | components["schemas"]["Activity"];
             url?: null | components["schemas"]["WebhookUrl"];
         } & unknown;
+        UpdateWorkflow: {
+            enabled?: boolean | null;
+            lock_in_review?: boolean | null;
+            name?: string | null;
+            stages?: components["schemas"]["Stage"][] | null;
+        };
         Updated: {
             /**
              * Format: int64
@@ -8218,6 +9700,33 @@ export interface components {
             token: string;
             type?: string | null;
         };
+        /** @description A saved view. */
+        View: {
+            /** @description Object fields or property names to show; empty for all. */
+            columns: string[];
+            /** Format: date-time */
+            created_at: string;
+            created_by?: string | null;
+            /**
+             * @description Conditions in the search language (`{"property", "op", "value"}`, `{"and": [...]}`,
+             *     `{"or": [...]}`); all must hold.
+             */
+            filters: Record<string, unknown>[];
+            /** @example view_01jd8x3k4m5n6p7q8r9s0t1v2w */
+            id: string;
+            name: string;
+            object_type_id: string;
+            sort?: null | components["schemas"]["ViewSort"];
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** @description How a view orders its objects. */
+        ViewSort: {
+            /** @description `asc` or `desc` (default `asc`). */
+            direction?: components["schemas"]["SortDirection"];
+            /** @description `id`, `created_at`, `updated_at` or a sortable property. */
+            property: string;
+        };
         /** @description A question about an image. */
         VisionRequest: {
             api_key?: string | null;
@@ -8304,6 +9813,39 @@ export interface components {
         WebhookSecret: string;
         /** @description An `https://` URL of a public host (plain HTTP and private addresses only where the server allows them) */
         WebhookUrl: string;
+        /** @description A workflow. */
+        Workflow: {
+            /** Format: date-time */
+            created_at: string;
+            /** @description The type's one enabled workflow is the one submissions use. */
+            enabled: boolean;
+            /** @example wf_01jd8x3k4m5n6p7q8r9s0t1v2w */
+            id: string;
+            /** @description Objects in review may not be changed or deleted. */
+            lock_in_review: boolean;
+            name: string;
+            object_type_id: string;
+            stages: components["schemas"]["Stage"][];
+            /** Format: date-time */
+            updated_at: string;
+        };
+        WorkflowStatus: {
+            /**
+             * Format: int64
+             * @description Approvals the stage has, and needs.
+             */
+            approvals?: number | null;
+            /** @description Every step of every review, oldest first. */
+            history: components["schemas"]["HistoryStep"][];
+            /** @description Why the last review was rejected. */
+            rejection_reason?: string | null;
+            /** Format: int64 */
+            required_approvals?: number | null;
+            /** @description The stage in review. */
+            stage?: string | null;
+            /** @description `draft` (never submitted, or rejected), `in_review` or `approved`. */
+            status: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -17966,6 +19508,373 @@ export interface operations {
             };
         };
     };
+    start_export: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExportRequest"];
+            };
+        };
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Export"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_export: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The export's id */
+                export_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The progress, until the export is done; then the file (application/json or text/csv) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Export"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    import_data: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ImportRequest"];
+                "multipart/form-data": components["schemas"]["ImportForm"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_ImportResult"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A unique value is taken */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_dlq_messages: {
         parameters: {
             query?: {
@@ -18739,6 +20648,348 @@ export interface operations {
             };
             /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_errors: {
+        parameters: {
+            query?: {
+                /** @description Only groups of this level. */
+                level?: "debug" | "info" | "warning" | "error" | "fatal";
+                /** @description Only groups from this source. */
+                source?: string;
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Page_ErrorGroup"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    report_error: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ErrorReport"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Reported"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_error: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The group's id */
+                error_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_ErrorGroup"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25815,6 +28066,987 @@ export interface operations {
             };
         };
     };
+    list_views: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Vec_View"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_view: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateView"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_View"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_view: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The view's id */
+                view_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Deleted"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_view: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The view's id */
+                view_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateView"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_View"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_workflows: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Vec_Workflow"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_workflow: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateWorkflow"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Workflow"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_workflow: {
+        parameters: {
+            query?: {
+                /** @description Delete the dependants too; needs `confirm_token`. */
+                force?: boolean;
+                /** @description The token from the 409 `DEPENDENCY_EXISTS` answer. */
+                confirm_token?: string;
+            };
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The workflow's id */
+                workflow_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Deleted"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `DEPENDENCY_EXISTS` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_workflow: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The workflow's id */
+                workflow_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateWorkflow"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Workflow"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     create_object: {
         parameters: {
             query?: never;
@@ -26386,6 +29618,21 @@ export interface operations {
                  *     starts_with exists` as the property's type allows; `in` takes comma-separated values.
                  */
                 "filter[<property>][<op>]"?: string;
+                /**
+                 * @description `<type>:<object id>` or `<type>:<object id>:<association type>`: only objects linked to
+                 *     that object (either way), which the caller must be able to read.
+                 */
+                associated_with?: string;
+                /**
+                 * @description Comma-separated association types: each result embeds, under `included`, the objects
+                 *     linked to it by each (either way) that the caller may read, at most 100 per type.
+                 */
+                include?: string;
+                /**
+                 * @description A saved view of the type: its filters hold beside these, its sort and columns apply
+                 *     where `sort` and `fields` are not given.
+                 */
+                view?: string;
             };
             header?: never;
             path: {
@@ -26650,6 +29897,21 @@ export interface operations {
                  *     starts_with exists` as the property's type allows; `in` takes comma-separated values.
                  */
                 "filter[<property>][<op>]"?: string;
+                /**
+                 * @description `<type>:<object id>` or `<type>:<object id>:<association type>`: only objects linked to
+                 *     that object (either way), which the caller must be able to read.
+                 */
+                associated_with?: string;
+                /**
+                 * @description Comma-separated association types: each result embeds, under `included`, the objects
+                 *     linked to it by each (either way) that the caller may read, at most 100 per type.
+                 */
+                include?: string;
+                /**
+                 * @description A saved view of the type: its filters hold beside these, its sort and columns apply
+                 *     where `sort` and `fields` are not given.
+                 */
+                view?: string;
             };
             header?: never;
             path: {
@@ -26753,7 +30015,13 @@ export interface operations {
     };
     get_object: {
         parameters: {
-            query?: never;
+            query?: {
+                /**
+                 * @description Comma-separated association types: the object embeds, under `included`, the objects
+                 *     linked to it by each (either way) that the caller may read, at most 100 per type.
+                 */
+                include?: string;
+            };
             header?: never;
             path: {
                 /** @description The type's id or name */
@@ -26808,7 +30076,6 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -27115,6 +30382,1168 @@ export interface operations {
             };
         };
     };
+    approve: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["ApproveBody"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Approved"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_associations: {
+        parameters: {
+            query?: {
+                /** @description `outgoing` (links from this object), `incoming` (links to it) or `both` (default). */
+                direction?: "outgoing" | "incoming" | "both";
+                /** @description Only links of this type. */
+                association_type?: string;
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The object's type, by id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Page_Association"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_association: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The `from` object's type, by id or name */
+                object_type_id: string;
+                /** @description The `from` object's id */
+                object_id: string;
+                /** @description The link's name, such as `primary_contact` */
+                association_type: string;
+                /** @description The `to` object's type, by id or name */
+                to_type: string;
+                /** @description The `to` object's id */
+                to_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description Optional metadata */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["PutAssociation"];
+            };
+        };
+        responses: {
+            /** @description The link was there: its meta replaced */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Association"];
+                };
+            };
+            /** @description A new link */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Association"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description One end is in the trash */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_association: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The `from` object's type, by id or name */
+                object_type_id: string;
+                /** @description The `from` object's id */
+                object_id: string;
+                /** @description The link's name */
+                association_type: string;
+                /** @description The `to` object's type, by id or name */
+                to_type: string;
+                /** @description The `to` object's id */
+                to_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Deleted"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_comments: {
+        parameters: {
+            query?: {
+                /** @description Only the replies to this comment. */
+                parent_id?: string;
+                /** @description 1 to 100, default 20. */
+                limit?: number;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Page_Comment"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_comment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateComment"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Comment"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object is in the trash */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_comment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+                /** @description The comment's id */
+                comment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Deleted"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_comment: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+                /** @description The comment's id */
+                comment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateComment"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Comment"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    reject: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RejectBody"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Rejected"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     restore_object: {
         parameters: {
             query?: never;
@@ -27138,6 +31567,121 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, unknown>;
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    submit: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Submitted"];
                 };
             };
             /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
@@ -27255,6 +31799,110 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Envelope_Page_ObjectVersion"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    workflow_status: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The type's id or name */
+                object_type_id: string;
+                /** @description The object's id */
+                object_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_WorkflowStatus"];
                 };
             };
             /** @description Malformed parameter (`BAD_REQUEST`) */
@@ -27619,6 +32267,534 @@ export interface operations {
             };
             /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    funnel: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FunnelRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_FunnelReport"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    leaderboard: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LeaderboardRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_LeaderboardReport"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    pipeline: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PipelineRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_PipelineReport"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    timeseries: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TimeseriesRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_TimeseriesReport"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28613,6 +33789,137 @@ export interface operations {
                 };
             };
             /** @description A parameter is invalid (`VALIDATION_FAILED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    run_sql: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 characters. The first answer is kept 24 hours and replayed to a retry with the same key and request (`Idempotent-Replayed: true`); another request with the key is 409 `IDEMPOTENCY_CONFLICT`. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SqlRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_SqlResult"];
+                };
+            };
+            /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict (`CONFLICT`, or `IDEMPOTENCY_CONFLICT` for a reused key) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body over the limit (`PAYLOAD_TOO_LARGE`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not `application/json` (`UNSUPPORTED_MEDIA_TYPE`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             422: {
                 headers: {
                     [name: string]: unknown;

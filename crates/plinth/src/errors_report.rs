@@ -195,8 +195,8 @@ pub fn fingerprint(message: &str, source: Option<&str>, stack: Option<&str>) -> 
 
 fn check(report: &ErrorReport) -> ApiResult<Option<String>> {
     let mut errors = FieldErrors::default();
-    let length = report.message.trim().chars().count();
-    if length == 0 || report.message.chars().count() > MESSAGE_MAX {
+    let length = report.message.chars().count();
+    if length == 0 || length > MESSAGE_MAX {
         errors.add("message", format!("must be 1 to {MESSAGE_MAX} characters"));
     }
     if report.stack.as_ref().is_some_and(|s| s.len() > STACK_MAX) {
@@ -297,6 +297,7 @@ async fn report_error(
 #[into_params(parameter_in = Query)]
 pub struct ErrorsQuery {
     /// Only groups of this level.
+    #[param(inline)]
     pub level: Option<Level>,
     /// Only groups from this source.
     pub source: Option<String>,

@@ -343,6 +343,7 @@ async fn delete_association(
 #[into_params(parameter_in = Query)]
 pub struct AssociationsQuery {
     /// `outgoing` (links from this object), `incoming` (links to it) or `both` (default).
+    #[param(inline)]
     pub direction: Option<Direction>,
     /// Only links of this type.
     #[param(pattern = "^[a-z][a-z0-9_]{0,63}$")]

@@ -223,10 +223,8 @@ async fn read_request(app: &App, request: Request) -> ApiResult<Asked> {
         Some("true") => true,
         Some(_) => return Err(ApiError::invalid("dry_run", "is `true` or `false`")),
     };
+    // Other fields are left alone, as a form's extra parts usually are.
     let upsert_by = fields.remove("upsert_by");
-    if let Some(other) = fields.keys().next() {
-        return Err(ApiError::invalid(other, "is not a field of an import form"));
-    }
     let data = match format {
         Format::Json => Data_::Json(
             serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("file", format!("is not JSON: {e}")))?,

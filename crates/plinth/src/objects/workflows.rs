@@ -611,6 +611,7 @@ async fn submit(
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     /// At most 2,000 characters.
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 
@@ -618,6 +619,7 @@ pub struct ApproveBody {
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
     /// Why: 1 to 2,000 characters.
+    #[schema(min_length = 1, max_length = 2000)]
     pub reason: String,
 }
 
@@ -760,8 +762,8 @@ async fn reject(
 ) -> ApiResult<Data<Rejected>> {
     let tenant = auth.tenant()?;
     let who = Who::from(&auth);
-    let length = body.reason.trim().chars().count();
-    if length == 0 || body.reason.chars().count() > TEXT_MAX {
+    let length = body.reason.chars().count();
+    if length == 0 || length > TEXT_MAX {
         return Err(ApiError::invalid("reason", format!("must be 1 to {TEXT_MAX} characters")));
     }
     let mut tx = app.db.begin_write().await?;
