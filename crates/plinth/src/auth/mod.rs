@@ -43,6 +43,17 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// Who acts, as authorship is recorded: a key and the tokens issued from it are one
+    /// (`api_key`), then `user`, `tenant_jwt` or `admin`, with the id.
+    pub fn principal(&self) -> (&'static str, Option<String>) {
+        match self {
+            Actor::Admin => ("admin", None),
+            Actor::ApiKey { key_id } | Actor::Token { key_id, .. } => ("api_key", Some(key_id.clone())),
+            Actor::TenantJwt { public_key_id } => ("tenant_jwt", Some(public_key_id.clone())),
+            Actor::User { user_id, .. } => ("user", Some(user_id.clone())),
+        }
+    }
+
     /// The API key behind the request, when there is one.
     pub fn key_id(&self) -> Option<&str> {
         match self {

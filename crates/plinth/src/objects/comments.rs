@@ -15,7 +15,7 @@ use super::store::fetch_visible;
 use super::{Object, Schema};
 use crate::app::App;
 use crate::audit::{self, Entry, Who};
-use crate::auth::{Actor, Auth};
+use crate::auth::Auth;
 use crate::authz::access::readable;
 use crate::authz::ObjectAction;
 use crate::events::{self, Event};
@@ -96,12 +96,7 @@ impl TryFrom<CommentRow> for Comment {
 
 /// Who wrote a comment: a key and the tokens issued from it are one author.
 fn author(auth: &Auth) -> (&'static str, Option<String>) {
-    match &auth.actor {
-        Actor::Admin => ("admin", None),
-        Actor::ApiKey { key_id } | Actor::Token { key_id, .. } => ("api_key", Some(key_id.clone())),
-        Actor::TenantJwt { public_key_id } => ("tenant_jwt", Some(public_key_id.clone())),
-        Actor::User { user_id, .. } => ("user", Some(user_id.clone())),
-    }
+    auth.actor.principal()
 }
 
 /// True for a credential that may edit or delete anyone's comment: the platform admin, or a key
@@ -362,6 +357,18 @@ async fn own_comment(
     Ok((schema, comment))
 }
 
+/// Keeps the body `comment` holds before a change, as its next edit.
+async fn keep_edit(tx: &mut crate::db::WriteTx, comment: &Comment, now: &str) -> ApiResult<()> {
+    sqlx::query("INSERT INTO comment_edits (comment_id, edit, body, edited_at) VALUES ($1, $2, $3, $4)")
+        .bind(&comment.id)
+        .bind(comment.edits + 1)
+        .bind(comment.body.as_deref().unwrap_or_default())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Update comment
 ///
 /// Replaces the body; the earlier one is kept. Only the author, or a key holding `admin` or `*`.
@@ -390,13 +397,7 @@ async fn update_comment(
         return Ok(Data(comment));
     }
     let now = time::to_db(&time::now());
-    sqlx::query("INSERT INTO comment_edits (comment_id, edit, body, edited_at) VALUES ($1, $2, $3, $4)")
-        .bind(&comment.id)
-        .bind(comment.edits + 1)
-        .bind(comment.body.as_deref().unwrap_or_default())
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+    keep_edit(&mut tx, &comment, &now).await?;
     sqlx::query("UPDATE comments SET body = $1, edits = edits + 1, updated_at = $2 WHERE id = $3")
         .bind(&text)
         .bind(&now)
@@ -431,13 +432,7 @@ async fn delete_comment(
     let mut tx = app.db.begin_write().await?;
     let (schema, comment) = own_comment(&app, &mut tx, &auth, &path).await?;
     let now = time::to_db(&time::now());
-    sqlx::query("INSERT INTO comment_edits (comment_id, edit, body, edited_at) VALUES ($1, $2, $3, $4)")
-        .bind(&comment.id)
-        .bind(comment.edits + 1)
-        .bind(comment.body.as_deref().unwrap_or_default())
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+    keep_edit(&mut tx, &comment, &now).await?;
     sqlx::query("UPDATE comments SET body = NULL, edits = edits + 1, updated_at = $1, deleted_at = $1 WHERE id = $2")
         .bind(&now)
         .bind(&comment.id)

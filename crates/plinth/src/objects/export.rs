@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::query::{self, count_leaves, parse_filters, ObjectQuery, SortKey};
+use super::query::{self, count_leaves, parse_filters, ObjectQuery};
 use super::sql::{Bind, Binds};
 use super::transfer::Format;
 use super::{Object, ObjectRow, COLUMNS};
@@ -165,22 +165,7 @@ async fn start_export(auth: Auth, State(app): State<App>, Json(body): Json<Expor
         }
         None => None,
     };
-    let q = ObjectQuery {
-        filter,
-        text: None,
-        sort: SortKey::Id,
-        descending: false,
-        sort_text: String::new(),
-        limit: 1,
-        cursor: None,
-        offset: 0,
-        trash: false,
-        ranges: Vec::new(),
-        fields: None,
-        rows: guard.rows(schema, ObjectAction::Select),
-        associated: None,
-        include: Vec::new(),
-    };
+    let q = ObjectQuery::matching(filter, guard.rows(schema, ObjectAction::Select));
     let mut binds = Binds::new(backend);
     let (condition, _, _) = query::build(backend, true, &schema.object_type.id, &q, None, None, &mut binds);
     let (count,): (i64,) =

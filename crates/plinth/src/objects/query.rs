@@ -215,6 +215,29 @@ pub struct ObjectQuery {
     pub include: Vec<String>,
 }
 
+impl ObjectQuery {
+    /// The live objects meeting `filter` and the caller's `rows`, in id order: what reports and
+    /// exports read.
+    pub fn matching(filter: Option<Cond>, rows: Option<Cond>) -> ObjectQuery {
+        ObjectQuery {
+            filter,
+            text: None,
+            sort: SortKey::Id,
+            descending: false,
+            sort_text: String::new(),
+            limit: 1,
+            cursor: None,
+            offset: 0,
+            trash: false,
+            ranges: Vec::new(),
+            fields: None,
+            rows,
+            associated: None,
+            include: Vec::new(),
+        }
+    }
+}
+
 /// `associated_with=<type>:<id>[:<association_type>]`: the objects linked to one object.
 #[derive(Debug, Clone)]
 pub struct Associated {

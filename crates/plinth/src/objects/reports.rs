@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::properties::Property;
-use super::query::{self, count_leaves, parse_filters, Cond, ObjectQuery, SortKey};
+use super::query::{self, count_leaves, parse_filters, Cond, ObjectQuery};
 use super::sql::{self, Binds};
 use super::types::{DataType, Kind};
 use super::Schema;
@@ -93,22 +93,7 @@ fn filters_cond(schema: &Schema, filters: Option<&Vec<Value>>, field: &str) -> A
 
 /// The condition of the type's live objects meeting `filter` and `rows`.
 fn where_of(backend: Backend, schema: &Schema, filter: Option<Cond>, rows: Option<Cond>, binds: &mut Binds) -> String {
-    let q = ObjectQuery {
-        filter,
-        text: None,
-        sort: SortKey::Id,
-        descending: false,
-        sort_text: String::new(),
-        limit: 1,
-        cursor: None,
-        offset: 0,
-        trash: false,
-        ranges: Vec::new(),
-        fields: None,
-        rows,
-        associated: None,
-        include: Vec::new(),
-    };
+    let q = ObjectQuery::matching(filter, rows);
     query::build(backend, true, &schema.object_type.id, &q, None, None, binds).0
 }
 

@@ -206,6 +206,26 @@ async fn find(conn: &mut AnyConnection, object_type_id: &str, workflow_id: &str)
     row.map(Workflow::try_from).transpose()?.ok_or_else(|| ApiError::not_found("workflow"))
 }
 
+/// Refuses a name another workflow of the type has (409).
+async fn check_name_free(
+    conn: &mut AnyConnection,
+    object_type_id: &str,
+    name: &str,
+    other_than: &str,
+) -> ApiResult<()> {
+    let taken: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM workflows WHERE object_type_id = $1 AND name = $2 AND id <> $3")
+            .bind(object_type_id)
+            .bind(name)
+            .bind(other_than)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match taken {
+        Some(_) => Err(ApiError::conflict(format!("the type has a workflow named `{name}`"))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses a second enabled workflow of a type.
 async fn check_one_enabled(conn: &mut AnyConnection, object_type_id: &str, other_than: &str) -> ApiResult<()> {
     let found: Option<(String,)> =
@@ -267,14 +287,7 @@ async fn create_workflow(
     let schema = Schema::load(&mut tx, tenant, &type_ref).await?;
     check(&mut tx, tenant, &body.name, &body.stages).await?;
     let name = body.name.trim().to_owned();
-    let taken: Option<(String,)> = sqlx::query_as("SELECT id FROM workflows WHERE object_type_id = $1 AND name = $2")
-        .bind(&schema.object_type.id)
-        .bind(&name)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if taken.is_some() {
-        return Err(ApiError::conflict(format!("the type has a workflow named `{name}`")));
-    }
+    check_name_free(&mut tx, &schema.object_type.id, &name, "").await?;
     let enabled = body.enabled.unwrap_or(true);
     if enabled {
         check_one_enabled(&mut tx, &schema.object_type.id, "").await?;
@@ -332,16 +345,7 @@ async fn update_workflow(
     let name = body.name.unwrap_or(workflow.name.clone()).trim().to_owned();
     let stages = body.stages.unwrap_or(workflow.stages.clone());
     check(&mut tx, tenant, &name, &stages).await?;
-    let taken: Option<(String,)> =
-        sqlx::query_as("SELECT id FROM workflows WHERE object_type_id = $1 AND name = $2 AND id <> $3")
-            .bind(&schema.object_type.id)
-            .bind(&name)
-            .bind(&workflow.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if taken.is_some() {
-        return Err(ApiError::conflict(format!("the type has a workflow named `{name}`")));
-    }
+    check_name_free(&mut tx, &schema.object_type.id, &name, &workflow.id).await?;
     let enabled = body.enabled.unwrap_or(workflow.enabled);
     if enabled {
         check_one_enabled(&mut tx, &schema.object_type.id, &workflow.id).await?;
@@ -466,12 +470,7 @@ pub async fn check_unlocked(conn: &mut AnyConnection, object_id: &str) -> ApiRes
 }
 
 fn actor(auth: &Auth) -> (&'static str, Option<String>) {
-    match &auth.actor {
-        Actor::Admin => ("admin", None),
-        Actor::ApiKey { key_id } | Actor::Token { key_id, .. } => ("api_key", Some(key_id.clone())),
-        Actor::TenantJwt { public_key_id } => ("tenant_jwt", Some(public_key_id.clone())),
-        Actor::User { user_id, .. } => ("user", Some(user_id.clone())),
-    }
+    auth.actor.principal()
 }
 
 /// True when `auth` is one of `stage`'s approvers.
