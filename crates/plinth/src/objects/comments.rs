@@ -94,11 +94,6 @@ impl TryFrom<CommentRow> for Comment {
     }
 }
 
-/// Who wrote a comment: a key and the tokens issued from it are one author.
-fn author(auth: &Auth) -> (&'static str, Option<String>) {
-    auth.actor.principal()
-}
-
 /// True for a credential that may edit or delete anyone's comment: the platform admin, or a key
 /// holding `admin` or `*`.
 fn moderates(auth: &Auth) -> bool {
@@ -313,7 +308,7 @@ async fn create_comment(
             return Err(ApiError::invalid("parent_id", "was deleted: answer a live comment"));
         }
     }
-    let (author_type, author_id) = author(&auth);
+    let (author_type, author_id) = auth.actor.principal();
     let id = id::new_id(PREFIX);
     let now = time::to_db(&time::now());
     sqlx::query(&format!(
@@ -349,7 +344,7 @@ async fn own_comment(
     if comment.is_deleted {
         return Err(ApiError::not_found("comment"));
     }
-    let (author_type, author_id) = author(auth);
+    let (author_type, author_id) = auth.actor.principal();
     let is_author = comment.author_type == author_type && comment.author_id == author_id;
     if !is_author && !moderates(auth) {
         return Err(ApiError::forbidden("only the comment's author, or a key holding `admin`, may change it"));

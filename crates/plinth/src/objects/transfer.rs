@@ -132,7 +132,7 @@ pub struct ImportResult {
 struct Asked {
     object_type_id: String,
     format: Format,
-    data: Data_,
+    data: Sent,
     mapping: Option<Map<String, Value>>,
     mode: Mode,
     dry_run: bool,
@@ -140,7 +140,7 @@ struct Asked {
 }
 
 /// The rows as sent.
-enum Data_ {
+enum Sent {
     Json(Value),
     Bytes(Vec<u8>),
 }
@@ -153,7 +153,7 @@ async fn read_request(app: &App, request: Request) -> ApiResult<Asked> {
         return Ok(Asked {
             object_type_id: body.object_type_id,
             format: body.format,
-            data: Data_::Json(body.data),
+            data: Sent::Json(body.data),
             mapping: body.mapping,
             mode: body.mode,
             dry_run: body.dry_run,
@@ -226,10 +226,10 @@ async fn read_request(app: &App, request: Request) -> ApiResult<Asked> {
     // Other fields are left alone, as a form's extra parts usually are.
     let upsert_by = fields.remove("upsert_by");
     let data = match format {
-        Format::Json => Data_::Json(
+        Format::Json => Sent::Json(
             serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("file", format!("is not JSON: {e}")))?,
         ),
-        Format::Csv => Data_::Bytes(bytes),
+        Format::Csv => Sent::Bytes(bytes),
     };
     Ok(Asked { object_type_id, format, data, mapping, mode, dry_run, upsert_by })
 }
@@ -261,7 +261,7 @@ fn cell(data_type: DataType, text: &str) -> Value {
 /// The rows as column name to value, in order.
 fn rows_of(schema: &Schema, asked: &Asked) -> ApiResult<Vec<Map<String, Value>>> {
     let rows = match (&asked.format, &asked.data) {
-        (Format::Json, Data_::Json(Value::Array(items))) => {
+        (Format::Json, Sent::Json(Value::Array(items))) => {
             if items.len() > IMPORT_ROWS_MAX {
                 return Err(ApiError::invalid("data", format!("at most {IMPORT_ROWS_MAX} rows")));
             }
@@ -277,9 +277,9 @@ fn rows_of(schema: &Schema, asked: &Asked) -> ApiResult<Vec<Map<String, Value>>>
         (Format::Json, _) => return Err(ApiError::invalid("data", "is an array of JSON objects")),
         (Format::Csv, data) => {
             let bytes: &[u8] = match data {
-                Data_::Bytes(bytes) => bytes,
-                Data_::Json(Value::String(text)) => text.as_bytes(),
-                Data_::Json(_) => return Err(ApiError::invalid("data", "is the CSV text")),
+                Sent::Bytes(bytes) => bytes,
+                Sent::Json(Value::String(text)) => text.as_bytes(),
+                Sent::Json(_) => return Err(ApiError::invalid("data", "is the CSV text")),
             };
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
             let headers: Vec<String> = reader

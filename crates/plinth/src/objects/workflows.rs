@@ -206,6 +206,15 @@ async fn find(conn: &mut AnyConnection, object_type_id: &str, workflow_id: &str)
     row.map(Workflow::try_from).transpose()?.ok_or_else(|| ApiError::not_found("workflow"))
 }
 
+/// The workflow `workflow_id`, whatever its type.
+async fn by_id(conn: &mut AnyConnection, workflow_id: &str) -> ApiResult<Option<Workflow>> {
+    let row: Option<WorkflowRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM workflows WHERE id = $1"))
+        .bind(workflow_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(Workflow::try_from).transpose()
+}
+
 /// Refuses a name another workflow of the type has (409).
 async fn check_name_free(
     conn: &mut AnyConnection,
@@ -446,11 +455,7 @@ async fn active_run(conn: &mut AnyConnection, object_id: &str) -> ApiResult<Opti
     .fetch_optional(&mut *conn)
     .await?;
     let Some(run) = run else { return Ok(None) };
-    let row: Option<WorkflowRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM workflows WHERE id = $1"))
-        .bind(&run.workflow_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let workflow = row.map(Workflow::try_from).transpose()?.ok_or_else(|| ApiError::not_found("workflow"))?;
+    let workflow = by_id(conn, &run.workflow_id).await?.ok_or_else(|| ApiError::not_found("workflow"))?;
     Ok(Some((run, workflow)))
 }
 
@@ -467,10 +472,6 @@ pub async fn check_unlocked(conn: &mut AnyConnection, object_id: &str) -> ApiRes
         }
         None => Ok(()),
     }
-}
-
-fn actor(auth: &Auth) -> (&'static str, Option<String>) {
-    auth.actor.principal()
 }
 
 /// True when `auth` is one of `stage`'s approvers.
@@ -496,7 +497,7 @@ async fn step(
     auth: &Auth,
     comment: Option<&str>,
 ) -> ApiResult<()> {
-    let (actor_type, actor_id) = actor(auth);
+    let (actor_type, actor_id) = auth.actor.principal();
     sqlx::query(
         "INSERT INTO workflow_steps (id, run_id, stage, action, actor_type, actor_id, comment, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -693,7 +694,7 @@ async fn approve(
     }
     let mut tx = app.db.begin_write().await?;
     let (schema, object_id, run, workflow, stage) = review_for(&app, &mut tx, &auth, &type_ref, &object_id).await?;
-    let (actor_type, actor_id) = actor(&auth);
+    let (actor_type, actor_id) = auth.actor.principal();
     let (already,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM workflow_steps WHERE run_id = $1 AND stage = $2 AND action = 'approved' \
          AND actor_type = $3 AND actor_id = $4",
@@ -840,11 +841,7 @@ async fn workflow_status(
     let mut stage_names: std::collections::HashMap<String, Vec<Stage>> = std::collections::HashMap::new();
     for run in &runs {
         if !stage_names.contains_key(&run.workflow_id) {
-            let row: Option<WorkflowRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM workflows WHERE id = $1"))
-                .bind(&run.workflow_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            let stages = row.map(Workflow::try_from).transpose()?.map(|w| w.stages).unwrap_or_default();
+            let stages = by_id(&mut conn, &run.workflow_id).await?.map(|w| w.stages).unwrap_or_default();
             stage_names.insert(run.workflow_id.clone(), stages);
         }
         let steps: Vec<StepRow> = sqlx::query_as(
