@@ -616,6 +616,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/analytics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get tenant analytics
+         * @description The tenant's API calls, objects written, active end users, webhook deliveries, AI requests,
+         *     tokens and spend, storage and events, per UTC day over `period` (default `30d`), with totals.
+         *     Needs `analytics:read`.
+         */
+        get: operations["overview"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/analytics/engine": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Analytics engine query
+         * @description One metric over a period, bucketed by `day`, `week`, `month` or `total` and grouped by at
+         *     most one dimension, filtered by the metric's dimensions. Events are the outbox's: the
+         *     platform's and those tracked with `POST /v1/events`. Needs `analytics:read`.
+         */
+        get: operations["engine"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/api-keys": {
         parameters: {
             query?: never;
@@ -4762,6 +4806,31 @@ export interface components {
          * @enum {string}
          */
         DataType: "string" | "text" | "rich_text" | "integer" | "number" | "decimal" | "boolean" | "date" | "datetime" | "time" | "email" | "url" | "phone" | "enum" | "multi_enum" | "json" | "uuid" | "currency" | "percent" | "color" | "file" | "reference";
+        /** @description One day's figures. */
+        Day: {
+            /** Format: int64 */
+            active_users: number;
+            /** Format: int64 */
+            ai_requests: number;
+            /** Format: double */
+            ai_spend_usd: number;
+            /** Format: int64 */
+            ai_tokens: number;
+            /** Format: int64 */
+            api_calls: number;
+            /** Format: date */
+            date: string;
+            /** Format: int64 */
+            deliveries: number;
+            /** Format: int64 */
+            deliveries_failed: number;
+            /** Format: int64 */
+            events: number;
+            /** Format: int64 */
+            objects_written: number;
+            /** Format: int64 */
+            storage_added_bytes: number;
+        };
         /** @description The policy that decided. */
         Decider: {
             /** @description Absent for a draft policy. */
@@ -4921,6 +4990,40 @@ export interface components {
             model: string;
             provider: string;
             usage: Record<string, unknown>;
+        };
+        /** @description An engine answer. */
+        EngineResult: {
+            /** @description The filters applied. */
+            filters: Record<string, unknown>;
+            /** Format: date */
+            from: string;
+            /** @description The time bucket, then the dimension if any. */
+            group_by: string[];
+            metric: components["schemas"]["Metric"];
+            /** @description One row per bucket (and dimension value), oldest first; empty buckets are zeros. */
+            rows: components["schemas"]["EngineRow"][];
+            /** @example UTC */
+            timezone: string;
+            /** Format: date */
+            to: string;
+            /**
+             * Format: double
+             * @description Over the whole period (`active_users`: distinct users over it).
+             */
+            total: number;
+            /** @description True when the dimension had more than 50 values: the largest 50 are listed. */
+            truncated: boolean;
+        };
+        /** @description One bucket of an engine answer. */
+        EngineRow: {
+            /** @description The bucket: its first day (`YYYY-MM-DD`), the month (`YYYY-MM`), or `total`. */
+            bucket: string;
+            /** @description The dimension's name, when grouped by one. */
+            dimension?: string | null;
+            /** @description The dimension's value (null when the row had none). */
+            key?: string | null;
+            /** Format: double */
+            value: number;
         };
         Enroll: {
             friendly_name?: string | null;
@@ -5440,6 +5543,36 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_EngineResult: {
+            /** @description An engine answer. */
+            data: {
+                /** @description The filters applied. */
+                filters: Record<string, unknown>;
+                /** Format: date */
+                from: string;
+                /** @description The time bucket, then the dimension if any. */
+                group_by: string[];
+                metric: components["schemas"]["Metric"];
+                /** @description One row per bucket (and dimension value), oldest first; empty buckets are zeros. */
+                rows: components["schemas"]["EngineRow"][];
+                /** @example UTC */
+                timezone: string;
+                /** Format: date */
+                to: string;
+                /**
+                 * Format: double
+                 * @description Over the whole period (`active_users`: distinct users over it).
+                 */
+                total: number;
+                /** @description True when the dimension had more than 50 values: the largest 50 are listed. */
+                truncated: boolean;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_Enrolled: {
             /** @description A factor being enrolled, with its recovery codes (shown only now). */
             data: {
@@ -5855,6 +5988,34 @@ export interface components {
                 tenant_id: string;
                 /** Format: date-time */
                 updated_at: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_Overview: {
+            /** @description A tenant's use, by day and in total. */
+            data: {
+                /** @description One entry per day, oldest first; days without activity are zeros. */
+                days: components["schemas"]["Day"][];
+                /**
+                 * Format: date
+                 * @description The first day covered (UTC).
+                 */
+                from: string;
+                /**
+                 * @description Days are UTC days.
+                 * @example UTC
+                 */
+                timezone: string;
+                /**
+                 * Format: date
+                 * @description The last day covered (UTC), included.
+                 */
+                to: string;
+                totals: components["schemas"]["Totals"];
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -8531,6 +8692,11 @@ export interface components {
             otp: boolean;
             password: boolean;
         };
+        /**
+         * @description What can be counted.
+         * @enum {string}
+         */
+        Metric: "api_calls" | "objects_written" | "active_users" | "deliveries" | "ai_requests" | "ai_tokens" | "ai_spend_usd" | "storage_added_bytes" | "events";
         /** @description What a sign-in answers when a second factor is due. */
         MfaChallenge: {
             factors: components["schemas"]["Factor"][];
@@ -8618,6 +8784,27 @@ export interface components {
         /** @description Limits to set for a tenant: a number sets it, `"unlimited"` lifts it, `null` returns to the plan. */
         OverrideEntitlements: {
             limits: Record<string, unknown>;
+        };
+        /** @description A tenant's use, by day and in total. */
+        Overview: {
+            /** @description One entry per day, oldest first; days without activity are zeros. */
+            days: components["schemas"]["Day"][];
+            /**
+             * Format: date
+             * @description The first day covered (UTC).
+             */
+            from: string;
+            /**
+             * @description Days are UTC days.
+             * @example UTC
+             */
+            timezone: string;
+            /**
+             * Format: date
+             * @description The last day covered (UTC), included.
+             */
+            to: string;
+            totals: components["schemas"]["Totals"];
         };
         /** @description 8 to 1,024 characters, not blank, not one of the most common passwords; the tenant's policy may ask for more */
         Password: string;
@@ -9326,6 +9513,48 @@ export interface components {
             /** @description `bearer`. */
             token_type: string;
             user: components["schemas"]["User"];
+        };
+        /** @description The period's totals. */
+        Totals: {
+            /**
+             * Format: int64
+             * @description Distinct end users over the whole period (not the sum of the days).
+             */
+            active_users: number;
+            /** Format: int64 */
+            ai_requests: number;
+            /** Format: double */
+            ai_spend_usd: number;
+            /** Format: int64 */
+            ai_tokens: number;
+            /** Format: int64 */
+            api_calls: number;
+            /** Format: int64 */
+            deliveries: number;
+            /**
+             * Format: int64
+             * @description Deliveries that gave up after their last attempt.
+             */
+            deliveries_failed: number;
+            /** Format: int64 */
+            events: number;
+            /**
+             * Format: int64
+             * @description Files the tenant has now, outside the trash.
+             */
+            files: number;
+            /** Format: int64 */
+            objects_written: number;
+            /**
+             * Format: int64
+             * @description Bytes of file versions uploaded in the period.
+             */
+            storage_added_bytes: number;
+            /**
+             * Format: int64
+             * @description Bytes the tenant's files hold now (every kept version and variant).
+             */
+            storage_bytes: number;
         };
         /** @description A new factor's secret. */
         TotpSecret: {
@@ -13885,6 +14114,249 @@ export interface operations {
                 };
             };
             /** @description `UPSTREAM_UNAVAILABLE`: every provider failed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    overview: {
+        parameters: {
+            query?: {
+                /**
+                 * @description `7d`, `30d` (the default), `90d`, any `Nd` up to `366d`, or `today`: the days ending
+                 *     today (UTC).
+                 */
+                period?: string;
+                /** @description The first day (`YYYY-MM-DD`, UTC), with `to`, instead of `period`. */
+                from?: string;
+                /** @description The last day (`YYYY-MM-DD`, UTC), included. */
+                to?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Overview"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    engine: {
+        parameters: {
+            query: {
+                /**
+                 * @description `api_calls`, `objects_written`, `active_users`, `deliveries`, `ai_requests`,
+                 *     `ai_tokens`, `ai_spend_usd`, `storage_added_bytes` or `events`.
+                 */
+                metric: components["schemas"]["Metric"];
+                /**
+                 * @description Comma-separated: one of `day` (the default), `week` (from Monday), `month` or `total`,
+                 *     and at most one of the metric's dimensions: `object_type`, `action` (objects written);
+                 *     `status`, `event_type`, `webhook_id` (deliveries); `model`, `provider`, `operation` (AI);
+                 *     `event_type` (events).
+                 */
+                group_by?: string;
+                /** @description `7d`, `30d` (the default), ... up to `366d`, or `today`. */
+                period?: string;
+                /** @description The first day (`YYYY-MM-DD`), with `to`, instead of `period`. */
+                from?: string;
+                /** @description The last day (`YYYY-MM-DD`), included. */
+                to?: string;
+                /** @description Only this object type's writes (`objects_written`). */
+                object_type?: string;
+                /** @description Only this action: `created`, `updated`, `deleted` or `restored` (`objects_written`). */
+                action?: string;
+                /** @description Only this event type (`events`, `deliveries`); `checkout.*` matches a prefix. */
+                event_type?: string;
+                /** @description Only deliveries with this status: `pending`, `retrying`, `success` or `failed`. */
+                status?: string;
+                /** @description Only this endpoint's deliveries. */
+                webhook_id?: string;
+                /** @description Only this model's AI calls. */
+                model?: string;
+                /** @description Only this provider's AI calls. */
+                provider?: string;
+                /** @description Only this kind of AI call (`chat`, `embeddings`, ...). */
+                operation?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_EngineResult"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (`NOT_FOUND`): the resource, or the tenant named by `X-Tenant-ID` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
             503: {
                 headers: {
                     [name: string]: unknown;

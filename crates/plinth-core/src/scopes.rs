@@ -19,6 +19,7 @@ pub const ADMIN_RESOURCES: &[&str] = &[
     "tokens",
     "tenants",
     "usage",
+    "analytics",
     "audit-logs",
     "governance",
     "auth-config",
@@ -85,6 +86,7 @@ pub mod required {
     pub const PUBLIC_KEYS_DELETE: Required = Required::new("public-keys", "delete");
     pub const TOKENS_DELETE: Required = Required::new("tokens", "delete");
     pub const USAGE_READ: Required = Required::new("usage", "read");
+    pub const ANALYTICS_READ: Required = Required::new("analytics", "read");
     pub const AUDIT_LOGS_READ: Required = Required::new("audit-logs", "read");
     pub const OBJECT_TYPES_READ: Required = Required::new("object-types", "read");
     pub const OBJECT_TYPES_WRITE: Required = Required::new("object-types", "write");

@@ -230,6 +230,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .merge(crate::webhooks::routes())
         .merge(crate::events::routes())
         .merge(crate::errors_report::routes())
+        .merge(crate::analytics::routes())
         .merge(crate::dlq::routes())
         .merge(crate::inbound::routes())
         .merge(crate::realtime::routes())

@@ -1,6 +1,7 @@
 //! Plinth: a self-hosted, multi-tenant API platform in one binary.
 
 pub mod ai;
+pub mod analytics;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -462,7 +462,11 @@ pub async fn meter_api_calls(
             Err(error) => tracing::warn!(message = %error.message, "api_calls quota unavailable; request let through"),
         }
     }
-    app.usage.record_request(tenant, auth.actor.key_id());
+    let user_id = match &auth.actor {
+        crate::auth::Actor::User { user_id, .. } => Some(user_id.as_str()),
+        _ => None,
+    };
+    app.usage.record_request(tenant, auth.actor.key_id(), user_id);
     next.run(request).await
 }
 

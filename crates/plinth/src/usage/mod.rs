@@ -1,7 +1,7 @@
 //! Usage counting without a database write per request: requests per tenant per day and each
 //! key's last use are gathered in memory and written in batches (and on shutdown).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use sqlx::AnyPool;
@@ -24,6 +24,8 @@ struct Pending {
     api_calls: HashMap<(String, String), i64>,
     /// key -> latest use not yet written.
     last_used: HashMap<String, Timestamp>,
+    /// (tenant, day, end user) seen making a request, not yet written.
+    active: HashSet<(String, String, String)>,
 }
 
 /// What a node knows of a tenant's monthly `api_calls`: the written count and the limit.
@@ -45,24 +47,47 @@ pub struct UsageRecorder {
     /// Held for a whole flush, and by readers, so that a reader never sees a batch that has
     /// left memory but is not yet in the database.
     flushing: tokio::sync::Mutex<()>,
+    /// (tenant, day, end user) already written today, so that a user's every request does not
+    /// write again; cleared when the day changes (or when it grows past `ACTIVE_REMEMBERED`).
+    active_written: Mutex<(String, HashSet<(String, String)>)>,
 }
+
+/// How many of today's active users a node remembers as written before it starts over.
+const ACTIVE_REMEMBERED: usize = 200_000;
 
 impl UsageRecorder {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts one authenticated request of `tenant`, made with `key_id` if any.
-    pub fn record_request(&self, tenant: &TenantId, key_id: Option<&str>) {
+    /// Counts one authenticated request of `tenant`, made with `key_id` if any, or by the end
+    /// user `user_id`.
+    pub fn record_request(&self, tenant: &TenantId, key_id: Option<&str>, user_id: Option<&str>) {
         let now = time::now();
         let day = now.format("%Y-%m-%d").to_string();
         let month = day[..7].to_string();
+        if let Some(user_id) = user_id {
+            self.record_active(tenant, &day, user_id);
+        }
         let mut pending = self.lock();
         *pending.requests.entry((tenant.to_string(), day)).or_insert(0) += 1;
         *pending.api_calls.entry((tenant.to_string(), month)).or_insert(0) += 1;
         if let Some(key_id) = key_id {
             pending.last_used.insert(key_id.to_string(), now);
         }
+    }
+
+    fn record_active(&self, tenant: &TenantId, day: &str, user_id: &str) {
+        {
+            let mut written = self.active_written.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if written.0 != day || written.1.len() >= ACTIVE_REMEMBERED {
+                *written = (day.to_string(), HashSet::new());
+            }
+            if !written.1.insert((tenant.to_string(), user_id.to_string())) {
+                return;
+            }
+        }
+        self.lock().active.insert((tenant.to_string(), day.to_string(), user_id.to_string()));
     }
 
     /// The latest use of `key_id` not yet written.
@@ -122,7 +147,11 @@ impl UsageRecorder {
     pub async fn flush(&self, db: &Db) -> Result<(), sqlx::Error> {
         let _exclusive = self.flushing.lock().await;
         let batch = std::mem::take(&mut *self.lock());
-        if batch.requests.is_empty() && batch.last_used.is_empty() && batch.api_calls.is_empty() {
+        if batch.requests.is_empty()
+            && batch.last_used.is_empty()
+            && batch.api_calls.is_empty()
+            && batch.active.is_empty()
+        {
             return Ok(());
         }
         match write(db, &batch).await {
@@ -148,6 +177,7 @@ impl UsageRecorder {
                     let slot = pending.last_used.entry(key).or_insert(at);
                     *slot = (*slot).max(at);
                 }
+                pending.active.extend(batch.active);
                 Err(error)
             }
         }
@@ -172,6 +202,21 @@ async fn write(db: &Db, batch: &Pending) -> Result<(), sqlx::Error> {
     last_used.sort();
     for (key_id, at) in last_used {
         keys::store::touch_last_used(&mut *tx, key_id, at).await?;
+    }
+    let mut active: Vec<_> = batch.active.iter().collect();
+    active.sort();
+    for (tenant, day, user_id) in active {
+        // A user (or tenant) deleted meanwhile has no row to count: skipped.
+        sqlx::query(
+            "INSERT INTO active_users (tenant_id, day, user_id) \
+             SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM users WHERE id = $3 AND tenant_id = $1) \
+             ON CONFLICT (tenant_id, day, user_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(day)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod analytics;
 mod associations;
 mod audit;
 mod authz;

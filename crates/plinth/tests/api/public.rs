@@ -71,6 +71,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/errors/report"),
     ("get", "/v1/errors"),
     ("get", "/v1/errors/{error_id}"),
+    ("get", "/v1/analytics"),
+    ("get", "/v1/analytics/engine"),
     ("get", "/v1/object-types/{object_type_id}/workflows"),
     ("post", "/v1/object-types/{object_type_id}/workflows"),
     ("patch", "/v1/object-types/{object_type_id}/workflows/{workflow_id}"),
