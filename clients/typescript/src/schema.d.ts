@@ -1630,6 +1630,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/data/import/{import_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get an import
+         * @description Where an import started with `async: true` stands: `queued`, `running` (with `processed`
+         *     rows of `total`), `done` (with `result`, as a synchronous import answers) or `failed` (with
+         *     `error`, as it would have been answered). Needs inserting the type's objects; an end user
+         *     sees only their own imports. Kept for 7 days after it ends.
+         */
+        get: operations["get_import"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/dlq": {
         parameters: {
             query?: never;
@@ -5852,6 +5875,45 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
+        Envelope_ImportJob: {
+            /** @description An import run as a job, and where it stands. */
+            data: {
+                /** Format: date-time */
+                created_at: string;
+                dry_run: boolean;
+                /**
+                 * @description Once failed: the error a synchronous import would have answered (`code`, `message`,
+                 *     `details`, and for invalid rows `errors`).
+                 */
+                error?: Record<string, unknown> | null;
+                /** Format: date-time */
+                finished_at?: string | null;
+                /** @example imp_01jd8x3k4m5n6p7q8r9s0t1v2w */
+                import_id: string;
+                mode: components["schemas"]["Mode"];
+                object_type_id: string;
+                /**
+                 * Format: int64
+                 * @description Rows checked and written so far (all of them once done).
+                 */
+                processed: number;
+                result?: null | components["schemas"]["ImportResult"];
+                /** @description `queued`, `running`, `done` or `failed`. */
+                status: string;
+                /** @description Where to ask for it again. */
+                status_path: string;
+                /**
+                 * Format: int64
+                 * @description Rows sent.
+                 */
+                total: number;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
         Envelope_ImportResult: {
             data: {
                 dry_run: boolean;
@@ -8499,6 +8561,8 @@ export interface components {
          *     text fields (`mapping` as JSON).
          */
         ImportForm: {
+            /** @description `true`: run as a job (202). */
+            async?: boolean | null;
             dry_run?: boolean | null;
             /** Format: binary */
             file: string;
@@ -8509,8 +8573,45 @@ export interface components {
             object_type_id: string;
             upsert_by?: string | null;
         };
+        /** @description An import run as a job, and where it stands. */
+        ImportJob: {
+            /** Format: date-time */
+            created_at: string;
+            dry_run: boolean;
+            /**
+             * @description Once failed: the error a synchronous import would have answered (`code`, `message`,
+             *     `details`, and for invalid rows `errors`).
+             */
+            error?: Record<string, unknown> | null;
+            /** Format: date-time */
+            finished_at?: string | null;
+            /** @example imp_01jd8x3k4m5n6p7q8r9s0t1v2w */
+            import_id: string;
+            mode: components["schemas"]["Mode"];
+            object_type_id: string;
+            /**
+             * Format: int64
+             * @description Rows checked and written so far (all of them once done).
+             */
+            processed: number;
+            result?: null | components["schemas"]["ImportResult"];
+            /** @description `queued`, `running`, `done` or `failed`. */
+            status: string;
+            /** @description Where to ask for it again. */
+            status_path: string;
+            /**
+             * Format: int64
+             * @description Rows sent.
+             */
+            total: number;
+        };
         /** @description An import as a JSON body. */
         ImportRequest: {
+            /**
+             * @description Run as a job: 202 at once with the import's id; `GET /v1/data/import/{import_id}` tells
+             *     its progress, then its outcome.
+             */
+            async?: boolean;
             /** @description The rows: at most 10,000. */
             data: Record<string, unknown>;
             /** @description Check every row and write nothing. */
@@ -20240,6 +20341,15 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_ImportResult"];
                 };
             };
+            /** @description `async`: the import, queued */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_ImportJob"];
+                };
+            };
             /** @description Malformed request (`BAD_REQUEST`), such as an invalid `Idempotency-Key` */
             400: {
                 headers: {
@@ -20301,6 +20411,108 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the rate limit (`RATE_LIMITED`), with `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Internal error (`INTERNAL`), without internals */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unavailable (`UNAVAILABLE`, with `Retry-After`): the database is saturated */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not answered in time (`TIMEOUT`); nothing it began was kept */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_import: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The import's id */
+                import_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_ImportJob"];
+                };
+            };
+            /** @description Malformed parameter (`BAD_REQUEST`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid, expired or revoked credential (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The credential lacks the scope (`INSUFFICIENT_SCOPE`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter is invalid (`VALIDATION_FAILED`) */
             422: {
                 headers: {
                     [name: string]: unknown;

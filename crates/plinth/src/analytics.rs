@@ -125,7 +125,7 @@ impl Span {
 pub struct PeriodQuery {
     /// `7d`, `30d` (the default), `90d`, any `Nd` up to `366d`, or `today`: the days ending
     /// today (UTC).
-    #[param(pattern = "^(today|[1-9][0-9]{0,2}d)$")]
+    #[param(pattern = "^(today|[1-9]d|[1-9][0-9]d|[12][0-9][0-9]d|3[0-5][0-9]d|36[0-6]d)$")]
     pub period: Option<String>,
     /// The first day (`YYYY-MM-DD`, UTC), with `to`, instead of `period`.
     #[param(value_type = Option<String>, format = Date)]
@@ -375,7 +375,7 @@ pub struct EngineQuery {
     #[param(max_length = 100)]
     pub group_by: Option<String>,
     /// `7d`, `30d` (the default), ... up to `366d`, or `today`.
-    #[param(pattern = "^(today|[1-9][0-9]{0,2}d)$")]
+    #[param(pattern = "^(today|[1-9]d|[1-9][0-9]d|[12][0-9][0-9]d|3[0-5][0-9]d|36[0-6]d)$")]
     pub period: Option<String>,
     /// The first day (`YYYY-MM-DD`), with `to`, instead of `period`.
     #[param(value_type = Option<String>, format = Date)]

@@ -569,6 +569,7 @@ impl Server {
         kinds.register(crate::objects::fill::Fill(app.clone()));
         kinds.register(crate::files::purge::Purge(app.clone()));
         kinds.register(crate::objects::export::MakeExport(app.clone()));
+        kinds.register(crate::objects::imports::RunImport(app.clone()));
         let workers = crate::tasks::Tasks::default();
         workers.spawn("jobs", crate::jobs::run(app.db.clone(), kinds, stop_rx.clone()));
         if let (Some(url), crate::db::Backend::Postgres) = (&app.config.storage.database_url, app.db.backend()) {
@@ -654,6 +655,9 @@ async fn maintain(app: App, mut stop: watch::Receiver<bool>) {
             }
             if let Err(error) = crate::objects::export::sweep(&app).await {
                 tracing::warn!(message = %error.message, "removing expired exports failed");
+            }
+            if let Err(error) = crate::objects::imports::sweep(&app).await {
+                tracing::warn!(message = %error.message, "removing ended imports failed");
             }
             if let Err(error) = crate::idempotency::purge_expired(&app).await {
                 tracing::warn!(%error, "purging expired idempotent answers failed");

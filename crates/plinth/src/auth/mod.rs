@@ -4,6 +4,7 @@
 pub mod cache;
 mod client_ip;
 pub mod credential;
+pub mod standing;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -6,6 +6,7 @@ pub mod associations;
 pub mod comments;
 pub mod export;
 pub mod fill;
+pub mod imports;
 pub mod indexes;
 pub mod model;
 pub mod properties;

@@ -2,11 +2,13 @@
 //! inline JSON body into one object type, columns mapped to properties, each row validated with
 //! the type's rules; all or nothing (default) or skipping invalid rows with a report per row;
 //! upsert by a unique property; `dry_run` checks everything and writes nothing. One transaction.
+//! With `async`, the import runs as a `data.import` job (`imports`) and reports its progress.
 
 use std::collections::BTreeMap;
 
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -33,9 +35,12 @@ const ERRORS_LISTED_MAX: usize = 100;
 /// Longest form field (mapping, options).
 const FORM_FIELD_MAX_BYTES: usize = 64 * 1024;
 
+use super::imports::{self, progress, start, ImportJob, PROGRESS_EVERY};
+
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(import_data))
+        .merge(imports::routes())
         .layer(axum::extract::DefaultBodyLimit::max(crate::limits::DATA_IMPORT_MAX_BYTES))
 }
 
@@ -82,6 +87,11 @@ pub struct ImportRequest {
     pub dry_run: bool,
     /// A unique property: a row whose value matches a live object updates it instead.
     pub upsert_by: Option<String>,
+    /// Run as a job: 202 at once with the import's id; `GET /v1/data/import/{import_id}` tells
+    /// its progress, then its outcome.
+    #[serde(default, rename = "async")]
+    #[schema(rename = "async")]
+    pub run_async: bool,
 }
 
 /// An import as a multipart form: the rows in the `file` part (`.csv` or `.json`), the rest as
@@ -99,10 +109,13 @@ pub struct ImportForm {
     mode: Option<Mode>,
     dry_run: Option<bool>,
     upsert_by: Option<String>,
+    /// `true`: run as a job (202).
+    #[schema(rename = "async")]
+    run_async: Option<bool>,
 }
 
 /// One row that was not imported.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RowError {
     /// The row's index, from 0 (a CSV's first data line is 0).
     pub row: usize,
@@ -111,7 +124,7 @@ pub struct RowError {
     pub details: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ImportResult {
     /// Objects created (or, in a dry run, that would be).
     pub imported: usize,
@@ -129,18 +142,19 @@ pub struct ImportResult {
 }
 
 /// What an import asked for, from either kind of body.
-struct Asked {
-    object_type_id: String,
-    format: Format,
-    data: Sent,
-    mapping: Option<Map<String, Value>>,
-    mode: Mode,
-    dry_run: bool,
-    upsert_by: Option<String>,
+pub(super) struct Asked {
+    pub object_type_id: String,
+    pub format: Format,
+    pub data: Sent,
+    pub mapping: Option<Map<String, Value>>,
+    pub mode: Mode,
+    pub dry_run: bool,
+    pub upsert_by: Option<String>,
+    pub run_async: bool,
 }
 
 /// The rows as sent.
-enum Sent {
+pub(super) enum Sent {
     Json(Value),
     Bytes(Vec<u8>),
 }
@@ -158,6 +172,7 @@ async fn read_request(app: &App, request: Request) -> ApiResult<Asked> {
             mode: body.mode,
             dry_run: body.dry_run,
             upsert_by: body.upsert_by,
+            run_async: body.run_async,
         });
     }
     if !content_type.starts_with("multipart/form-data") {
@@ -218,11 +233,13 @@ async fn read_request(app: &App, request: Request) -> ApiResult<Asked> {
         Some("skip_invalid") => Mode::SkipInvalid,
         Some(_) => return Err(ApiError::invalid("mode", "is `all_or_nothing` or `skip_invalid`")),
     };
-    let dry_run = match fields.remove("dry_run").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(ApiError::invalid("dry_run", "is `true` or `false`")),
+    let flag = |fields: &mut BTreeMap<String, String>, name: &str| match fields.remove(name).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::invalid(name, "is `true` or `false`")),
     };
+    let dry_run = flag(&mut fields, "dry_run")?;
+    let run_async = flag(&mut fields, "async")?;
     // Other fields are left alone, as a form's extra parts usually are.
     let upsert_by = fields.remove("upsert_by");
     let data = match format {
@@ -231,7 +248,7 @@ async fn read_request(app: &App, request: Request) -> ApiResult<Asked> {
         ),
         Format::Csv => Sent::Bytes(bytes),
     };
-    Ok(Asked { object_type_id, format, data, mapping, mode, dry_run, upsert_by })
+    Ok(Asked { object_type_id, format, data, mapping, mode, dry_run, upsert_by, run_async })
 }
 
 /// A CSV cell as the property's type reads it: numbers, booleans and JSON from their text.
@@ -259,7 +276,7 @@ fn cell(data_type: DataType, text: &str) -> Value {
 }
 
 /// The rows as column name to value, in order.
-fn rows_of(schema: &Schema, asked: &Asked) -> ApiResult<Vec<Map<String, Value>>> {
+pub(super) fn rows_of(schema: &Schema, asked: &Asked) -> ApiResult<Vec<Map<String, Value>>> {
     let rows = match (&asked.format, &asked.data) {
         (Format::Json, Sent::Json(Value::Array(items))) => {
             if items.len() > IMPORT_ROWS_MAX {
@@ -337,18 +354,29 @@ fn target(mapping: Option<&Map<String, Value>>, column: &str) -> Option<String> 
         (ImportRequest = "application/json"),
         (ImportForm = "multipart/form-data"))),
     responses((status = 200, body = crate::http::response::Envelope<ImportResult>),
+              (status = 202, body = crate::http::response::Envelope<ImportJob>, description = "`async`: the import, queued"),
               (status = 404, body = crate::http::error::ErrorBody),
               (status = 409, body = crate::http::error::ErrorBody, description = "A unique value is taken"),
               (status = 415, body = crate::http::error::ErrorBody),
               (status = 422, body = crate::http::error::ErrorBody)))]
-async fn import_data(auth: Auth, State(app): State<App>, request: Request) -> ApiResult<Data<ImportResult>> {
-    let tenant = auth.tenant()?.clone();
-    let who = Who::from(&auth);
+async fn import_data(auth: Auth, State(app): State<App>, request: Request) -> ApiResult<Response> {
     let asked = read_request(&app, request).await?;
-    let backend = app.db.backend();
-    let mut tx = app.db.begin_write().await?;
-    let schema = Schema::load_for_write(&mut tx, &app, &tenant, &asked.object_type_id).await?;
-    let guard = ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Insert).await?;
+    if asked.run_async {
+        return start(&app, &auth, asked).await;
+    }
+    Ok(Data(run(&app, &auth, &asked, None).await?).into_response())
+}
+
+/// What an import may do: the type, the guard of its inserts and of its upserts' updates.
+pub(super) async fn prepare(
+    tx: &mut crate::db::WriteTx,
+    app: &App,
+    auth: &Auth,
+    asked: &Asked,
+) -> ApiResult<(Schema, ObjectGuard, Option<ObjectGuard>)> {
+    let tenant = auth.tenant()?;
+    let schema = Schema::load_for_write(tx, app, tenant, &asked.object_type_id).await?;
+    let guard = ObjectGuard::load(tx, auth, &schema, ObjectAction::Insert).await?;
     guard.require_any(&schema, ObjectAction::Insert)?;
     let update_guard = match &asked.upsert_by {
         Some(name) => {
@@ -361,7 +389,7 @@ async fn import_data(auth: Auth, State(app): State<App>, request: Request) -> Ap
                     format!("`{name}` is not unique: upsert by a unique property"),
                 ));
             }
-            Some(ObjectGuard::load(&mut tx, &auth, &schema, ObjectAction::Update).await?)
+            Some(ObjectGuard::load(tx, auth, &schema, ObjectAction::Update).await?)
         }
         None => None,
     };
@@ -379,7 +407,18 @@ async fn import_data(auth: Auth, State(app): State<App>, request: Request) -> Ap
             }
         }
     }
-    let raw_rows = rows_of(&schema, &asked)?;
+    Ok((schema, guard, update_guard))
+}
+
+/// Imports in one transaction. With `job`, the import of that id: its progress is told every
+/// `PROGRESS_EVERY` rows, and its outcome is recorded in the same transaction as its rows.
+pub(super) async fn run(app: &App, auth: &Auth, asked: &Asked, job: Option<&str>) -> ApiResult<ImportResult> {
+    let tenant = auth.tenant()?.clone();
+    let who = Who::from(auth);
+    let backend = app.db.backend();
+    let mut tx = app.db.begin_write().await?;
+    let (schema, guard, update_guard) = prepare(&mut tx, app, auth, asked).await?;
+    let raw_rows = rows_of(&schema, asked)?;
     let total = raw_rows.len();
     let mut ignored = std::collections::BTreeSet::new();
     let mut failed: Vec<(usize, ApiError)> = Vec::new();
@@ -404,6 +443,11 @@ async fn import_data(auth: Auth, State(app): State<App>, request: Request) -> Ap
     }
     let (mut imported, mut updated) = (0, 0);
     for (index, properties) in ready {
+        if let Some(import_id) = job {
+            if index % PROGRESS_EVERY == 0 {
+                progress::tell(app, import_id, index).await;
+            }
+        }
         // An upsert's match, if any.
         let existing = match &asked.upsert_by {
             Some(name) => match properties.get(name) {
@@ -445,7 +489,7 @@ async fn import_data(auth: Auth, State(app): State<App>, request: Request) -> Ap
                     if !problems.is_empty() {
                         Err(problems.into_error())
                     } else {
-                        entitlements::consume(&mut tx, &app, &tenant, entitlements::Entitlement::Objects, 1).await?;
+                        entitlements::consume(&mut tx, app, &tenant, entitlements::Entitlement::Objects, 1).await?;
                         match insert(&mut tx, &schema, values, &who).await {
                             Ok(object) => {
                                 guard
@@ -480,12 +524,7 @@ async fn import_data(auth: Auth, State(app): State<App>, request: Request) -> Ap
         error.extra.insert("errors".into(), serde_json::to_value(&errors)?);
         return Err(error);
     }
-    if asked.dry_run {
-        tx.rollback().await?;
-    } else {
-        tx.commit().await?;
-    }
-    Ok(Data(ImportResult {
+    let result = ImportResult {
         imported,
         updated,
         skipped: failed.len(),
@@ -493,7 +532,16 @@ async fn import_data(auth: Auth, State(app): State<App>, request: Request) -> Ap
         dry_run: asked.dry_run,
         errors,
         ignored_columns: ignored.into_iter().collect(),
-    }))
+    };
+    if asked.dry_run {
+        tx.rollback().await?;
+    } else {
+        if let Some(import_id) = job {
+            imports::finish(&mut tx, import_id, Ok(&result)).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(result)
 }
 
 fn at_row(mut error: ApiError, row: usize) -> ApiError {

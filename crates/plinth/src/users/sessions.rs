@@ -355,9 +355,16 @@ pub struct LiveSession {
     scopes: Arc<[String]>,
 }
 
+/// Which session of which user of which tenant a credential names.
+struct Claimed<'a> {
+    sub: &'a str,
+    tid: &'a str,
+    sid: &'a str,
+}
+
 /// Reads session `claims.sid` with its user, tenant and governance, and in the same round trip
 /// the roles the user holds (as `authz::load_user` reads them): a row per role.
-async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::Refusal> {
+async fn load_live(app: &App, claims: &Claimed<'_>) -> Result<LiveSession, auth::Refusal> {
     let rows: Vec<LiveRow> = sqlx::query_as(
         "WITH RECURSIVE live AS ( \
              SELECT s.user_id, s.ended_at, s.expires_at, u.banned_at, u.role, t.tier, g.ip_allowlist, \
@@ -374,8 +381,8 @@ async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::
                                 JOIN held h ON h.id = r.id WHERE r.tenant_id = $2) g ON 1 = 1 \
          ORDER BY g.name",
     )
-    .bind(&claims.sid)
-    .bind(&claims.tid)
+    .bind(claims.sid)
+    .bind(claims.tid)
     .bind(crate::authz::AUTHENTICATED)
     .fetch_all(app.db.pool())
     .await?;
@@ -399,9 +406,9 @@ async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::
     }
     let now = time::now();
     let mut last_active = time::from_db(&last_active).map_err(ApiError::from)?;
-    if (now - last_active).num_seconds() >= ACTIVITY_EVERY_SECS && app.session_activity.due(&claims.sid) {
+    if (now - last_active).num_seconds() >= ACTIVITY_EVERY_SECS && app.session_activity.due(claims.sid) {
         last_active = now;
-        let (db, session) = (app.db.clone(), claims.sid.clone());
+        let (db, session) = (app.db.clone(), claims.sid.to_string());
         app.tasks.spawn("session activity", async move {
             // Best effort, through the write queue like every write.
             let Ok(mut tx) = db.begin_write().await else { return };
@@ -420,7 +427,7 @@ async fn load_live(app: &App, claims: &UserClaims) -> Result<LiveSession, auth::
     let (access, permissions) = crate::authz::access_from(held, &user, &role, metadata)?;
     Ok(LiveSession {
         user_id: user,
-        tenant_id: TenantId::trusted(claims.tid.clone()),
+        tenant_id: TenantId::trusted(claims.tid.to_string()),
         expires_at,
         allowlist: auth::parse_stored_allowlist(allowlist.as_deref()),
         tier: Tier::parse(&tier).unwrap_or(Tier::Free),
@@ -452,7 +459,8 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
         Some(live) => live,
         None => {
             let generation = app.sessions.generation();
-            let live = Arc::new(load_live(app, &claims).await?);
+            let claimed = Claimed { sub: &claims.sub, tid: &claims.tid, sid: &claims.sid };
+            let live = Arc::new(load_live(app, &claimed).await?);
             app.sessions.insert(claims.sid.clone(), live.clone(), generation);
             live
         }
@@ -463,6 +471,22 @@ pub async fn authenticate(app: &App, token: &str, ip: IpAddr) -> Result<Auth, au
     let actor = Actor::User { user_id: claims.sub.clone(), session_id: claims.sid, role: live.role.clone() };
     let rate = RateLimit::for_credential(format!("user:{}", claims.sub), live.tier, None);
     let auth = Auth::new(actor, Some(TenantId::trusted(claims.tid)), live.scopes.clone(), ip).with_rate(rate);
+    Ok(auth.with_access(live.access.clone()))
+}
+
+/// The authority of session `session_id` of `user_id` now, for work started on its behalf: the
+/// session must still be live and the user not banned; roles are the ones held now.
+pub async fn resume(
+    app: &App,
+    tenant: &TenantId,
+    user_id: &str,
+    session_id: &str,
+    ip: IpAddr,
+) -> Result<Auth, auth::Refusal> {
+    let live = load_live(app, &Claimed { sub: user_id, tid: tenant.as_str(), sid: session_id }).await?;
+    let actor =
+        Actor::User { user_id: user_id.to_string(), session_id: session_id.to_string(), role: live.role.clone() };
+    let auth = Auth::new(actor, Some(tenant.clone()), live.scopes.clone(), ip);
     Ok(auth.with_access(live.access.clone()))
 }
 

@@ -66,6 +66,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/reports/timeseries"),
     ("post", "/v1/sql"),
     ("post", "/v1/data/import"),
+    ("get", "/v1/data/import/{import_id}"),
     ("post", "/v1/data/export"),
     ("get", "/v1/data/export/{export_id}"),
     ("post", "/v1/errors/report"),

@@ -141,6 +141,145 @@ both_backends! {
         assert!(listed.data()["results"].as_array().unwrap().iter().all(|o| o["created_by"] == json!(ann.id)));
     }
 
+    async fn large_imports_run_as_jobs_and_report_progress(app) {
+        let tenant = app.tenant_on("acme", "pro").await;
+        let key = tenant.key.clone();
+        contacts(&app, &tenant).await;
+        let rows: Vec<Value> = (0..1_200)
+            .map(|i| json!({ "email": format!("p{i}@example.com"), "name": format!("P {i}"), "age": i % 90 }))
+            .collect();
+        let started = import(&app, &key, json!({ "object_type_id": "contacts", "data": rows, "async": true })).await;
+        started.expect(202);
+        let import_id = started.data()["import_id"].as_str().unwrap().to_string();
+        assert!(import_id.starts_with("imp_"));
+        assert_eq!(started.data()["status"], json!("queued"));
+        assert_eq!(started.data()["total"], json!(1_200));
+        assert_eq!(started.data()["status_path"], json!(format!("/v1/data/import/{import_id}")));
+        let (done, seen) = settled(&app, &key, &import_id).await;
+        assert_eq!(done["status"], json!("done"), "{done}");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen:?}");
+        assert_eq!(done["processed"], json!(1_200));
+        assert_eq!(done["result"]["imported"], json!(1_200));
+        assert_eq!(done["result"]["total"], json!(1_200));
+        assert!(done["finished_at"].is_string());
+        assert_eq!(count(&app, &key).await, 1_200);
+        let ages = app.count("SELECT COUNT(*) FROM objects WHERE deleted_at IS NULL").await;
+        assert_eq!(ages, 1_200);
+        // The rows as sent are removed once the import ended (just after its outcome is written).
+        let mut kept = 1;
+        for _ in 0..100 {
+            kept = app.count("SELECT COUNT(*) FROM data_imports WHERE input_key IS NOT NULL").await;
+            if kept == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(kept, 0);
+        let inputs = app.storage.data_dir.join("files").join("imports");
+        assert!(inputs.is_dir(), "the rows were kept there while the import ran");
+        let stored = walk(&inputs);
+        assert!(stored.is_empty(), "{stored:?}");
+
+        // All or nothing, as a CSV form: one bad row, nothing written, the rows reported.
+        let csv = "email,name,age\nq1@example.com,Q1,3\nq2@example.com,Q2,old\nq3@example.com,,4\n";
+        let body = form(&[
+            ("object_type_id", None, None, b"contacts"),
+            ("async", None, None, b"true"),
+            ("file", Some("people.csv"), Some("text/csv"), csv.as_bytes()),
+        ]);
+        let request = app.request(reqwest::Method::POST, "/v1/data/import", Some(&key))
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"));
+        let started = app.send(request.body(body)).await;
+        started.expect(202);
+        let (failed, _) = settled(&app, &key, started.data()["import_id"].as_str().unwrap()).await;
+        assert_eq!(failed["status"], json!("failed"), "{failed}");
+        assert_eq!(failed["error"]["code"], json!("VALIDATION_FAILED"));
+        let rows: Vec<i64> = failed["error"]["errors"].as_array().unwrap().iter().map(|e| e["row"].as_i64().unwrap()).collect();
+        assert_eq!(rows, vec![1, 2]);
+        assert!(failed["result"].is_null());
+        assert_eq!(count(&app, &key).await, 1_200);
+
+        // Skipping invalid rows; an upsert in a dry run writes nothing.
+        let skip = json!({ "object_type_id": "contacts", "format": "csv", "data": csv, "mode": "skip_invalid", "async": true });
+        let started = import(&app, &key, skip).await;
+        started.expect(202);
+        let (done, _) = settled(&app, &key, started.data()["import_id"].as_str().unwrap()).await;
+        assert_eq!((done["result"]["imported"].as_i64(), done["result"]["skipped"].as_i64()), (Some(1), Some(2)));
+        assert_eq!(count(&app, &key).await, 1_201);
+        let dry = json!({ "object_type_id": "contacts", "async": true, "dry_run": true, "upsert_by": "email",
+            "data": [{ "email": "p1@example.com", "name": "Renamed" }, { "email": "new@example.com", "name": "New" }] });
+        let started = import(&app, &key, dry).await;
+        started.expect(202);
+        assert_eq!(started.data()["dry_run"], json!(true));
+        let (done, _) = settled(&app, &key, started.data()["import_id"].as_str().unwrap()).await;
+        assert_eq!((done["result"]["imported"].as_i64(), done["result"]["updated"].as_i64()), (Some(1), Some(1)));
+        assert_eq!(done["result"]["dry_run"], json!(true));
+        assert_eq!(count(&app, &key).await, 1_201);
+
+        // What a request can check is refused at once, and nothing is queued.
+        let before = app.count("SELECT COUNT(*) FROM data_imports").await;
+        import(&app, &key, json!({ "object_type_id": "nope", "data": [], "async": true })).await.expect_error(404, "NOT_FOUND");
+        import(&app, &key, json!({ "object_type_id": "contacts", "data": [{}], "mapping": { "a": "nope" }, "async": true }))
+            .await.expect_error(422, "VALIDATION_FAILED");
+        let too_many: Vec<Value> = (0..10_001).map(|_| json!({})).collect();
+        import(&app, &key, json!({ "object_type_id": "contacts", "data": too_many, "async": true })).await.expect_error(422, "VALIDATION_FAILED");
+        let (_, reader) = app.key(&tenant, json!({ "name": "r", "scopes": ["objects:read"] })).await;
+        import(&app, &reader, json!({ "object_type_id": "contacts", "data": [], "async": true })).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        assert_eq!(app.count("SELECT COUNT(*) FROM data_imports").await, before);
+
+        // Reading an import needs inserting the type's objects, in the tenant.
+        app.get(&format!("/v1/data/import/{import_id}"), &reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        let other = app.tenant("other").await;
+        app.get(&format!("/v1/data/import/{import_id}"), &other.key).await.expect_error(404, "NOT_FOUND");
+        app.get("/v1/data/import/imp_nothing", &key).await.expect_error(404, "NOT_FOUND");
+    }
+
+    async fn an_import_job_acts_with_the_standing_of_its_request(app) {
+        let tenant = app.tenant("acme").await;
+        let key = tenant.key.clone();
+        contacts(&app, &tenant).await;
+        owners_of(&app, &tenant, &["contacts"]).await;
+        let ann = end_user(&app, &tenant, "ann@example.com").await;
+        let bob = end_user(&app, &tenant, "bob@example.com").await;
+        let started = import(&app, &ann.token, json!({ "object_type_id": "contacts", "async": true,
+            "data": [{ "email": "x@example.com", "name": "X" }] })).await;
+        started.expect(202);
+        let import_id = started.data()["import_id"].as_str().unwrap().to_string();
+        let (done, _) = settled(&app, &ann.token, &import_id).await;
+        assert_eq!(done["result"]["imported"], json!(1));
+        // The job wrote as ann: the row is hers, under her policies.
+        let listed = app.get("/v1/objects/contacts/list", &ann.token).await;
+        assert_eq!(listed.data()["results"][0]["created_by"], json!(ann.id));
+        // Another end user does not see it; the key does.
+        app.get(&format!("/v1/data/import/{import_id}"), &bob.token).await.expect_error(404, "NOT_FOUND");
+        app.get(&format!("/v1/data/import/{import_id}"), &key).await.expect(200);
+
+        // A standing is checked again when the work runs: a revoked key, an ended session.
+        use plinth::auth::standing::Standing;
+        let tenant_id = plinth::id::TenantId::trusted(tenant.id.clone());
+        let (key_id, _) = app.key(&tenant, json!({ "name": "w", "scopes": ["objects:write"] })).await;
+        let standing = Standing::Key { key_id: key_id.clone(), jti: None, scopes: vec!["objects:write".into()] };
+        let resumed = standing.resume(&app.app, &tenant_id).await.expect("a live key");
+        assert_eq!(resumed.scopes(), ["objects:write".to_string()]);
+        app.delete(&format!("/v1/api-keys/{key_id}"), &key).await.expect(200);
+        let refused = standing.resume(&app.app, &tenant_id).await.unwrap_err();
+        assert_eq!(refused.code.as_str(), "UNAUTHORIZED");
+        let other = plinth::id::TenantId::trusted("tn_other");
+        let (key_id, _) = app.key(&tenant, json!({ "name": "w2", "scopes": ["objects:write"] })).await;
+        let standing = Standing::Key { key_id, jti: None, scopes: vec![] };
+        assert!(standing.resume(&app.app, &other).await.is_err(), "a key acts in its own tenant only");
+
+        let sessions: Vec<(String,)> = sqlx::query_as("SELECT id FROM auth_sessions WHERE user_id = $1")
+            .bind(&bob.id).fetch_all(app.app.db.pool()).await.unwrap();
+        let standing = Standing::User { user_id: bob.id.clone(), session_id: sessions[0].0.clone() };
+        let resumed = standing.resume(&app.app, &tenant_id).await.expect("a live session");
+        assert!(resumed.access.is_some(), "an end user's roles and policies");
+        app.send(app.request(reqwest::Method::POST, "/v1/auth/logout", Some(&bob.token))).await.expect(200);
+        assert_eq!(standing.resume(&app.app, &tenant_id).await.unwrap_err().code.as_str(), "UNAUTHORIZED");
+        let stranger = Standing::User { user_id: ann.id.clone(), session_id: sessions[0].0.clone() };
+        assert!(stranger.resume(&app.app, &tenant_id).await.is_err(), "a session is its own user's");
+    }
+
     async fn exports_are_made_as_jobs_and_downloaded(app) {
         let tenant = app.tenant_on("acme", "pro").await;
         let key = tenant.key.clone();
@@ -199,6 +338,32 @@ both_backends! {
 }
 
 /// Waits for an export to be made, then downloads it: (content type, bytes).
+/// The files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .flat_map(|entry| if entry.path().is_dir() { walk(&entry.path()) } else { vec![entry.path()] })
+        .collect()
+}
+
+/// Polls an import (30 s at most) until it ends: its last state, and each `processed` seen.
+async fn settled(app: &TestApp, token: &str, import_id: &str) -> (Value, Vec<i64>) {
+    let mut seen = Vec::new();
+    for _ in 0..600 {
+        let got = app.get(&format!("/v1/data/import/{import_id}"), token).await;
+        got.expect(200);
+        let data = got.data().clone();
+        seen.push(data["processed"].as_i64().unwrap());
+        if data["status"] == "done" || data["status"] == "failed" {
+            return (data, seen);
+        }
+        assert!(data["status"] == "queued" || data["status"] == "running", "{data}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("import {import_id} did not end");
+}
+
 async fn download(app: &TestApp, token: &str, path: &str) -> (String, Vec<u8>) {
     for _ in 0..600 {
         let response = app.request(reqwest::Method::GET, path, Some(token)).send().await.unwrap();
