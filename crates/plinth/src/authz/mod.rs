@@ -43,6 +43,7 @@ pub const SERVICE_RESOURCES: &[&str] = &[
     "tokens",
     "tenants",
     "usage",
+    "analytics",
     "entitlements",
     "credentials",
     "webhooks",

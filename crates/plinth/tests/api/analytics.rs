@@ -272,7 +272,10 @@ on_both_backends! {
         app.get("/v1/analytics", &reader).await.expect_error(403, "INSUFFICIENT_SCOPE");
         let (_, analyst) = app.key(&tenant, json!({ "name": "a", "scopes": ["analytics:read"] })).await;
         app.get("/v1/analytics/engine?metric=events", &analyst).await.expect(200);
-        app.get("/v1/analytics", &ann.token).await.expect_error(403, "INSUFFICIENT_SCOPE");
+        // Analytics are the tenant's staff's: no role opens them to end users.
+        app.get("/v1/analytics", &ann.token).await.expect_error(403, "FORBIDDEN");
+        crate::authz::put(&app, "/v1/roles/authenticated/permissions", &key, json!({ "permissions": ["analytics:read"] })).await;
+        app.get("/v1/analytics/engine?metric=events", &ann.token).await.expect_error(403, "FORBIDDEN");
         let other = app.tenant("other").await;
         let theirs = app.get("/v1/analytics/engine?metric=objects_written&group_by=total", &other.key).await;
         assert_eq!(theirs.data()["total"], json!(0.0));

@@ -37,6 +37,16 @@ const ROWS_MAX: usize = 10_000;
 const BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Longest a query may run.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a query waits for a turn before it is answered 503.
+const QUEUED_MAX: Duration = Duration::from_secs(15);
+
+/// Queries running at once on this node: one per core. A query is a scan that keeps a core busy;
+/// more at once only share the cores, so that under a burst every query would reach its time
+/// limit instead of most of them finishing. The others wait their turn (their limit starts when
+/// they run).
+static RUNNING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+});
 
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new().routes(routes!(run_sql))
@@ -318,6 +328,10 @@ async fn run_sql(auth: Auth, State(app): State<App>, Json(body): Json<SqlRequest
     drop(conn);
     let (sql, _) =
         checked.rewrite(&|name| tables.get(name).cloned()).map_err(|problem| ApiError::invalid("sql", problem))?;
+    let _turn = match tokio::time::timeout(QUEUED_MAX, RUNNING.acquire()).await {
+        Ok(Ok(turn)) => turn,
+        _ => return Err(ApiError::unavailable("every SQL runner of this node is busy: try again shortly", 5)),
+    };
     let started = Instant::now();
     let collected = match backend {
         Backend::Sqlite => run_sqlite(&app, &sql, &binds).await?,
