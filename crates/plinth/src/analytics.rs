@@ -255,6 +255,8 @@ async fn overview(auth: Auth, State(app): State<App>, Query(query): Query<Period
     let reader = Reader { app: &app, tenant, span };
     let mut days: BTreeMap<NaiveDate, Day> = span.days().map(|date| (date, Day { date, ..Day::default() })).collect();
     let mut totals = Totals::default();
+    // Summed in billionths, so that the total is not the sum of rounded days.
+    let mut spend_nanos = 0i64;
     for metric in [
         Metric::ApiCalls,
         Metric::ObjectsWritten,
@@ -277,6 +279,7 @@ async fn overview(auth: Auth, State(app): State<App>, Query(query): Query<Period
                 Metric::AiTokens => &mut entry.ai_tokens,
                 Metric::AiSpendUsd => {
                     entry.ai_spend_usd = metric.value(stored);
+                    spend_nanos += stored;
                     continue;
                 }
                 Metric::StorageAddedBytes => &mut entry.storage_added_bytes,
@@ -291,7 +294,6 @@ async fn overview(auth: Auth, State(app): State<App>, Query(query): Query<Period
             entry.deliveries_failed = stored;
         }
     }
-    let mut spend_nanos = 0i64;
     for day in days.values() {
         totals.api_calls += day.api_calls;
         totals.objects_written += day.objects_written;
@@ -301,9 +303,6 @@ async fn overview(auth: Auth, State(app): State<App>, Query(query): Query<Period
         totals.ai_tokens += day.ai_tokens;
         totals.storage_added_bytes += day.storage_added_bytes;
         totals.events += day.events;
-    }
-    for (_, _, stored) in reader.by_day(Metric::AiSpendUsd, None, &[]).await? {
-        spend_nanos += stored;
     }
     totals.ai_spend_usd = Metric::AiSpendUsd.value(spend_nanos);
     totals.active_users = reader.distinct_users(span.from, span.to).await?;
