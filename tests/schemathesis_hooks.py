@@ -76,8 +76,8 @@ TOLERATED = [
     (r"^/v1/files/\{file_id\}/upload-(put|complete)$", r"body|sha256", r"the slot was opened for|SHA-256|the bytes are",
      "a presigned slot's announced size, checksum and type, which only the bytes that come can meet"),
     (r"^/v1/analytics", r"period|from|to|group_by|metric|object_type|action|event_type|status|webhook_id|model|provider|operation",
-     r"give either|is required with|must not be after|at most|is not a grouping|may name|is not a filter|must not be empty|must be one of",
-     "a period is `period` or both `from` and `to`, in order; a metric's groupings and filters are its own"),
+     r"give either|is required with|must not be after|at most|is not a grouping|may name|is not a filter|must not be empty|must be one of|must be a date",
+     "a period is `period` or both `from` and `to` (1970 to 9999), in order; a metric's groupings and filters are its own"),
     (r"^/v1/auth-config$", r"email_templates\.[a-z_]+\.(subject|body)", r"\{\{link\}\}|1 to 200 characters|1 byte to 32 KB",
      "a template's placeholders: the body needs `{{link}}` or `{{token}}`, the subject may hold neither"),
 ]

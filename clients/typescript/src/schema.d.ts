@@ -4202,8 +4202,8 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
-        /** @description A decimal string, such as `25.00`: up to 9 digits, then up to 18 after the point */
-        Amount: string;
+        /** @description A figure: a count, or for `ai_spend_usd` dollars as a decimal string. */
+        Amount: number | string;
         /** @description An anonymous sign-in. */
         Anonymous: {
             tenant_id?: string | null;
@@ -4835,8 +4835,11 @@ export interface components {
             active_users: number;
             /** Format: int64 */
             ai_requests: number;
-            /** Format: double */
-            ai_spend_usd: number;
+            /**
+             * @description US dollars, a decimal string.
+             * @example 0.25
+             */
+            ai_spend_usd: string;
             /** Format: int64 */
             ai_tokens: number;
             /** Format: int64 */
@@ -5030,10 +5033,10 @@ export interface components {
             /** Format: date */
             to: string;
             /**
-             * Format: double
-             * @description Over the whole period (`active_users`: distinct users over it).
+             * @description Over the whole period (`active_users`: distinct users over it); `ai_spend_usd` in dollars
+             *     as a decimal string.
              */
-            total: number;
+            total: components["schemas"]["Amount"];
             /** @description True when the dimension had more than 50 values: the largest 50 are listed. */
             truncated: boolean;
         };
@@ -5045,8 +5048,8 @@ export interface components {
             dimension?: string | null;
             /** @description The dimension's value (null when the row had none). */
             key?: string | null;
-            /** Format: double */
-            value: number;
+            /** @description A count; `ai_spend_usd` in dollars as a decimal string. */
+            value: components["schemas"]["Amount"];
         };
         Enroll: {
             friendly_name?: string | null;
@@ -5583,10 +5586,10 @@ export interface components {
                 /** Format: date */
                 to: string;
                 /**
-                 * Format: double
-                 * @description Over the whole period (`active_users`: distinct users over it).
+                 * @description Over the whole period (`active_users`: distinct users over it); `ai_spend_usd` in dollars
+                 *     as a decimal string.
                  */
-                total: number;
+                total: components["schemas"]["Amount"];
                 /** @description True when the dimension had more than 50 values: the largest 50 are listed. */
                 truncated: boolean;
             };
@@ -9624,8 +9627,11 @@ export interface components {
             active_users: number;
             /** Format: int64 */
             ai_requests: number;
-            /** Format: double */
-            ai_spend_usd: number;
+            /**
+             * @description US dollars, a decimal string.
+             * @example 2.25
+             */
+            ai_spend_usd: string;
             /** Format: int64 */
             ai_tokens: number;
             /** Format: int64 */

@@ -87,13 +87,28 @@ impl Metric {
         }
     }
 
-    /// Stored values are whole numbers; spend is kept in billionths of a dollar.
-    fn value(self, stored: i64) -> f64 {
+    /// Stored values are whole numbers; spend is kept in billionths of a dollar and answered as
+    /// a decimal string of dollars.
+    fn amount(self, stored: i64) -> Amount {
         match self {
-            Metric::AiSpendUsd => stored as f64 / 1e9,
-            _ => stored as f64,
+            Metric::AiSpendUsd => Amount::Usd(dollars(stored)),
+            _ => Amount::Count(stored),
         }
     }
+}
+
+/// A figure: a count, or for `ai_spend_usd` dollars as a decimal string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Amount {
+    Count(i64),
+    #[schema(example = "0.25")]
+    Usd(String),
+}
+
+/// Billionths of a dollar as a decimal string of dollars.
+fn dollars(nanos: i64) -> String {
+    crate::ai::usage::dollars(nanos)
 }
 
 /// Which UTC days an answer covers, first and last included.
@@ -110,7 +125,7 @@ impl Span {
 
     /// `from` at midnight and the midnight after `to`, as stored timestamps compare.
     fn bounds(self) -> (String, String) {
-        (format!("{}T00:00:00", self.from), format!("{}T00:00:00", self.to + Duration::days(1)))
+        (format!("{}T00:00:00", self.from), format!("{}T00:00:00", self.to.succ_opt().unwrap_or(self.to)))
     }
 
     fn millis(day: NaiveDate) -> u64 {
@@ -148,10 +163,13 @@ impl PeriodQuery {
                     errors.add(field, "is required with the other end of the period");
                     None
                 }
-                Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().or_else(|| {
-                    errors.add(field, "must be a date, `YYYY-MM-DD`");
-                    None
-                }),
+                Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .ok()
+                    .filter(|date| (1970..=9999).contains(&date.year()) && text.len() == 10)
+                    .or_else(|| {
+                        errors.add(field, "must be a date, `YYYY-MM-DD`, from 1970 to 9999");
+                        None
+                    }),
             };
             let (from, to) = (parse("from", &self.from, errors)?, parse("to", &self.to, errors)?);
             if from > to {
@@ -208,7 +226,9 @@ pub struct Totals {
     pub deliveries_failed: i64,
     pub ai_requests: i64,
     pub ai_tokens: i64,
-    pub ai_spend_usd: f64,
+    /// US dollars, a decimal string.
+    #[schema(example = "2.25")]
+    pub ai_spend_usd: String,
     /// Bytes of file versions uploaded in the period.
     pub storage_added_bytes: i64,
     pub events: i64,
@@ -230,7 +250,9 @@ pub struct Day {
     pub deliveries_failed: i64,
     pub ai_requests: i64,
     pub ai_tokens: i64,
-    pub ai_spend_usd: f64,
+    /// US dollars, a decimal string.
+    #[schema(example = "0.25")]
+    pub ai_spend_usd: String,
     pub storage_added_bytes: i64,
     pub events: i64,
 }
@@ -253,7 +275,8 @@ async fn overview(auth: Auth, State(app): State<App>, Query(query): Query<Period
     let span = span.ok_or_else(|| ApiError::invalid("period", "is not valid"))?;
     write_pending(&app).await;
     let reader = Reader { app: &app, tenant, span };
-    let mut days: BTreeMap<NaiveDate, Day> = span.days().map(|date| (date, Day { date, ..Day::default() })).collect();
+    let mut days: BTreeMap<NaiveDate, Day> =
+        span.days().map(|date| (date, Day { date, ai_spend_usd: dollars(0), ..Day::default() })).collect();
     let mut totals = Totals::default();
     // Summed in billionths, so that the total is not the sum of rounded days.
     let mut spend_nanos = 0i64;
@@ -278,7 +301,7 @@ async fn overview(auth: Auth, State(app): State<App>, Query(query): Query<Period
                 Metric::AiRequests => &mut entry.ai_requests,
                 Metric::AiTokens => &mut entry.ai_tokens,
                 Metric::AiSpendUsd => {
-                    entry.ai_spend_usd = metric.value(stored);
+                    entry.ai_spend_usd = dollars(stored);
                     spend_nanos += stored;
                     continue;
                 }
@@ -304,7 +327,7 @@ async fn overview(auth: Auth, State(app): State<App>, Query(query): Query<Period
         totals.storage_added_bytes += day.storage_added_bytes;
         totals.events += day.events;
     }
-    totals.ai_spend_usd = Metric::AiSpendUsd.value(spend_nanos);
+    totals.ai_spend_usd = dollars(spend_nanos);
     totals.active_users = reader.distinct_users(span.from, span.to).await?;
     let (storage_bytes, files): (i64, i64) = sqlx::query_as(
         "SELECT CAST(COALESCE(SUM(stored_bytes), 0) AS BIGINT), \
@@ -423,8 +446,9 @@ pub struct EngineResult {
     /// The filters applied.
     #[schema(value_type = Object)]
     pub filters: BTreeMap<String, String>,
-    /// Over the whole period (`active_users`: distinct users over it).
-    pub total: f64,
+    /// Over the whole period (`active_users`: distinct users over it); `ai_spend_usd` in dollars
+    /// as a decimal string.
+    pub total: Amount,
     /// One row per bucket (and dimension value), oldest first; empty buckets are zeros.
     pub rows: Vec<EngineRow>,
     /// True when the dimension had more than 50 values: the largest 50 are listed.
@@ -442,7 +466,8 @@ pub struct EngineRow {
     /// The dimension's value (null when the row had none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<Option<String>>,
-    pub value: f64,
+    /// A count; `ai_spend_usd` in dollars as a decimal string.
+    pub value: Amount,
 }
 
 /// Analytics engine query
@@ -570,7 +595,7 @@ async fn engine(auth: Auth, State(app): State<App>, Query(query): Query<EngineQu
                 bucket: if bucket == Bucket::Total { "total".into() } else { bucket.label(start) },
                 dimension: dimension.map(str::to_string),
                 key: dimension.map(|_| key.clone()),
-                value: metric.value(stored),
+                value: metric.amount(stored),
             });
         }
     }
@@ -583,7 +608,7 @@ async fn engine(auth: Auth, State(app): State<App>, Query(query): Query<EngineQu
         timezone: "UTC",
         group_by,
         filters,
-        total: metric.value(total_stored),
+        total: metric.amount(total_stored),
         rows,
         truncated,
     }))
@@ -707,7 +732,7 @@ impl Reader<'_> {
 
     /// The span's ends as `metric`'s rows compare: days, timestamps or event ids.
     fn ends(&self, metric: Metric) -> (String, String) {
-        let after = self.span.to + Duration::days(1);
+        let after = self.span.to.succ_opt().unwrap_or(self.span.to);
         match metric {
             Metric::ApiCalls | Metric::ActiveUsers => (self.span.from.to_string(), after.to_string()),
             Metric::ObjectsWritten | Metric::Events => (

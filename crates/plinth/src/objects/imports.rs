@@ -180,32 +180,57 @@ pub(super) async fn start(app: &App, auth: &Auth, asked: Asked) -> ApiResult<Res
     let import_id = id::new_id(PREFIX);
     let key = format!("imports/{}/{import_id}.{extension}", tenant.as_str());
     app.files.put(&key, bytes.into()).await?;
+    match queue(app, auth, &asked, &schema.object_type.id, &import_id, &key, total, extension).await {
+        Ok(view) => Ok(crate::http::Accepted(view).into_response()),
+        Err(error) => {
+            // Nothing names the rows as sent: they go.
+            if let Err(removal) = app.files.delete(&key).await {
+                tracing::warn!(message = %removal.message, "an import's rows were not removed; the sweep will");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The import's row and its job, in one transaction.
+#[allow(clippy::too_many_arguments)]
+async fn queue(
+    app: &App,
+    auth: &Auth,
+    asked: &Asked,
+    object_type_id: &str,
+    import_id: &str,
+    key: &str,
+    total: usize,
+    extension: &str,
+) -> ApiResult<ImportJob> {
+    let tenant = auth.tenant()?;
     let who = Who::from(auth);
     let mut tx = app.db.begin_write().await?;
     sqlx::query(&format!(
         "INSERT INTO data_imports ({IMPORT_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, 0, NULL, NULL, $12, $13, NULL)"
     ))
-    .bind(&import_id)
+    .bind(import_id)
     .bind(tenant.as_str())
-    .bind(&schema.object_type.id)
+    .bind(object_type_id)
     .bind(extension)
     .bind(if asked.mode == Mode::SkipInvalid { "skip_invalid" } else { "all_or_nothing" })
     .bind(i64::from(asked.dry_run))
     .bind(asked.upsert_by.as_deref())
     .bind(asked.mapping.as_ref().map(|m| Value::Object(m.clone()).to_string()))
     .bind(serde_json::to_string(&Standing::of(auth))?)
-    .bind(&key)
+    .bind(key)
     .bind(total as i64)
     .bind(who.actor_id.as_deref().unwrap_or(who.actor_type))
     .bind(time::to_db(&time::now()))
     .execute(&mut *tx)
     .await?;
-    jobs::enqueue(&mut tx, NewJob::new(KIND, json!({ "import_id": import_id })).tenant(&tenant).reference(&import_id))
+    jobs::enqueue(&mut tx, NewJob::new(KIND, json!({ "import_id": import_id })).tenant(tenant).reference(import_id))
         .await?;
-    let row = find(&mut tx, &tenant, &import_id).await?;
+    let row = find(&mut tx, tenant, import_id).await?;
     tx.commit().await?;
-    Ok(crate::http::Accepted(row.view()?).into_response())
+    row.view()
 }
 
 async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, import_id: &str) -> ApiResult<ImportRow> {
@@ -230,7 +255,32 @@ fn error_body(error: &ApiError) -> Value {
     Value::Object(body)
 }
 
-/// Records the outcome of import `import_id`: done with its report, or failed with its error.
+/// The refusal of a second run of an import that has ended.
+fn already_ran() -> ApiError {
+    let mut error = ApiError::conflict("this import has already run");
+    error.extra.insert(ALREADY_RAN.into(), Value::Bool(true));
+    error
+}
+
+const ALREADY_RAN: &str = "import_already_ran";
+
+/// At the start of a job's run, in its transaction: refuses a second run of an import that has
+/// ended. Two runs at once (a lease lost) both get past it; `finish` then lets only the first
+/// record its outcome, the second's rows going with its transaction. The row is not locked here:
+/// the run writes its progress to it from outside its transaction.
+pub(super) async fn claim(tx: &mut WriteTx, import_id: &str) -> ApiResult<()> {
+    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM data_imports WHERE id = $1")
+        .bind(import_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match status {
+        Some((status,)) if status == "queued" || status == "running" => Ok(()),
+        _ => Err(already_ran()),
+    }
+}
+
+/// Records the outcome of import `import_id`: done with its report, or failed with its error;
+/// refused (`already_ran`) when it has ended already, so that no run records twice.
 pub(super) async fn finish(
     tx: &mut WriteTx,
     import_id: &str,
@@ -240,9 +290,9 @@ pub(super) async fn finish(
         Ok(result) => ("done", Some(serde_json::to_string(result)?), None, Some(result.total as i64)),
         Err(error) => ("failed", None, Some(error_body(error).to_string()), None),
     };
-    sqlx::query(
+    let recorded = sqlx::query(
         "UPDATE data_imports SET status = $1, result = $2, error = $3, processed = COALESCE($4, processed), \
-         finished_at = $5 WHERE id = $6",
+         finished_at = $5 WHERE id = $6 AND status IN ('queued', 'running')",
     )
     .bind(status)
     .bind(result)
@@ -252,6 +302,9 @@ pub(super) async fn finish(
     .bind(import_id)
     .execute(&mut **tx)
     .await?;
+    if recorded.rows_affected() == 0 {
+        return Err(already_ran());
+    }
     Ok(())
 }
 
@@ -288,8 +341,12 @@ fn is_transient(error: &ApiError) -> bool {
 impl RunImport {
     async fn record(&self, import_id: &str, outcome: Result<&ImportResult, &ApiError>) -> ApiResult<()> {
         let mut tx = self.0.db.begin_write().await?;
-        finish(&mut tx, import_id, outcome).await?;
-        tx.commit().await?;
+        match finish(&mut tx, import_id, outcome).await {
+            Ok(()) => tx.commit().await?,
+            // Another run recorded it first: its outcome stands.
+            Err(error) if error.extra.contains_key(ALREADY_RAN) => tx.rollback().await?,
+            Err(error) => return Err(error),
+        }
         Ok(())
     }
 
@@ -321,7 +378,7 @@ impl RunImport {
             return self.record(import_id, Err(&gone)).await;
         };
         let mut tx = app.db.begin_write().await?;
-        sqlx::query("UPDATE data_imports SET status = 'running' WHERE id = $1")
+        sqlx::query("UPDATE data_imports SET status = 'running' WHERE id = $1 AND status = 'queued'")
             .bind(import_id)
             .execute(&mut *tx)
             .await?;
@@ -342,6 +399,8 @@ impl RunImport {
             // A run that wrote rows recorded its outcome with them.
             Ok(result) if asked.dry_run => self.record(import_id, Ok(&result)).await?,
             Ok(_) => {}
+            // Another run of the job ended it (a lease lost meanwhile): nothing more to do.
+            Err(error) if error.extra.contains_key(ALREADY_RAN) => return Ok(()),
             Err(error) if is_transient(&error) => return Err(error),
             Err(error) => self.record(import_id, Err(&error)).await?,
         }
@@ -414,7 +473,12 @@ impl jobs::Kind for RunImport {
             if let Fate::Dead { error } = fate {
                 let import_id = job.reference.clone().unwrap_or_default();
                 progress::forget(&import_id);
-                let body = json!({ "code": "INTERNAL_ERROR", "message": error }).to_string();
+                tracing::warn!(import_id, %error, "an import failed on its every attempt");
+                let body = error_body(&ApiError::new(
+                    ErrorCode::Internal,
+                    "the import could not run: the rows were not imported, send it again",
+                ))
+                .to_string();
                 sqlx::query(
                     "UPDATE data_imports SET status = 'failed', error = $1, finished_at = $2 \
                      WHERE id = $3 AND status NOT IN ('done', 'failed')",
@@ -430,15 +494,34 @@ impl jobs::Kind for RunImport {
     }
 }
 
-/// Removes the rows as sent of ended imports (what a crash left), and imports' records a week
-/// after they ended.
+/// How long rows as sent may lie in the store without an import naming them (one being queued
+/// names them a moment after they are stored).
+const UNNAMED_GRACE: chrono::Duration = chrono::Duration::hours(1);
+
+/// Removes the rows as sent of ended imports (what a crash left) and those no import names (a
+/// tenant or type deleted, a queueing that failed), and imports' records a week after they
+/// ended.
 pub async fn sweep(app: &App) -> ApiResult<u64> {
+    let mut removed = 0;
+    let before = time::now() - UNNAMED_GRACE;
+    for (path, written) in app.files.list("imports").await? {
+        if written > before {
+            continue;
+        }
+        let named: Option<(String,)> = sqlx::query_as("SELECT id FROM data_imports WHERE input_key = $1")
+            .bind(&path)
+            .fetch_optional(app.db.pool())
+            .await?;
+        if named.is_none() {
+            app.files.delete(&path).await?;
+            removed += 1;
+        }
+    }
     let ended: Vec<(String, String)> = sqlx::query_as(
         "SELECT id, input_key FROM data_imports WHERE status IN ('done', 'failed') AND input_key IS NOT NULL LIMIT 1000",
     )
     .fetch_all(app.db.pool())
     .await?;
-    let mut removed = 0;
     for (import_id, key) in ended {
         app.files.delete(&key).await?;
         let mut tx = app.db.begin_write().await?;

@@ -417,6 +417,9 @@ pub(super) async fn run(app: &App, auth: &Auth, asked: &Asked, job: Option<&str>
     let who = Who::from(auth);
     let backend = app.db.backend();
     let mut tx = app.db.begin_write().await?;
+    if let Some(import_id) = job {
+        imports::claim(&mut tx, import_id).await?;
+    }
     let (schema, guard, update_guard) = prepare(&mut tx, app, auth, asked).await?;
     let raw_rows = rows_of(&schema, asked)?;
     let total = raw_rows.len();

@@ -235,7 +235,7 @@ both_backends! {
     }
 
     async fn an_import_job_acts_with_the_standing_of_its_request(app) {
-        let tenant = app.tenant("acme").await;
+        let tenant = app.tenant_on("acme", "pro").await;
         let key = tenant.key.clone();
         contacts(&app, &tenant).await;
         owners_of(&app, &tenant, &["contacts"]).await;
@@ -245,8 +245,12 @@ both_backends! {
             "data": [{ "email": "x@example.com", "name": "X" }] })).await;
         started.expect(202);
         let import_id = started.data()["import_id"].as_str().unwrap().to_string();
-        let (done, _) = settled(&app, &ann.token, &import_id).await;
+        // Polled with the key (an end user's 60 requests a minute would not last a slow run).
+        let (done, _) = settled(&app, &key, &import_id).await;
         assert_eq!(done["result"]["imported"], json!(1));
+        let theirs = app.get(&format!("/v1/data/import/{import_id}"), &ann.token).await;
+        theirs.expect(200);
+        assert_eq!(theirs.data()["status"], json!("done"));
         // The job wrote as ann: the row is hers, under her policies.
         let listed = app.get("/v1/objects/contacts/list", &ann.token).await;
         assert_eq!(listed.data()["results"][0]["created_by"], json!(ann.id));
@@ -258,15 +262,28 @@ both_backends! {
         use plinth::auth::standing::Standing;
         let tenant_id = plinth::id::TenantId::trusted(tenant.id.clone());
         let (key_id, _) = app.key(&tenant, json!({ "name": "w", "scopes": ["objects:write"] })).await;
-        let standing = Standing::Key { key_id: key_id.clone(), jti: None, scopes: vec!["objects:write".into()] };
+        let standing = Standing::Key { key_id: key_id.clone(), jti: None };
         let resumed = standing.resume(&app.app, &tenant_id).await.expect("a live key");
         assert_eq!(resumed.scopes(), ["objects:write".to_string()]);
+        // The key's scopes as they are when the work runs, not when it was asked for.
+        app.patch(&format!("/v1/keys/{key_id}"), &key, json!({ "scopes": ["objects:read"] })).await.expect(200);
+        let resumed = standing.resume(&app.app, &tenant_id).await.expect("a live key");
+        assert_eq!(resumed.scopes(), ["objects:read".to_string()]);
         app.delete(&format!("/v1/api-keys/{key_id}"), &key).await.expect(200);
         let refused = standing.resume(&app.app, &tenant_id).await.unwrap_err();
         assert_eq!(refused.code.as_str(), "UNAUTHORIZED");
+        // A token issued from a key: live until revoked.
+        let issued = app.post_public("/v1/token", json!({ "api_key": key })).await;
+        issued.expect(201);
+        let jti = issued.data()["jti"].as_str().unwrap().to_string();
+        let standing = Standing::Key { key_id: tenant.key_id.clone(), jti: Some(jti.clone()) };
+        standing.resume(&app.app, &tenant_id).await.expect("a live token");
+        let revoke = app.request(reqwest::Method::DELETE, "/v1/token", Some(&key)).json(&json!({ "jti": jti }));
+        app.send(revoke).await.expect(200);
+        assert_eq!(standing.resume(&app.app, &tenant_id).await.unwrap_err().code.as_str(), "UNAUTHORIZED");
         let other = plinth::id::TenantId::trusted("tn_other");
         let (key_id, _) = app.key(&tenant, json!({ "name": "w2", "scopes": ["objects:write"] })).await;
-        let standing = Standing::Key { key_id, jti: None, scopes: vec![] };
+        let standing = Standing::Key { key_id, jti: None };
         assert!(standing.resume(&app.app, &other).await.is_err(), "a key acts in its own tenant only");
 
         let sessions: Vec<(String,)> = sqlx::query_as("SELECT id FROM auth_sessions WHERE user_id = $1")
@@ -274,10 +291,10 @@ both_backends! {
         let standing = Standing::User { user_id: bob.id.clone(), session_id: sessions[0].0.clone() };
         let resumed = standing.resume(&app.app, &tenant_id).await.expect("a live session");
         assert!(resumed.access.is_some(), "an end user's roles and policies");
+        let stranger = Standing::User { user_id: ann.id.clone(), session_id: sessions[0].0.clone() };
+        assert!(stranger.resume(&app.app, &tenant_id).await.is_err(), "a live session is its own user's only");
         app.send(app.request(reqwest::Method::POST, "/v1/auth/logout", Some(&bob.token))).await.expect(200);
         assert_eq!(standing.resume(&app.app, &tenant_id).await.unwrap_err().code.as_str(), "UNAUTHORIZED");
-        let stranger = Standing::User { user_id: ann.id.clone(), session_id: sessions[0].0.clone() };
-        assert!(stranger.resume(&app.app, &tenant_id).await.is_err(), "a session is its own user's");
     }
 
     async fn exports_are_made_as_jobs_and_downloaded(app) {
@@ -347,7 +364,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Polls an import (30 s at most) until it ends: its last state, and each `processed` seen.
+/// Polls an import (60 s at most) until it ends: its last state, and each `processed` seen.
 async fn settled(app: &TestApp, token: &str, import_id: &str) -> (Value, Vec<i64>) {
     let mut seen = Vec::new();
     for _ in 0..600 {
@@ -359,7 +376,7 @@ async fn settled(app: &TestApp, token: &str, import_id: &str) -> (Value, Vec<i64
             return (data, seen);
         }
         assert!(data["status"] == "queued" || data["status"] == "running", "{data}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("import {import_id} did not end");
 }
