@@ -4202,8 +4202,143 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
+        /** @description A decimal string, such as `25.00`: up to 9 digits, then up to 18 after the point */
+        Amount: string;
+        /** @description One day's figures. */
+        AnalyticsDay: {
+            /** Format: int64 */
+            active_users: number;
+            /** Format: int64 */
+            ai_requests: number;
+            /**
+             * @description US dollars, a decimal string.
+             * @example 0.25
+             */
+            ai_spend_usd: string;
+            /** Format: int64 */
+            ai_tokens: number;
+            /** Format: int64 */
+            api_calls: number;
+            /** Format: date */
+            date: string;
+            /** Format: int64 */
+            deliveries: number;
+            /** Format: int64 */
+            deliveries_failed: number;
+            /** Format: int64 */
+            events: number;
+            /** Format: int64 */
+            objects_written: number;
+            /** Format: int64 */
+            storage_added_bytes: number;
+        };
+        /** @description An engine answer. */
+        AnalyticsEngineResult: {
+            /** @description The filters applied. */
+            filters: Record<string, unknown>;
+            /** Format: date */
+            from: string;
+            /** @description The time bucket, then the dimension if any. */
+            group_by: string[];
+            metric: components["schemas"]["AnalyticsMetric"];
+            /** @description One row per bucket (and dimension value), oldest first; empty buckets are zeros. */
+            rows: components["schemas"]["AnalyticsEngineRow"][];
+            /** @example UTC */
+            timezone: string;
+            /** Format: date */
+            to: string;
+            /**
+             * @description Over the whole period (`active_users`: distinct users over it); `ai_spend_usd` in dollars
+             *     as a decimal string.
+             */
+            total: components["schemas"]["AnalyticsValue"];
+            /** @description True when the dimension had more than 50 values: the largest 50 are listed. */
+            truncated: boolean;
+        };
+        /** @description One bucket of an engine answer. */
+        AnalyticsEngineRow: {
+            /** @description The bucket: its first day (`YYYY-MM-DD`), the month (`YYYY-MM`), or `total`. */
+            bucket: string;
+            /** @description The dimension's name, when grouped by one. */
+            dimension?: string | null;
+            /** @description The dimension's value (null when the row had none). */
+            key?: string | null;
+            /** @description A count; `ai_spend_usd` in dollars as a decimal string. */
+            value: components["schemas"]["AnalyticsValue"];
+        };
+        /**
+         * @description What can be counted.
+         * @enum {string}
+         */
+        AnalyticsMetric: "api_calls" | "objects_written" | "active_users" | "deliveries" | "ai_requests" | "ai_tokens" | "ai_spend_usd" | "storage_added_bytes" | "events";
+        /** @description A tenant's use, by day and in total. */
+        AnalyticsOverview: {
+            /** @description One entry per day, oldest first; days without activity are zeros. */
+            days: components["schemas"]["AnalyticsDay"][];
+            /**
+             * Format: date
+             * @description The first day covered (UTC).
+             */
+            from: string;
+            /**
+             * @description Days are UTC days.
+             * @example UTC
+             */
+            timezone: string;
+            /**
+             * Format: date
+             * @description The last day covered (UTC), included.
+             */
+            to: string;
+            totals: components["schemas"]["AnalyticsTotals"];
+        };
+        /** @description The period's totals. */
+        AnalyticsTotals: {
+            /**
+             * Format: int64
+             * @description Distinct end users over the whole period (not the sum of the days).
+             */
+            active_users: number;
+            /** Format: int64 */
+            ai_requests: number;
+            /**
+             * @description US dollars, a decimal string.
+             * @example 2.25
+             */
+            ai_spend_usd: string;
+            /** Format: int64 */
+            ai_tokens: number;
+            /** Format: int64 */
+            api_calls: number;
+            /** Format: int64 */
+            deliveries: number;
+            /**
+             * Format: int64
+             * @description Deliveries that gave up after their last attempt.
+             */
+            deliveries_failed: number;
+            /** Format: int64 */
+            events: number;
+            /**
+             * Format: int64
+             * @description Files the tenant has now, outside the trash.
+             */
+            files: number;
+            /** Format: int64 */
+            objects_written: number;
+            /**
+             * Format: int64
+             * @description Bytes of file versions uploaded in the period.
+             */
+            storage_added_bytes: number;
+            /**
+             * Format: int64
+             * @description Bytes the tenant's files hold now (every kept version and variant).
+             */
+            storage_bytes: number;
+        };
         /** @description A figure: a count, or for `ai_spend_usd` dollars as a decimal string. */
-        Amount: number | string;
+        AnalyticsValue: number | string;
         /** @description An anonymous sign-in. */
         Anonymous: {
             tenant_id?: string | null;
@@ -4829,34 +4964,6 @@ export interface components {
          * @enum {string}
          */
         DataType: "string" | "text" | "rich_text" | "integer" | "number" | "decimal" | "boolean" | "date" | "datetime" | "time" | "email" | "url" | "phone" | "enum" | "multi_enum" | "json" | "uuid" | "currency" | "percent" | "color" | "file" | "reference";
-        /** @description One day's figures. */
-        Day: {
-            /** Format: int64 */
-            active_users: number;
-            /** Format: int64 */
-            ai_requests: number;
-            /**
-             * @description US dollars, a decimal string.
-             * @example 0.25
-             */
-            ai_spend_usd: string;
-            /** Format: int64 */
-            ai_tokens: number;
-            /** Format: int64 */
-            api_calls: number;
-            /** Format: date */
-            date: string;
-            /** Format: int64 */
-            deliveries: number;
-            /** Format: int64 */
-            deliveries_failed: number;
-            /** Format: int64 */
-            events: number;
-            /** Format: int64 */
-            objects_written: number;
-            /** Format: int64 */
-            storage_added_bytes: number;
-        };
         /** @description The policy that decided. */
         Decider: {
             /** @description Absent for a draft policy. */
@@ -5017,40 +5124,6 @@ export interface components {
             provider: string;
             usage: Record<string, unknown>;
         };
-        /** @description An engine answer. */
-        EngineResult: {
-            /** @description The filters applied. */
-            filters: Record<string, unknown>;
-            /** Format: date */
-            from: string;
-            /** @description The time bucket, then the dimension if any. */
-            group_by: string[];
-            metric: components["schemas"]["Metric"];
-            /** @description One row per bucket (and dimension value), oldest first; empty buckets are zeros. */
-            rows: components["schemas"]["EngineRow"][];
-            /** @example UTC */
-            timezone: string;
-            /** Format: date */
-            to: string;
-            /**
-             * @description Over the whole period (`active_users`: distinct users over it); `ai_spend_usd` in dollars
-             *     as a decimal string.
-             */
-            total: components["schemas"]["Amount"];
-            /** @description True when the dimension had more than 50 values: the largest 50 are listed. */
-            truncated: boolean;
-        };
-        /** @description One bucket of an engine answer. */
-        EngineRow: {
-            /** @description The bucket: its first day (`YYYY-MM-DD`), the month (`YYYY-MM`), or `total`. */
-            bucket: string;
-            /** @description The dimension's name, when grouped by one. */
-            dimension?: string | null;
-            /** @description The dimension's value (null when the row had none). */
-            key?: string | null;
-            /** @description A count; `ai_spend_usd` in dollars as a decimal string. */
-            value: components["schemas"]["Amount"];
-        };
         Enroll: {
             friendly_name?: string | null;
         };
@@ -5084,6 +5157,64 @@ export interface components {
                 tenant_id: string;
                 /** Format: date-time */
                 updated_at: string;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_AnalyticsEngineResult: {
+            /** @description An engine answer. */
+            data: {
+                /** @description The filters applied. */
+                filters: Record<string, unknown>;
+                /** Format: date */
+                from: string;
+                /** @description The time bucket, then the dimension if any. */
+                group_by: string[];
+                metric: components["schemas"]["AnalyticsMetric"];
+                /** @description One row per bucket (and dimension value), oldest first; empty buckets are zeros. */
+                rows: components["schemas"]["AnalyticsEngineRow"][];
+                /** @example UTC */
+                timezone: string;
+                /** Format: date */
+                to: string;
+                /**
+                 * @description Over the whole period (`active_users`: distinct users over it); `ai_spend_usd` in dollars
+                 *     as a decimal string.
+                 */
+                total: components["schemas"]["AnalyticsValue"];
+                /** @description True when the dimension had more than 50 values: the largest 50 are listed. */
+                truncated: boolean;
+            };
+            /** @description Equals the `X-Request-Id` header. */
+            request_id: string;
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description The success envelope, as documented. */
+        Envelope_AnalyticsOverview: {
+            /** @description A tenant's use, by day and in total. */
+            data: {
+                /** @description One entry per day, oldest first; days without activity are zeros. */
+                days: components["schemas"]["AnalyticsDay"][];
+                /**
+                 * Format: date
+                 * @description The first day covered (UTC).
+                 */
+                from: string;
+                /**
+                 * @description Days are UTC days.
+                 * @example UTC
+                 */
+                timezone: string;
+                /**
+                 * Format: date
+                 * @description The last day covered (UTC), included.
+                 */
+                to: string;
+                totals: components["schemas"]["AnalyticsTotals"];
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -5569,36 +5700,6 @@ export interface components {
             success: boolean;
         };
         /** @description The success envelope, as documented. */
-        Envelope_EngineResult: {
-            /** @description An engine answer. */
-            data: {
-                /** @description The filters applied. */
-                filters: Record<string, unknown>;
-                /** Format: date */
-                from: string;
-                /** @description The time bucket, then the dimension if any. */
-                group_by: string[];
-                metric: components["schemas"]["Metric"];
-                /** @description One row per bucket (and dimension value), oldest first; empty buckets are zeros. */
-                rows: components["schemas"]["EngineRow"][];
-                /** @example UTC */
-                timezone: string;
-                /** Format: date */
-                to: string;
-                /**
-                 * @description Over the whole period (`active_users`: distinct users over it); `ai_spend_usd` in dollars
-                 *     as a decimal string.
-                 */
-                total: components["schemas"]["Amount"];
-                /** @description True when the dimension had more than 50 values: the largest 50 are listed. */
-                truncated: boolean;
-            };
-            /** @description Equals the `X-Request-Id` header. */
-            request_id: string;
-            /** @description Always `true`. */
-            success: boolean;
-        };
-        /** @description The success envelope, as documented. */
         Envelope_Enrolled: {
             /** @description A factor being enrolled, with its recovery codes (shown only now). */
             data: {
@@ -6053,34 +6154,6 @@ export interface components {
                 tenant_id: string;
                 /** Format: date-time */
                 updated_at: string;
-            };
-            /** @description Equals the `X-Request-Id` header. */
-            request_id: string;
-            /** @description Always `true`. */
-            success: boolean;
-        };
-        /** @description The success envelope, as documented. */
-        Envelope_Overview: {
-            /** @description A tenant's use, by day and in total. */
-            data: {
-                /** @description One entry per day, oldest first; days without activity are zeros. */
-                days: components["schemas"]["Day"][];
-                /**
-                 * Format: date
-                 * @description The first day covered (UTC).
-                 */
-                from: string;
-                /**
-                 * @description Days are UTC days.
-                 * @example UTC
-                 */
-                timezone: string;
-                /**
-                 * Format: date
-                 * @description The last day covered (UTC), included.
-                 */
-                to: string;
-                totals: components["schemas"]["Totals"];
             };
             /** @description Equals the `X-Request-Id` header. */
             request_id: string;
@@ -8796,11 +8869,6 @@ export interface components {
             otp: boolean;
             password: boolean;
         };
-        /**
-         * @description What can be counted.
-         * @enum {string}
-         */
-        Metric: "api_calls" | "objects_written" | "active_users" | "deliveries" | "ai_requests" | "ai_tokens" | "ai_spend_usd" | "storage_added_bytes" | "events";
         /** @description What a sign-in answers when a second factor is due. */
         MfaChallenge: {
             factors: components["schemas"]["Factor"][];
@@ -8888,27 +8956,6 @@ export interface components {
         /** @description Limits to set for a tenant: a number sets it, `"unlimited"` lifts it, `null` returns to the plan. */
         OverrideEntitlements: {
             limits: Record<string, unknown>;
-        };
-        /** @description A tenant's use, by day and in total. */
-        Overview: {
-            /** @description One entry per day, oldest first; days without activity are zeros. */
-            days: components["schemas"]["Day"][];
-            /**
-             * Format: date
-             * @description The first day covered (UTC).
-             */
-            from: string;
-            /**
-             * @description Days are UTC days.
-             * @example UTC
-             */
-            timezone: string;
-            /**
-             * Format: date
-             * @description The last day covered (UTC), included.
-             */
-            to: string;
-            totals: components["schemas"]["Totals"];
         };
         /** @description 8 to 1,024 characters, not blank, not one of the most common passwords; the tenant's policy may ask for more */
         Password: string;
@@ -9617,51 +9664,6 @@ export interface components {
             /** @description `bearer`. */
             token_type: string;
             user: components["schemas"]["User"];
-        };
-        /** @description The period's totals. */
-        Totals: {
-            /**
-             * Format: int64
-             * @description Distinct end users over the whole period (not the sum of the days).
-             */
-            active_users: number;
-            /** Format: int64 */
-            ai_requests: number;
-            /**
-             * @description US dollars, a decimal string.
-             * @example 2.25
-             */
-            ai_spend_usd: string;
-            /** Format: int64 */
-            ai_tokens: number;
-            /** Format: int64 */
-            api_calls: number;
-            /** Format: int64 */
-            deliveries: number;
-            /**
-             * Format: int64
-             * @description Deliveries that gave up after their last attempt.
-             */
-            deliveries_failed: number;
-            /** Format: int64 */
-            events: number;
-            /**
-             * Format: int64
-             * @description Files the tenant has now, outside the trash.
-             */
-            files: number;
-            /** Format: int64 */
-            objects_written: number;
-            /**
-             * Format: int64
-             * @description Bytes of file versions uploaded in the period.
-             */
-            storage_added_bytes: number;
-            /**
-             * Format: int64
-             * @description Bytes the tenant's files hold now (every kept version and variant).
-             */
-            storage_bytes: number;
         };
         /** @description A new factor's secret. */
         TotpSecret: {
@@ -14264,7 +14266,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_Overview"];
+                    "application/json": components["schemas"]["Envelope_AnalyticsOverview"];
                 };
             };
             /** @description Malformed parameter (`BAD_REQUEST`) */
@@ -14356,7 +14358,7 @@ export interface operations {
                  * @description `api_calls`, `objects_written`, `active_users`, `deliveries`, `ai_requests`,
                  *     `ai_tokens`, `ai_spend_usd`, `storage_added_bytes` or `events`.
                  */
-                metric: components["schemas"]["Metric"];
+                metric: components["schemas"]["AnalyticsMetric"];
                 /**
                  * @description Comma-separated: one of `day` (the default), `week` (from Monday), `month` or `total`,
                  *     and at most one of the metric's dimensions: `object_type`, `action` (objects written);
@@ -14398,7 +14400,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Envelope_EngineResult"];
+                    "application/json": components["schemas"]["Envelope_AnalyticsEngineResult"];
                 };
             };
             /** @description Malformed parameter (`BAD_REQUEST`) */

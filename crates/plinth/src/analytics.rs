@@ -40,6 +40,7 @@ pub fn routes() -> OpenApiRouter<App> {
 /// What can be counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = AnalyticsMetric)]
 pub enum Metric {
     /// Authenticated requests.
     ApiCalls,
@@ -89,10 +90,10 @@ impl Metric {
 
     /// Stored values are whole numbers; spend is kept in billionths of a dollar and answered as
     /// a decimal string of dollars.
-    fn amount(self, stored: i64) -> Amount {
+    fn value(self, stored: i64) -> MetricValue {
         match self {
-            Metric::AiSpendUsd => Amount::Usd(dollars(stored)),
-            _ => Amount::Count(stored),
+            Metric::AiSpendUsd => MetricValue::Usd(dollars(stored)),
+            _ => MetricValue::Count(stored),
         }
     }
 }
@@ -100,7 +101,8 @@ impl Metric {
 /// A figure: a count, or for `ai_spend_usd` dollars as a decimal string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum Amount {
+#[schema(as = AnalyticsValue)]
+pub enum MetricValue {
     Count(i64),
     #[schema(example = "0.25")]
     Usd(String),
@@ -199,6 +201,7 @@ impl PeriodQuery {
 
 /// A tenant's use, by day and in total.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AnalyticsOverview)]
 pub struct Overview {
     /// The first day covered (UTC).
     #[schema(value_type = String, format = Date)]
@@ -216,6 +219,7 @@ pub struct Overview {
 
 /// The period's totals.
 #[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(as = AnalyticsTotals)]
 pub struct Totals {
     pub api_calls: i64,
     pub objects_written: i64,
@@ -240,6 +244,7 @@ pub struct Totals {
 
 /// One day's figures.
 #[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(as = AnalyticsDay)]
 pub struct Day {
     #[schema(value_type = String, format = Date)]
     pub date: NaiveDate,
@@ -433,6 +438,7 @@ pub struct EngineQuery {
 
 /// An engine answer.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AnalyticsEngineResult)]
 pub struct EngineResult {
     pub metric: Metric,
     #[schema(value_type = String, format = Date)]
@@ -448,7 +454,7 @@ pub struct EngineResult {
     pub filters: BTreeMap<String, String>,
     /// Over the whole period (`active_users`: distinct users over it); `ai_spend_usd` in dollars
     /// as a decimal string.
-    pub total: Amount,
+    pub total: MetricValue,
     /// One row per bucket (and dimension value), oldest first; empty buckets are zeros.
     pub rows: Vec<EngineRow>,
     /// True when the dimension had more than 50 values: the largest 50 are listed.
@@ -457,6 +463,7 @@ pub struct EngineResult {
 
 /// One bucket of an engine answer.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AnalyticsEngineRow)]
 pub struct EngineRow {
     /// The bucket: its first day (`YYYY-MM-DD`), the month (`YYYY-MM`), or `total`.
     pub bucket: String,
@@ -467,7 +474,7 @@ pub struct EngineRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<Option<String>>,
     /// A count; `ai_spend_usd` in dollars as a decimal string.
-    pub value: Amount,
+    pub value: MetricValue,
 }
 
 /// Analytics engine query
@@ -595,7 +602,7 @@ async fn engine(auth: Auth, State(app): State<App>, Query(query): Query<EngineQu
                 bucket: if bucket == Bucket::Total { "total".into() } else { bucket.label(start) },
                 dimension: dimension.map(str::to_string),
                 key: dimension.map(|_| key.clone()),
-                value: metric.amount(stored),
+                value: metric.value(stored),
             });
         }
     }
@@ -608,7 +615,7 @@ async fn engine(auth: Auth, State(app): State<App>, Query(query): Query<EngineQu
         timezone: "UTC",
         group_by,
         filters,
-        total: metric.amount(total_stored),
+        total: metric.value(total_stored),
         rows,
         truncated,
     }))

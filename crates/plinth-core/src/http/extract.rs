@@ -58,6 +58,14 @@ async fn body_bytes<S: Send + Sync>(request: axum::extract::Request, state: &S) 
 /// Reads `bytes` as `T`; when that fails on its shape and the body holds integral numbers
 /// written with a fraction (`601.0`), reads it again with them as integers.
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde reads a struct from an array of its fields in order (`[null]`); a body documented as
+    // an object is one, so a top-level array is read only into what takes arrays.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        return T::deserialize(NoStructFromArray(value))
+            .map_err(|e| ApiError::new(ErrorCode::ValidationFailed, format!("the body: {e}")));
+    }
     match axum::Json::<T>::from_bytes(bytes) {
         Ok(axum::Json(value)) => Ok(value),
         Err(rejection @ JsonRejection::JsonDataError(_)) => {
@@ -195,5 +203,77 @@ mod integral_tests {
         let error = parse::<Body>(br#"{"limit": 601.5, "ratio": 1, "items": []}"#).unwrap_err();
         assert_eq!(error.code, ErrorCode::ValidationFailed);
         assert!(parse::<Body>(b"{").is_err());
+    }
+}
+
+/// A top-level JSON value read like `serde_json::Value` reads, except that a struct is never
+/// read from an array.
+struct NoStructFromArray(serde_json::Value);
+
+impl<'de> serde::Deserializer<'de> for NoStructFromArray {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_option(visitor)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_newtype_struct(name, visitor)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        if self.0.is_array() {
+            return Err(serde::de::Error::custom("must be a JSON object, not an array"));
+        }
+        self.0.deserialize_struct(name, fields, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf unit
+        unit_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Budget {
+        ai_budget_usd: Option<String>,
+    }
+
+    #[test]
+    fn a_struct_is_never_read_from_an_array() {
+        assert!(serde_json::from_slice::<Budget>(b"[null]").is_ok(), "what serde alone does");
+        let refused = parse::<Budget>(b" [null]").unwrap_err();
+        assert_eq!(refused.code.as_str(), "VALIDATION_FAILED");
+        assert!(parse::<Budget>(br#"{"ai_budget_usd": "25.00"}"#).is_ok());
+        assert_eq!(parse::<Vec<i64>>(b"[1, 2]").unwrap(), vec![1, 2]);
+        assert!(parse::<serde_json::Value>(b"[1]").unwrap().is_array());
+        assert!(parse::<Vec<Budget>>(br#"[{"ai_budget_usd": null}]"#).is_ok());
     }
 }
