@@ -289,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
         command.env("PLINTH_OPENAI_BASE_URL", format!("{provider}/v1"));
         command.env("PLINTH_ANTHROPIC_BASE_URL", provider);
     }
-    let mut server = command.spawn().with_context(|| format!("starting {} (build it first)", options.binary))?;
+    let server = command.spawn().with_context(|| format!("starting {} (build it first)", options.binary))?;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(options.concurrency).build()?;
     let mut ready = false;
@@ -307,21 +307,11 @@ async fn main() -> anyhow::Result<()> {
     let BenchTenant { key, key_id, tenant_id } = bench_tenant(&client, &base, "Bench").await?;
     if options.auth {
         auth::run(&client, &base, &key, &tenant_id, options.requests).await?;
-        server.start_kill()?;
-        let _ = server.wait().await;
-        let _ = std::fs::remove_dir_all(&data_dir);
-        return Ok(());
+        return stop(server, &data_dir).await;
     }
     if options.data > 0 {
         data::run(&client, &base, &key, &options).await?;
-        server.start_kill()?;
-        let _ = server.wait().await;
-        if std::env::var_os("PLINTH_BENCH_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&data_dir);
-        } else {
-            println!("data kept in {}", data_dir.display());
-        }
-        return Ok(());
+        return stop(server, &data_dir).await;
     }
     if options.vs.is_some() {
         let plinth = Plinth { base: base.clone(), key: key.clone() };
@@ -329,10 +319,7 @@ async fn main() -> anyhow::Result<()> {
             Some(provider) if litellm => litellm::run(&client, &plinth, provider, &options).await?,
             _ => pocketbase::run(&client, &plinth, &options).await?,
         }
-        server.start_kill()?;
-        let _ = server.wait().await;
-        let _ = std::fs::remove_dir_all(&data_dir);
-        return Ok(());
+        return stop(server, &data_dir).await;
     }
     let token =
         call(&client, reqwest::Method::POST, format!("{base}/v1/token"), &key, json!({ "api_key": key })).await?;
@@ -340,24 +327,15 @@ async fn main() -> anyhow::Result<()> {
 
     if let Some(provider) = &provider {
         gateway::run(&client, &base, provider, &key, &options).await?;
-        server.start_kill()?;
-        let _ = server.wait().await;
-        let _ = std::fs::remove_dir_all(&data_dir);
-        return Ok(());
+        return stop(server, &data_dir).await;
     }
     if options.isolation > 0 {
         isolation::run(&client, &base, &key, &options).await?;
-        server.start_kill()?;
-        let _ = server.wait().await;
-        let _ = std::fs::remove_dir_all(&data_dir);
-        return Ok(());
+        return stop(server, &data_dir).await;
     }
     if options.events {
         events::run(&client, &base, &key, options.requests, options.concurrency).await?;
-        server.start_kill()?;
-        let _ = server.wait().await;
-        let _ = std::fs::remove_dir_all(&data_dir);
-        return Ok(());
+        return stop(server, &data_dir).await;
     }
     let scenarios = if options.store > 0 {
         store_scenarios(&client, &base, &key, &options).await?
@@ -386,10 +364,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    stop(server, &data_dir).await
+}
+
+/// Stops the server and removes its data folder (kept with `PLINTH_BENCH_KEEP` set).
+async fn stop(mut server: tokio::process::Child, data_dir: &std::path::Path) -> anyhow::Result<()> {
     server.start_kill()?;
     let _ = server.wait().await;
     if std::env::var_os("PLINTH_BENCH_KEEP").is_none() {
-        let _ = std::fs::remove_dir_all(&data_dir);
+        let _ = std::fs::remove_dir_all(data_dir);
     } else {
         println!("data kept in {}", data_dir.display());
     }

@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::ai::usage::dollars;
 use crate::app::App;
 use crate::auth::Auth;
 use crate::db::Backend;
@@ -106,11 +107,6 @@ pub enum MetricValue {
     Count(i64),
     #[schema(example = "0.25")]
     Usd(String),
-}
-
-/// Billionths of a dollar as a decimal string of dollars.
-fn dollars(nanos: i64) -> String {
-    crate::ai::usage::dollars(nanos)
 }
 
 /// Which UTC days an answer covers, first and last included.

@@ -216,23 +216,28 @@ pub struct ErrorDetail {
     pub extra: Map<String, Value>,
 }
 
+/// The error object an answer carries (also what work done later keeps of an error it would have
+/// answered).
+impl From<ApiError> for ErrorDetail {
+    fn from(error: ApiError) -> Self {
+        ErrorDetail {
+            code: error.code.as_str().to_string(),
+            message: error.message,
+            details: error.details,
+            extra: error.extra,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
+        let code = self.code;
         // An error that says when to retry says it in the header too.
         let retry_after = self.extra.get("retry_after").and_then(Value::as_u64);
-        let body = ErrorBody {
-            success: false,
-            error: ErrorDetail {
-                code: self.code.as_str().to_string(),
-                message: self.message,
-                details: self.details,
-                extra: self.extra,
-            },
-            request_id: request_id::current(),
-        };
+        let body = ErrorBody { success: false, error: ErrorDetail::from(self), request_id: request_id::current() };
         let mut response = (status, axum::Json(body)).into_response();
-        if self.code == ErrorCode::Unauthorized {
+        if code == ErrorCode::Unauthorized {
             response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
         }
         if let Some(seconds) = retry_after {

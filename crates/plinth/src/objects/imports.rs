@@ -243,16 +243,9 @@ async fn find(conn: &mut sqlx::AnyConnection, tenant: &TenantId, import_id: &str
     row.ok_or_else(|| ApiError::not_found("import"))
 }
 
-/// An error as the import's record keeps it: the body a request would have been answered.
+/// An error as the import's record keeps it: the error object a request would have been answered.
 fn error_body(error: &ApiError) -> Value {
-    let mut body = serde_json::Map::new();
-    body.insert("code".into(), json!(error.code.as_str()));
-    body.insert("message".into(), json!(error.message));
-    if let Some(details) = &error.details {
-        body.insert("details".into(), Value::Object(details.clone()));
-    }
-    body.extend(error.extra.clone());
-    Value::Object(body)
+    serde_json::to_value(crate::http::error::ErrorDetail::from(error.clone())).unwrap_or(Value::Null)
 }
 
 /// The refusal of a second run of an import that has ended.
